@@ -1,0 +1,341 @@
+//! The reconcile loop: observe the LoopService's Jobs, decide, act, write status.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, error, info, warn};
+
+use crate::crd::{LoopService, LoopServiceStatus};
+use crate::job::{self, JobParams, ObservedJob, Outcome};
+use crate::metrics::{ErrorLabels, LsLabels, Metrics, ResultLabels};
+use crate::schedule::{self, parse_duration};
+use crate::status::{self, Decision, Note};
+use crate::{Error, Result, is_transient};
+
+/// A fault to inject, for tests of crash safety.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Exit the process (code 137, as SIGKILL would) right after a Job is created and before
+    /// the status that records it is written.
+    ExitAfterJobCreate,
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "exit-after-job-create" => Ok(Fault::ExitAfterJobCreate),
+            _ => Err(format!("unknown fault {s:?} (known: exit-after-job-create)")),
+        }
+    }
+}
+
+/// Default number of finished Jobs kept per LoopService, for successes and for failures.
+const DEFAULT_HISTORY: usize = 3;
+/// While a loop runs, its Job's watch events wake the reconcile; this is only a safety net.
+const RUNNING_RECHECK: Duration = Duration::from_secs(300);
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Set on SIGTERM: no new loop starts, in-flight work finishes.
+    pub draining: Arc<AtomicBool>,
+    pub fault: Option<Fault>,
+    failures: Mutex<HashMap<ObjectRef<LoopService>, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, reporter: Reporter, metrics: Arc<Metrics>, draining: Arc<AtomicBool>, fault: Option<Fault>) -> Self {
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            draining,
+            fault,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn retries(&self, key: &ObjectRef<LoopService>, reset: bool) -> u32 {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if reset {
+            map.remove(key);
+            return 0;
+        }
+        let n = map.entry(key.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+}
+
+/// Reconciles one LoopService; the requeue is computed at the very end, since kube-runtime
+/// counts it from when reconcile returns.
+pub async fn reconcile(ls: Arc<LoopService>, ctx: Arc<Context>) -> Result<Action> {
+    let began = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let res = reconcile_inner(&ls, &ctx).await;
+    ctx.metrics.reconcile_seconds.observe(began.elapsed().as_secs_f64());
+    if res.is_ok() {
+        ctx.retries(&ObjectRef::from_obj(ls.as_ref()), true);
+    }
+    res
+}
+
+/// Retries failed reconciles with exponential backoff per LoopService: 250 ms doubling to a
+/// minute. The cap keeps a LoopService that cannot be reconciled (say, RBAC is missing) from
+/// being retried hot, and is short enough that it recovers soon after the cause is fixed.
+pub fn error_policy(ls: Arc<LoopService>, err: &Error, ctx: Arc<Context>) -> Action {
+    let n = ctx.retries(&ObjectRef::from_obj(ls.as_ref()), false);
+    let delay = Duration::from_millis(250u64.saturating_mul(1 << n.min(8).saturating_sub(1))).min(Duration::from_secs(60));
+    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { step: err.metric_label().to_string() }).inc();
+    let transient = err.kube().is_some_and(is_transient);
+    warn!(namespace = ls.namespace().unwrap_or_default(), name = %ls.name_any(), error = %err, transient, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
+    let name = ls.name_any();
+    let (Some(ns), Some(uid)) = (ls.namespace(), ls.uid()) else {
+        return Err(Error::Incomplete(name));
+    };
+    if ls.metadata.deletion_timestamp.is_some() {
+        // Its Jobs go with it through their owner references.
+        return Ok(Action::await_change());
+    }
+    let prev = ls.status.clone().unwrap_or_default();
+    let generation = ls.metadata.generation;
+    let now = Timestamp::now();
+
+    let spec = &ls.spec;
+    let parsed = parse_duration("interval", &spec.interval).and_then(|i| {
+        let t = spec.timeout.as_deref().map(|t| parse_duration("timeout", t)).transpose()?;
+        Ok((i, t))
+    });
+    let (interval, timeout) = match parsed {
+        Ok(v) => v,
+        Err(message) => {
+            let mut st = prev.clone();
+            status::invalid(&mut st, &message, generation, now);
+            if st != prev {
+                write_status(ls, &st, ctx).await?;
+                publish(ls, ctx, &[Note { warning: true, reason: "InvalidSpec", message }]).await;
+            }
+            return Ok(Action::await_change());
+        }
+    };
+
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let jobs = jobs_api
+        .list(&ListParams::default().labels(&format!("{}={uid}", job::LABEL_UID)))
+        .await
+        .map_err(|e| Error::ListJobs(format!("{ns}/{name}"), e))?;
+    let owned = |j: &Job| j.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true));
+    let mut observed: Vec<ObservedJob> = jobs.items.iter().filter(|j| owned(j)).filter_map(job::observe).collect();
+
+    // A failed loop not yet recorded: ask its Pods why, so status says more than "failed".
+    for j in observed.iter_mut().filter(|j| j.loop_number > prev.last_finished_loop) {
+        if let Some((_, Outcome::Failed { message, .. })) = &mut j.end {
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            let list = pods
+                .list(&ListParams::default().labels(&format!("job-name={}", j.name)))
+                .await
+                .map_err(|e| Error::ListPods(j.name.clone(), e))?;
+            let detail = job::describe_pods(&list.items);
+            if !detail.is_empty() {
+                *message = format!("{detail}; {message}");
+            }
+        }
+    }
+
+    let (mut st, mut notes) = status::record_jobs(&prev, &observed, interval, now);
+    for n in &notes {
+        count(ctx, &ns, &name, n);
+    }
+    let suspended = spec.is_suspended();
+    let mut decision = status::decide(&st, spec.loops, suspended, interval, now);
+
+    if let Decision::Launch { loop_number, scheduled } = decision {
+        if ctx.draining.load(Ordering::SeqCst) {
+            info!(namespace = %ns, %name, r#loop = loop_number, "draining: leaving the loop to the next operator instance");
+        } else {
+            let launched = launch(ls, ctx, &jobs_api, loop_number, scheduled, timeout, &mut st).await?;
+            for n in &launched {
+                count(ctx, &ns, &name, n);
+            }
+            notes.extend(launched);
+            decision = status::decide(&st, spec.loops, suspended, interval, Timestamp::now());
+        }
+    }
+
+    status::finalize(&mut st, &decision, spec.loops, generation, Timestamp::now());
+    if st != prev {
+        write_status(ls, &st, ctx).await?;
+    }
+    publish(ls, ctx, &notes).await;
+
+    // Old Jobs go only once their loop is counted in the status already stored.
+    let keep_ok = spec.successful_jobs_history_limit.map_or(DEFAULT_HISTORY, |n| n.max(0) as usize);
+    let keep_failed = spec.failed_jobs_history_limit.map_or(DEFAULT_HISTORY, |n| n.max(0) as usize);
+    for old in status::jobs_to_delete(&observed, &prev, keep_ok, keep_failed) {
+        let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+        match jobs_api.delete(&old, &dp).await {
+            Ok(_) => debug!(namespace = %ns, %name, job = %old, "deleted old job"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::DeleteJob(old, e)),
+        }
+    }
+
+    let now = Timestamp::now();
+    Ok(match decision {
+        Decision::Wait { until } => Action::requeue(schedule::until(until, now)),
+        // Only while draining: the next instance starts it.
+        Decision::Launch { .. } => Action::requeue(Duration::from_secs(1)),
+        Decision::Running { .. } => Action::requeue(RUNNING_RECHECK),
+        Decision::Suspended | Decision::Finished => Action::await_change(),
+    })
+}
+
+/// Creates loop `n`'s Job and records the outcome in `st`.
+#[allow(clippy::too_many_arguments)]
+async fn launch(
+    ls: &LoopService,
+    ctx: &Context,
+    jobs_api: &Api<Job>,
+    n: i64,
+    scheduled: Timestamp,
+    timeout: Option<Duration>,
+    st: &mut LoopServiceStatus,
+) -> Result<Vec<Note>> {
+    let start = Timestamp::now();
+    let params = JobParams { ls, loop_number: n, scheduled, start, timeout };
+    let Some(job) = job::build_job(&params) else {
+        return Err(Error::Incomplete(ls.name_any()));
+    };
+    let job_name = job.name_any();
+    let (ns, name) = (ls.namespace().unwrap_or_default(), ls.name_any());
+    match jobs_api.create(&PostParams::default(), &job).await {
+        Ok(_) => {
+            let delay = schedule::seconds_between(scheduled, start).max(0.0);
+            ctx.metrics.start_delay_seconds.observe(delay);
+            info!(namespace = %ns, %name, r#loop = n, job = %job_name, delay_ms = (delay * 1000.0) as u64, "started loop");
+            if ctx.fault == Some(Fault::ExitAfterJobCreate) {
+                error!(job = %job_name, "fault injection: exiting after creating a job, before writing status");
+                std::process::exit(137);
+            }
+            Ok(vec![status::launched(st, n, &job_name, start)])
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists" => {
+            // Made by an earlier instance that died before recording it: adopt, never duplicate.
+            let existing = jobs_api.get(&job_name).await.map_err(|e| Error::GetJob(job_name.clone(), e))?;
+            let ours = existing.owner_references().iter().any(|o| Some(&o.uid) == ls.metadata.uid.as_ref());
+            match job::observe(&existing).filter(|_| ours) {
+                Some(seen) => Ok(vec![status::launched(st, n, &job_name, seen.start)]),
+                None => Err(Error::JobNameTaken(job_name)),
+            }
+        }
+        Err(e) if is_transient(&e) => Err(Error::CreateJob(job_name, e)),
+        Err(kube::Error::Api(s)) => {
+            warn!(namespace = %ns, %name, r#loop = n, job = %job_name, message = %s.message, "the API server refused the job");
+            Ok(status::rejected(st, n, start, &s.message))
+        }
+        Err(e) => Err(Error::CreateJob(job_name, e)),
+    }
+}
+
+/// Writes the whole status, on the condition that the object is still the version this
+/// reconcile read: a stale read fails with a conflict and is retried, so a loop is never
+/// counted twice.
+async fn write_status(ls: &LoopService, st: &LoopServiceStatus, ctx: &Context) -> Result<()> {
+    let (ns, name) = (ls.namespace().unwrap_or_default(), ls.name_any());
+    let api: Api<LoopService> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({
+        "metadata": { "resourceVersion": ls.resource_version() },
+        "status": st,
+    });
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| Error::WriteStatus(format!("{ns}/{name}"), e))?;
+    Ok(())
+}
+
+fn count(ctx: &Context, ns: &str, name: &str, note: &Note) {
+    let ls = LsLabels { namespace: ns.to_string(), name: name.to_string() };
+    let result = |r: &str| ResultLabels { namespace: ns.to_string(), name: name.to_string(), result: r.to_string() };
+    match note.reason {
+        "LoopStarted" => ctx.metrics.loops_started.get_or_create(&ls).inc(),
+        "LoopSucceeded" => ctx.metrics.loops_finished.get_or_create(&result("succeeded")).inc(),
+        "LoopFailed" => ctx.metrics.loops_finished.get_or_create(&result("failed")).inc(),
+        "LoopOverrun" => ctx.metrics.overruns.get_or_create(&ls).inc(),
+        _ => 0,
+    };
+    if note.warning {
+        warn!(namespace = %ns, %name, reason = note.reason, message = %note.message, "loop event");
+    }
+}
+
+/// Events are best effort: a refused Event is logged, never a reason to redo a reconcile.
+async fn publish(ls: &LoopService, ctx: &Context, notes: &[Note]) {
+    let reference = ls.object_ref(&());
+    for n in notes {
+        let ev = Event {
+            type_: if n.warning { EventType::Warning } else { EventType::Normal },
+            reason: n.reason.to_string(),
+            note: Some(n.message.clone()),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+            warn!(name = %ls.name_any(), error = %e, "could not publish event");
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves and every in-flight reconcile has finished.
+/// `ready` is set once the LoopService cache has synced.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (ls_api, jobs_api): (Api<LoopService>, Api<Job>) = match &namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    let jobs_cfg = watcher::Config::default().labels(&format!("{}={}", job::LABEL_MANAGED_BY, job::MANAGER));
+    let controller = Controller::new(ls_api, watcher::Config::default())
+        .owns(jobs_api, jobs_cfg)
+        .graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            info!("loopservice cache synced");
+            ready.store(true, Ordering::SeqCst);
+        }
+    });
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => debug!(name = %obj.name, namespace = obj.namespace.as_deref().unwrap_or(""), "reconciled"),
+                Err(e) => debug!(error = %e, "controller event"),
+            }
+        })
+        .await;
+}

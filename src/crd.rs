@@ -1,0 +1,304 @@
+//! The `LoopService` custom resource: the only source of the CRD (see `crdgen`).
+
+use std::borrow::Cow;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use kube::CustomResource;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A duration of at least one second, written as integer parts in the order h, m, s, ms:
+/// `30s`, `1m30s`, `2h`, `1s500ms`. At least one of the hour, minute or second parts must be
+/// non-zero. Kubernetes 1.20 has no CEL rules, so this regular expression is what makes the
+/// API server refuse a shorter or malformed duration.
+pub const DURATION_PATTERN: &str = concat!(
+    r"^([0-9]*[1-9][0-9]*h([0-9]+m)?([0-9]+s)?",
+    r"|([0-9]+h)?[0-9]*[1-9][0-9]*m([0-9]+s)?",
+    r"|([0-9]+h)?([0-9]+m)?[0-9]*[1-9][0-9]*s)([0-9]+ms)?$"
+);
+
+/// What a LoopService asks for: a Job image to run once per loop, on start-anchored timing.
+///
+/// Loop i starts at max(start of loop i-1 + interval, end of loop i-1): loops never overlap,
+/// a loop that overruns its interval is followed at once by the next one, and time lost
+/// (an overrun, or the operator being down) is never made up with extra loops.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "loops.dev",
+    version = "v1alpha1",
+    kind = "LoopService",
+    plural = "loopservices",
+    singular = "loopservice",
+    shortname = "ls",
+    shortname = "loops",
+    category = "all",
+    namespaced,
+    status = "LoopServiceStatus",
+    doc = "A LoopService runs one Kubernetes Job per loop, forever or for spec.loops loops, on start-anchored timing: the next loop starts one interval after the previous one started, or at once when the previous loop ran longer than the interval.",
+    printcolumn(name = "Interval", type_ = "string", json_path = ".spec.interval", description = "Time from the start of one loop to the start of the next"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "What the LoopService is doing now"),
+    printcolumn(name = "Loops", type_ = "integer", json_path = ".status.loopsStarted", description = "Loops started"),
+    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.loopsFailed", description = "Loops that failed"),
+    printcolumn(name = "Overruns", type_ = "integer", json_path = ".status.overruns", description = "Loops that ran longer than the interval"),
+    printcolumn(name = "Last Run", type_ = "date", json_path = ".status.lastStartTime", description = "When the latest loop started"),
+    printcolumn(name = "Next Run", type_ = "string", json_path = ".status.nextRunTime", description = "When the next loop is due"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LoopServiceSpec {
+    /// Time from the start of one loop to the start of the next, at least 1s: integer parts
+    /// in the order h, m, s, ms, such as `30s`, `1m30s`, `2h` or `1s500ms`. A loop that runs
+    /// longer than this is an overrun, and the next loop then starts as soon as it ends.
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub interval: String,
+
+    /// Container image that each loop's Job runs, e.g. `busybox:1.36`.
+    #[schemars(length(min = 1))]
+    pub image: String,
+
+    /// Entrypoint of the loop's container (the image's ENTRYPOINT when absent), e.g. `[sh, -c]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+
+    /// Arguments to the entrypoint (the image's CMD when absent), e.g. `["echo hello"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+
+    /// Environment variables of the loop's container. The operator adds LOOP_NUMBER,
+    /// LOOP_SCHEDULED_TIME and LOOPSERVICE_NAME.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<EnvVar>>,
+
+    /// When the node pulls the image: Always, IfNotPresent or Never (Kubernetes' default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never"]))]
+    pub image_pull_policy: Option<String>,
+
+    /// CPU and memory requests and limits of the loop's container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// ServiceAccount the loop's Pod runs as (the namespace's `default` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+
+    /// Longest a loop may run, at least 1s, in the same format as `interval` (e.g. `5m`). A loop
+    /// still running then is stopped and counted as failed (reason DeadlineExceeded). No limit
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub timeout: Option<String>,
+
+    /// Stop after this many loops (phase Finished). Loops forever when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub loops: Option<i64>,
+
+    /// Pause: no new loop starts while true; a running loop finishes. Counts are kept, and
+    /// when resumed a loop whose time has passed starts at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+
+    /// Retries of a failed Pod inside one loop (the Job's backoffLimit). Default 0: one loop
+    /// is one attempt, and the next loop is the retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub backoff_limit: Option<i32>,
+
+    /// Finished Jobs of successful loops to keep for inspection (default 3); older ones are deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub successful_jobs_history_limit: Option<i32>,
+
+    /// Finished Jobs of failed loops to keep for inspection (default 3); older ones are deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub failed_jobs_history_limit: Option<i32>,
+}
+
+/// What the operator has seen and done, rebuilt from the LoopService's own Jobs on every
+/// reconcile.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoopServiceStatus {
+    /// The metadata.generation of the spec this status describes.
+    #[serde(default)]
+    pub observed_generation: Option<i64>,
+    /// Pending (nothing done yet), Running (a loop's Job is running), Waiting (for the next
+    /// loop's time), Suspended, Finished (spec.loops loops ran), Failing (waiting, and the latest
+    /// loop failed) or Invalid (the spec cannot be run; see the Ready condition).
+    #[serde(default)]
+    pub phase: Option<Phase>,
+    /// Loops started so far: the number of the latest loop.
+    #[serde(default)]
+    pub loops_started: i64,
+    /// Loops whose Job completed.
+    #[serde(default)]
+    pub loops_succeeded: i64,
+    /// Loops whose Job failed or could not be created.
+    #[serde(default)]
+    pub loops_failed: i64,
+    /// Loops that ran longer than the interval.
+    #[serde(default)]
+    pub overruns: i64,
+    /// Loops that failed in a row, up to now (0 after a success).
+    #[serde(default)]
+    pub consecutive_failures: i64,
+    /// The number of the latest loop whose end is recorded in this status.
+    #[serde(default)]
+    pub last_finished_loop: i64,
+    /// Name of the Job of the loop running now.
+    #[serde(default)]
+    pub active_job: Option<String>,
+    /// When the latest loop started (its Job was created).
+    #[serde(default)]
+    pub last_start_time: Option<Time>,
+    /// When the latest finished loop ended.
+    #[serde(default)]
+    pub last_completion_time: Option<Time>,
+    /// When the next loop is due; absent while a loop runs, when suspended or finished.
+    #[serde(default)]
+    pub next_run_time: Option<Time>,
+    /// When a loop last succeeded.
+    #[serde(default)]
+    pub last_success_time: Option<Time>,
+    /// When a loop last failed.
+    #[serde(default)]
+    pub last_failure_time: Option<Time>,
+    /// The latest loop that ran longer than the interval.
+    #[serde(default)]
+    pub last_overrun: Option<Overrun>,
+    /// The latest loop that failed, and why.
+    #[serde(default)]
+    pub last_error: Option<LoopError>,
+    /// Ready (the spec is valid and loops run as scheduled), Overrun (the latest finished loop ran
+    /// longer than the interval) and Failing (the latest loop failed).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// The phase of a LoopService.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Running,
+    Waiting,
+    Suspended,
+    Finished,
+    Failing,
+    Invalid,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A loop that ran longer than its interval.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Overrun {
+    /// The loop's number.
+    pub r#loop: i64,
+    /// How long the loop ran, in seconds.
+    pub duration_seconds: f64,
+    /// The interval it overran, in seconds.
+    pub interval_seconds: f64,
+    /// When the loop ended.
+    pub time: Time,
+    /// E.g. "loop 7 took 41.2 seconds, which is longer than its interval of 30 seconds".
+    pub message: String,
+}
+
+/// A loop that failed.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoopError {
+    /// The loop's number.
+    pub r#loop: i64,
+    /// JobFailed (the Job ran and failed), DeadlineExceeded (it ran past spec.timeout),
+    /// JobRejected (the API server refused to create it) or JobDeleted (it was deleted before
+    /// it finished).
+    pub reason: String,
+    /// What went wrong: the Job's condition, the container's exit code and termination
+    /// message, or the API server's answer.
+    pub message: String,
+    /// When it happened.
+    pub time: Time,
+}
+
+/// A condition of a LoopService, in the usual Kubernetes shape.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Ready, Overrun or Failing.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    /// A CamelCase word for why.
+    pub reason: String,
+    /// A sentence for humans.
+    pub message: String,
+    /// When status last changed.
+    pub last_transition_time: Time,
+    /// The metadata.generation this condition was set for.
+    #[serde(default)]
+    pub observed_generation: Option<i64>,
+}
+
+/// An instant written as RFC 3339 in UTC with milliseconds, e.g. `2026-11-25T10:00:30.012Z`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(pub Timestamp);
+
+impl Time {
+    pub fn format(&self) -> String {
+        // Round to whole milliseconds first so that what is written is what is read back.
+        let ms = self.0.as_millisecond();
+        let t = Timestamp::from_millisecond(ms).unwrap_or(self.0);
+        jiff::fmt::temporal::DateTimePrinter::new()
+            .precision(Some(3))
+            .timestamp_to_string(&t)
+    }
+}
+
+impl std::fmt::Display for Time {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.format())
+    }
+}
+
+impl Serialize for Time {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.format())
+    }
+}
+
+impl<'de> Deserialize<'de> for Time {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse::<Timestamp>()
+            .map(Time)
+            .map_err(|e| serde::de::Error::custom(format!("invalid time {s:?}: {e}")))
+    }
+}
+
+impl JsonSchema for Time {
+    fn schema_name() -> Cow<'static, str> {
+        "Time".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "format": "date-time" })
+    }
+}
+
+impl LoopServiceSpec {
+    pub fn is_suspended(&self) -> bool {
+        self.suspend.unwrap_or(false)
+    }
+}

@@ -1,0 +1,429 @@
+//! Pure Job building and reading: names, labels, annotations, owner reference, and what a
+//! Job (and its Pods) say about how a loop went.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::crd::{LoopService, Time};
+
+pub const LABEL_NAME: &str = "loops.dev/loopservice";
+pub const LABEL_UID: &str = "loops.dev/loopservice-uid";
+pub const LABEL_LOOP: &str = "loops.dev/loop";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGER: &str = "loopservice-operator";
+pub const ANN_NAME: &str = "loops.dev/loopservice";
+pub const ANN_LOOP: &str = "loops.dev/loop";
+pub const ANN_SCHEDULED: &str = "loops.dev/scheduled-time";
+pub const ANN_STARTED: &str = "loops.dev/start-time";
+pub const CONTAINER: &str = "loop";
+
+/// Kubernetes label values, and so Job names (the Job controller copies the name into its
+/// Pods' `job-name` label), are limited to 63 characters.
+const MAX_NAME: usize = 63;
+
+/// The longest message kept from a container or the API server: status must stay small,
+/// and an Event's note is limited to 1 kB.
+pub const MAX_MESSAGE: usize = 900;
+
+/// The Job name of loop `n`: `<name>-<n>`, or, when that would pass 63 characters, a
+/// truncated name, a hash of the full name (so two long names never share Jobs) and `-<n>`.
+pub fn job_name(loopservice: &str, n: i64) -> String {
+    let suffix = format!("-{n}");
+    if loopservice.len() + suffix.len() <= MAX_NAME {
+        return format!("{loopservice}{suffix}");
+    }
+    format!("{}{suffix}", short_name(loopservice, MAX_NAME - suffix.len()))
+}
+
+/// A value of at most `max` characters naming `name`: `name` itself when it fits, else a
+/// prefix, `-`, and 8 hex digits of its SHA-256.
+pub fn short_name(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let hash = hex8(name);
+    let keep = max.saturating_sub(hash.len() + 1);
+    // Names are ASCII (DNS subdomains), so byte slicing is safe; trailing separators would make
+    // an invalid name or label value.
+    let prefix = name[..keep].trim_end_matches(['-', '.']);
+    if prefix.is_empty() {
+        hash
+    } else {
+        format!("{prefix}-{hash}")
+    }
+}
+
+fn hex8(s: &str) -> String {
+    let digest = Sha256::digest(s.as_bytes());
+    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the Job of one loop is made from.
+pub struct JobParams<'a> {
+    pub ls: &'a LoopService,
+    pub loop_number: i64,
+    pub scheduled: Timestamp,
+    pub start: Timestamp,
+    pub timeout: Option<Duration>,
+}
+
+/// Builds the Job of one loop: one attempt (`backoffLimit: 0` unless the spec says otherwise),
+/// `restartPolicy: Never`, the log tail as termination message, owned by the LoopService.
+pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
+    let ls = p.ls;
+    let name = ls.metadata.name.clone()?;
+    let uid = ls.metadata.uid.clone()?;
+    let owner = ls.controller_owner_ref(&())?;
+    let labels = BTreeMap::from([
+        (LABEL_NAME.to_string(), short_name(&name, MAX_NAME)),
+        (LABEL_UID.to_string(), uid),
+        (LABEL_LOOP.to_string(), p.loop_number.to_string()),
+        (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
+    ]);
+    let annotations = BTreeMap::from([
+        (ANN_NAME.to_string(), name.clone()),
+        (ANN_LOOP.to_string(), p.loop_number.to_string()),
+        (ANN_SCHEDULED.to_string(), Time(p.scheduled).format()),
+        (ANN_STARTED.to_string(), Time(p.start).format()),
+    ]);
+    let spec = &ls.spec;
+    let mut env = vec![
+        env_var("LOOP_NUMBER", &p.loop_number.to_string()),
+        env_var("LOOP_SCHEDULED_TIME", &Time(p.scheduled).format()),
+        env_var("LOOPSERVICE_NAME", &name),
+    ];
+    env.extend(spec.env.clone().unwrap_or_default());
+    let container = Container {
+        name: CONTAINER.to_string(),
+        image: Some(spec.image.clone()),
+        command: spec.command.clone(),
+        args: spec.args.clone(),
+        env: Some(env),
+        image_pull_policy: spec.image_pull_policy.clone(),
+        resources: spec.resources.clone(),
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        ..Container::default()
+    };
+    Some(Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(&name, p.loop_number)),
+            namespace: ls.metadata.namespace.clone(),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations.clone()),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(spec.backoff_limit.unwrap_or(0)),
+            // Round up so that a loop is never cut short of its timeout.
+            active_deadline_seconds: p.timeout.map(|t| t.as_secs() as i64 + i64::from(t.subsec_nanos() > 0)),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    restart_policy: Some("Never".to_string()),
+                    service_account_name: spec.service_account_name.clone().filter(|s| !s.is_empty()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    })
+}
+
+fn env_var(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.to_string(), value: Some(value.to_string()), value_from: None }
+}
+
+/// How a loop's Job ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Succeeded,
+    /// `reason` is JobFailed or DeadlineExceeded; `message` says what the Job said.
+    Failed { reason: String, message: String },
+}
+
+/// One loop's Job as the operator reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedJob {
+    pub name: String,
+    pub loop_number: i64,
+    /// When the operator created it (the start-time annotation, to the millisecond).
+    pub start: Timestamp,
+    pub scheduled: Option<Timestamp>,
+    /// When and how it ended; `None` while it runs.
+    pub end: Option<(Timestamp, Outcome)>,
+}
+
+/// Reads a Job of this operator's; `None` for a Job that is not a loop's.
+pub fn observe(job: &Job) -> Option<ObservedJob> {
+    let name = job.metadata.name.clone()?;
+    let loop_number: i64 = job.labels().get(LABEL_LOOP)?.parse().ok().filter(|n| *n > 0)?;
+    let ann = job.annotations();
+    let parse = |k: &str| ann.get(k).and_then(|v| v.parse::<Timestamp>().ok());
+    let start = parse(ANN_STARTED).or_else(|| job.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    let scheduled = parse(ANN_SCHEDULED);
+    let status = job.status.as_ref();
+    let cond = |type_: &str| {
+        status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == "True"))
+    };
+    let end = if let Some(c) = cond("Complete") {
+        let at = status
+            .and_then(|s| s.completion_time.as_ref())
+            .or(c.last_transition_time.as_ref())
+            .map(|t| t.0)
+            .unwrap_or(start);
+        Some((at.max(start), Outcome::Succeeded))
+    } else if let Some(c) = cond("Failed") {
+        let at = c.last_transition_time.as_ref().map(|t| t.0).unwrap_or(start);
+        let job_reason = c.reason.clone().unwrap_or_default();
+        let reason = if job_reason == "DeadlineExceeded" { "DeadlineExceeded" } else { "JobFailed" };
+        let mut message = format!("Job {name} failed");
+        if !job_reason.is_empty() {
+            message.push_str(&format!(": {job_reason}"));
+        }
+        if let Some(m) = c.message.as_deref().filter(|m| !m.is_empty()) {
+            message.push_str(&format!(" ({m})"));
+        }
+        Some((at.max(start), Outcome::Failed { reason: reason.to_string(), message }))
+    } else {
+        None
+    };
+    Some(ObservedJob { name, loop_number, start, scheduled, end })
+}
+
+/// What the Pods of a failed Job say: the loop container's exit code, reason and
+/// termination message (the log tail, with `FallbackToLogsOnError`). Empty when no Pod
+/// says anything.
+pub fn describe_pods(pods: &[Pod]) -> String {
+    let mut parts = vec![];
+    for pod in pods {
+        let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+        for cs in statuses.into_iter().flatten().filter(|c| c.name == CONTAINER) {
+            let state = cs.state.as_ref();
+            if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
+                let mut p = format!("container exited with code {}", t.exit_code);
+                if let Some(r) = t.reason.as_deref().filter(|r| !r.is_empty()) {
+                    p.push_str(&format!(" ({r})"));
+                }
+                if let Some(m) = t.message.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+                    p.push_str(&format!(": {m}"));
+                }
+                parts.push(p);
+            } else if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+                let mut p = format!("container waiting: {}", w.reason.as_deref().unwrap_or("unknown"));
+                if let Some(m) = w.message.as_deref().filter(|m| !m.is_empty()) {
+                    p.push_str(&format!(": {m}"));
+                }
+                parts.push(p);
+            }
+        }
+    }
+    parts.dedup();
+    parts.join("; ")
+}
+
+/// Cuts a message to [`MAX_MESSAGE`] bytes on a character boundary, keeping its end (a log
+/// tail's last lines say the most).
+pub fn clip(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message.to_string();
+    }
+    let mut start = message.len() - (MAX_MESSAGE - 3);
+    while !message.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("...{}", &message[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::LoopServiceSpec;
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as KTime;
+
+    fn ls(name: &str) -> LoopService {
+        let mut ls = LoopService::new(
+            name,
+            LoopServiceSpec {
+                interval: "30s".into(),
+                image: "busybox:1.36".into(),
+                command: Some(vec!["sh".into(), "-c".into()]),
+                args: Some(vec!["echo hi".into()]),
+                env: Some(vec![env_var("A", "b")]),
+                image_pull_policy: Some("IfNotPresent".into()),
+                resources: None,
+                service_account_name: None,
+                timeout: Some("1m".into()),
+                loops: None,
+                suspend: None,
+                backoff_limit: None,
+                successful_jobs_history_limit: None,
+                failed_jobs_history_limit: None,
+            },
+        );
+        ls.metadata.namespace = Some("ns".into());
+        ls.metadata.uid = Some("0c4d2f7e-1111-2222-3333-444455556666".into());
+        ls
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn short_names_are_name_and_loop() {
+        assert_eq!(job_name("report", 12), "report-12");
+    }
+
+    #[test]
+    fn long_names_stay_within_63_and_stay_distinct() {
+        let a = "a".repeat(250);
+        let b = format!("{}b", "a".repeat(249));
+        for n in [1, 999_999, i64::MAX] {
+            let (ja, jb) = (job_name(&a, n), job_name(&b, n));
+            assert!(ja.len() <= 63 && jb.len() <= 63, "{ja} {jb}");
+            assert_ne!(ja, jb);
+            assert!(ja.ends_with(&format!("-{n}")));
+            assert_eq!(ja, job_name(&a, n), "deterministic");
+        }
+        // A name that fits exactly is kept as it is.
+        let exact = "x".repeat(61);
+        assert_eq!(job_name(&exact, 1), format!("{exact}-1"));
+        assert_ne!(job_name(&format!("{exact}y"), 1), format!("{exact}y-1"));
+    }
+
+    #[test]
+    fn truncation_never_leaves_a_trailing_separator() {
+        let name = format!("{}-.{}", "a".repeat(50), "b".repeat(40));
+        let j = job_name(&name, 7);
+        assert!(!j.contains("-.") && !j.contains(".-") && !j.contains("--"), "{j}");
+        assert!(j.len() <= 63);
+    }
+
+    #[test]
+    fn job_has_one_attempt_owner_labels_and_timing_annotations() {
+        let l = ls("report");
+        let job = build_job(&JobParams {
+            ls: &l,
+            loop_number: 3,
+            scheduled: ts("2026-11-25T10:00:30.012Z"),
+            start: ts("2026-11-25T10:00:30.020Z"),
+            timeout: Some(Duration::from_millis(1500)),
+        })
+        .unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("report-3"));
+        assert_eq!(job.metadata.namespace.as_deref(), Some("ns"));
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("LoopService", "report", Some(true)));
+        let labels = job.labels();
+        assert_eq!(labels[LABEL_LOOP], "3");
+        assert_eq!(labels[LABEL_UID], "0c4d2f7e-1111-2222-3333-444455556666");
+        assert_eq!(job.annotations()[ANN_SCHEDULED], "2026-11-25T10:00:30.012Z");
+        assert_eq!(job.annotations()[ANN_STARTED], "2026-11-25T10:00:30.020Z");
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.active_deadline_seconds, Some(2));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let c = &pod.containers[0];
+        assert_eq!(c.termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
+        assert_eq!(c.args.as_ref().unwrap(), &vec!["echo hi".to_string()]);
+        let env: Vec<_> = c.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(env, ["LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME", "A"]);
+        // The Job reads back as what was launched.
+        let seen = observe(&job).unwrap();
+        assert_eq!((seen.loop_number, seen.start, seen.end.clone()), (3, ts("2026-11-25T10:00:30.020Z"), None));
+    }
+
+    fn finished(job: &mut Job, type_: &str, reason: Option<&str>, message: Option<&str>, at: &str) {
+        job.status = Some(JobStatus {
+            conditions: Some(vec![JobCondition {
+                type_: type_.into(),
+                status: "True".into(),
+                reason: reason.map(Into::into),
+                message: message.map(Into::into),
+                last_transition_time: Some(KTime(ts(at))),
+                ..JobCondition::default()
+            }]),
+            ..JobStatus::default()
+        });
+    }
+
+    #[test]
+    fn reads_success_failure_and_deadline() {
+        let l = ls("r");
+        let p = JobParams { ls: &l, loop_number: 1, scheduled: ts("2026-01-01T00:00:00Z"), start: ts("2026-01-01T00:00:00.5Z"), timeout: None };
+        let mut job = build_job(&p).unwrap();
+        finished(&mut job, "Complete", None, None, "2026-01-01T00:00:04Z");
+        assert_eq!(observe(&job).unwrap().end, Some((ts("2026-01-01T00:00:04Z"), Outcome::Succeeded)));
+
+        finished(&mut job, "Failed", Some("BackoffLimitExceeded"), Some("Job has reached the specified backoff limit"), "2026-01-01T00:00:05Z");
+        let (_, o) = observe(&job).unwrap().end.unwrap();
+        assert_eq!(o, Outcome::Failed { reason: "JobFailed".into(), message: "Job r-1 failed: BackoffLimitExceeded (Job has reached the specified backoff limit)".into() });
+
+        finished(&mut job, "Failed", Some("DeadlineExceeded"), None, "2026-01-01T00:00:05Z");
+        let (_, o) = observe(&job).unwrap().end.unwrap();
+        assert!(matches!(o, Outcome::Failed { ref reason, .. } if reason == "DeadlineExceeded"));
+
+        // An end stamped (to the second) before the millisecond start is read as the start.
+        finished(&mut job, "Complete", None, None, "2026-01-01T00:00:00Z");
+        assert_eq!(observe(&job).unwrap().end.unwrap().0, ts("2026-01-01T00:00:00.5Z"));
+    }
+
+    #[test]
+    fn jobs_without_a_loop_label_are_ignored() {
+        let mut job = Job::default();
+        job.metadata.name = Some("other".into());
+        assert!(observe(&job).is_none());
+    }
+
+    #[test]
+    fn pods_give_exit_code_and_termination_message() {
+        let pod = Pod {
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: CONTAINER.into(),
+                    state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            exit_code: 3,
+                            reason: Some("Error".into()),
+                            message: Some("disk full\n".into()),
+                            ..ContainerStateTerminated::default()
+                        }),
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                }]),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        };
+        assert_eq!(describe_pods(&[pod]), "container exited with code 3 (Error): disk full");
+        assert_eq!(describe_pods(&[]), "");
+    }
+
+    #[test]
+    fn clip_keeps_the_tail_on_a_char_boundary() {
+        let m = format!("{}é-end", "x".repeat(2000));
+        let c = clip(&m);
+        assert!(c.len() <= MAX_MESSAGE && c.ends_with("é-end") && c.starts_with("..."));
+        assert_eq!(clip("short"), "short");
+    }
+}

@@ -1,0 +1,148 @@
+//! loopservice-operator: flags, telemetry, the controller and its HTTP server, and signals.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::events::Reporter;
+use kube::{Client, Config};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use loopservice_operator::controller::{self, Context, Fault};
+use loopservice_operator::http::{self, HttpState};
+use loopservice_operator::metrics::Metrics;
+use loopservice_operator::telemetry::{self, LogFormat};
+
+/// Runs one Kubernetes Job per loop of each LoopService, on start-anchored timing.
+#[derive(Parser, Debug)]
+#[command(name = "loopservice-operator", version)]
+struct Args {
+    /// Kubeconfig file; in-cluster configuration (or ~/.kube/config) when absent.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long, env = "KUBE_CONTEXT")]
+    context: Option<String>,
+    /// Namespace whose LoopServices to run; all namespaces when absent.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Log filter, e.g. `info` or `loopservice_operator=debug,kube=info`.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Address of /healthz, /readyz and /metrics (port 0 picks a free port).
+    #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// Longest wait, after SIGTERM or SIGINT, for in-flight reconciles and status writes.
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// Name this instance signs its Events with (the pod's name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    instance: Option<String>,
+    /// Fault injection for crash-safety tests; never set in production.
+    #[arg(long, env = "LOOPSERVICE_FAULT", hide = true)]
+    fault: Option<Fault>,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if let Err(e) = telemetry::init(&args.log_level, args.log_format) {
+        eprintln!("loopservice-operator: {e}");
+        std::process::exit(2);
+    }
+    match run(args).await {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            error!("{e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn client(args: &Args) -> anyhow::Result<Client> {
+    let options = KubeConfigOptions { context: args.context.clone(), ..KubeConfigOptions::default() };
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).map_err(|e| anyhow::anyhow!("reading kubeconfig {}: {e}", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &options).await?
+        }
+        None => Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let client = client(&args).await?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let draining = Arc::new(AtomicBool::new(false));
+
+    let (addr, server) = http::bind(args.http_addr, HttpState { metrics: metrics.clone(), ready: ready.clone() })
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {}: {e}", args.http_addr))?;
+    info!(%addr, "serving /healthz, /readyz and /metrics");
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            error!(error = %e, "http server stopped");
+        }
+    });
+
+    let reporter = Reporter {
+        controller: "loopservice-operator".into(),
+        instance: args.instance.clone(),
+    };
+    let ctx = Arc::new(Context::new(client, reporter, metrics, draining.clone(), args.fault));
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stop_rx.await;
+    };
+
+    info!(namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting controller");
+    let mut controller = tokio::spawn(controller::run(ctx, args.namespace.clone(), ready.clone(), shutdown));
+
+    tokio::select! {
+        _ = sigterm.recv() => info!(signal = "SIGTERM", "draining"),
+        _ = sigint.recv() => info!(signal = "SIGINT", "draining"),
+        res = &mut controller => {
+            // The controller only ends on shutdown; ending early means its watch streams died.
+            res?;
+            anyhow::bail!("controller stopped unexpectedly");
+        }
+    }
+    let began = Instant::now();
+    draining.store(true, Ordering::SeqCst);
+    ready.store(false, Ordering::SeqCst);
+    let _ = stop_tx.send(());
+
+    // A second signal exits at once; otherwise wait for in-flight reconciles, up to the limit.
+    let second = async {
+        tokio::select! {
+            _ = sigterm.recv() => {},
+            _ = sigint.recv() => {},
+        }
+    };
+    tokio::select! {
+        res = &mut controller => res?,
+        _ = second => {
+            warn!("second signal: exiting at once");
+            std::process::exit(130);
+        }
+        _ = tokio::time::sleep(args.drain_timeout) => {
+            anyhow::bail!("drain did not finish within {:?}", args.drain_timeout);
+        }
+    }
+    info!(elapsed_ms = began.elapsed().as_millis() as u64, "drained; exiting");
+    Ok(())
+}

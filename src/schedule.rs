@@ -1,0 +1,204 @@
+//! Start-anchored timing, as pure functions of an injected `now`.
+//!
+//! For loop i with start S_i and end E_i, the next loop starts at max(S_i + interval, E_i):
+//! anchored on the previous start, never overlapping, and with no catch-up loops for time
+//! that was lost to an overrun or to the operator being down.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use regex::Regex;
+
+use jiff::{SignedDuration, Timestamp};
+
+/// Parses an interval or timeout such as `30s`, `1m30s`, `2h` or `1s500ms`.
+///
+/// The CRD schema already refuses anything that does not match
+/// [`crate::crd::DURATION_PATTERN`]; this also refuses what a pattern cannot see (a value too
+/// large to represent) and holds the one-second floor for objects written before the schema.
+pub fn parse_duration(field: &str, value: &str) -> Result<Duration, String> {
+    if !matches_pattern(value) {
+        return Err(format!(
+            "spec.{field} {value:?} is not a duration such as 30s, 1m30s or 2h (integer parts in the order h, m, s, ms)"
+        ));
+    }
+    let d = humantime::parse_duration(value)
+        .map_err(|e| format!("spec.{field} {value:?} is not a duration: {e}"))?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("spec.{field} {value:?} is shorter than the minimum of 1s"));
+    }
+    // A year is far beyond any useful interval, and keeps every later sum of timestamps
+    // inside jiff's range.
+    if d > MAX_DURATION {
+        return Err(format!("spec.{field} {value:?} is longer than the maximum of 8760h (one year)"));
+    }
+    Ok(d)
+}
+
+/// The longest interval or timeout accepted.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn matches_pattern(value: &str) -> bool {
+    static PATTERN: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(crate::crd::DURATION_PATTERN).expect("DURATION_PATTERN is a valid regex"));
+    PATTERN.is_match(value)
+}
+
+/// The previous loop, as far as timing is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PreviousLoop {
+    pub start: Timestamp,
+    /// `None` while the loop is still running.
+    pub end: Option<Timestamp>,
+}
+
+/// When the next loop is due: at once for the first loop, else max(start + interval, end).
+/// `None` while the previous loop is still running (loops never overlap).
+pub fn next_start(previous: Option<PreviousLoop>, interval: Duration, now: Timestamp) -> Option<Timestamp> {
+    match previous {
+        None => Some(now),
+        Some(PreviousLoop { end: None, .. }) => None,
+        Some(PreviousLoop { start, end: Some(end) }) => Some(add(start, interval).max(end)),
+    }
+}
+
+/// How long to wait from `now` until `at` (zero when it has passed).
+pub fn until(at: Timestamp, now: Timestamp) -> Duration {
+    let d = at.duration_since(now);
+    if d.is_negative() {
+        Duration::ZERO
+    } else {
+        d.unsigned_abs()
+    }
+}
+
+/// A loop overran when it ran longer than its interval.
+pub fn overran(start: Timestamp, end: Timestamp, interval: Duration) -> bool {
+    end.duration_since(start) > signed(interval)
+}
+
+/// Seconds between two instants (negative when `end` is before `start`).
+pub fn seconds_between(start: Timestamp, end: Timestamp) -> f64 {
+    end.duration_since(start).as_secs_f64()
+}
+
+/// The seed's overrun message: "loop 7 took 41.2 seconds, which is longer than its interval of 30 seconds".
+pub fn overrun_message(loop_number: i64, took: f64, interval: Duration) -> String {
+    format!(
+        "loop {loop_number} took {} seconds, which is longer than its interval of {} seconds",
+        fmt_secs(took),
+        fmt_secs(interval.as_secs_f64())
+    )
+}
+
+/// Seconds with at most one decimal, without a trailing `.0` for whole numbers.
+pub fn fmt_secs(s: f64) -> String {
+    let r = (s * 10.0).round() / 10.0;
+    if r.fract() == 0.0 {
+        format!("{r:.0}")
+    } else {
+        format!("{r:.1}")
+    }
+}
+
+pub fn add(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_add(signed(d)).unwrap_or(Timestamp::MAX)
+}
+
+fn signed(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: f64) -> Timestamp {
+        Timestamp::from_millisecond((s * 1000.0) as i64).unwrap()
+    }
+    const I30: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn parses_the_documented_forms() {
+        for (s, secs) in [("30s", 30.0), ("1m30s", 90.0), ("2h", 7200.0), ("1s500ms", 1.5), ("1h0m0s", 3600.0), ("01s", 1.0)] {
+            assert_eq!(parse_duration("interval", s).unwrap().as_secs_f64(), secs, "{s}");
+        }
+    }
+
+    #[test]
+    fn refuses_short_malformed_and_huge_durations() {
+        for s in ["", "0s", "500ms", "999ms", "1.5s", "30", "s", "1m 30s", "30s1m", "1s1s", "-1s", "1d", "30sec"] {
+            let e = parse_duration("interval", s).unwrap_err();
+            assert!(e.contains("spec.interval"), "{s}: {e}");
+        }
+        let e = parse_duration("timeout", "9999999999h").unwrap_err();
+        assert!(e.contains("longer than the maximum"), "{e}");
+        let e = parse_duration("interval", "99999999999999999999999s").unwrap_err();
+        assert!(e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn the_schema_pattern_alone_enforces_the_one_second_floor() {
+        // The API server applies DURATION_PATTERN on its own; it must refuse sub-second values.
+        let re = Regex::new(crate::crd::DURATION_PATTERN).unwrap();
+        for s in ["30s", "1m30s", "2h", "1s500ms", "0h1s", "1h0m", "0m1s0ms"] {
+            assert!(re.is_match(s), "{s:?} should match");
+        }
+        for s in ["0s", "0m0s", "500ms", "0h0m0s999ms", "1.5s", "1m 30s", "s", ""] {
+            assert!(!re.is_match(s), "{s:?} should not match");
+        }
+    }
+
+    #[test]
+    fn first_loop_starts_at_once() {
+        assert_eq!(next_start(None, I30, t(100.0)), Some(t(100.0)));
+    }
+
+    #[test]
+    fn next_start_is_anchored_on_the_previous_start() {
+        let prev = PreviousLoop { start: t(100.0), end: Some(t(104.5)) };
+        assert_eq!(next_start(Some(prev), I30, t(105.0)), Some(t(130.0)));
+    }
+
+    #[test]
+    fn an_overrun_is_followed_at_once_without_catch_up() {
+        // Loop ran 95 s with a 30 s interval: the next starts at its end, not three more.
+        let prev = PreviousLoop { start: t(100.0), end: Some(t(195.0)) };
+        assert_eq!(next_start(Some(prev), I30, t(195.2)), Some(t(195.0)));
+        assert!(overran(t(100.0), t(195.0), I30));
+        assert!(!overran(t(100.0), t(130.0), I30), "exactly the interval is not an overrun");
+    }
+
+    #[test]
+    fn no_new_loop_while_one_runs() {
+        let prev = PreviousLoop { start: t(100.0), end: None };
+        assert_eq!(next_start(Some(prev), I30, t(1000.0)), None);
+    }
+
+    #[test]
+    fn after_downtime_one_loop_is_due_now_not_a_burst() {
+        // The operator was down for an hour: the next start is long past, so exactly one loop
+        // is due, and the one after it is anchored on that new start.
+        let prev = PreviousLoop { start: t(100.0), end: Some(t(101.0)) };
+        let now = t(3700.0);
+        let due = next_start(Some(prev), I30, now).unwrap();
+        assert!(due <= now);
+        let after = PreviousLoop { start: now, end: Some(t(3701.0)) };
+        assert_eq!(next_start(Some(after), I30, t(3701.5)), Some(t(3730.0)));
+    }
+
+    #[test]
+    fn until_is_zero_for_past_instants() {
+        assert_eq!(until(t(10.0), t(20.0)), Duration::ZERO);
+        assert_eq!(until(t(20.5), t(20.0)), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn overrun_message_reads_like_the_seed() {
+        assert_eq!(
+            overrun_message(7, 41.23, I30),
+            "loop 7 took 41.2 seconds, which is longer than its interval of 30 seconds"
+        );
+        assert_eq!(fmt_secs(1.5), "1.5");
+    }
+}

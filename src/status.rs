@@ -1,0 +1,491 @@
+//! Pure status bookkeeping: what the owned Jobs mean for the LoopService's status, what to
+//! do next, and the phase and conditions that tell a user about it.
+//!
+//! Every loop's end is recorded exactly once: loops run one after another, so
+//! `lastFinishedLoop` (written in the same status update as the counters) says which loops
+//! are already counted. A Job the operator created but did not record (it was killed between
+//! the two writes) is adopted from the Jobs on the next reconcile.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::crd::{Condition, LoopError, LoopServiceStatus, Overrun, Phase, Time};
+use crate::job::{ObservedJob, Outcome, clip};
+use crate::schedule::{self, PreviousLoop};
+
+/// Something worth an Event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Note {
+    fn normal(reason: &'static str, message: String) -> Self {
+        Note { warning: false, reason, message }
+    }
+    fn warning(reason: &'static str, message: String) -> Self {
+        Note { warning: true, reason, message: clip(&message) }
+    }
+}
+
+/// Records what the Jobs say: adopts a started loop the status does not know of yet, and
+/// counts every finished loop not yet counted, in order.
+pub fn record_jobs(
+    prev: &LoopServiceStatus,
+    jobs: &[ObservedJob],
+    interval: Duration,
+    now: Timestamp,
+) -> (LoopServiceStatus, Vec<Note>) {
+    let mut st = prev.clone();
+    let mut notes = vec![];
+    let find = |n: i64| jobs.iter().find(|j| j.loop_number == n);
+
+    let newest = jobs.iter().map(|j| j.loop_number).max().unwrap_or(0);
+    if newest > st.loops_started {
+        if st.loops_started == 0 && st.last_finished_loop == 0 {
+            // The status was lost (or never written) but Jobs exist: what happened before the
+            // oldest Job still here cannot be known, so counting starts there.
+            let oldest = jobs.iter().map(|j| j.loop_number).min().unwrap_or(1);
+            st.last_finished_loop = oldest - 1;
+        }
+        if let Some(j) = find(newest) {
+            st.loops_started = newest;
+            st.last_start_time = Some(Time(j.start));
+            notes.push(Note::normal("LoopAdopted", format!("found Job {} of loop {newest} and took it over", j.name)));
+        }
+    }
+
+    st.active_job = None;
+    let mut k = st.last_finished_loop + 1;
+    while k <= st.loops_started {
+        match find(k) {
+            Some(j) => match &j.end {
+                None => {
+                    st.active_job = Some(j.name.clone());
+                    break;
+                }
+                Some((end, outcome)) => record_end(&mut st, &mut notes, k, j.start, *end, outcome, interval),
+            },
+            None => {
+                let message = format!("the Job of loop {k} was deleted before its end was recorded");
+                fail(&mut st, &mut notes, k, now, "JobDeleted", message);
+            }
+        }
+        st.last_finished_loop = k;
+        k += 1;
+    }
+    (st, notes)
+}
+
+fn record_end(
+    st: &mut LoopServiceStatus,
+    notes: &mut Vec<Note>,
+    k: i64,
+    start: Timestamp,
+    end: Timestamp,
+    outcome: &Outcome,
+    interval: Duration,
+) {
+    let took = schedule::seconds_between(start, end);
+    if schedule::overran(start, end, interval) {
+        st.overruns += 1;
+        let message = schedule::overrun_message(k, took, interval);
+        st.last_overrun = Some(Overrun {
+            r#loop: k,
+            duration_seconds: (took * 1000.0).round() / 1000.0,
+            interval_seconds: interval.as_secs_f64(),
+            time: Time(end),
+            message: message.clone(),
+        });
+        notes.push(Note::warning("LoopOverrun", message));
+    }
+    match outcome {
+        Outcome::Succeeded => {
+            st.loops_succeeded += 1;
+            st.consecutive_failures = 0;
+            st.last_success_time = Some(Time(end));
+            st.last_completion_time = Some(Time(end));
+            notes.push(Note::normal("LoopSucceeded", format!("loop {k} succeeded in {} seconds", schedule::fmt_secs(took))));
+        }
+        Outcome::Failed { reason, message } => {
+            st.last_completion_time = Some(Time(end));
+            fail(st, notes, k, end, leak(reason), message.clone());
+        }
+    }
+}
+
+/// Failure reasons are a small closed set; keep them `'static` for Events.
+fn leak(reason: &str) -> &'static str {
+    match reason {
+        "DeadlineExceeded" => "DeadlineExceeded",
+        "JobRejected" => "JobRejected",
+        "JobDeleted" => "JobDeleted",
+        _ => "JobFailed",
+    }
+}
+
+fn fail(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, k: i64, at: Timestamp, reason: &'static str, message: String) {
+    let message = clip(&message);
+    st.loops_failed += 1;
+    st.consecutive_failures += 1;
+    st.last_failure_time = Some(Time(at));
+    if st.last_completion_time.is_none_or(|t| t.0 < at) {
+        st.last_completion_time = Some(Time(at));
+    }
+    st.last_error = Some(LoopError { r#loop: k, reason: reason.to_string(), message: message.clone(), time: Time(at) });
+    notes.push(Note::warning("LoopFailed", format!("loop {k} failed ({reason}): {message}")));
+}
+
+/// What to do next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Start loop `loop_number` now; it was due at `scheduled`.
+    Launch { loop_number: i64, scheduled: Timestamp },
+    /// A loop runs; nothing starts until it ends.
+    Running { job: String },
+    /// The next loop is due at this instant.
+    Wait { until: Timestamp },
+    Suspended,
+    Finished,
+}
+
+/// Decides from the recorded status alone (call [`record_jobs`] first).
+pub fn decide(status: &LoopServiceStatus, loops: Option<i64>, suspended: bool, interval: Duration, now: Timestamp) -> Decision {
+    if let Some(job) = &status.active_job {
+        return Decision::Running { job: job.clone() };
+    }
+    if loops.is_some_and(|n| status.loops_started >= n) {
+        return Decision::Finished;
+    }
+    if suspended {
+        return Decision::Suspended;
+    }
+    let previous = status.last_start_time.map(|start| PreviousLoop {
+        start: start.0,
+        end: Some(status.last_completion_time.map_or(start.0, |e| e.0.max(start.0))),
+    });
+    let due = schedule::next_start(previous, interval, now).unwrap_or(now);
+    // Timers fire to the millisecond; a wake-up a hair early must not cost a whole extra
+    // round trip through the queue.
+    if due <= schedule::add(now, Duration::from_millis(5)) {
+        Decision::Launch { loop_number: status.loops_started + 1, scheduled: due }
+    } else {
+        Decision::Wait { until: due }
+    }
+}
+
+/// Records that loop `n`'s Job was created at `start`.
+pub fn launched(st: &mut LoopServiceStatus, n: i64, job: &str, start: Timestamp) -> Note {
+    st.loops_started = n;
+    st.last_start_time = Some(Time(start));
+    st.active_job = Some(job.to_string());
+    Note::normal("LoopStarted", format!("started loop {n} as Job {job}"))
+}
+
+/// Records that the API server refused loop `n`'s Job: the loop counts as started and failed,
+/// and the next one comes one interval later.
+pub fn rejected(st: &mut LoopServiceStatus, n: i64, start: Timestamp, message: &str) -> Vec<Note> {
+    let mut notes = vec![];
+    st.loops_started = n;
+    st.last_start_time = Some(Time(start));
+    st.last_completion_time = Some(Time(start));
+    st.active_job = None;
+    fail(st, &mut notes, n, start, "JobRejected", format!("the API server refused the Job: {message}"));
+    st.last_finished_loop = n;
+    notes
+}
+
+/// Sets phase, next run time, observed generation and conditions from the decision.
+pub fn finalize(st: &mut LoopServiceStatus, decision: &Decision, loops: Option<i64>, generation: Option<i64>, now: Timestamp) {
+    st.observed_generation = generation;
+    st.next_run_time = match decision {
+        Decision::Wait { until } => Some(Time(*until)),
+        Decision::Launch { scheduled, .. } => Some(Time(*scheduled)),
+        _ => None,
+    };
+    let (phase, ready, reason, message) = match decision {
+        Decision::Running { job } => (Phase::Running, true, "Running", format!("loop {} is running as Job {job}", st.loops_started)),
+        Decision::Launch { loop_number, .. } => (Phase::Waiting, true, "Waiting", format!("loop {loop_number} is due now")),
+        Decision::Wait { until } => {
+            let phase = if st.consecutive_failures > 0 { Phase::Failing } else { Phase::Waiting };
+            (phase, true, "Waiting", format!("loop {} is due at {}", st.loops_started + 1, Time(*until)))
+        }
+        Decision::Suspended => (Phase::Suspended, false, "Suspended", format!("spec.suspend is true; {} loops ran", st.loops_started)),
+        Decision::Finished => (Phase::Finished, true, "Finished", format!("all {} loops ran", loops.unwrap_or(st.loops_started))),
+    };
+    st.phase = Some(phase);
+    set_condition(st, "Ready", ready, reason, message, generation, now);
+
+    let (over, reason, message) = match &st.last_overrun {
+        Some(o) if o.r#loop == st.last_finished_loop => (true, "LoopOverran", o.message.clone()),
+        _ if st.last_finished_loop > 0 => (false, "OnTime", format!("loop {} ran within its interval", st.last_finished_loop)),
+        _ => (false, "NoLoopFinished", "no loop has finished yet".to_string()),
+    };
+    set_condition(st, "Overrun", over, reason, message, generation, now);
+
+    let (failing, reason, message) = match &st.last_error {
+        Some(e) if st.consecutive_failures > 0 => (
+            true,
+            leak(&e.reason),
+            clip(&format!("{} loop(s) failed in a row; loop {}: {}", st.consecutive_failures, e.r#loop, e.message)),
+        ),
+        _ => (false, "NoFailures", "the latest loop did not fail".to_string()),
+    };
+    set_condition(st, "Failing", failing, reason, message, generation, now);
+}
+
+/// The status of a LoopService whose spec cannot be run: nothing is launched until it is fixed.
+pub fn invalid(st: &mut LoopServiceStatus, message: &str, generation: Option<i64>, now: Timestamp) {
+    st.observed_generation = generation;
+    st.phase = Some(Phase::Invalid);
+    st.next_run_time = None;
+    set_condition(st, "Ready", false, "InvalidSpec", message.to_string(), generation, now);
+}
+
+fn set_condition(
+    st: &mut LoopServiceStatus,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status = if status { "True" } else { "False" }.to_string();
+    let last_transition_time = match st.conditions.iter().find(|c| c.type_ == type_) {
+        Some(c) if c.status == status => c.last_transition_time,
+        _ => Time(now),
+    };
+    let c = Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+        last_transition_time,
+        observed_generation: generation,
+    };
+    match st.conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(old) => *old = c,
+        None => st.conditions.push(c),
+    }
+}
+
+/// Loop numbers whose Jobs can go: finished and counted in the status that is already
+/// stored (`persisted`), beyond the newest `keep_ok` successful and `keep_failed` failed ones.
+pub fn jobs_to_delete(jobs: &[ObservedJob], persisted: &LoopServiceStatus, keep_ok: usize, keep_failed: usize) -> Vec<String> {
+    let mut done: Vec<&ObservedJob> = jobs
+        .iter()
+        .filter(|j| j.end.is_some() && j.loop_number <= persisted.last_finished_loop)
+        .collect();
+    done.sort_by_key(|j| std::cmp::Reverse(j.loop_number));
+    let (mut ok, mut failed) = (0, 0);
+    let mut out = vec![];
+    for j in done {
+        let (count, keep) = match j.end {
+            Some((_, Outcome::Succeeded)) => (&mut ok, keep_ok),
+            _ => (&mut failed, keep_failed),
+        };
+        *count += 1;
+        if *count > keep {
+            out.push(j.name.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const I: Duration = Duration::from_secs(10);
+
+    fn t(s: f64) -> Timestamp {
+        Timestamp::from_millisecond((s * 1000.0) as i64).unwrap()
+    }
+    fn job(n: i64, start: f64, end: Option<(f64, bool)>) -> ObservedJob {
+        ObservedJob {
+            name: format!("r-{n}"),
+            loop_number: n,
+            start: t(start),
+            scheduled: Some(t(start)),
+            end: end.map(|(e, ok)| {
+                (t(e), if ok { Outcome::Succeeded } else { Outcome::Failed { reason: "JobFailed".into(), message: "container exited with code 1".into() } })
+            }),
+        }
+    }
+
+    /// One full reconcile of the pure parts, as the controller runs them.
+    fn step(st: &LoopServiceStatus, jobs: &[ObservedJob], now: f64) -> (LoopServiceStatus, Decision, Vec<Note>) {
+        let (mut st, notes) = record_jobs(st, jobs, I, t(now));
+        let d = decide(&st, None, false, I, t(now));
+        finalize(&mut st, &d, None, Some(1), t(now));
+        (st, d, notes)
+    }
+
+    #[test]
+    fn first_loop_is_due_at_once() {
+        let (st, d, _) = step(&LoopServiceStatus::default(), &[], 5.0);
+        assert_eq!(d, Decision::Launch { loop_number: 1, scheduled: t(5.0) });
+        assert_eq!(st.loops_started, 0);
+    }
+
+    #[test]
+    fn a_full_cycle_start_succeed_wait() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(5.0));
+        let (st, d, _) = step(&st, &[job(1, 5.0, None)], 6.0);
+        assert_eq!(d, Decision::Running { job: "r-1".into() });
+        assert_eq!(st.phase, Some(Phase::Running));
+        assert_eq!(st.active_job.as_deref(), Some("r-1"));
+
+        let (st, d, notes) = step(&st, &[job(1, 5.0, Some((8.0, true)))], 8.2);
+        assert_eq!(d, Decision::Wait { until: t(15.0) });
+        assert_eq!((st.loops_succeeded, st.loops_failed, st.overruns, st.last_finished_loop), (1, 0, 0, 1));
+        assert_eq!(st.next_run_time, Some(Time(t(15.0))));
+        assert_eq!(st.phase, Some(Phase::Waiting));
+        assert_eq!(st.active_job, None);
+        assert_eq!(notes, vec![Note::normal("LoopSucceeded", "loop 1 succeeded in 3 seconds".into())]);
+
+        // Recording is idempotent: the same Jobs seen again change nothing and say nothing.
+        let (again, _, notes) = step(&st, &[job(1, 5.0, Some((8.0, true)))], 9.0);
+        assert_eq!((again.loops_succeeded, again.last_finished_loop), (1, 1));
+        assert!(notes.is_empty());
+    }
+
+    #[test]
+    fn an_overrun_is_counted_and_the_next_loop_starts_at_its_end() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0));
+        let (st, d, notes) = step(&st, &[job(1, 0.0, Some((41.2, true)))], 41.5);
+        assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(41.2) });
+        assert_eq!(st.overruns, 1);
+        let o = st.last_overrun.as_ref().unwrap();
+        assert_eq!((o.r#loop, o.duration_seconds, o.interval_seconds), (1, 41.2, 10.0));
+        assert_eq!(o.message, "loop 1 took 41.2 seconds, which is longer than its interval of 10 seconds");
+        assert!(notes.iter().any(|n| n.warning && n.reason == "LoopOverrun"));
+        let c = st.conditions.iter().find(|c| c.type_ == "Overrun").unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "LoopOverran"));
+    }
+
+    #[test]
+    fn a_failure_is_recorded_with_its_message_and_the_loop_goes_on() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0));
+        let (st, d, _) = step(&st, &[job(1, 0.0, Some((1.0, false)))], 1.5);
+        assert_eq!(d, Decision::Wait { until: t(10.0) });
+        assert_eq!((st.loops_failed, st.consecutive_failures), (1, 1));
+        assert_eq!(st.phase, Some(Phase::Failing));
+        let e = st.last_error.as_ref().unwrap();
+        assert_eq!((e.r#loop, e.reason.as_str(), e.message.as_str()), (1, "JobFailed", "container exited with code 1"));
+        let c = st.conditions.iter().find(|c| c.type_ == "Failing").unwrap();
+        assert_eq!(c.status, "True");
+
+        // A later success clears the streak but keeps the history.
+        let mut st2 = st.clone();
+        launched(&mut st2, 2, "r-2", t(10.0));
+        let (st2, _, _) = step(&st2, &[job(1, 0.0, Some((1.0, false))), job(2, 10.0, Some((11.0, true)))], 11.5);
+        assert_eq!((st2.loops_failed, st2.loops_succeeded, st2.consecutive_failures), (1, 1, 0));
+        assert_eq!(st2.phase, Some(Phase::Waiting));
+        let c = st2.conditions.iter().find(|c| c.type_ == "Failing").unwrap();
+        assert_eq!(c.status, "False");
+    }
+
+    #[test]
+    fn a_job_created_but_not_recorded_is_adopted_not_duplicated() {
+        // The operator was killed after creating r-3 and before writing status.
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 2, "r-2", t(20.0));
+        st.last_finished_loop = 1;
+        let jobs = [job(2, 20.0, Some((21.0, true))), job(3, 30.0, None)];
+        let (st, d, notes) = step(&st, &jobs, 31.0);
+        assert_eq!(d, Decision::Running { job: "r-3".into() });
+        assert_eq!((st.loops_started, st.loops_succeeded, st.last_finished_loop), (3, 1, 2));
+        assert_eq!(st.last_start_time, Some(Time(t(30.0))));
+        assert!(notes.iter().any(|n| n.reason == "LoopAdopted"));
+    }
+
+    #[test]
+    fn after_downtime_exactly_one_loop_is_due() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0));
+        let jobs = [job(1, 0.0, Some((1.0, true)))];
+        let (mut st, d, _) = step(&st, &jobs, 3600.0);
+        assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(10.0) });
+        launched(&mut st, 2, "r-2", t(3600.0));
+        let (_, d, _) = step(&st, &[jobs[0].clone(), job(2, 3600.0, Some((3601.0, true)))], 3601.0);
+        assert_eq!(d, Decision::Wait { until: t(3610.0) }, "no catch-up loop");
+    }
+
+    #[test]
+    fn a_deleted_running_job_counts_as_failed_once() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0));
+        let (st, _, notes) = step(&st, &[], 3.0);
+        assert_eq!((st.loops_failed, st.last_finished_loop), (1, 1));
+        assert_eq!(st.last_error.as_ref().unwrap().reason, "JobDeleted");
+        assert_eq!(notes.len(), 1);
+        let (st, _, notes) = step(&st, &[], 4.0);
+        assert_eq!(st.loops_failed, 1);
+        assert!(notes.is_empty());
+    }
+
+    #[test]
+    fn lost_status_restarts_counting_at_the_oldest_job_left() {
+        let jobs = [job(7, 70.0, Some((71.0, true))), job(8, 80.0, Some((81.0, false)))];
+        let (st, d, _) = step(&LoopServiceStatus::default(), &jobs, 85.0);
+        assert_eq!((st.loops_started, st.loops_succeeded, st.loops_failed, st.last_finished_loop), (8, 1, 1, 8));
+        assert_eq!(d, Decision::Wait { until: t(90.0) });
+    }
+
+    #[test]
+    fn loops_limit_finishes_and_suspend_pauses() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 3, "r-3", t(0.0));
+        st.last_finished_loop = 2;
+        let (mut st, _) = record_jobs(&st, &[job(3, 0.0, Some((1.0, true)))], I, t(2.0));
+        assert_eq!(decide(&st, Some(3), false, I, t(2.0)), Decision::Finished);
+        assert_eq!(decide(&st, Some(4), true, I, t(2.0)), Decision::Suspended);
+        assert!(matches!(decide(&st, Some(4), false, I, t(2.0)), Decision::Wait { .. }));
+        finalize(&mut st, &Decision::Finished, Some(3), Some(2), t(2.0));
+        assert_eq!(st.phase, Some(Phase::Finished));
+        assert_eq!(st.next_run_time, None);
+        // Resumed long after its time: due at once.
+        assert!(matches!(decide(&st, None, false, I, t(500.0)), Decision::Launch { loop_number: 4, .. }));
+    }
+
+    #[test]
+    fn a_rejected_job_is_a_failed_loop_and_the_next_comes_an_interval_later() {
+        let mut st = LoopServiceStatus::default();
+        let notes = rejected(&mut st, 1, t(0.0), "Job.batch \"r-1\" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value");
+        assert_eq!((st.loops_started, st.loops_failed, st.last_finished_loop), (1, 1, 1));
+        assert_eq!(st.last_error.as_ref().unwrap().reason, "JobRejected");
+        assert!(notes[0].message.contains("env[0].name"));
+        let (_, d, _) = step(&st, &[], 1.0);
+        assert_eq!(d, Decision::Wait { until: t(10.0) });
+    }
+
+    #[test]
+    fn condition_transition_time_moves_only_on_change() {
+        let mut st = LoopServiceStatus::default();
+        finalize(&mut st, &Decision::Wait { until: t(10.0) }, None, Some(1), t(1.0));
+        finalize(&mut st, &Decision::Running { job: "r-1".into() }, None, Some(1), t(2.0));
+        let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!((ready.last_transition_time, ready.reason.as_str()), (Time(t(1.0)), "Running"));
+        finalize(&mut st, &Decision::Suspended, None, Some(2), t(3.0));
+        let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!((ready.last_transition_time, ready.status.as_str()), (Time(t(3.0)), "False"));
+        assert_eq!(st.conditions.len(), 3);
+    }
+
+    #[test]
+    fn history_keeps_the_newest_recorded_jobs_only() {
+        let jobs: Vec<_> = (1..=6).map(|n| job(n, n as f64 * 10.0, Some((n as f64 * 10.0 + 1.0, n % 2 == 0)))).chain([job(7, 70.0, None)]).collect();
+        let persisted = LoopServiceStatus { last_finished_loop: 5, ..Default::default() };
+        // Recorded: 1..=5; successes 2, 4; failures 1, 3, 5. Loop 6 is not recorded yet.
+        assert_eq!(jobs_to_delete(&jobs, &persisted, 1, 2), vec!["r-2".to_string(), "r-1".to_string()]);
+        assert!(jobs_to_delete(&jobs, &persisted, 10, 10).is_empty());
+    }
+}
