@@ -1,0 +1,47 @@
+# loopservice-operator: build, test and demo on a real local Kubernetes (hack/cluster.sh).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CLUSTER := hack/cluster.sh
+# Release builds are kept outside the work tree when LOOPS_CACHE_DIR/CARGO_TARGET_DIR say so
+# (.ci/run does), so a fresh clone does not rebuild every dependency.
+CARGO ?= cargo
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+.PHONY: build
+build: ## Build the release binaries
+	$(CARGO) build --release --bins
+
+.PHONY: crd
+crd: ## Regenerate the CRD YAML (and the chart's copy) from src/crd.rs
+	$(CARGO) run --release --quiet --bin crdgen > crds/loopservice.yaml
+	cp crds/loopservice.yaml charts/loopservice-operator/crds/loopservice.yaml
+
+.PHONY: cluster
+cluster: ## Bring the local cluster up (installs and builds what is missing; idempotent)
+	$(CLUSTER) up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and remove its state
+	$(CLUSTER) down
+
+.PHONY: test
+test: cluster build ## All tests: unit, integration, end-to-end, on the local cluster
+	eval "$$($(CLUSTER) env)"; \
+	apiserver_pid=$$(cat "$${LOOPS_CLUSTER_DIR:-$$HOME/.local/state/loops-cluster}/run/kube-apiserver.pid"); \
+	status=0; \
+	$(CARGO) nextest run --release --no-fail-fast || status=$$?; \
+	hack/check-alive.sh "$$apiserver_pid" || status=1; \
+	exit $$status
+
+.PHONY: image
+image: build ## Build the operator image and import it into the local cluster
+	hack/image.sh
+
+.PHONY: demo
+demo: cluster image ## Run the operator on the local cluster with Helm and the examples
+	hack/demo.sh

@@ -1,0 +1,87 @@
+//! The local cluster itself: real Jobs run real busybox containers to completion or failure.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{ListParams, PostParams};
+use kube::Api;
+use serde_json::json;
+use support::*;
+
+fn job(name: &str, script: &str) -> Job {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "main",
+                    "image": "busybox:1.36",
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["sh", "-c", script],
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
+                }]
+            }}
+        }
+    }))
+    .unwrap()
+}
+
+async fn run_to_end(ns: &TestNs, name: &str, script: &str) -> (bool, Duration, Pod) {
+    let start = Instant::now();
+    ns.jobs().create(&PostParams::default(), &job(name, script)).await.unwrap();
+    let ok = wait_for(&format!("job {name} to finish"), Duration::from_secs(60), || async {
+        finished(&ns.jobs().get(name).await.ok()?).map(|(ok, _)| ok)
+    })
+    .await;
+    let took = start.elapsed();
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pod = pods.list(&ListParams::default().labels(&format!("job-name={name}"))).await.unwrap().items.remove(0);
+    (ok, took, pod)
+}
+
+fn terminated(pod: &Pod) -> k8s_openapi::api::core::v1::ContainerStateTerminated {
+    pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0].state.as_ref().unwrap().terminated.clone().unwrap()
+}
+
+#[tokio::test]
+async fn the_node_is_ready() {
+    let client = client().await;
+    let nodes = Api::<Node>::all(client).list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(nodes.len(), 1);
+    let ready = nodes[0].status.as_ref().unwrap().conditions.as_ref().unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    assert!(ready, "node not Ready");
+}
+
+#[tokio::test]
+async fn a_busybox_job_completes() {
+    let ns = TestNs::new("job-ok").await;
+    let (ok, took, pod) = run_to_end(&ns, "echo-ok", "echo ok").await;
+    println!("busybox Job completed in {} ms", took.as_millis());
+    assert!(ok);
+    assert_eq!(terminated(&pod).exit_code, 0);
+}
+
+#[tokio::test]
+async fn a_failing_job_shows_its_exit_code_and_termination_message() {
+    let ns = TestNs::new("job-fail").await;
+    let (ok, _, pod) = run_to_end(&ns, "exit-3", "echo something broke; exit 3").await;
+    assert!(!ok, "the Job failed");
+    let t = terminated(&pod);
+    assert_eq!(t.exit_code, 3);
+    assert_eq!(t.message.as_deref().map(str::trim), Some("something broke"));
+    let job = ns.jobs().get("exit-3").await.unwrap();
+    let cond = job.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(cond.reason.as_deref(), Some("BackoffLimitExceeded"));
+}
+
+#[tokio::test]
+async fn pods_get_a_service_account_token() {
+    let ns = TestNs::new("token").await;
+    let (ok, _, _) = run_to_end(&ns, "token", "cat /var/run/secrets/kubernetes.io/serviceaccount/namespace").await;
+    assert!(ok, "the token volume is mounted");
+}

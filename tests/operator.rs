@@ -1,0 +1,402 @@
+//! The operator against the local cluster: real API server, real Jobs, real busybox containers.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use loopservice_operator::crd::Phase;
+use serde_json::json;
+use support::*;
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn ls(name: &str, interval: &str, script: &str) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {
+            "interval": interval,
+            "image": "busybox:1.36",
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["sh", "-c"],
+            "args": [script],
+            "successfulJobsHistoryLimit": 20,
+            "failedJobsHistoryLimit": 20,
+        }
+    })
+}
+
+async fn setup(prefix: &str) -> TestNs {
+    let ns = TestNs::new(prefix).await;
+    ensure_crd(&ns.client).await;
+    ns
+}
+
+async fn wait_jobs(ns: &TestNs, name: &str, n: usize) -> Vec<k8s_openapi::api::batch::v1::Job> {
+    wait_for(&format!("{n} jobs of {name}"), LONG, || async {
+        let jobs = loop_jobs(ns, name).await;
+        (jobs.len() >= n).then_some(jobs)
+    })
+    .await
+}
+
+async fn events(ns: &TestNs, name: &str) -> Vec<(String, String, String)> {
+    let api: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+fn secs(a: jiff::Timestamp, b: jiff::Timestamp) -> f64 {
+    b.duration_since(a).as_secs_f64()
+}
+
+#[tokio::test]
+async fn a_quick_loop_starts_its_jobs_one_interval_apart() {
+    let ns = setup("spacing").await;
+    let _op = Operator::start(&ns.name, &[]);
+    create_ls(&ns, ls("tick", "3s", "echo tick $LOOP_NUMBER")).await.unwrap();
+    let jobs = wait_jobs(&ns, "tick", 5).await;
+    let starts: Vec<_> = jobs.iter().map(start_time).collect();
+    let gaps: Vec<f64> = starts.windows(2).map(|w| secs(w[0], w[1])).collect();
+    let errors_ms: Vec<f64> = gaps.iter().map(|g| ((g - 3.0) * 1000.0).round()).collect();
+    println!("start spacing of a 3s loop, error in ms: {errors_ms:?}");
+    for (i, g) in gaps.iter().enumerate() {
+        assert!((g - 3.0).abs() < 1.0, "loop {} started {g:.3}s after loop {}", i + 2, i + 1);
+    }
+    // Every loop is one Job, numbered 1, 2, 3, ... and the first started at once.
+    let numbers: Vec<i64> = jobs.iter().map(loop_number).collect();
+    assert_eq!(numbers, (1..=numbers.len() as i64).collect::<Vec<_>>());
+    let created = ns.loopservices().get("tick").await.unwrap().metadata.creation_timestamp.unwrap().0;
+    assert!(secs(created, starts[0]) < 2.0, "first loop started {}s after creation", secs(created, starts[0]));
+
+    let st = wait_for("3 successes", LONG, || async {
+        let st = status(&ns, "tick").await;
+        (st.loops_succeeded >= 3).then_some(st)
+    })
+    .await;
+    assert_eq!(st.loops_failed, 0);
+    assert!(st.last_start_time.is_some() && st.last_success_time.is_some());
+    assert!(st.last_start_time.unwrap().format().contains('.'), "timestamps carry milliseconds");
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "True");
+
+    // What `kubectl get loopservices` shows: every column filled in once it is waiting.
+    let row = wait_for("a kubectl row with every column", LONG, || async {
+        let out = std::process::Command::new("kubectl").args(["get", "loopservices", "-n", &ns.name]).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut lines = text.lines();
+        let header = lines.next()?.to_string();
+        let row = lines.next()?.to_string();
+        (!row.contains("<none>") && !row.contains("<invalid>")).then_some((header, row))
+    })
+    .await;
+    println!("{}\n{}", row.0, row.1);
+    let cols: Vec<&str> = row.0.split("  ").map(str::trim).filter(|s| !s.is_empty()).collect();
+    assert_eq!(cols, ["NAME", "INTERVAL", "PHASE", "LOOPS", "FAILED", "OVERRUNS", "LAST RUN", "NEXT RUN", "AGE"]);
+    assert_eq!(row.1.split_whitespace().count(), 9, "{}", row.1);
+
+    let evs = events(&ns, "tick").await;
+    assert!(evs.iter().any(|(t, r, _)| t == "Normal" && r == "LoopStarted"), "{evs:?}");
+    assert!(evs.iter().any(|(t, r, _)| t == "Normal" && r == "LoopSucceeded"), "{evs:?}");
+}
+
+#[tokio::test]
+async fn an_overrun_is_recorded_and_the_next_loop_starts_right_after_it() {
+    let ns = setup("overrun").await;
+    let _op = Operator::start(&ns.name, &[]);
+    create_ls(&ns, ls("slow", "2s", "sleep 4")).await.unwrap();
+    let jobs = wait_jobs(&ns, "slow", 3).await;
+    let (_, end1) = wait_for("loop 1 to end", LONG, || async { finished(&loop_jobs(&ns, "slow").await[0]) }).await;
+    let (s1, s2) = (start_time(&jobs[0]), start_time(&jobs[1]));
+    println!("loop 1 started {s1}, ended {end1} (to the second); loop 2 started {s2}");
+    assert!(secs(s1, s2) > 3.5, "loop 2 waited for loop 1 to end: {:.3}s", secs(s1, s2));
+    // The Job's end is stamped to the second, so the true end lies in [end1, end1 + 1s).
+    let after_end = secs(end1, s2);
+    assert!((0.0..3.0).contains(&after_end), "loop 2 started {after_end:.3}s after loop 1 ended");
+
+    let st = wait_for("an overrun in status", LONG, || async {
+        let st = status(&ns, "slow").await;
+        (st.overruns >= 1).then_some(st)
+    })
+    .await;
+    let o = st.last_overrun.unwrap();
+    assert!(o.duration_seconds > 2.0 && o.interval_seconds == 2.0, "{o:?}");
+    assert!(o.message.contains("seconds, which is longer than its interval of 2 seconds"), "{}", o.message);
+    let c = st.conditions.iter().find(|c| c.type_ == "Overrun").unwrap();
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "LoopOverran"));
+    let evs = events(&ns, "slow").await;
+    assert!(evs.iter().any(|(t, r, n)| t == "Warning" && r == "LoopOverrun" && n.contains("longer than its interval")), "{evs:?}");
+}
+
+#[tokio::test]
+async fn a_failing_loop_records_exit_code_and_message_and_goes_on() {
+    let ns = setup("fail").await;
+    let _op = Operator::start(&ns.name, &[]);
+    create_ls(&ns, ls("broken", "2s", "echo disk is full; exit 1")).await.unwrap();
+    let st = wait_for("two failed loops", LONG, || async {
+        let st = status(&ns, "broken").await;
+        (st.loops_failed >= 2).then_some(st)
+    })
+    .await;
+    let e = st.last_error.clone().unwrap();
+    println!("lastError: {e:?}");
+    assert_eq!(e.reason, "JobFailed");
+    assert!(e.message.contains("exited with code 1"), "{}", e.message);
+    assert!(e.message.contains("disk is full"), "{}", e.message);
+    assert!(st.consecutive_failures >= 2);
+    let c = st.conditions.iter().find(|c| c.type_ == "Failing").unwrap();
+    assert_eq!(c.status, "True");
+    assert!(loop_jobs(&ns, "broken").await.len() >= 2, "the loop went on after a failure");
+    let evs = events(&ns, "broken").await;
+    assert!(evs.iter().any(|(t, r, n)| t == "Warning" && r == "LoopFailed" && n.contains("code 1")), "{evs:?}");
+}
+
+#[tokio::test]
+async fn loops_3_stops_after_exactly_three_jobs() {
+    let ns = setup("limit").await;
+    let _op = Operator::start(&ns.name, &[]);
+    let mut v = ls("three", "1s", "echo once");
+    v["spec"]["loops"] = json!(3);
+    create_ls(&ns, v).await.unwrap();
+    let st = wait_for("phase Finished", LONG, || async {
+        let st = status(&ns, "three").await;
+        (st.phase == Some(Phase::Finished)).then_some(st)
+    })
+    .await;
+    assert_eq!((st.loops_started, st.loops_succeeded, st.loops_failed), (3, 3, 0));
+    assert_eq!(st.next_run_time, None);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let jobs = loop_jobs(&ns, "three").await;
+    assert_eq!(jobs.len(), 3, "{:?}", jobs.iter().map(|j| j.name_any()).collect::<Vec<_>>());
+    assert_eq!(status(&ns, "three").await.loops_started, 3);
+}
+
+#[tokio::test]
+async fn suspend_pauses_and_resume_goes_on_without_losing_counts() {
+    let ns = setup("suspend").await;
+    let _op = Operator::start(&ns.name, &[]);
+    create_ls(&ns, ls("pausable", "2s", "echo hi")).await.unwrap();
+    wait_for("2 successes", LONG, || async { (status(&ns, "pausable").await.loops_succeeded >= 2).then_some(()) }).await;
+    let patch = |s: bool| json!({"spec": {"suspend": s}});
+    ns.loopservices().patch("pausable", &PatchParams::default(), &Patch::Merge(&patch(true))).await.unwrap();
+    let st = wait_for("phase Suspended", LONG, || async {
+        let st = status(&ns, "pausable").await;
+        (st.phase == Some(Phase::Suspended)).then_some(st)
+    })
+    .await;
+    let paused_at = loop_jobs(&ns, "pausable").await.len();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(loop_jobs(&ns, "pausable").await.len(), paused_at, "no loop starts while suspended");
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Suspended"));
+
+    ns.loopservices().patch("pausable", &PatchParams::default(), &Patch::Merge(&patch(false))).await.unwrap();
+    let jobs = wait_jobs(&ns, "pausable", paused_at + 2).await;
+    let numbers: Vec<i64> = jobs.iter().map(loop_number).collect();
+    assert_eq!(numbers, (1..=numbers.len() as i64).collect::<Vec<_>>(), "numbering goes on after resume");
+    let after = status(&ns, "pausable").await;
+    assert!(after.loops_started >= st.loops_started + 1 && after.loops_succeeded >= st.loops_succeeded);
+}
+
+#[tokio::test]
+async fn sigkill_mid_loop_and_restart_makes_no_duplicate_and_loses_no_loop() {
+    let ns = setup("kill").await;
+    let mut op = Operator::start(&ns.name, &[]);
+    create_ls(&ns, ls("sturdy", "2s", "sleep 3")).await.unwrap();
+    wait_jobs(&ns, "sturdy", 2).await;
+    op.signal("KILL");
+    op.wait_exit(Duration::from_secs(10)).await;
+    // Loop 2 ends while no operator runs.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let _op2 = Operator::start(&ns.name, &[]);
+    let st = wait_for("loop 4 started and 3 ended", LONG, || async {
+        let st = status(&ns, "sturdy").await;
+        (st.loops_started >= 4 && st.last_finished_loop >= 3).then_some(st)
+    })
+    .await;
+    let jobs = loop_jobs(&ns, "sturdy").await;
+    let numbers: Vec<i64> = jobs.iter().map(loop_number).collect();
+    assert_eq!(numbers, (1..=numbers.len() as i64).collect::<Vec<_>>(), "one Job per loop, none skipped");
+    assert_eq!(st.loops_succeeded + st.loops_failed, st.last_finished_loop, "every finished loop counted once");
+    assert_eq!(st.loops_failed, 0);
+}
+
+#[tokio::test]
+async fn killed_between_job_create_and_status_write_adopts_the_job() {
+    let ns = setup("adopt").await;
+    let mut op = Operator::start(&ns.name, &[("LOOPSERVICE_FAULT", "exit-after-job-create")]);
+    create_ls(&ns, ls("adoptee", "3s", "echo hi")).await.unwrap();
+    let (code, _) = op.wait_exit(LONG).await;
+    assert_eq!(code, Some(137), "the fault fired");
+    let st = status(&ns, "adoptee").await;
+    assert_eq!(st.loops_started, 0, "status never recorded the Job");
+    assert_eq!(loop_jobs(&ns, "adoptee").await.len(), 1);
+
+    let _op2 = Operator::start(&ns.name, &[]);
+    let jobs = wait_jobs(&ns, "adoptee", 2).await;
+    let gap = secs(start_time(&jobs[0]), start_time(&jobs[1]));
+    assert_eq!(jobs.iter().map(loop_number).collect::<Vec<_>>(), [1, 2]);
+    assert!(gap > 2.5, "loop 2 came one interval after the adopted loop 1, not as a duplicate: {gap:.3}s");
+    let evs = events(&ns, "adoptee").await;
+    assert!(evs.iter().any(|(_, r, _)| r == "LoopAdopted"), "{evs:?}");
+    let st = wait_for("loop 1 recorded", LONG, || async {
+        let st = status(&ns, "adoptee").await;
+        (st.last_finished_loop >= 1).then_some(st)
+    })
+    .await;
+    assert!(st.loops_succeeded >= 1);
+}
+
+#[tokio::test]
+async fn sigterm_drains_writes_status_and_exits_zero() {
+    let ns = setup("term").await;
+    let mut op = Operator::start(&ns.name, &[]);
+    create_ls(&ns, ls("graceful", "2s", "sleep 1")).await.unwrap();
+    wait_for("loop 1 in status", LONG, || async { (status(&ns, "graceful").await.loops_started >= 1).then_some(()) }).await;
+    op.signal("TERM");
+    let (code, took) = op.wait_exit(Duration::from_secs(30)).await;
+    println!("SIGTERM to exit: {} ms", took.as_millis());
+    assert_eq!(code, Some(0), "log:\n{}", op.log_text());
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(op.log_text().contains("drained"), "{}", op.log_text());
+    // The Job keeps running and the next instance records how it ended.
+    let started = status(&ns, "graceful").await.loops_started;
+    let _op2 = Operator::start(&ns.name, &[]);
+    wait_for("the next instance to record loop ends", LONG, || async {
+        (status(&ns, "graceful").await.last_finished_loop >= started).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn after_downtime_one_loop_starts_at_once_and_no_burst_follows() {
+    let ns = setup("down").await;
+    let mut op = Operator::start(&ns.name, &[]);
+    create_ls(&ns, ls("patient", "2s", "echo hi")).await.unwrap();
+    wait_jobs(&ns, "patient", 2).await;
+    op.signal("TERM");
+    op.wait_exit(Duration::from_secs(30)).await;
+    let before = loop_jobs(&ns, "patient").await.len();
+    // Five intervals pass with no operator.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let restarted = jiff::Timestamp::now();
+    let _op2 = Operator::start(&ns.name, &[]);
+    let jobs = wait_jobs(&ns, "patient", before + 1).await;
+    let first = start_time(&jobs[before]);
+    assert!(secs(restarted, first) < 5.0, "the missed loop started {:.3}s after restart", secs(restarted, first));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(loop_jobs(&ns, "patient").await.len(), before + 1, "no catch-up burst");
+    let jobs = wait_jobs(&ns, "patient", before + 2).await;
+    let gap = secs(first, start_time(&jobs[before + 1]));
+    assert!((gap - 2.0).abs() < 1.0, "the loop after it came one interval later: {gap:.3}s");
+}
+
+#[tokio::test]
+async fn timeout_fails_a_loop_that_runs_too_long() {
+    let ns = setup("timeout").await;
+    let _op = Operator::start(&ns.name, &[]);
+    let mut v = ls("stuck", "3s", "sleep 60");
+    v["spec"]["timeout"] = json!("2s");
+    create_ls(&ns, v).await.unwrap();
+    let st = wait_for("a DeadlineExceeded loop", LONG, || async {
+        let st = status(&ns, "stuck").await;
+        st.last_error.as_ref().is_some_and(|e| e.reason == "DeadlineExceeded").then_some(st)
+    })
+    .await;
+    println!("lastError: {:?}", st.last_error);
+    assert!(st.loops_failed >= 1);
+    assert_eq!(st.last_error.unwrap().r#loop, 1);
+}
+
+#[tokio::test]
+async fn a_job_the_api_server_refuses_is_a_loop_error_with_its_message() {
+    let ns = setup("refused").await;
+    let _op = Operator::start(&ns.name, &[]);
+    let mut v = ls("refused", "2s", "echo hi");
+    v["spec"]["env"] = json!([{"name": "not a valid name", "value": "x"}]);
+    create_ls(&ns, v).await.unwrap();
+    let st = wait_for("two refused loops", LONG, || async {
+        let st = status(&ns, "refused").await;
+        (st.loops_failed >= 2).then_some(st)
+    })
+    .await;
+    let e = st.last_error.unwrap();
+    println!("lastError: {e:?}");
+    assert_eq!(e.reason, "JobRejected");
+    assert!(e.message.contains("env[") && e.message.contains("not a valid name"), "{}", e.message);
+    assert!(loop_jobs(&ns, "refused").await.is_empty());
+    let evs = events(&ns, "refused").await;
+    assert!(evs.iter().any(|(t, r, _)| t == "Warning" && r == "LoopFailed"), "{evs:?}");
+}
+
+#[tokio::test]
+async fn invalid_specs_are_refused_by_the_api_server_with_a_readable_message() {
+    let ns = setup("invalid").await;
+    let cases = [
+        (json!({"interval": "500ms", "image": "busybox:1.36"}), "spec.interval"),
+        (json!({"interval": "0s", "image": "busybox:1.36"}), "spec.interval"),
+        (json!({"interval": "every minute", "image": "busybox:1.36"}), "spec.interval"),
+        (json!({"interval": "1.5s", "image": "busybox:1.36"}), "spec.interval"),
+        (json!({"image": "busybox:1.36"}), "spec.interval"),
+        (json!({"interval": "30s", "image": ""}), "spec.image"),
+        (json!({"interval": "30s"}), "spec.image"),
+        (json!({"interval": "30s", "image": "busybox:1.36", "loops": 0}), "spec.loops"),
+        (json!({"interval": "30s", "image": "busybox:1.36", "timeout": "0s"}), "spec.timeout"),
+        (json!({"interval": "30s", "image": "busybox:1.36", "imagePullPolicy": "Sometimes"}), "spec.imagePullPolicy"),
+    ];
+    for (i, (spec, field)) in cases.into_iter().enumerate() {
+        let err = create_raw(&ns, json!({"metadata": {"name": format!("bad-{i}")}, "spec": spec})).await.unwrap_err();
+        let kube::Error::Api(s) = err else { panic!("case {i}: {err}") };
+        println!("case {i}: {} {}", s.code, s.message);
+        assert_eq!(s.code, 422, "case {i}: {}", s.message);
+        assert!(s.message.contains(field), "case {i}: {}", s.message);
+    }
+    assert!(ns.loopservices().list(&ListParams::default()).await.unwrap().items.is_empty());
+}
+
+#[tokio::test]
+async fn what_the_schema_cannot_catch_is_reported_in_status_and_nothing_runs() {
+    let ns = setup("semantic").await;
+    let _op = Operator::start(&ns.name, &[]);
+    create_ls(&ns, ls("huge", "99999999999h", "echo hi")).await.unwrap();
+    let st = wait_for("phase Invalid", LONG, || async {
+        let st = status(&ns, "huge").await;
+        (st.phase == Some(Phase::Invalid)).then_some(st)
+    })
+    .await;
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    println!("Ready: {} {} {}", ready.status, ready.reason, ready.message);
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+    assert!(ready.message.contains("spec.interval") && ready.message.contains("maximum"), "{}", ready.message);
+    assert!(loop_jobs(&ns, "huge").await.is_empty());
+    // Fixed, it runs.
+    let fix = json!({"spec": {"interval": "2s"}});
+    ns.loopservices().patch("huge", &PatchParams::default(), &Patch::Merge(&fix)).await.unwrap();
+    wait_jobs(&ns, "huge", 1).await;
+}
+
+#[tokio::test]
+async fn old_jobs_beyond_the_history_limit_are_deleted() {
+    let ns = setup("history").await;
+    let _op = Operator::start(&ns.name, &[]);
+    let mut v = ls("tidy", "1s", "echo hi");
+    v["spec"]["successfulJobsHistoryLimit"] = json!(2);
+    create_ls(&ns, v).await.unwrap();
+    wait_for("6 successes", LONG, || async { (status(&ns, "tidy").await.loops_succeeded >= 6).then_some(()) }).await;
+    let jobs = wait_for("old jobs deleted", Duration::from_secs(20), || async {
+        let jobs = loop_jobs(&ns, "tidy").await;
+        let live: Vec<_> = jobs.into_iter().filter(|j| j.metadata.deletion_timestamp.is_none()).collect();
+        (live.len() <= 3).then_some(live)
+    })
+    .await;
+    let newest = jobs.iter().map(loop_number).max().unwrap();
+    assert!(jobs.iter().all(|j| loop_number(j) >= newest - 2), "only the newest jobs are kept");
+}

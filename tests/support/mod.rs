@@ -1,0 +1,232 @@
+//! Test support for integration tests against the local cluster (`hack/cluster.sh up`).
+//!
+//! Each test makes its own namespace and deletes it afterwards; operator tests run their own
+//! operator process, watching that namespace only.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use loopservice_operator::crd::LoopService;
+use serde_json::json;
+
+pub const HOW_TO_START: &str =
+    "no Kubernetes cluster answers: start the local one with `hack/cluster.sh up` and `eval \"$(hack/cluster.sh env)\"` (or run `make test`, which does both)";
+
+pub async fn client() -> Client {
+    let client = match Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => panic!("{HOW_TO_START} ({e})"),
+    };
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await.unwrap_or_else(|_| panic!("{HOW_TO_START} (timed out)")) {
+        panic!("{HOW_TO_START} ({e})");
+    }
+    client
+}
+
+/// A namespace of one test's own, deleted when dropped.
+pub struct TestNs {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNs {
+    pub async fn new(prefix: &str) -> TestNs {
+        let client = client().await;
+        let suffix = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() & 0xffffff);
+        let name = format!("t-{prefix}-{suffix}");
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"loops.dev/test": "true"}}})).unwrap();
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create test namespace");
+        // Pods need the namespace's default ServiceAccount, which the token controller adds.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
+        wait_for("the default ServiceAccount", Duration::from_secs(30), || async { sa.get_opt("default").await.ok().flatten() }).await;
+        TestNs { name, client }
+    }
+
+    pub fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub fn loopservices(&self) -> Api<LoopService> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // The test's runtime may be shutting down: use a runtime and client of our own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let client = Client::try_default().await.ok()?;
+                Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, or panics naming `what` after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Installs (server-side applies) the CRD from `crds/loopservice.yaml` and waits until it is served.
+pub async fn ensure_crd(client: &Client) {
+    let text = std::fs::read_to_string(repo_root().join("crds/loopservice.yaml")).unwrap();
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(&crd.name_any(), &PatchParams::apply("loopservice-tests").force(), &Patch::Apply(&crd))
+        .await
+        .expect("apply CRD");
+    wait_for("the CRD to be established", Duration::from_secs(30), || async {
+        let c = api.get(&crd.name_any()).await.ok()?;
+        let ok = c.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+        ok.then_some(())
+    })
+    .await;
+}
+
+/// Creates a LoopService from JSON (`metadata.name` and `spec`).
+pub async fn create_ls(ns: &TestNs, value: serde_json::Value) -> Result<LoopService, kube::Error> {
+    let mut v = value;
+    v["apiVersion"] = json!("loops.dev/v1alpha1");
+    v["kind"] = json!("LoopService");
+    let ls: LoopService = serde_json::from_value(v).expect("valid LoopService JSON");
+    ns.loopservices().create(&PostParams::default(), &ls).await
+}
+
+/// Creates a LoopService from raw JSON, bypassing the Rust types, to send what a user could.
+pub async fn create_raw(ns: &TestNs, value: serde_json::Value) -> Result<serde_json::Value, kube::Error> {
+    let mut v = value;
+    v["apiVersion"] = json!("loops.dev/v1alpha1");
+    v["kind"] = json!("LoopService");
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        ns.client.clone(),
+        &ns.name,
+        &kube::api::ApiResource::erase::<LoopService>(&()),
+    );
+    let obj: kube::api::DynamicObject = serde_json::from_value(v).unwrap();
+    api.create(&PostParams::default(), &obj).await.map(|o| serde_json::to_value(o).unwrap())
+}
+
+/// The Jobs of a LoopService, oldest loop first.
+pub async fn loop_jobs(ns: &TestNs, ls: &str) -> Vec<Job> {
+    let mut jobs: Vec<Job> = ns
+        .jobs()
+        .list(&ListParams::default().labels(&format!("loops.dev/loopservice={ls}")))
+        .await
+        .expect("list jobs")
+        .items;
+    jobs.sort_by_key(loop_number);
+    jobs
+}
+
+pub fn loop_number(j: &Job) -> i64 {
+    j.labels().get("loops.dev/loop").and_then(|n| n.parse().ok()).unwrap_or(-1)
+}
+
+pub fn ann_time(j: &Job, key: &str) -> jiff::Timestamp {
+    j.annotations()[key].parse().unwrap()
+}
+
+pub fn start_time(j: &Job) -> jiff::Timestamp {
+    ann_time(j, "loops.dev/start-time")
+}
+
+pub fn finished(j: &Job) -> Option<(bool, jiff::Timestamp)> {
+    let st = j.status.as_ref()?;
+    let c = st.conditions.as_ref()?.iter().find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")?;
+    Some((c.type_ == "Complete", c.last_transition_time.as_ref()?.0))
+}
+
+pub async fn status(ns: &TestNs, name: &str) -> loopservice_operator::crd::LoopServiceStatus {
+    ns.loopservices().get(name).await.expect("get loopservice").status.unwrap_or_default()
+}
+
+/// A running operator process, watching one namespace; killed when dropped.
+pub struct Operator {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub fn start(ns: &str, env: &[(&str, &str)]) -> Operator {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("{ns}-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_loopservice-operator"));
+        cmd.args(["--namespace", ns, "--http-addr", "127.0.0.1:0", "--log-level", "info,loopservice_operator=debug"])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start the operator binary");
+        Operator { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([format!("-{sig}"), self.pid().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit and returns its exit code and how long it took.
+    pub async fn wait_exit(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), start.elapsed());
+            }
+            if start.elapsed() > limit {
+                panic!("operator did not exit within {limit:?}; log:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- operator log ({}) ----\n{}", self.log.display(), self.log_text());
+        }
+    }
+}
