@@ -30,7 +30,7 @@ cluster-down: ## Stop the local cluster and remove its state
 	$(CLUSTER) down
 
 .PHONY: test
-test: cluster build ## All tests: unit, integration, end-to-end, on the local cluster
+test: cluster build image ## All tests: unit, integration, end-to-end, on the local cluster
 	eval "$$($(CLUSTER) env)"; \
 	apiserver_pid=$$(cat "$${LOOPS_CLUSTER_DIR:-$$HOME/.local/state/loops-cluster}/run/kube-apiserver.pid"); \
 	status=0; \

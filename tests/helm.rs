@@ -1,0 +1,120 @@
+//! End to end: the chart installs the operator as a Pod under its own ServiceAccount, which
+//! runs a LoopService applied with kubectl, survives `helm upgrade` without a duplicate Job,
+//! and goes away with `helm uninstall`. Needs the operator image imported (`make image`).
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use support::*;
+
+const CHART: &str = "charts/loopservice-operator";
+
+fn run(cmd: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(cmd).args(args).current_dir(repo_root()).output().unwrap_or_else(|e| panic!("running {cmd}: {e} (is it on PATH? eval \"$(hack/cluster.sh env)\")"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn must(cmd: &str, args: &[&str]) -> String {
+    let (ok, text) = run(cmd, args);
+    assert!(ok, "{cmd} {} failed:\n{text}", args.join(" "));
+    text
+}
+
+fn kubectl_apply(yaml: &str) {
+    let mut child = Command::new("kubectl").args(["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_chart_lints_clean() {
+    for extra in [vec![], vec!["-f", "hack/values-local.yaml"], vec!["--set", "watchNamespace=team-a"]] {
+        let mut args = vec!["lint", CHART, "--strict"];
+        args.extend(extra);
+        let text = must("helm", &args);
+        assert!(!text.contains("[WARNING]") && !text.contains("[ERROR]"), "{text}");
+    }
+    // Cluster-wide by default, namespaced when asked; never a wildcard.
+    let all = must("helm", &["template", "x", CHART]);
+    assert!(all.contains("kind: ClusterRole\n") && all.contains("kind: ClusterRoleBinding"));
+    assert!(!all.contains("\"*\""), "no wildcard in RBAC");
+    let one = must("helm", &["template", "x", CHART, "--set", "watchNamespace=team-a"]);
+    assert!(one.contains("kind: Role\n") && one.contains("kind: RoleBinding") && !one.contains("ClusterRole"));
+    assert!(one.contains("--namespace=team-a"));
+}
+
+#[tokio::test]
+async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account() {
+    let ns = TestNs::new("helm").await;
+    ensure_crd(&ns.client).await;
+    let release = "lso";
+    let watch = format!("watchNamespace={}", ns.name);
+    let install = |extra: &[&str]| {
+        let mut args = vec!["upgrade", "--install", release, CHART, "-n", &ns.name, "-f", "hack/values-local.yaml", "--set", &watch, "--wait", "--timeout", "120s"];
+        args.extend_from_slice(extra);
+        must("helm", &args)
+    };
+    let out = install(&[]);
+    assert!(out.contains("kubectl get loopservices"), "NOTES tell the user how to check:\n{out}");
+    must("kubectl", &["-n", &ns.name, "rollout", "status", "deployment/lso-loopservice-operator", "--timeout=120s"]);
+
+    kubectl_apply(&format!(
+        "apiVersion: loops.dev/v1alpha1\nkind: LoopService\nmetadata: {{name: beat, namespace: {}}}\nspec:\n  interval: 2s\n  image: busybox:1.36\n  imagePullPolicy: IfNotPresent\n  command: [sh, -c]\n  args: [\"echo beat $LOOP_NUMBER\"]\n  successfulJobsHistoryLimit: 50\n",
+        ns.name
+    ));
+    wait_for("3 loops run by the in-cluster operator", Duration::from_secs(120), || async {
+        (status(&ns, "beat").await.loops_succeeded >= 3).then_some(())
+    })
+    .await;
+    let row = wait_for("kubectl columns filled in", Duration::from_secs(60), || async {
+        let (_, text) = run("kubectl", &["get", "loopservices", "-n", &ns.name, "--no-headers"]);
+        let row = text.lines().next()?.to_string();
+        (!row.contains("<none>") && row.split_whitespace().count() == 9).then_some(row)
+    })
+    .await;
+    println!("{row}");
+
+    // Least privilege: the operator's ServiceAccount does what it needs and nothing more.
+    let sa = format!("system:serviceaccount:{}:lso-loopservice-operator", ns.name);
+    let can = |verb: &str, what: &str| run("kubectl", &["auth", "can-i", verb, what, "-n", &ns.name, "--as", &sa]).1.trim().to_string();
+    assert_eq!(can("create", "jobs.batch"), "yes");
+    assert_eq!(can("patch", "loopservices.loops.dev/status"), "yes");
+    assert_eq!(can("list", "secrets"), "no");
+    assert_eq!(can("get", "secrets"), "no");
+    assert_eq!(can("create", "pods"), "no");
+    assert_eq!(can("update", "loopservices.loops.dev"), "no");
+    assert_eq!(run("kubectl", &["auth", "can-i", "list", "jobs.batch", "-n", "default", "--as", &sa]).1.trim(), "no", "a Role, only in its namespace");
+
+    // An upgrade with a changed value replaces the Pod and the loops go on, with no duplicate.
+    let before = status(&ns, "beat").await.loops_started;
+    install(&["--set", "logLevel=debug"]);
+    must("kubectl", &["-n", &ns.name, "rollout", "status", "deployment/lso-loopservice-operator", "--timeout=120s"]);
+    let deploy: Api<Deployment> = Api::namespaced(ns.client.clone(), &ns.name);
+    let args = deploy.get("lso-loopservice-operator").await.unwrap().spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    assert!(args.contains(&"--log-level=debug".to_string()), "{args:?}");
+    wait_for("loops after the upgrade", Duration::from_secs(120), || async {
+        (status(&ns, "beat").await.last_finished_loop >= before + 2).then_some(())
+    })
+    .await;
+    let jobs = loop_jobs(&ns, "beat").await;
+    let numbers: Vec<i64> = jobs.iter().map(loop_number).collect();
+    assert_eq!(numbers, (1..=numbers.len() as i64).collect::<Vec<_>>(), "one Job per loop across the upgrade");
+    let st = status(&ns, "beat").await;
+    assert_eq!(st.loops_failed, 0);
+
+    must("helm", &["uninstall", release, "-n", &ns.name, "--wait", "--timeout", "120s"]);
+    wait_for("the operator's Pod to go", Duration::from_secs(60), || async {
+        let (_, text) = run("kubectl", &["get", "pods", "-n", &ns.name, "-l", "app.kubernetes.io/name=loopservice-operator", "--no-headers"]);
+        (text.trim().is_empty() || text.contains("No resources found")).then_some(())
+    })
+    .await;
+    let (_, roles) = run("kubectl", &["get", "roles,rolebindings,serviceaccounts", "-n", &ns.name, "-o", "name"]);
+    assert!(!roles.contains("lso-loopservice-operator"), "{roles}");
+}
