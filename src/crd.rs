@@ -129,6 +129,7 @@ pub struct LoopServiceStatus {
     /// loop's time), Suspended, Finished (spec.loops loops ran), Failing (waiting, and the latest
     /// loop failed) or Invalid (the spec cannot be run; see the Ready condition).
     #[serde(default)]
+    #[schemars(schema_with = "phase_schema")]
     pub phase: Option<Phase>,
     /// Loops started so far: the number of the latest loop.
     #[serde(default)]
@@ -176,6 +177,15 @@ pub struct LoopServiceStatus {
     /// longer than the interval) and Failing (the latest loop failed).
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+/// `Option<Phase>` as a nullable string enum: Kubernetes' validation refuses `null` inside `enum`.
+fn phase_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "nullable": true,
+        "enum": ["Pending", "Running", "Waiting", "Suspended", "Finished", "Failing", "Invalid"],
+    })
 }
 
 /// The phase of a LoopService.

@@ -44,9 +44,14 @@ impl TestNs {
         let name = format!("t-{prefix}-{suffix}");
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"loops.dev/test": "true"}}})).unwrap();
         Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create test namespace");
-        // Pods need the namespace's default ServiceAccount, which the token controller adds.
+        // Kubernetes 1.20 refuses Pods until the namespace's default ServiceAccount has its
+        // token Secret, which the controllers add a moment after the namespace appears.
         let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
-        wait_for("the default ServiceAccount", Duration::from_secs(30), || async { sa.get_opt("default").await.ok().flatten() }).await;
+        wait_for("the default ServiceAccount and its token", Duration::from_secs(30), || async {
+            let sa = sa.get_opt("default").await.ok().flatten()?;
+            sa.secrets.filter(|s| !s.is_empty())
+        })
+        .await;
         TestNs { name, client }
     }
 
