@@ -14,7 +14,7 @@ root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
 install -D -m 0755 "$bin" "$root/usr/local/bin/loopservice-operator"
 # Every shared library the binary loads, at the path the loader looks for it.
-ldd "$bin" | awk '/=> \// {print $3} /^\s*\/.*ld-linux/ {print $1}' | sort -u | while read -r lib; do
+ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u | while read -r lib; do
   install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"
 done
 mkdir -p "$root/etc" "$root/tmp"

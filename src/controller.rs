@@ -324,9 +324,18 @@ pub async fn run(
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            info!("loopservice cache synced");
-            ready.store(true, Ordering::SeqCst);
+        // The store's readiness signal wakes only the last task that polled it, and the
+        // controller polls it too: poll again now and then rather than wait to be woken.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    info!("loopservice cache synced");
+                    ready.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => continue,
+            }
         }
     });
     controller
@@ -334,7 +343,9 @@ pub async fn run(
         .for_each(|res| async move {
             match res {
                 Ok((obj, _)) => debug!(name = %obj.name, namespace = obj.namespace.as_deref().unwrap_or(""), "reconciled"),
-                Err(e) => debug!(error = %e, "controller event"),
+                // Watch failures (the API server unreachable, RBAC missing) land here; the
+                // watcher retries them with backoff.
+                Err(e) => warn!(error = %e, "controller stream error"),
             }
         })
         .await;

@@ -85,7 +85,8 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
     let sa = format!("system:serviceaccount:{}:lso-loopservice-operator", ns.name);
     let can = |verb: &str, what: &str| run("kubectl", &["auth", "can-i", verb, what, "-n", &ns.name, "--as", &sa]).1.trim().to_string();
     assert_eq!(can("create", "jobs.batch"), "yes");
-    assert_eq!(can("patch", "loopservices.loops.dev/status"), "yes");
+    let status_patch = run("kubectl", &["auth", "can-i", "patch", "loopservices.loops.dev", "--subresource=status", "-n", &ns.name, "--as", &sa]).1;
+    assert_eq!(status_patch.trim(), "yes");
     assert_eq!(can("list", "secrets"), "no");
     assert_eq!(can("get", "secrets"), "no");
     assert_eq!(can("create", "pods"), "no");
