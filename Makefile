@@ -38,6 +38,10 @@ test: cluster build image ## All tests: unit, integration, end-to-end, on the lo
 	hack/check-alive.sh "$$apiserver_pid" || status=1; \
 	exit $$status
 
+.PHONY: bench
+bench: cluster build ## Print scale and timing figures of the operator on the local cluster
+	eval "$$($(CLUSTER) env)"; $(CARGO) bench --bench scale
+
 .PHONY: image
 image: build ## Build the operator image and import it into the local cluster
 	hack/image.sh

@@ -104,7 +104,14 @@ pub fn error_policy(ls: Arc<LoopService>, err: &Error, ctx: Arc<Context>) -> Act
     let delay = Duration::from_millis(250u64.saturating_mul(1 << n.min(8).saturating_sub(1))).min(Duration::from_secs(60));
     ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { step: err.metric_label().to_string() }).inc();
     let transient = err.kube().is_some_and(is_transient);
-    warn!(namespace = ls.namespace().unwrap_or_default(), name = %ls.name_any(), error = %err, transient, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
+    let conflict = matches!(err.kube(), Some(kube::Error::Api(s)) if s.code == 409);
+    let (namespace, name, retry_in_ms) = (ls.namespace().unwrap_or_default(), ls.name_any(), delay.as_millis() as u64);
+    if conflict {
+        // The cache was a step behind a write of our own; the retry reads the new version.
+        debug!(%namespace, %name, error = %err, retry_in_ms, "reconcile conflicted");
+    } else {
+        warn!(%namespace, %name, error = %err, transient, retry_in_ms, "reconcile failed");
+    }
     Action::requeue(delay)
 }
 

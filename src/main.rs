@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube_lease_manager::LeaseManagerBuilder;
 use kube::runtime::events::Reporter;
 use kube::{Client, Config};
 use tokio::signal::unix::{SignalKind, signal};
@@ -47,10 +48,26 @@ struct Args {
     /// Name this instance signs its Events with (the pod's name in a cluster).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Run only while holding a Lease, so that of several replicas exactly one works and the
+    /// others stand by to take over.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = false)]
+    leader_elect: bool,
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "LEASE_NAME", default_value = "loopservice-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (the operator's own namespace in a cluster); the watched
+    /// namespace, else `default`, when absent.
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
     /// Fault injection for crash-safety tests; never set in production.
     #[arg(long, env = "LOOPSERVICE_FAULT", hide = true)]
     fault: Option<Fault>,
 }
+
+/// How long a Lease holds without renewal, and how long before that the holder renews it.
+/// 15 s bounds how long loops pause when a leader dies without releasing the Lease.
+const LEASE_SECONDS: u64 = 15;
+const LEASE_GRACE_SECONDS: u64 = 5;
 
 #[tokio::main]
 async fn main() {
@@ -104,6 +121,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+
+    // Leader election: stand by until this instance holds the Lease. A standby counts as
+    // ready: it is healthy and takes over as soon as the Lease is free.
+    let mut lease = None;
+    if args.leader_elect {
+        let namespace = args.lease_namespace.clone().or(args.namespace.clone()).unwrap_or_else(|| "default".into());
+        let identity = args.instance.clone().unwrap_or_else(|| format!("loopservice-operator-{}", std::process::id()));
+        let manager = LeaseManagerBuilder::new(ctx.client.clone(), &args.lease_name)
+            .with_namespace(&namespace)
+            .with_identity(&identity)
+            .with_duration(LEASE_SECONDS)
+            .with_grace(LEASE_GRACE_SECONDS)
+            .build()
+            .await?;
+        let (mut leader, task) = manager.watch().await;
+        info!(lease = %args.lease_name, %namespace, %identity, "standing by for the leader lease");
+        ready.store(true, Ordering::SeqCst);
+        while !*leader.borrow_and_update() {
+            tokio::select! {
+                changed = leader.changed() => if changed.is_err() {
+                    anyhow::bail!("leader election stopped: {:?}", task.await);
+                },
+                _ = sigterm.recv() => { info!("stopped while standing by"); return Ok(()); }
+                _ = sigint.recv() => { info!("stopped while standing by"); return Ok(()); }
+            }
+        }
+        ready.store(false, Ordering::SeqCst);
+        info!(lease = %args.lease_name, %identity, "became the leader");
+        lease = Some((leader, task));
+    }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         let _ = stop_rx.await;
@@ -112,9 +159,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
     info!(namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting controller");
     let mut controller = tokio::spawn(controller::run(ctx, args.namespace.clone(), ready.clone(), shutdown));
 
+    let lost = async {
+        match lease.as_mut() {
+            Some((leader, _)) => {
+                while *leader.borrow_and_update() {
+                    if leader.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let mut lost_leadership = false;
     tokio::select! {
         _ = sigterm.recv() => info!(signal = "SIGTERM", "draining"),
         _ = sigint.recv() => info!(signal = "SIGINT", "draining"),
+        _ = lost => {
+            // Another instance may lead now: stop at once starting loops, drain, and exit so
+            // that the Pod restarts and stands by again.
+            warn!("lost the leader lease; draining");
+            lost_leadership = true;
+        }
         res = &mut controller => {
             // The controller only ends on shutdown; ending early means its watch streams died.
             res?;
@@ -143,6 +209,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             anyhow::bail!("drain did not finish within {:?}", args.drain_timeout);
         }
     }
+    if let Some((leader, task)) = lease {
+        // Closing the channel makes the lease manager release the Lease and finish.
+        drop(leader);
+        let left = args.drain_timeout.saturating_sub(began.elapsed()).max(Duration::from_secs(1));
+        match tokio::time::timeout(left, task).await {
+            Ok(Ok(Ok(_))) => info!("released the leader lease"),
+            other => warn!(result = ?other.map(|r| r.map(|r| r.map(|_| ()))), "could not release the leader lease; it expires by itself"),
+        }
+    }
     info!(elapsed_ms = began.elapsed().as_millis() as u64, "drained; exiting");
+    if lost_leadership {
+        anyhow::bail!("lost the leader lease");
+    }
     Ok(())
 }

@@ -62,14 +62,19 @@ fn secs(a: jiff::Timestamp, b: jiff::Timestamp) -> f64 {
 async fn a_quick_loop_starts_its_jobs_one_interval_apart() {
     let ns = setup("spacing").await;
     let _op = Operator::start(&ns.name, &[]);
-    create_ls(&ns, ls("tick", "3s", "echo tick $LOOP_NUMBER")).await.unwrap();
-    let jobs = wait_jobs(&ns, "tick", 5).await;
+    create_ls(&ns, ls("tick", "5s", "echo tick $LOOP_NUMBER")).await.unwrap();
+    let jobs = wait_jobs(&ns, "tick", 4).await;
     let starts: Vec<_> = jobs.iter().map(start_time).collect();
     let gaps: Vec<f64> = starts.windows(2).map(|w| secs(w[0], w[1])).collect();
-    let errors_ms: Vec<f64> = gaps.iter().map(|g| ((g - 3.0) * 1000.0).round()).collect();
-    println!("start spacing of a 3s loop, error in ms: {errors_ms:?}");
+    let errors_ms: Vec<f64> = gaps.iter().map(|g| ((g - 5.0) * 1000.0).round()).collect();
+    println!("start spacing of a 5s loop, error in ms: {errors_ms:?}");
     for (i, g) in gaps.iter().enumerate() {
-        assert!((g - 3.0).abs() < 1.0, "loop {} started {g:.3}s after loop {}", i + 2, i + 1);
+        assert!((g - 5.0).abs() < 1.0, "loop {} started {g:.3}s after loop {}", i + 2, i + 1);
+    }
+    // Each Job was created when its loop was due (the scheduled-time annotation).
+    for j in &jobs[1..] {
+        let late = secs(ann_time(j, "loops.dev/scheduled-time"), start_time(j));
+        assert!((0.0..1.0).contains(&late), "{} created {late:.3}s after it was due", j.name_any());
     }
     // Every loop is one Job, numbered 1, 2, 3, ... and the first started at once.
     let numbers: Vec<i64> = jobs.iter().map(loop_number).collect();
@@ -262,6 +267,10 @@ async fn sigterm_drains_writes_status_and_exits_zero() {
     let mut op = Operator::start(&ns.name, &[]);
     create_ls(&ns, ls("graceful", "2s", "sleep 1")).await.unwrap();
     wait_for("loop 1 in status", LONG, || async { (status(&ns, "graceful").await.loops_started >= 1).then_some(()) }).await;
+    assert_eq!(op.get("/readyz").await.as_deref(), Some("ready"));
+    assert_eq!(op.get("/healthz").await.as_deref(), Some("ok"));
+    let metrics = op.get("/metrics").await.unwrap_or_default();
+    assert!(metrics.contains("loopservice_loops_started_total{namespace="), "{metrics}");
     op.signal("TERM");
     let (code, took) = op.wait_exit(Duration::from_secs(30)).await;
     println!("SIGTERM to exit: {} ms", took.as_millis());
@@ -400,4 +409,31 @@ async fn old_jobs_beyond_the_history_limit_are_deleted() {
     .await;
     let newest = jobs.iter().map(loop_number).max().unwrap();
     assert!(jobs.iter().all(|j| loop_number(j) >= newest - 2), "only the newest jobs are kept");
+}
+
+#[tokio::test]
+async fn with_leader_election_one_instance_works_and_a_standby_takes_over_on_drain() {
+    let ns = setup("leader").await;
+    let env = [("LEADER_ELECT", "true"), ("POD_NAMESPACE", ns.name.as_str())];
+    let mut a = Operator::start(&ns.name, &env);
+    wait_for("a to lead", LONG, || async { a.log_text().contains("became the leader").then_some(()) }).await;
+    let b = Operator::start(&ns.name, &env);
+    wait_for("b to stand by", LONG, || async { b.log_text().contains("standing by").then_some(()) }).await;
+    assert_eq!(b.get("/readyz").await.as_deref(), Some("ready"), "a standby is ready to take over");
+
+    create_ls(&ns, ls("led", "2s", "echo hi")).await.unwrap();
+    wait_jobs(&ns, "led", 3).await;
+    assert!(!b.log_text().contains("became the leader") && !b.log_text().contains("started loop"), "the standby did nothing");
+
+    a.signal("TERM");
+    let (code, _) = a.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0), "{}", a.log_text());
+    assert!(a.log_text().contains("released the leader lease"), "{}", a.log_text());
+    let released = jiff::Timestamp::now();
+    wait_for("b to lead", Duration::from_secs(30), || async { b.log_text().contains("became the leader").then_some(()) }).await;
+    println!("standby took over {:.3}s after the leader exited", secs(released, jiff::Timestamp::now()));
+    let before = loop_jobs(&ns, "led").await.len();
+    let jobs = wait_jobs(&ns, "led", before + 2).await;
+    let numbers: Vec<i64> = jobs.iter().map(loop_number).collect();
+    assert_eq!(numbers, (1..=numbers.len() as i64).collect::<Vec<_>>(), "one Job per loop across the handover");
 }

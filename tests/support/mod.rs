@@ -221,6 +221,29 @@ impl Operator {
         }
     }
 
+    /// The address of /healthz, /readyz and /metrics, from the operator's log.
+    pub async fn http_addr(&self) -> String {
+        wait_for("the operator's http address", Duration::from_secs(20), || async {
+            let log = self.log_text();
+            let line = log.lines().find(|l| l.contains("serving /healthz"))?;
+            Some(line.split("addr=").nth(1)?.split_whitespace().next()?.to_string())
+        })
+        .await
+    }
+
+    /// GETs `path` from the operator's http server: the trimmed body, `None` unless 200.
+    pub async fn get(&self, path: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let addr = self.http_addr().await;
+        let mut conn = std::net::TcpStream::connect(addr).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.trim().to_string())
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
