@@ -65,9 +65,10 @@ struct Args {
 }
 
 /// How long a Lease holds without renewal, and how long before that the holder renews it.
-/// 15 s bounds how long loops pause when a leader dies without releasing the Lease.
-const LEASE_SECONDS: u64 = 15;
-const LEASE_GRACE_SECONDS: u64 = 5;
+/// A standby looks at the Lease again only when it would expire, so this also bounds how
+/// long loops pause when the leader goes, released or not.
+const LEASE_SECONDS: u64 = 10;
+const LEASE_GRACE_SECONDS: u64 = 4;
 
 #[tokio::main]
 async fn main() {
