@@ -32,6 +32,10 @@ cluster-down: ## Stop the local cluster and remove its state
 .PHONY: test
 test: cluster build image ## All tests: unit, integration, end-to-end, on the local cluster
 	eval "$$($(CLUSTER) env)"; \
+	if helm status loopservice-operator -n loopservice-system >/dev/null 2>&1; then \
+	  echo "uninstalling the demo's operator: it would run the tests' LoopServices too"; \
+	  helm uninstall loopservice-operator -n loopservice-system --wait; \
+	fi; \
 	apiserver_pid=$$(cat "$${LOOPS_CLUSTER_DIR:-$$HOME/.local/state/loops-cluster}/run/kube-apiserver.pid"); \
 	status=0; \
 	$(CARGO) nextest run --release --no-fail-fast || status=$$?; \

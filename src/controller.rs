@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -140,7 +140,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
             status::invalid(&mut st, &message, generation, now);
             if st != prev {
                 write_status(ls, &st, ctx).await?;
-                publish(ls, ctx, &[Note { warning: true, reason: "InvalidSpec", message }]).await;
+                publish(ls, ctx, &[Note::warning("InvalidSpec", message)]).await;
             }
             return Ok(Action::await_change());
         }
@@ -258,7 +258,7 @@ async fn launch(
         Err(e) if is_transient(&e) => Err(Error::CreateJob(job_name, e)),
         Err(kube::Error::Api(s)) => {
             warn!(namespace = %ns, %name, r#loop = n, job = %job_name, message = %s.message, "the API server refused the job");
-            Ok(status::rejected(st, n, start, &s.message))
+            Ok(status::rejected(st, n, &job_name, start, &s.message))
         }
         Err(e) => Err(Error::CreateJob(job_name, e)),
     }
@@ -304,7 +304,13 @@ async fn publish(ls: &LoopService, ctx: &Context, notes: &[Note]) {
             reason: n.reason.to_string(),
             note: Some(n.message.clone()),
             action: "Reconcile".to_string(),
-            secondary: None,
+            secondary: n.job.as_ref().map(|job| ObjectReference {
+                api_version: Some("batch/v1".into()),
+                kind: Some("Job".into()),
+                name: Some(job.clone()),
+                namespace: reference.namespace.clone(),
+                ..ObjectReference::default()
+            }),
         };
         if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
             warn!(name = %ls.name_any(), error = %e, "could not publish event");

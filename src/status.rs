@@ -20,14 +20,21 @@ pub struct Note {
     pub warning: bool,
     pub reason: &'static str,
     pub message: String,
+    /// The loop's Job, when there is one: the Event's related object. It also keeps Events
+    /// of different loops apart, where the recorder would fold them into one series.
+    pub job: Option<String>,
 }
 
 impl Note {
-    fn normal(reason: &'static str, message: String) -> Self {
-        Note { warning: false, reason, message }
+    pub fn normal(reason: &'static str, message: String) -> Self {
+        Note { warning: false, reason, message, job: None }
     }
-    fn warning(reason: &'static str, message: String) -> Self {
-        Note { warning: true, reason, message: clip(&message) }
+    pub fn warning(reason: &'static str, message: String) -> Self {
+        Note { warning: true, reason, message: clip(&message), job: None }
+    }
+    fn about(mut self, job: Option<&str>) -> Self {
+        self.job = job.map(str::to_string);
+        self
     }
 }
 
@@ -54,7 +61,7 @@ pub fn record_jobs(
         if let Some(j) = find(newest) {
             st.loops_started = newest;
             st.last_start_time = Some(Time(j.start));
-            notes.push(Note::normal("LoopAdopted", format!("found Job {} of loop {newest} and took it over", j.name)));
+            notes.push(Note::normal("LoopAdopted", format!("found Job {} of loop {newest} and took it over", j.name)).about(Some(&j.name)));
         }
     }
 
@@ -67,11 +74,11 @@ pub fn record_jobs(
                     st.active_job = Some(j.name.clone());
                     break;
                 }
-                Some((end, outcome)) => record_end(&mut st, &mut notes, k, j.start, *end, outcome, interval),
+                Some((end, outcome)) => record_end(&mut st, &mut notes, k, &j.name, j.start, *end, outcome, interval),
             },
             None => {
                 let message = format!("the Job of loop {k} was deleted before its end was recorded");
-                fail(&mut st, &mut notes, k, now, "JobDeleted", message);
+                fail(&mut st, &mut notes, k, None, now, "JobDeleted", message);
             }
         }
         st.last_finished_loop = k;
@@ -80,10 +87,12 @@ pub fn record_jobs(
     (st, notes)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn record_end(
     st: &mut LoopServiceStatus,
     notes: &mut Vec<Note>,
     k: i64,
+    job: &str,
     start: Timestamp,
     end: Timestamp,
     outcome: &Outcome,
@@ -100,7 +109,7 @@ fn record_end(
             time: Time(end),
             message: message.clone(),
         });
-        notes.push(Note::warning("LoopOverrun", message));
+        notes.push(Note::warning("LoopOverrun", message).about(Some(job)));
     }
     match outcome {
         Outcome::Succeeded => {
@@ -108,11 +117,11 @@ fn record_end(
             st.consecutive_failures = 0;
             st.last_success_time = Some(Time(end));
             st.last_completion_time = Some(Time(end));
-            notes.push(Note::normal("LoopSucceeded", format!("loop {k} succeeded in {} seconds", schedule::fmt_secs(took))));
+            notes.push(Note::normal("LoopSucceeded", format!("loop {k} succeeded in {} seconds", schedule::fmt_secs(took))).about(Some(job)));
         }
         Outcome::Failed { reason, message } => {
             st.last_completion_time = Some(Time(end));
-            fail(st, notes, k, end, leak(reason), message.clone());
+            fail(st, notes, k, Some(job), end, leak(reason), message.clone());
         }
     }
 }
@@ -127,7 +136,15 @@ fn leak(reason: &str) -> &'static str {
     }
 }
 
-fn fail(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, k: i64, at: Timestamp, reason: &'static str, message: String) {
+fn fail(
+    st: &mut LoopServiceStatus,
+    notes: &mut Vec<Note>,
+    k: i64,
+    job: Option<&str>,
+    at: Timestamp,
+    reason: &'static str,
+    message: String,
+) {
     let message = clip(&message);
     st.loops_failed += 1;
     st.consecutive_failures += 1;
@@ -136,7 +153,7 @@ fn fail(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, k: i64, at: Timestamp
         st.last_completion_time = Some(Time(at));
     }
     st.last_error = Some(LoopError { r#loop: k, reason: reason.to_string(), message: message.clone(), time: Time(at) });
-    notes.push(Note::warning("LoopFailed", format!("loop {k} failed ({reason}): {message}")));
+    notes.push(Note::warning("LoopFailed", format!("loop {k} failed ({reason}): {message}")).about(job));
 }
 
 /// What to do next.
@@ -182,18 +199,18 @@ pub fn launched(st: &mut LoopServiceStatus, n: i64, job: &str, start: Timestamp)
     st.loops_started = n;
     st.last_start_time = Some(Time(start));
     st.active_job = Some(job.to_string());
-    Note::normal("LoopStarted", format!("started loop {n} as Job {job}"))
+    Note::normal("LoopStarted", format!("started loop {n} as Job {job}")).about(Some(job))
 }
 
 /// Records that the API server refused loop `n`'s Job: the loop counts as started and failed,
 /// and the next one comes one interval later.
-pub fn rejected(st: &mut LoopServiceStatus, n: i64, start: Timestamp, message: &str) -> Vec<Note> {
+pub fn rejected(st: &mut LoopServiceStatus, n: i64, job: &str, start: Timestamp, message: &str) -> Vec<Note> {
     let mut notes = vec![];
     st.loops_started = n;
     st.last_start_time = Some(Time(start));
     st.last_completion_time = Some(Time(start));
     st.active_job = None;
-    fail(st, &mut notes, n, start, "JobRejected", format!("the API server refused the Job: {message}"));
+    fail(st, &mut notes, n, Some(job), start, "JobRejected", format!("the API server refused the Job: {message}"));
     st.last_finished_loop = n;
     notes
 }
@@ -347,7 +364,7 @@ mod tests {
         assert_eq!(st.next_run_time, Some(Time(t(15.0))));
         assert_eq!(st.phase, Some(Phase::Waiting));
         assert_eq!(st.active_job, None);
-        assert_eq!(notes, vec![Note::normal("LoopSucceeded", "loop 1 succeeded in 3 seconds".into())]);
+        assert_eq!(notes, vec![Note::normal("LoopSucceeded", "loop 1 succeeded in 3 seconds".into()).about(Some("r-1"))]);
 
         // Recording is idempotent: the same Jobs seen again change nothing and say nothing.
         let (again, _, notes) = step(&st, &[job(1, 5.0, Some((8.0, true)))], 9.0);
@@ -459,7 +476,7 @@ mod tests {
     #[test]
     fn a_rejected_job_is_a_failed_loop_and_the_next_comes_an_interval_later() {
         let mut st = LoopServiceStatus::default();
-        let notes = rejected(&mut st, 1, t(0.0), "Job.batch \"r-1\" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value");
+        let notes = rejected(&mut st, 1, "r-1", t(0.0), "Job.batch \"r-1\" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value");
         assert_eq!((st.loops_started, st.loops_failed, st.last_finished_loop), (1, 1, 1));
         assert_eq!(st.last_error.as_ref().unwrap().reason, "JobRejected");
         assert!(notes[0].message.contains("env[0].name"));

@@ -110,7 +110,10 @@ async fn a_quick_loop_starts_its_jobs_one_interval_apart() {
     assert_eq!(cols, ["NAME", "INTERVAL", "PHASE", "LOOPS", "FAILED", "OVERRUNS", "LAST RUN", "NEXT RUN", "AGE"]);
 
     let evs = events(&ns, "tick").await;
-    assert!(evs.iter().any(|(t, r, _)| t == "Normal" && r == "LoopStarted"), "{evs:?}");
+    for n in 1..=3 {
+        let started = format!("started loop {n} as Job tick-{n}");
+        assert!(evs.iter().any(|(t, r, m)| t == "Normal" && r == "LoopStarted" && *m == started), "{started}: {evs:?}");
+    }
     assert!(evs.iter().any(|(t, r, _)| t == "Normal" && r == "LoopSucceeded"), "{evs:?}");
 }
 
