@@ -46,8 +46,11 @@ impl std::str::FromStr for Fault {
 
 /// Default number of finished Jobs kept per LoopService, for successes and for failures.
 const DEFAULT_HISTORY: usize = 3;
-/// While a loop runs, its Job's watch events wake the reconcile; this is only a safety net.
-const RUNNING_RECHECK: Duration = Duration::from_secs(300);
+/// While a loop runs, its Job's watch events wake the reconcile on its end; this recheck
+/// looks at its Pods for a reason it cannot make progress (a missing image, say).
+const RUNNING_RECHECK: Duration = Duration::from_secs(15);
+/// A loop's Pod gets this long to start before a waiting container counts as stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(10);
 
 pub struct Context {
     pub client: Client,
@@ -190,6 +193,19 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     }
 
     status::finalize(&mut st, &decision, spec.loops, generation, Timestamp::now());
+    if let Decision::Running { job } = &decision {
+        let running_for = st.last_start_time.map_or(0.0, |s| schedule::seconds_between(s.0, Timestamp::now()));
+        if running_for >= STUCK_AFTER.as_secs_f64() {
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            let list = pods
+                .list(&ListParams::default().labels(&format!("job-name={job}")))
+                .await
+                .map_err(|e| Error::ListPods(job.clone(), e))?;
+            if let Some(why) = job::stuck_reason(&list.items) {
+                notes.extend(status::stuck(&mut st, &prev, job, &why, generation, Timestamp::now()));
+            }
+        }
+    }
     if st != prev {
         write_status(ls, &st, ctx).await?;
     }

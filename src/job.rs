@@ -237,6 +237,42 @@ pub fn describe_pods(pods: &[Pod]) -> String {
     parts.join("; ")
 }
 
+/// Container waiting reasons that do not go away by waiting: the loop's Pod cannot start
+/// until someone changes something.
+const STUCK_REASONS: [&str; 7] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// Why a running loop's Pods cannot make progress, if they say so: a container stuck waiting
+/// (a missing image, a missing Secret or ConfigMap) or a Pod the scheduler cannot place.
+pub fn stuck_reason(pods: &[Pod]) -> Option<String> {
+    for pod in pods {
+        let status = pod.status.as_ref();
+        let statuses = status.and_then(|s| s.container_statuses.as_ref());
+        for cs in statuses.into_iter().flatten() {
+            if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+                let reason = w.reason.as_deref().unwrap_or_default();
+                if STUCK_REASONS.contains(&reason) {
+                    let message = w.message.as_deref().filter(|m| !m.is_empty()).map(|m| format!(": {m}")).unwrap_or_default();
+                    return Some(clip(&format!("its Pod cannot start its container: {reason}{message}")));
+                }
+            }
+        }
+        let conditions = status.and_then(|s| s.conditions.as_ref());
+        if let Some(c) = conditions.into_iter().flatten().find(|c| c.type_ == "PodScheduled" && c.status == "False") {
+            let message = c.message.as_deref().unwrap_or_default();
+            return Some(clip(&format!("its Pod cannot be scheduled: {message}")));
+        }
+    }
+    None
+}
+
 /// Cuts a message to [`MAX_MESSAGE`] bytes on a character boundary, keeping its end (a log
 /// tail's last lines say the most).
 pub fn clip(message: &str) -> String {
@@ -417,6 +453,31 @@ mod tests {
         };
         assert_eq!(describe_pods(&[pod]), "container exited with code 3 (Error): disk full");
         assert_eq!(describe_pods(&[]), "");
+    }
+
+    #[test]
+    fn a_pod_waiting_for_a_missing_image_is_stuck_but_one_creating_is_not() {
+        let waiting = |reason: &str| Pod {
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: CONTAINER.into(),
+                    state: Some(ContainerState {
+                        waiting: Some(k8s_openapi::api::core::v1::ContainerStateWaiting {
+                            reason: Some(reason.into()),
+                            message: Some("Container image \"nope:1\" is not present with pull policy of Never".into()),
+                        }),
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                }]),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        };
+        let r = stuck_reason(&[waiting("ErrImageNeverPull")]).unwrap();
+        assert!(r.contains("ErrImageNeverPull") && r.contains("nope:1"), "{r}");
+        assert_eq!(stuck_reason(&[waiting("ContainerCreating")]), None);
+        assert_eq!(stuck_reason(&[]), None);
     }
 
     #[test]

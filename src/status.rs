@@ -254,6 +254,31 @@ pub fn finalize(st: &mut LoopServiceStatus, decision: &Decision, loops: Option<i
     set_condition(st, "Failing", failing, reason, message, generation, now);
 }
 
+/// Marks the running loop as stuck (its Pod cannot start): Ready turns False with the reason.
+/// Call after [`finalize`]; `prev` is the stored status, so that the Note (for an Event) comes
+/// once, when the loop is first seen stuck, and the condition keeps its transition time.
+pub fn stuck(
+    st: &mut LoopServiceStatus,
+    prev: &LoopServiceStatus,
+    job: &str,
+    why: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<Note> {
+    let before = prev.conditions.iter().find(|c| c.type_ == "Ready");
+    let already = before.is_some_and(|c| c.reason == "LoopStuck");
+    let since = match before {
+        Some(c) if c.status == "False" => c.last_transition_time,
+        _ => Time(now),
+    };
+    let message = format!("loop {} is running as Job {job}, but {why}", st.loops_started);
+    set_condition(st, "Ready", false, "LoopStuck", message.clone(), generation, now);
+    if let Some(c) = st.conditions.iter_mut().find(|c| c.type_ == "Ready") {
+        c.last_transition_time = since;
+    }
+    (!already).then(|| Note::warning("LoopStuck", message).about(Some(job)))
+}
+
 /// The status of a LoopService whose spec cannot be run: nothing is launched until it is fixed.
 pub fn invalid(st: &mut LoopServiceStatus, message: &str, generation: Option<i64>, now: Timestamp) {
     st.observed_generation = generation;
@@ -495,6 +520,28 @@ mod tests {
         let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!((ready.last_transition_time, ready.status.as_str()), (Time(t(3.0)), "False"));
         assert_eq!(st.conditions.len(), 3);
+    }
+
+    #[test]
+    fn a_stuck_loop_turns_ready_false_and_says_so_once() {
+        let why = "its Pod cannot start its container: ErrImageNeverPull";
+        let mut prev = LoopServiceStatus::default();
+        launched(&mut prev, 1, "r-1", t(0.0));
+        finalize(&mut prev, &Decision::Running { job: "r-1".into() }, None, Some(1), t(1.0));
+
+        let mut st = prev.clone();
+        finalize(&mut st, &Decision::Running { job: "r-1".into() }, None, Some(1), t(20.0));
+        let note = stuck(&mut st, &prev, "r-1", why, Some(1), t(20.0)).unwrap();
+        assert!(note.warning && note.message.contains("ErrImageNeverPull") && note.job.as_deref() == Some("r-1"));
+        let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap().clone();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str(), ready.last_transition_time), ("False", "LoopStuck", Time(t(20.0))));
+
+        // The next reconcile sees the same: no second Event, the same transition time.
+        let stored = st.clone();
+        let mut again = stored.clone();
+        finalize(&mut again, &Decision::Running { job: "r-1".into() }, None, Some(1), t(35.0));
+        assert_eq!(stuck(&mut again, &stored, "r-1", why, Some(1), t(35.0)), None);
+        assert_eq!(again, stored, "nothing to write");
     }
 
     #[test]

@@ -440,3 +440,32 @@ async fn with_leader_election_one_instance_works_and_a_standby_takes_over_on_dra
     let numbers: Vec<i64> = jobs.iter().map(loop_number).collect();
     assert_eq!(numbers, (1..=numbers.len() as i64).collect::<Vec<_>>(), "one Job per loop across the handover");
 }
+
+#[tokio::test]
+async fn a_loop_whose_pod_cannot_start_is_reported_not_silent() {
+    let ns = setup("stuck").await;
+    let _op = Operator::start(&ns.name, &[]);
+    let mut v = ls("typo", "5s", "echo hi");
+    // `Never` keeps the node from reaching for a registry: the image is simply not there.
+    v["spec"]["image"] = json!("loops.dev/no-such-image:1");
+    v["spec"]["imagePullPolicy"] = json!("Never");
+    create_ls(&ns, v).await.unwrap();
+    let st = wait_for("Ready=False LoopStuck", LONG, || async {
+        let st = status(&ns, "typo").await;
+        st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "LoopStuck").then_some(st)
+    })
+    .await;
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    println!("Ready: {} {}: {}", ready.status, ready.reason, ready.message);
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("ErrImageNeverPull") && ready.message.contains("typo-1"), "{}", ready.message);
+    assert_eq!(st.phase, Some(Phase::Running), "the loop is still running: no second Job");
+    assert_eq!(loop_jobs(&ns, "typo").await.len(), 1);
+    // One recheck later (every 15 s while a loop runs) it is still reported, and only once.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let again = status(&ns, "typo").await;
+    let still = again.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((still.reason.as_str(), still.last_transition_time), ("LoopStuck", ready.last_transition_time));
+    let evs = events(&ns, "typo").await;
+    assert_eq!(evs.iter().filter(|(t, r, _)| t == "Warning" && r == "LoopStuck").count(), 1, "{evs:?}");
+}
