@@ -46,6 +46,7 @@ pub const DURATION_PATTERN: &str = concat!(
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = not_nullable)]
 pub struct LoopServiceSpec {
     /// Time from the start of one loop to the start of the next, at least 1s: integer parts
     /// in the order h, m, s, ms, such as `30s`, `1m30s`, `2h` or `1s500ms`. A loop that runs
@@ -121,6 +122,7 @@ pub struct LoopServiceSpec {
 /// reconcile.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = not_nullable)]
 pub struct LoopServiceStatus {
     /// The metadata.generation of the spec this status describes.
     #[serde(default)]
@@ -179,11 +181,40 @@ pub struct LoopServiceStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// `Option<Phase>` as a nullable string enum: Kubernetes' validation refuses `null` inside `enum`.
+/// Kubernetes publishes a `nullable` field to OpenAPI v2 without its type, which leaves
+/// `kubectl explain` blank for it and unable to descend into it. An unset field here is an
+/// absent one, so no property is nullable.
+fn not_nullable(schema: &mut Schema) {
+    let props = schema.as_object_mut().and_then(|o| o.get_mut("properties")).and_then(|p| p.as_object_mut());
+    for (_, prop) in props.into_iter().flatten() {
+        let Some(o) = prop.as_object_mut() else { continue };
+        o.remove("nullable");
+        // `Option<T>` arrives as `type: [T, "null"]`, or as `anyOf: [T, {type: "null"}]`.
+        if let Some(types) = o.get_mut("type").and_then(|t| t.as_array_mut()) {
+            types.retain(|t| t != "null");
+            if types.len() == 1 {
+                let only = types[0].clone();
+                o.insert("type".into(), only);
+            }
+        }
+        let is_null = |v: &serde_json::Value| v.get("type").is_some_and(|t| t == "null") || v.get("enum").is_some_and(|e| e == &serde_json::json!([null]));
+        if let Some(any) = o.get_mut("anyOf").and_then(|a| a.as_array_mut()) {
+            any.retain(|v| !is_null(v));
+            if any.len() == 1 {
+                let only = any.remove(0);
+                o.remove("anyOf");
+                for (k, v) in only.as_object().into_iter().flatten() {
+                    o.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+    }
+}
+
+/// `Option<Phase>` as a string enum (the derived schema would put `null` in the enum).
 fn phase_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
-        "nullable": true,
         "enum": ["Pending", "Running", "Waiting", "Suspended", "Finished", "Failing", "Invalid"],
     })
 }
@@ -209,6 +240,7 @@ impl std::fmt::Display for Phase {
 /// A loop that ran longer than its interval.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = not_nullable)]
 pub struct Overrun {
     /// The loop's number.
     pub r#loop: i64,
@@ -225,6 +257,7 @@ pub struct Overrun {
 /// A loop that failed.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = not_nullable)]
 pub struct LoopError {
     /// The loop's number.
     pub r#loop: i64,
@@ -242,6 +275,7 @@ pub struct LoopError {
 /// A condition of a LoopService, in the usual Kubernetes shape.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = not_nullable)]
 pub struct Condition {
     /// Ready, Overrun or Failing.
     #[serde(rename = "type")]
@@ -255,7 +289,7 @@ pub struct Condition {
     /// When status last changed.
     pub last_transition_time: Time,
     /// The metadata.generation this condition was set for.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
 

@@ -469,3 +469,27 @@ async fn a_loop_whose_pod_cannot_start_is_reported_not_silent() {
     let evs = events(&ns, "typo").await;
     assert_eq!(evs.iter().filter(|(t, r, _)| t == "Warning" && r == "LoopStuck").count(), 1, "{evs:?}");
 }
+
+#[tokio::test]
+async fn kubectl_explain_documents_the_fields() {
+    let ns = setup("explain").await;
+    let _ = &ns;
+    let text = wait_for("kubectl explain loopservice.spec", LONG, || async {
+        let out = std::process::Command::new("kubectl").args(["explain", "loopservice.spec"]).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.contains("interval").then_some(text)
+    })
+    .await;
+    for (field, words) in [
+        ("interval", "start of one loop to the start of the next"),
+        ("image", "Container image"),
+        ("timeout", "Longest a loop may run"),
+        ("loops", "Stop after this many loops"),
+        ("suspend", "no new loop starts"),
+    ] {
+        assert!(text.contains(field) && text.contains(words), "{field}: {text}");
+    }
+    let out = std::process::Command::new("kubectl").args(["explain", "loopservice.status.lastError"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("termination") && text.contains("reason"), "{text}");
+}
