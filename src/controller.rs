@@ -49,6 +49,8 @@ const DEFAULT_HISTORY: usize = 3;
 /// While a loop runs, its Job's watch events wake the reconcile on its end; this recheck
 /// looks at its Pods for a reason it cannot make progress (a missing image, say).
 const RUNNING_RECHECK: Duration = Duration::from_secs(15);
+/// How often a loop blocked by a Job name that is taken tries again.
+const NAME_TAKEN_RECHECK: Duration = Duration::from_secs(5);
 /// A loop's Pod gets this long to start before a waiting container counts as stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(10);
 
@@ -104,7 +106,7 @@ pub async fn reconcile(ls: Arc<LoopService>, ctx: Arc<Context>) -> Result<Action
 /// being retried hot, and is short enough that it recovers soon after the cause is fixed.
 pub fn error_policy(ls: Arc<LoopService>, err: &Error, ctx: Arc<Context>) -> Action {
     let n = ctx.retries(&ObjectRef::from_obj(ls.as_ref()), false);
-    let delay = Duration::from_millis(250u64.saturating_mul(1 << n.min(8).saturating_sub(1))).min(Duration::from_secs(60));
+    let delay = Duration::from_millis(250u64.saturating_mul(1 << n.clamp(1, 9).saturating_sub(1))).min(Duration::from_secs(60));
     ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { step: err.metric_label().to_string() }).inc();
     let transient = err.kube().is_some_and(is_transient);
     let conflict = matches!(err.kube(), Some(kube::Error::Api(s)) if s.code == 409);
@@ -173,41 +175,61 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     }
 
     let (mut st, mut notes) = status::record_jobs(&prev, &observed, interval, now);
-    for n in &notes {
-        count(ctx, &ns, &name, n);
-    }
     let suspended = spec.is_suspended();
     let mut decision = status::decide(&st, spec.loops, suspended, interval, now);
+    let mut name_taken = None;
 
     if let Decision::Launch { loop_number, scheduled } = decision {
         if ctx.draining.load(Ordering::SeqCst) {
             info!(namespace = %ns, %name, r#loop = loop_number, "draining: leaving the loop to the next operator instance");
         } else {
-            let launched = launch(ls, ctx, &jobs_api, loop_number, scheduled, timeout, &mut st).await?;
-            for n in &launched {
-                count(ctx, &ns, &name, n);
+            // The decision rests on the cached object. Before acting on it, make sure it is
+            // the stored one: a status a write behind could start a loop that already ran.
+            let stored = Api::<LoopService>::namespaced(ctx.client.clone(), &ns)
+                .get(&name)
+                .await
+                .map_err(|e| Error::GetLoopService(format!("{ns}/{name}"), e))?;
+            if stored.resource_version() != ls.resource_version() {
+                debug!(namespace = %ns, %name, "cache is behind the stored object; reconciling again");
+                return Ok(Action::requeue(Duration::from_millis(100)));
             }
-            notes.extend(launched);
+            match launch(ls, ctx, &jobs_api, loop_number, scheduled, timeout, &mut st).await? {
+                Launched::Notes(launched) => notes.extend(launched),
+                Launched::NameTaken(job) => name_taken = Some((loop_number, job)),
+            }
             decision = status::decide(&st, spec.loops, suspended, interval, Timestamp::now());
         }
     }
 
     status::finalize(&mut st, &decision, spec.loops, generation, Timestamp::now());
+    if let Some((n, job)) = &name_taken {
+        let message = format!(
+            "loop {n} cannot start: Job {job} exists and is not this LoopService's; delete it (or, if a LoopService of this name was just deleted, wait for its Jobs to be collected)"
+        );
+        notes.extend(status::not_ready(&mut st, &prev, "JobNameTaken", message, Some(job), generation, Timestamp::now()));
+    }
     if let Decision::Running { job } = &decision {
         let running_for = st.last_start_time.map_or(0.0, |s| schedule::seconds_between(s.0, Timestamp::now()));
         if running_for >= STUCK_AFTER.as_secs_f64() {
+            // Best effort: a failed look at the Pods must not hold back recording the loops.
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-            let list = pods
-                .list(&ListParams::default().labels(&format!("job-name={job}")))
-                .await
-                .map_err(|e| Error::ListPods(job.clone(), e))?;
-            if let Some(why) = job::stuck_reason(&list.items) {
-                notes.extend(status::stuck(&mut st, &prev, job, &why, generation, Timestamp::now()));
+            match pods.list(&ListParams::default().labels(&format!("job-name={job}"))).await {
+                Ok(list) => {
+                    if let Some(why) = job::stuck_reason(&list.items) {
+                        let message = format!("loop {} is running as Job {job}, but {why}", st.loops_started);
+                        notes.extend(status::not_ready(&mut st, &prev, "LoopStuck", message, Some(job), generation, Timestamp::now()));
+                    }
+                }
+                Err(e) => warn!(namespace = %ns, %name, %job, error = %e, "could not read the pods of the running loop"),
             }
         }
     }
     if st != prev {
         write_status(ls, &st, ctx).await?;
+    }
+    // Counted only once the status that records them is stored, so each is counted once.
+    for n in &notes {
+        count(ctx, &ns, &name, n);
     }
     publish(ls, ctx, &notes).await;
 
@@ -225,12 +247,19 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
 
     let now = Timestamp::now();
     Ok(match decision {
+        _ if name_taken.is_some() => Action::requeue(NAME_TAKEN_RECHECK),
         Decision::Wait { until } => Action::requeue(schedule::until(until, now)),
         // Only while draining: the next instance starts it.
         Decision::Launch { .. } => Action::requeue(Duration::from_secs(1)),
         Decision::Running { .. } => Action::requeue(RUNNING_RECHECK),
         Decision::Suspended | Decision::Finished => Action::await_change(),
     })
+}
+
+enum Launched {
+    Notes(Vec<Note>),
+    /// A Job of that name exists and is not this LoopService's.
+    NameTaken(String),
 }
 
 /// Creates loop `n`'s Job and records the outcome in `st`.
@@ -243,7 +272,7 @@ async fn launch(
     scheduled: Timestamp,
     timeout: Option<Duration>,
     st: &mut LoopServiceStatus,
-) -> Result<Vec<Note>> {
+) -> Result<Launched> {
     let start = Timestamp::now();
     let params = JobParams { ls, loop_number: n, scheduled, start, timeout };
     let Some(job) = job::build_job(&params) else {
@@ -260,21 +289,21 @@ async fn launch(
                 error!(job = %job_name, "fault injection: exiting after creating a job, before writing status");
                 std::process::exit(137);
             }
-            Ok(vec![status::launched(st, n, &job_name, start)])
+            Ok(Launched::Notes(vec![status::launched(st, n, &job_name, start)]))
         }
         Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists" => {
             // Made by an earlier instance that died before recording it: adopt, never duplicate.
             let existing = jobs_api.get(&job_name).await.map_err(|e| Error::GetJob(job_name.clone(), e))?;
             let ours = existing.owner_references().iter().any(|o| Some(&o.uid) == ls.metadata.uid.as_ref());
             match job::observe(&existing).filter(|_| ours) {
-                Some(seen) => Ok(vec![status::launched(st, n, &job_name, seen.start)]),
-                None => Err(Error::JobNameTaken(job_name)),
+                Some(seen) => Ok(Launched::Notes(vec![status::launched(st, n, &job_name, seen.start)])),
+                None => Ok(Launched::NameTaken(job_name)),
             }
         }
         Err(e) if is_transient(&e) => Err(Error::CreateJob(job_name, e)),
         Err(kube::Error::Api(s)) => {
             warn!(namespace = %ns, %name, r#loop = n, job = %job_name, message = %s.message, "the API server refused the job");
-            Ok(status::rejected(st, n, &job_name, start, &s.message))
+            Ok(Launched::Notes(status::rejected(st, n, &job_name, start, &s.message)))
         }
         Err(e) => Err(Error::CreateJob(job_name, e)),
     }

@@ -22,8 +22,8 @@ pub enum Error {
     CreateJob(String, #[source] kube::Error),
     #[error("reading job {0}: {1}")]
     GetJob(String, #[source] kube::Error),
-    #[error("job {0} exists and belongs to another object; delete or rename it")]
-    JobNameTaken(String),
+    #[error("reading loopservice {0}: {1}")]
+    GetLoopService(String, #[source] kube::Error),
     #[error("writing the status of {0}: {1}")]
     WriteStatus(String, #[source] kube::Error),
     #[error("deleting job {0}: {1}")]
@@ -40,9 +40,10 @@ impl Error {
             | Error::ListPods(_, e)
             | Error::CreateJob(_, e)
             | Error::GetJob(_, e)
+            | Error::GetLoopService(_, e)
             | Error::WriteStatus(_, e)
             | Error::DeleteJob(_, e) => Some(e),
-            Error::JobNameTaken(_) | Error::Incomplete(_) => None,
+            Error::Incomplete(_) => None,
         }
     }
 
@@ -53,7 +54,7 @@ impl Error {
             Error::ListPods(..) => "list_pods",
             Error::CreateJob(..) => "create_job",
             Error::GetJob(..) => "get_job",
-            Error::JobNameTaken(..) => "job_name_taken",
+            Error::GetLoopService(..) => "get_loopservice",
             Error::WriteStatus(..) => "write_status",
             Error::DeleteJob(..) => "delete_job",
             Error::Incomplete(..) => "incomplete",

@@ -200,16 +200,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             _ = sigint.recv() => {},
         }
     };
-    tokio::select! {
-        res = &mut controller => res?,
+    let drained = tokio::select! {
+        res = &mut controller => { res?; true }
         _ = second => {
             warn!("second signal: exiting at once");
             std::process::exit(130);
         }
-        _ = tokio::time::sleep(args.drain_timeout) => {
-            anyhow::bail!("drain did not finish within {:?}", args.drain_timeout);
-        }
-    }
+        _ = tokio::time::sleep(args.drain_timeout) => false,
+    };
     if let Some((leader, task)) = lease {
         // Closing the channel makes the lease manager release the Lease and finish.
         drop(leader);
@@ -218,6 +216,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Ok(Ok(Ok(_))) => info!("released the leader lease"),
             other => warn!(result = ?other.map(|r| r.map(|r| r.map(|_| ()))), "could not release the leader lease; it expires by itself"),
         }
+    }
+    if !drained {
+        anyhow::bail!("drain did not finish within {:?}", args.drain_timeout);
     }
     info!(elapsed_ms = began.elapsed().as_millis() as u64, "drained; exiting");
     if lost_leadership {

@@ -50,23 +50,30 @@ pub fn record_jobs(
     let mut notes = vec![];
     let find = |n: i64| jobs.iter().find(|j| j.loop_number == n);
 
-    let newest = jobs.iter().map(|j| j.loop_number).max().unwrap_or(0);
-    if newest > st.loops_started {
-        if st.loops_started == 0 && st.last_finished_loop == 0 {
-            // The status was lost (or never written) but Jobs exist: what happened before the
-            // oldest Job still here cannot be known, so counting starts there.
-            let oldest = jobs.iter().map(|j| j.loop_number).min().unwrap_or(1);
-            st.last_finished_loop = oldest - 1;
+    // Only the loop after the last recorded start can have a Job the status does not know of:
+    // the operator creates one Job per reconcile and records it in the very next step. A
+    // larger number (a hand-edited label, say) is not taken as progress. With no status at
+    // all (lost, or never written) the newest Job is adopted.
+    let lost = st.loops_started == 0 && st.last_finished_loop == 0;
+    let started = st.loops_started;
+    let adopt = jobs
+        .iter()
+        .filter(|j| if lost { j.loop_number > 0 } else { Some(j.loop_number) == started.checked_add(1) })
+        .max_by_key(|j| j.loop_number);
+    if let Some(j) = adopt {
+        if lost {
+            // What happened before the oldest Job still here cannot be known: count from there.
+            st.last_finished_loop = jobs.iter().map(|j| j.loop_number).min().unwrap_or(1) - 1;
         }
-        if let Some(j) = find(newest) {
-            st.loops_started = newest;
-            st.last_start_time = Some(Time(j.start));
-            notes.push(Note::normal("LoopAdopted", format!("found Job {} of loop {newest} and took it over", j.name)).about(Some(&j.name)));
-        }
+        st.loops_started = j.loop_number;
+        st.last_start_time = Some(Time(j.start));
+        notes.push(
+            Note::normal("LoopAdopted", format!("found Job {} of loop {} and took it over", j.name, j.loop_number)).about(Some(&j.name)),
+        );
     }
 
     st.active_job = None;
-    let mut k = st.last_finished_loop + 1;
+    let mut k = st.last_finished_loop.saturating_add(1);
     while k <= st.loops_started {
         match find(k) {
             Some(j) => match &j.end {
@@ -77,12 +84,32 @@ pub fn record_jobs(
                 Some((end, outcome)) => record_end(&mut st, &mut notes, k, &j.name, j.start, *end, outcome, interval),
             },
             None => {
-                let message = format!("the Job of loop {k} was deleted before its end was recorded");
-                fail(&mut st, &mut notes, k, None, now, "JobDeleted", message);
+                // Loops k..=last have no Job: all deleted before their ends were recorded.
+                // Counted in one step, however many there are.
+                let last = jobs
+                    .iter()
+                    .map(|j| j.loop_number)
+                    .filter(|n| *n > k && *n <= st.loops_started)
+                    .min()
+                    .map_or(st.loops_started, |n| n - 1);
+                let message = if last == k {
+                    format!("the Job of loop {k} was deleted before its end was recorded")
+                } else {
+                    format!("the Jobs of loops {k} to {last} were deleted before their ends were recorded")
+                };
+                fail(&mut st, &mut notes, last, last - k + 1, None, now, "JobDeleted", message);
+                k = last;
             }
         }
         st.last_finished_loop = k;
-        k += 1;
+        let Some(next) = k.checked_add(1) else { break };
+        k = next;
+    }
+    // Never two loops at once: a running Job of this LoopService, whatever its number (a
+    // status read a step behind, a loop recorded as refused whose Job appeared after all),
+    // holds back the next loop until it ends.
+    if st.active_job.is_none() {
+        st.active_job = jobs.iter().filter(|j| j.end.is_none()).max_by_key(|j| j.loop_number).map(|j| j.name.clone());
     }
     (st, notes)
 }
@@ -121,7 +148,7 @@ fn record_end(
         }
         Outcome::Failed { reason, message } => {
             st.last_completion_time = Some(Time(end));
-            fail(st, notes, k, Some(job), end, leak(reason), message.clone());
+            fail(st, notes, k, 1, Some(job), end, leak(reason), message.clone());
         }
     }
 }
@@ -136,18 +163,21 @@ fn leak(reason: &str) -> &'static str {
     }
 }
 
+/// Records `count` failed loops, the last of them loop `k`.
+#[allow(clippy::too_many_arguments)]
 fn fail(
     st: &mut LoopServiceStatus,
     notes: &mut Vec<Note>,
     k: i64,
+    count: i64,
     job: Option<&str>,
     at: Timestamp,
     reason: &'static str,
     message: String,
 ) {
     let message = clip(&message);
-    st.loops_failed += 1;
-    st.consecutive_failures += 1;
+    st.loops_failed = st.loops_failed.saturating_add(count);
+    st.consecutive_failures = st.consecutive_failures.saturating_add(count);
     st.last_failure_time = Some(Time(at));
     if st.last_completion_time.is_none_or(|t| t.0 < at) {
         st.last_completion_time = Some(Time(at));
@@ -210,7 +240,7 @@ pub fn rejected(st: &mut LoopServiceStatus, n: i64, job: &str, start: Timestamp,
     st.last_start_time = Some(Time(start));
     st.last_completion_time = Some(Time(start));
     st.active_job = None;
-    fail(st, &mut notes, n, Some(job), start, "JobRejected", format!("the API server refused the Job: {message}"));
+    fail(st, &mut notes, n, 1, Some(job), start, "JobRejected", format!("the API server refused the Job: {message}"));
     st.last_finished_loop = n;
     notes
 }
@@ -254,29 +284,31 @@ pub fn finalize(st: &mut LoopServiceStatus, decision: &Decision, loops: Option<i
     set_condition(st, "Failing", failing, reason, message, generation, now);
 }
 
-/// Marks the running loop as stuck (its Pod cannot start): Ready turns False with the reason.
-/// Call after [`finalize`]; `prev` is the stored status, so that the Note (for an Event) comes
-/// once, when the loop is first seen stuck, and the condition keeps its transition time.
-pub fn stuck(
+/// Turns Ready False for a reason found after [`finalize`] (the running loop's Pod cannot
+/// start; the next loop's Job name is taken). `prev` is the stored status, so that the Note
+/// (for an Event) comes once, when the reason first appears, and the condition keeps its
+/// transition time.
+#[allow(clippy::too_many_arguments)]
+pub fn not_ready(
     st: &mut LoopServiceStatus,
     prev: &LoopServiceStatus,
-    job: &str,
-    why: &str,
+    reason: &'static str,
+    message: String,
+    job: Option<&str>,
     generation: Option<i64>,
     now: Timestamp,
 ) -> Option<Note> {
     let before = prev.conditions.iter().find(|c| c.type_ == "Ready");
-    let already = before.is_some_and(|c| c.reason == "LoopStuck");
+    let already = before.is_some_and(|c| c.reason == reason);
     let since = match before {
         Some(c) if c.status == "False" => c.last_transition_time,
         _ => Time(now),
     };
-    let message = format!("loop {} is running as Job {job}, but {why}", st.loops_started);
-    set_condition(st, "Ready", false, "LoopStuck", message.clone(), generation, now);
+    set_condition(st, "Ready", false, reason, message.clone(), generation, now);
     if let Some(c) = st.conditions.iter_mut().find(|c| c.type_ == "Ready") {
         c.last_transition_time = since;
     }
-    (!already).then(|| Note::warning("LoopStuck", message).about(Some(job)))
+    (!already).then(|| Note::warning(reason, message).about(job))
 }
 
 /// The status of a LoopService whose spec cannot be run: nothing is launched until it is fixed.
@@ -531,7 +563,7 @@ mod tests {
 
         let mut st = prev.clone();
         finalize(&mut st, &Decision::Running { job: "r-1".into() }, None, Some(1), t(20.0));
-        let note = stuck(&mut st, &prev, "r-1", why, Some(1), t(20.0)).unwrap();
+        let note = not_ready(&mut st, &prev, "LoopStuck", why.into(), Some("r-1"), Some(1), t(20.0)).unwrap();
         assert!(note.warning && note.message.contains("ErrImageNeverPull") && note.job.as_deref() == Some("r-1"));
         let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap().clone();
         assert_eq!((ready.status.as_str(), ready.reason.as_str(), ready.last_transition_time), ("False", "LoopStuck", Time(t(20.0))));
@@ -540,8 +572,37 @@ mod tests {
         let stored = st.clone();
         let mut again = stored.clone();
         finalize(&mut again, &Decision::Running { job: "r-1".into() }, None, Some(1), t(35.0));
-        assert_eq!(stuck(&mut again, &stored, "r-1", why, Some(1), t(35.0)), None);
+        assert_eq!(not_ready(&mut again, &stored, "LoopStuck", why.into(), Some("r-1"), Some(1), t(35.0)), None);
         assert_eq!(again, stored, "nothing to write");
+    }
+
+    #[test]
+    fn a_job_with_a_far_loop_number_is_not_adopted_and_gaps_count_in_one_step() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 5, "r-5", t(50.0));
+        st.last_finished_loop = 4;
+        // Someone relabelled a finished Job as loop 999999999999: it is not progress.
+        let mut far = job(999_999_999_999, 40.0, Some((41.0, true)));
+        far.name = "r-4".into();
+        let (st2, _, _) = step(&st, &[job(5, 50.0, Some((51.0, true))), far], 52.0);
+        assert_eq!((st2.loops_started, st2.last_finished_loop, st2.loops_succeeded), (5, 5, 1));
+
+        // A status that claims a huge number of loops with no Jobs left: one step, one Note.
+        let mut huge = LoopServiceStatus { loops_started: i64::MAX, last_finished_loop: 1, ..Default::default() };
+        huge.last_start_time = Some(Time(t(0.0)));
+        let (st3, notes) = record_jobs(&huge, &[], I, t(1.0));
+        assert_eq!(st3.last_finished_loop, i64::MAX);
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].message.contains("loops 2 to"), "{}", notes[0].message);
+    }
+
+    #[test]
+    fn any_running_job_holds_the_next_loop() {
+        // Loop 3 was recorded as refused, but its Job appeared after all and runs.
+        let mut st = LoopServiceStatus::default();
+        rejected(&mut st, 3, "r-3", t(30.0), "exceeded quota");
+        let (_, d, _) = step(&st, &[job(3, 30.5, None)], 45.0);
+        assert_eq!(d, Decision::Running { job: "r-3".into() });
     }
 
     #[test]

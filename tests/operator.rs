@@ -493,3 +493,35 @@ async fn kubectl_explain_documents_the_fields() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("termination") && text.contains("reason"), "{text}");
 }
+
+#[tokio::test]
+async fn a_job_name_taken_by_another_object_is_reported_and_the_loop_starts_once_it_is_free() {
+    let ns = setup("taken").await;
+    // A Job of the user's own, with the name loop 1 would use.
+    let foreign: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
+        "metadata": {"name": "taken-1"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "c", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"]}]}}}
+    }))
+    .unwrap();
+    ns.jobs().create(&Default::default(), &foreign).await.unwrap();
+    let _op = Operator::start(&ns.name, &[]);
+    create_ls(&ns, ls("taken", "2s", "echo hi")).await.unwrap();
+    let st = wait_for("Ready=False JobNameTaken", LONG, || async {
+        let st = status(&ns, "taken").await;
+        st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "JobNameTaken").then_some(st)
+    })
+    .await;
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("taken-1"), "{}", ready.message);
+    assert_eq!(st.loops_started, 0);
+    let evs = events(&ns, "taken").await;
+    assert!(evs.iter().any(|(t, r, _)| t == "Warning" && r == "JobNameTaken"), "{evs:?}");
+
+    ns.jobs().delete("taken-1", &kube::api::DeleteParams::foreground()).await.unwrap();
+    let jobs = wait_jobs(&ns, "taken", 2).await;
+    assert_eq!(jobs.iter().map(loop_number).collect::<Vec<_>>()[..2], [1, 2]);
+    let st = status(&ns, "taken").await;
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "True", "{ready:?}");
+}
