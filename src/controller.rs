@@ -193,6 +193,20 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
                 debug!(namespace = %ns, %name, "cache is behind the stored object; reconciling again");
                 return Ok(Action::requeue(Duration::from_millis(100)));
             }
+            // Loops never overlap: a Pod still running here has lost its Job (deleted while
+            // its loop ran) and is on its way out. The next loop waits for it.
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            let lingering = pods
+                .list(&ListParams::default().labels(&format!("{}={uid}", job::LABEL_UID)))
+                .await
+                .map_err(|e| Error::ListPods(format!("{ns}/{name}"), e))?
+                .items
+                .into_iter()
+                .find(|p| matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running" | "Pending")));
+            if let Some(pod) = lingering {
+                info!(namespace = %ns, %name, r#loop = loop_number, pod = %pod.name_any(), "waiting for the pod of a deleted job to end");
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
             match launch(ls, ctx, &jobs_api, loop_number, scheduled, timeout, &mut st).await? {
                 Launched::Notes(launched) => notes.extend(launched),
                 Launched::NameTaken(job) => name_taken = Some((loop_number, job)),

@@ -525,3 +525,32 @@ async fn a_job_name_taken_by_another_object_is_reported_and_the_loop_starts_once
     let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.status, "True", "{ready:?}");
 }
+
+#[tokio::test]
+async fn a_job_deleted_mid_loop_is_a_failure_and_the_next_loop_waits_for_its_pod() {
+    let ns = setup("deleted").await;
+    let _op = Operator::start(&ns.name, &[]);
+    // On SIGTERM the container takes 3 s more to stop, as real work winding down would.
+    create_ls(&ns, ls("cut", "2s", "trap 'sleep 3; exit 0' TERM; while true; do sleep 1; done")).await.unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let running = || async {
+        let list = pods.list(&ListParams::default().labels("job-name=cut-1")).await.ok()?;
+        list.items.into_iter().find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    };
+    wait_for("loop 1's pod to run", LONG, || async { running().await }).await;
+    ns.jobs().delete("cut-1", &kube::api::DeleteParams::background()).await.unwrap();
+    wait_for("the pod of loop 1 to be gone", LONG, || async { running().await.is_none().then_some(()) }).await;
+    let gone = jiff::Timestamp::now();
+    let jobs = wait_jobs(&ns, "cut", 1).await;
+    let next = jobs.iter().find(|j| loop_number(j) == 2).expect("loop 2");
+    let after = secs(gone, start_time(next));
+    println!("loop 2 started {after:.3}s after loop 1's pod was gone");
+    assert!(after > -0.5, "loop 2 started {:.3}s before loop 1's pod had stopped", -after);
+    let st = wait_for("loop 1 recorded", LONG, || async {
+        let st = status(&ns, "cut").await;
+        (st.last_finished_loop >= 1).then_some(st)
+    })
+    .await;
+    let e = st.last_error.unwrap();
+    assert_eq!((e.r#loop, e.reason.as_str()), (1, "JobDeleted"));
+}
