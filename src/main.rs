@@ -11,7 +11,8 @@ use clap::Parser;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_lease_manager::LeaseManagerBuilder;
 use kube::runtime::events::Reporter;
-use kube::{Client, Config};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client, Config};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
@@ -69,6 +70,38 @@ struct Args {
 /// long loops pause when the leader goes, released or not.
 const LEASE_SECONDS: u64 = 10;
 const LEASE_GRACE_SECONDS: u64 = 4;
+
+/// kube-lease-manager retries a failed renewal quietly and never reports it as a loss, so the
+/// leader also reads the Lease itself, every second: leadership is lost when another holder
+/// shows, or when the last renewal seen is older than the Lease's duration less a second
+/// (before a standby may take it over). Returns when leadership is lost.
+fn lease_watchdog(api: Api<Lease>, name: String, identity: String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let limit = Duration::from_secs(LEASE_SECONDS.saturating_sub(1));
+        let mut renewed = jiff::Timestamp::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match api.get(&name).await {
+                Ok(l) => {
+                    let spec = l.spec.unwrap_or_default();
+                    if spec.holder_identity.as_deref() != Some(identity.as_str()) {
+                        warn!(holder = ?spec.holder_identity, "the leader lease has another holder");
+                        return;
+                    }
+                    if let Some(t) = spec.renew_time {
+                        renewed = renewed.max(t.0);
+                    }
+                }
+                Err(e) => warn!(error = %e, "could not read the leader lease"),
+            }
+            let age = jiff::Timestamp::now().duration_since(renewed);
+            if age.as_secs_f64() > limit.as_secs_f64() {
+                warn!(age_ms = age.as_millis() as i64, "the leader lease was not renewed in time");
+                return;
+            }
+        }
+    })
+}
 
 #[tokio::main]
 async fn main() {
@@ -150,7 +183,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         ready.store(false, Ordering::SeqCst);
         info!(lease = %args.lease_name, %identity, "became the leader");
-        lease = Some((leader, task));
+        let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &namespace);
+        lease = Some((leader, task, lease_watchdog(leases, args.lease_name.clone(), identity)));
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
@@ -162,11 +196,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let lost = async {
         match lease.as_mut() {
-            Some((leader, _)) => {
-                while *leader.borrow_and_update() {
-                    if leader.changed().await.is_err() {
-                        break;
+            Some((leader, _, watchdog)) => {
+                let released = async {
+                    while *leader.borrow_and_update() {
+                        if leader.changed().await.is_err() {
+                            break;
+                        }
                     }
+                };
+                tokio::select! {
+                    _ = released => {},
+                    _ = watchdog => {},
                 }
             }
             None => std::future::pending().await,
@@ -208,7 +248,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         _ = tokio::time::sleep(args.drain_timeout) => false,
     };
-    if let Some((leader, task)) = lease {
+    if let Some((leader, task, _)) = lease {
         // Closing the channel makes the lease manager release the Lease and finish.
         drop(leader);
         let left = args.drain_timeout.saturating_sub(began.elapsed()).max(Duration::from_secs(1));

@@ -554,3 +554,20 @@ async fn a_job_deleted_mid_loop_is_a_failure_and_the_next_loop_waits_for_its_pod
     let e = st.last_error.unwrap();
     assert_eq!((e.r#loop, e.reason.as_str()), (1, "JobDeleted"));
 }
+
+#[tokio::test]
+async fn a_leader_that_sees_another_holder_on_its_lease_stops_at_once() {
+    let ns = setup("steal").await;
+    let env = [("LEADER_ELECT", "true"), ("POD_NAMESPACE", ns.name.as_str())];
+    let mut a = Operator::start(&ns.name, &env);
+    wait_for("a to lead", LONG, || async { a.log_text().contains("became the leader").then_some(()) }).await;
+    // Something else takes the Lease (as a standby would after renewals failed unnoticed).
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(ns.client.clone(), &ns.name);
+    let now = jiff::Timestamp::now();
+    let patch = json!({"spec": {"holderIdentity": "intruder", "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now)}});
+    leases.patch("loopservice-operator", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let (code, took) = a.wait_exit(Duration::from_secs(20)).await;
+    println!("the leader stopped {} ms after its Lease was taken", took.as_millis());
+    assert_eq!(code, Some(1), "{}", a.log_text());
+    assert!(a.log_text().contains("another holder"), "{}", a.log_text());
+}
