@@ -127,7 +127,7 @@ pub struct LoopServiceStatus {
     /// The metadata.generation of the spec this status describes.
     #[serde(default)]
     pub observed_generation: Option<i64>,
-    /// Pending (nothing done yet), Running (a loop's Job is running), Waiting (for the next
+    /// Pending (no loop has started yet), Running (a loop's Job is running), Waiting (for the next
     /// loop's time), Suspended, Finished (spec.loops loops ran), Failing (waiting, and the latest
     /// loop failed) or Invalid (the spec cannot be run; see the Ready condition).
     #[serde(default)]

@@ -255,7 +255,10 @@ pub fn finalize(st: &mut LoopServiceStatus, decision: &Decision, loops: Option<i
     };
     let (phase, ready, reason, message) = match decision {
         Decision::Running { job } => (Phase::Running, true, "Running", format!("loop {} is running as Job {job}", st.loops_started)),
-        Decision::Launch { loop_number, .. } => (Phase::Waiting, true, "Waiting", format!("loop {loop_number} is due now")),
+        Decision::Launch { loop_number, .. } => {
+            let phase = if st.loops_started == 0 { Phase::Pending } else { Phase::Waiting };
+            (phase, true, "Waiting", format!("loop {loop_number} is due now"))
+        }
         Decision::Wait { until } => {
             let phase = if st.consecutive_failures > 0 { Phase::Failing } else { Phase::Waiting };
             (phase, true, "Waiting", format!("loop {} is due at {}", st.loops_started + 1, Time(*until)))
@@ -404,6 +407,7 @@ mod tests {
         let (st, d, _) = step(&LoopServiceStatus::default(), &[], 5.0);
         assert_eq!(d, Decision::Launch { loop_number: 1, scheduled: t(5.0) });
         assert_eq!(st.loops_started, 0);
+        assert_eq!(st.phase, Some(Phase::Pending), "no loop has started yet");
     }
 
     #[test]
