@@ -49,6 +49,8 @@ const DEFAULT_HISTORY: usize = 3;
 /// While a loop runs, its Job's watch events wake the reconcile on its end; this recheck
 /// looks at its Pods for a reason it cannot make progress (a missing image, say).
 const RUNNING_RECHECK: Duration = Duration::from_secs(15);
+/// How often the series of deleted LoopServices are swept from /metrics.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How often a loop blocked by a Job name that is taken tries again.
 const NAME_TAKEN_RECHECK: Duration = Duration::from_secs(5);
 /// A loop's Pod gets this long to start before a waiting container counts as stuck.
@@ -341,6 +343,7 @@ async fn write_status(ls: &LoopService, st: &LoopServiceStatus, ctx: &Context) -
 
 fn count(ctx: &Context, ns: &str, name: &str, note: &Note) {
     let ls = LsLabels { namespace: ns.to_string(), name: name.to_string() };
+    ctx.metrics.saw(&ls);
     let result = |r: &str| ResultLabels { namespace: ns.to_string(), name: name.to_string(), result: r.to_string() };
     match note.reason {
         "LoopStarted" => ctx.metrics.loops_started.get_or_create(&ls).inc(),
@@ -395,6 +398,19 @@ pub async fn run(
         .owns(jobs_api, jobs_cfg)
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
+    // Deleted LoopServices are never reconciled again: sweep their metric series and retry
+    // counters now and then.
+    let (sweep_store, sweep_ctx) = (store.clone(), ctx.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            let exists = |l: &LsLabels| sweep_store.get(&ObjectRef::new(&l.name).within(&l.namespace)).is_some();
+            for gone in sweep_ctx.metrics.forget_missing(exists) {
+                debug!(namespace = %gone.namespace, name = %gone.name, "removed the metrics of a deleted loopservice");
+            }
+            sweep_ctx.failures.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| sweep_store.get(k).is_some());
+        }
+    });
     tokio::spawn(async move {
         // The store's readiness signal wakes only the last task that polled it, and the
         // controller polls it too: poll again now and then rather than wait to be woken.
