@@ -82,11 +82,7 @@ async fn a_quick_loop_starts_its_jobs_one_interval_apart() {
     let created = ns.loopservices().get("tick").await.unwrap().metadata.creation_timestamp.unwrap().0;
     assert!(secs(created, starts[0]) < 2.0, "first loop started {}s after creation", secs(created, starts[0]));
 
-    let st = wait_for("3 successes", LONG, || async {
-        let st = status(&ns, "tick").await;
-        (st.loops_succeeded >= 3).then_some(st)
-    })
-    .await;
+    let st = wait_status(&ns, "tick", "3 successes", |st| st.loops_succeeded >= 3).await;
     assert_eq!(st.loops_failed, 0);
     assert!(st.last_start_time.is_some() && st.last_success_time.is_some());
     assert!(st.last_start_time.unwrap().format().contains('.'), "timestamps carry milliseconds");
@@ -131,11 +127,7 @@ async fn an_overrun_is_recorded_and_the_next_loop_starts_right_after_it() {
     let after_end = secs(end1, s2);
     assert!((0.0..3.0).contains(&after_end), "loop 2 started {after_end:.3}s after loop 1 ended");
 
-    let st = wait_for("an overrun in status", LONG, || async {
-        let st = status(&ns, "slow").await;
-        (st.overruns >= 1).then_some(st)
-    })
-    .await;
+    let st = wait_status(&ns, "slow", "an overrun in status", |st| st.overruns >= 1).await;
     let o = st.last_overrun.unwrap();
     assert!(o.duration_seconds > 2.0 && o.interval_seconds == 2.0, "{o:?}");
     assert!(o.message.contains("seconds, which is longer than its interval of 2 seconds"), "{}", o.message);
@@ -150,11 +142,7 @@ async fn a_failing_loop_records_exit_code_and_message_and_goes_on() {
     let ns = setup("fail").await;
     let _op = Operator::start(&ns.name, &[]);
     create_ls(&ns, ls("broken", "2s", "echo disk is full; exit 1")).await.unwrap();
-    let st = wait_for("two failed loops", LONG, || async {
-        let st = status(&ns, "broken").await;
-        (st.loops_failed >= 2).then_some(st)
-    })
-    .await;
+    let st = wait_status(&ns, "broken", "two failed loops", |st| st.loops_failed >= 2).await;
     let e = st.last_error.clone().unwrap();
     println!("lastError: {e:?}");
     assert_eq!(e.reason, "JobFailed");
@@ -175,11 +163,7 @@ async fn loops_3_stops_after_exactly_three_jobs() {
     let mut v = ls("three", "1s", "echo once");
     v["spec"]["loops"] = json!(3);
     create_ls(&ns, v).await.unwrap();
-    let st = wait_for("phase Finished", LONG, || async {
-        let st = status(&ns, "three").await;
-        (st.phase == Some(Phase::Finished)).then_some(st)
-    })
-    .await;
+    let st = wait_status(&ns, "three", "phase Finished", |st| st.phase == Some(Phase::Finished)).await;
     assert_eq!((st.loops_started, st.loops_succeeded, st.loops_failed), (3, 3, 0));
     assert_eq!(st.next_run_time, None);
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -193,14 +177,10 @@ async fn suspend_pauses_and_resume_goes_on_without_losing_counts() {
     let ns = setup("suspend").await;
     let _op = Operator::start(&ns.name, &[]);
     create_ls(&ns, ls("pausable", "2s", "echo hi")).await.unwrap();
-    wait_for("2 successes", LONG, || async { (status(&ns, "pausable").await.loops_succeeded >= 2).then_some(()) }).await;
+    wait_status(&ns, "pausable", "2 successes", |st| st.loops_succeeded >= 2).await;
     let patch = |s: bool| json!({"spec": {"suspend": s}});
     ns.loopservices().patch("pausable", &PatchParams::default(), &Patch::Merge(&patch(true))).await.unwrap();
-    let st = wait_for("phase Suspended", LONG, || async {
-        let st = status(&ns, "pausable").await;
-        (st.phase == Some(Phase::Suspended)).then_some(st)
-    })
-    .await;
+    let st = wait_status(&ns, "pausable", "phase Suspended", |st| st.phase == Some(Phase::Suspended)).await;
     let paused_at = loop_jobs(&ns, "pausable").await.len();
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(loop_jobs(&ns, "pausable").await.len(), paused_at, "no loop starts while suspended");
@@ -226,11 +206,7 @@ async fn sigkill_mid_loop_and_restart_makes_no_duplicate_and_loses_no_loop() {
     // Loop 2 ends while no operator runs.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let _op2 = Operator::start(&ns.name, &[]);
-    let st = wait_for("loop 4 started and 3 ended", LONG, || async {
-        let st = status(&ns, "sturdy").await;
-        (st.loops_started >= 4 && st.last_finished_loop >= 3).then_some(st)
-    })
-    .await;
+    let st = wait_status(&ns, "sturdy", "loop 4 started and 3 ended", |st| st.loops_started >= 4 && st.last_finished_loop >= 3).await;
     let jobs = loop_jobs(&ns, "sturdy").await;
     let numbers: Vec<i64> = jobs.iter().map(loop_number).collect();
     assert_eq!(numbers, (1..=numbers.len() as i64).collect::<Vec<_>>(), "one Job per loop, none skipped");
@@ -256,11 +232,7 @@ async fn killed_between_job_create_and_status_write_adopts_the_job() {
     assert!(gap > 2.5, "loop 2 came one interval after the adopted loop 1, not as a duplicate: {gap:.3}s");
     let evs = events(&ns, "adoptee").await;
     assert!(evs.iter().any(|(_, r, _)| r == "LoopAdopted"), "{evs:?}");
-    let st = wait_for("loop 1 recorded", LONG, || async {
-        let st = status(&ns, "adoptee").await;
-        (st.last_finished_loop >= 1).then_some(st)
-    })
-    .await;
+    let st = wait_status(&ns, "adoptee", "loop 1 recorded", |st| st.last_finished_loop >= 1).await;
     assert!(st.loops_succeeded >= 1);
 }
 
@@ -269,7 +241,7 @@ async fn sigterm_drains_writes_status_and_exits_zero() {
     let ns = setup("term").await;
     let mut op = Operator::start(&ns.name, &[]);
     create_ls(&ns, ls("graceful", "2s", "sleep 1")).await.unwrap();
-    wait_for("loop 1 in status", LONG, || async { (status(&ns, "graceful").await.loops_started >= 1).then_some(()) }).await;
+    wait_status(&ns, "graceful", "loop 1 in status", |st| st.loops_started >= 1).await;
     assert_eq!(op.get("/readyz").await.as_deref(), Some("ready"));
     assert_eq!(op.get("/healthz").await.as_deref(), Some("ok"));
     let metrics = op.get("/metrics").await.unwrap_or_default();
@@ -319,11 +291,7 @@ async fn timeout_fails_a_loop_that_runs_too_long() {
     let mut v = ls("stuck", "3s", "sleep 60");
     v["spec"]["timeout"] = json!("2s");
     create_ls(&ns, v).await.unwrap();
-    let st = wait_for("a DeadlineExceeded loop", LONG, || async {
-        let st = status(&ns, "stuck").await;
-        st.last_error.as_ref().is_some_and(|e| e.reason == "DeadlineExceeded").then_some(st)
-    })
-    .await;
+    let st = wait_status(&ns, "stuck", "a DeadlineExceeded loop", |st| st.last_error.as_ref().is_some_and(|e| e.reason == "DeadlineExceeded")).await;
     println!("lastError: {:?}", st.last_error);
     assert!(st.loops_failed >= 1);
     assert_eq!(st.last_error.unwrap().r#loop, 1);
@@ -336,11 +304,7 @@ async fn a_job_the_api_server_refuses_is_a_loop_error_with_its_message() {
     let mut v = ls("refused", "2s", "echo hi");
     v["spec"]["env"] = json!([{"name": "not a valid name", "value": "x"}]);
     create_ls(&ns, v).await.unwrap();
-    let st = wait_for("two refused loops", LONG, || async {
-        let st = status(&ns, "refused").await;
-        (st.loops_failed >= 2).then_some(st)
-    })
-    .await;
+    let st = wait_status(&ns, "refused", "two refused loops", |st| st.loops_failed >= 2).await;
     let e = st.last_error.unwrap();
     println!("lastError: {e:?}");
     assert_eq!(e.reason, "JobRejected");
@@ -380,11 +344,7 @@ async fn what_the_schema_cannot_catch_is_reported_in_status_and_nothing_runs() {
     let ns = setup("semantic").await;
     let _op = Operator::start(&ns.name, &[]);
     create_ls(&ns, ls("huge", "99999999999h", "echo hi")).await.unwrap();
-    let st = wait_for("phase Invalid", LONG, || async {
-        let st = status(&ns, "huge").await;
-        (st.phase == Some(Phase::Invalid)).then_some(st)
-    })
-    .await;
+    let st = wait_status(&ns, "huge", "phase Invalid", |st| st.phase == Some(Phase::Invalid)).await;
     let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     println!("Ready: {} {} {}", ready.status, ready.reason, ready.message);
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
@@ -403,7 +363,7 @@ async fn old_jobs_beyond_the_history_limit_are_deleted() {
     let mut v = ls("tidy", "1s", "echo hi");
     v["spec"]["successfulJobsHistoryLimit"] = json!(2);
     create_ls(&ns, v).await.unwrap();
-    wait_for("6 successes", LONG, || async { (status(&ns, "tidy").await.loops_succeeded >= 6).then_some(()) }).await;
+    wait_status(&ns, "tidy", "6 successes", |st| st.loops_succeeded >= 6).await;
     let jobs = wait_for("old jobs deleted", Duration::from_secs(20), || async {
         let jobs = loop_jobs(&ns, "tidy").await;
         let live: Vec<_> = jobs.into_iter().filter(|j| j.metadata.deletion_timestamp.is_none()).collect();
@@ -450,11 +410,7 @@ async fn a_loop_whose_pod_cannot_start_is_reported_not_silent() {
     v["spec"]["image"] = json!("loops.dev/no-such-image:1");
     v["spec"]["imagePullPolicy"] = json!("Never");
     create_ls(&ns, v).await.unwrap();
-    let st = wait_for("Ready=False LoopStuck", LONG, || async {
-        let st = status(&ns, "typo").await;
-        st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "LoopStuck").then_some(st)
-    })
-    .await;
+    let st = wait_status(&ns, "typo", "Ready=False LoopStuck", |st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "LoopStuck")).await;
     let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     println!("Ready: {} {}: {}", ready.status, ready.reason, ready.message);
     assert_eq!(ready.status, "False");
@@ -507,11 +463,7 @@ async fn a_job_name_taken_by_another_object_is_reported_and_the_loop_starts_once
     ns.jobs().create(&Default::default(), &foreign).await.unwrap();
     let _op = Operator::start(&ns.name, &[]);
     create_ls(&ns, ls("taken", "2s", "echo hi")).await.unwrap();
-    let st = wait_for("Ready=False JobNameTaken", LONG, || async {
-        let st = status(&ns, "taken").await;
-        st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "JobNameTaken").then_some(st)
-    })
-    .await;
+    let st = wait_status(&ns, "taken", "Ready=False JobNameTaken", |st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "JobNameTaken")).await;
     let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert!(ready.message.contains("taken-1"), "{}", ready.message);
     assert_eq!(st.loops_started, 0);
@@ -546,11 +498,7 @@ async fn a_job_deleted_mid_loop_is_a_failure_and_the_next_loop_waits_for_its_pod
     let after = secs(gone, start_time(next));
     println!("loop 2 started {after:.3}s after loop 1's pod was gone");
     assert!(after > -0.5, "loop 2 started {:.3}s before loop 1's pod had stopped", -after);
-    let st = wait_for("loop 1 recorded", LONG, || async {
-        let st = status(&ns, "cut").await;
-        (st.last_finished_loop >= 1).then_some(st)
-    })
-    .await;
+    let st = wait_status(&ns, "cut", "loop 1 recorded", |st| st.last_finished_loop >= 1).await;
     let e = st.last_error.unwrap();
     assert_eq!((e.r#loop, e.reason.as_str()), (1, "JobDeleted"));
 }

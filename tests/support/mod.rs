@@ -174,6 +174,20 @@ pub async fn status(ns: &TestNs, name: &str) -> loopservice_operator::crd::LoopS
     ns.loopservices().get(name).await.expect("get loopservice").status.unwrap_or_default()
 }
 
+/// Waits until the status of LoopService `name` satisfies `pred`, and returns it.
+pub async fn wait_status(
+    ns: &TestNs,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&loopservice_operator::crd::LoopServiceStatus) -> bool,
+) -> loopservice_operator::crd::LoopServiceStatus {
+    wait_for(what, Duration::from_secs(90), || async {
+        let st = status(ns, name).await;
+        pred(&st).then_some(st)
+    })
+    .await
+}
+
 /// A running operator process, watching one namespace; killed when dropped.
 pub struct Operator {
     pub child: Child,
