@@ -164,12 +164,8 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     // A failed loop not yet recorded: ask its Pods why, so status says more than "failed".
     for j in observed.iter_mut().filter(|j| j.loop_number > prev.last_finished_loop) {
         if let Some((_, Outcome::Failed { message, .. })) = &mut j.end {
-            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-            let list = pods
-                .list(&ListParams::default().labels(&format!("job-name={}", j.name)))
-                .await
-                .map_err(|e| Error::ListPods(j.name.clone(), e))?;
-            let detail = job::describe_pods(&list.items);
+            let pods = list_pods(ctx, &ns, &format!("job-name={}", j.name)).await.map_err(|e| Error::ListPods(j.name.clone(), e))?;
+            let detail = job::describe_pods(&pods);
             if !detail.is_empty() {
                 *message = format!("{detail}; {message}");
             }
@@ -197,12 +193,9 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
             }
             // Loops never overlap: a Pod still running here has lost its Job (deleted while
             // its loop ran) and is on its way out. The next loop waits for it.
-            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-            let lingering = pods
-                .list(&ListParams::default().labels(&format!("{}={uid}", job::LABEL_UID)))
+            let lingering = list_pods(ctx, &ns, &format!("{}={uid}", job::LABEL_UID))
                 .await
                 .map_err(|e| Error::ListPods(format!("{ns}/{name}"), e))?
-                .items
                 .into_iter()
                 .find(|p| matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running" | "Pending")));
             if let Some(pod) = lingering {
@@ -228,10 +221,9 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
         let running_for = st.last_start_time.map_or(0.0, |s| schedule::seconds_between(s.0, Timestamp::now()));
         if running_for >= STUCK_AFTER.as_secs_f64() {
             // Best effort: a failed look at the Pods must not hold back recording the loops.
-            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-            match pods.list(&ListParams::default().labels(&format!("job-name={job}"))).await {
-                Ok(list) => {
-                    if let Some(why) = job::stuck_reason(&list.items) {
+            match list_pods(ctx, &ns, &format!("job-name={job}")).await {
+                Ok(pods) => {
+                    if let Some(why) = job::stuck_reason(&pods) {
                         let message = format!("loop {} is running as Job {job}, but {why}", st.loops_started);
                         notes.extend(status::not_ready(&mut st, &prev, "LoopStuck", message, Some(job), generation, Timestamp::now()));
                     }
@@ -276,6 +268,12 @@ enum Launched {
     Notes(Vec<Note>),
     /// A Job of that name exists and is not this LoopService's.
     NameTaken(String),
+}
+
+/// The Pods in `ns` matching a label selector.
+async fn list_pods(ctx: &Context, ns: &str, selector: &str) -> Result<Vec<Pod>, kube::Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(api.list(&ListParams::default().labels(selector)).await?.items)
 }
 
 /// Creates loop `n`'s Job and records the outcome in `st`.
