@@ -31,6 +31,7 @@ cluster-down: ## Stop the local cluster and remove its state
 
 .PHONY: test
 test: cluster build image ## All tests: unit, integration, end-to-end, on the local cluster
+	hack/ensure-nextest.sh
 	eval "$$($(CLUSTER) env)"; \
 	if helm status loopservice-operator -n loopservice-system >/dev/null 2>&1; then \
 	  echo "uninstalling the demo's operator: it would run the tests' LoopServices too"; \
@@ -38,7 +39,7 @@ test: cluster build image ## All tests: unit, integration, end-to-end, on the lo
 	fi; \
 	apiserver_pid=$$(cat "$${LOOPS_CLUSTER_DIR:-$$HOME/.local/state/loops-cluster}/run/kube-apiserver.pid"); \
 	status=0; \
-	$(CARGO) nextest run --release --no-fail-fast || status=$$?; \
+	$(CARGO) nextest run --release --no-fail-fast --run-ignored all || status=$$?; \
 	hack/check-alive.sh "$$apiserver_pid" || status=1; \
 	exit $$status
 

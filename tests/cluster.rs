@@ -49,6 +49,7 @@ fn terminated(pod: &Pod) -> k8s_openapi::api::core::v1::ContainerStateTerminated
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn the_node_is_ready() {
     let client = client().await;
     let nodes = Api::<Node>::all(client).list(&ListParams::default()).await.unwrap().items;
@@ -58,6 +59,7 @@ async fn the_node_is_ready() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn a_busybox_job_completes() {
     let ns = TestNs::new("job-ok").await;
     let (ok, took, pod) = run_to_end(&ns, "echo-ok", "echo ok").await;
@@ -67,6 +69,7 @@ async fn a_busybox_job_completes() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn a_failing_job_shows_its_exit_code_and_termination_message() {
     let ns = TestNs::new("job-fail").await;
     let (ok, _, pod) = run_to_end(&ns, "exit-3", "echo something broke; exit 3").await;
@@ -80,6 +83,7 @@ async fn a_failing_job_shows_its_exit_code_and_termination_message() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn pods_get_a_service_account_token() {
     let ns = TestNs::new("token").await;
     let (ok, _, _) = run_to_end(&ns, "token", "cat /var/run/secrets/kubernetes.io/serviceaccount/namespace").await;

@@ -34,6 +34,7 @@ fn kubectl_apply(yaml: &str) {
 }
 
 #[test]
+#[ignore = "needs helm from the local cluster's tools: run `make test`"]
 fn the_chart_lints_clean() {
     for extra in [vec![], vec!["-f", "hack/values-local.yaml"], vec!["--set", "watchNamespace=team-a"]] {
         let mut args = vec!["lint", CHART, "--strict"];
@@ -51,6 +52,7 @@ fn the_chart_lints_clean() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account() {
     let ns = TestNs::new("helm").await;
     ensure_crd(&ns.client).await;

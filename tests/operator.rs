@@ -59,6 +59,7 @@ fn secs(a: jiff::Timestamp, b: jiff::Timestamp) -> f64 {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn a_quick_loop_starts_its_jobs_one_interval_apart() {
     let ns = setup("spacing").await;
     let _op = Operator::start(&ns.name, &[]);
@@ -114,6 +115,7 @@ async fn a_quick_loop_starts_its_jobs_one_interval_apart() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn an_overrun_is_recorded_and_the_next_loop_starts_right_after_it() {
     let ns = setup("overrun").await;
     let _op = Operator::start(&ns.name, &[]);
@@ -138,6 +140,7 @@ async fn an_overrun_is_recorded_and_the_next_loop_starts_right_after_it() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn a_failing_loop_records_exit_code_and_message_and_goes_on() {
     let ns = setup("fail").await;
     let _op = Operator::start(&ns.name, &[]);
@@ -157,6 +160,7 @@ async fn a_failing_loop_records_exit_code_and_message_and_goes_on() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn loops_3_stops_after_exactly_three_jobs() {
     let ns = setup("limit").await;
     let _op = Operator::start(&ns.name, &[]);
@@ -173,6 +177,7 @@ async fn loops_3_stops_after_exactly_three_jobs() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn suspend_pauses_and_resume_goes_on_without_losing_counts() {
     let ns = setup("suspend").await;
     let _op = Operator::start(&ns.name, &[]);
@@ -196,6 +201,7 @@ async fn suspend_pauses_and_resume_goes_on_without_losing_counts() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn sigkill_mid_loop_and_restart_makes_no_duplicate_and_loses_no_loop() {
     let ns = setup("kill").await;
     let mut op = Operator::start(&ns.name, &[]);
@@ -215,6 +221,7 @@ async fn sigkill_mid_loop_and_restart_makes_no_duplicate_and_loses_no_loop() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn killed_between_job_create_and_status_write_adopts_the_job() {
     let ns = setup("adopt").await;
     let mut op = Operator::start(&ns.name, &[("LOOPSERVICE_FAULT", "exit-after-job-create")]);
@@ -237,6 +244,7 @@ async fn killed_between_job_create_and_status_write_adopts_the_job() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn sigterm_drains_writes_status_and_exits_zero() {
     let ns = setup("term").await;
     let mut op = Operator::start(&ns.name, &[]);
@@ -262,6 +270,7 @@ async fn sigterm_drains_writes_status_and_exits_zero() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn after_downtime_one_loop_starts_at_once_and_no_burst_follows() {
     let ns = setup("down").await;
     let mut op = Operator::start(&ns.name, &[]);
@@ -285,6 +294,7 @@ async fn after_downtime_one_loop_starts_at_once_and_no_burst_follows() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn timeout_fails_a_loop_that_runs_too_long() {
     let ns = setup("timeout").await;
     let _op = Operator::start(&ns.name, &[]);
@@ -298,6 +308,7 @@ async fn timeout_fails_a_loop_that_runs_too_long() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn a_job_the_api_server_refuses_is_a_loop_error_with_its_message() {
     let ns = setup("refused").await;
     let _op = Operator::start(&ns.name, &[]);
@@ -315,6 +326,7 @@ async fn a_job_the_api_server_refuses_is_a_loop_error_with_its_message() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn invalid_specs_are_refused_by_the_api_server_with_a_readable_message() {
     let ns = setup("invalid").await;
     let cases = [
@@ -340,6 +352,7 @@ async fn invalid_specs_are_refused_by_the_api_server_with_a_readable_message() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn what_the_schema_cannot_catch_is_reported_in_status_and_nothing_runs() {
     let ns = setup("semantic").await;
     let _op = Operator::start(&ns.name, &[]);
@@ -357,6 +370,7 @@ async fn what_the_schema_cannot_catch_is_reported_in_status_and_nothing_runs() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn old_jobs_beyond_the_history_limit_are_deleted() {
     let ns = setup("history").await;
     let _op = Operator::start(&ns.name, &[]);
@@ -375,6 +389,7 @@ async fn old_jobs_beyond_the_history_limit_are_deleted() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn with_leader_election_one_instance_works_and_a_standby_takes_over_on_drain() {
     let ns = setup("leader").await;
     let env = [("LEADER_ELECT", "true"), ("POD_NAMESPACE", ns.name.as_str())];
@@ -402,6 +417,7 @@ async fn with_leader_election_one_instance_works_and_a_standby_takes_over_on_dra
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn a_loop_whose_pod_cannot_start_is_reported_not_silent() {
     let ns = setup("stuck").await;
     let _op = Operator::start(&ns.name, &[]);
@@ -427,6 +443,7 @@ async fn a_loop_whose_pod_cannot_start_is_reported_not_silent() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn kubectl_explain_documents_the_fields() {
     let ns = setup("explain").await;
     let _ = &ns;
@@ -451,6 +468,7 @@ async fn kubectl_explain_documents_the_fields() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn a_job_name_taken_by_another_object_is_reported_and_the_loop_starts_once_it_is_free() {
     let ns = setup("taken").await;
     // A Job of the user's own, with the name loop 1 would use.
@@ -479,6 +497,7 @@ async fn a_job_name_taken_by_another_object_is_reported_and_the_loop_starts_once
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn a_job_deleted_mid_loop_is_a_failure_and_the_next_loop_waits_for_its_pod() {
     let ns = setup("deleted").await;
     let _op = Operator::start(&ns.name, &[]);
@@ -504,6 +523,7 @@ async fn a_job_deleted_mid_loop_is_a_failure_and_the_next_loop_waits_for_its_pod
 }
 
 #[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
 async fn a_leader_that_sees_another_holder_on_its_lease_stops_at_once() {
     let ns = setup("steal").await;
     let env = [("LEADER_ELECT", "true"), ("POD_NAMESPACE", ns.name.as_str())];

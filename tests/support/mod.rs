@@ -31,6 +31,12 @@ pub async fn client() -> Client {
     client
 }
 
+/// The API server's minor version (37 for v1.37.2).
+pub async fn server_minor(client: &Client) -> u32 {
+    let v = client.apiserver_version().await.expect("server version");
+    v.minor.trim_end_matches('+').parse().expect("numeric minor version")
+}
+
 /// A namespace of one test's own, deleted when dropped.
 pub struct TestNs {
     pub name: String,
@@ -44,12 +50,14 @@ impl TestNs {
         let name = format!("t-{prefix}-{suffix}");
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"loops.dev/test": "true"}}})).unwrap();
         Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create test namespace");
-        // Kubernetes 1.20 refuses Pods until the namespace's default ServiceAccount has its
-        // token Secret, which the controllers add a moment after the namespace appears.
+        // Kubernetes before 1.24 refuses Pods until the namespace's default ServiceAccount has
+        // its token Secret, which the controllers add a moment after the namespace appears;
+        // later versions mint tokens on demand and only need the ServiceAccount.
+        let legacy_tokens = server_minor(&client).await < 24;
         let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
-        wait_for("the default ServiceAccount and its token", Duration::from_secs(30), || async {
+        wait_for("the default ServiceAccount (and its token on Kubernetes < 1.24)", Duration::from_secs(30), || async {
             let sa = sa.get_opt("default").await.ok().flatten()?;
-            sa.secrets.filter(|s| !s.is_empty())
+            (!legacy_tokens || sa.secrets.is_some_and(|s| !s.is_empty())).then_some(())
         })
         .await;
         TestNs { name, client }
