@@ -22,16 +22,21 @@ crd: ## Regenerate the CRD YAML (and the chart's copy) from src/crd.rs
 	cp crds/loopservice.yaml charts/loopservice-operator/crds/loopservice.yaml
 
 .PHONY: cluster
-cluster: ## Bring the local cluster up (installs and builds what is missing; idempotent)
+cluster: ## Bring the local cluster up: the newest Kubernetes, or KUBERNETES_VERSION=1.20 (idempotent)
 	$(CLUSTER) up
+
+.PHONY: fake-nodes
+fake-nodes: cluster ## Add 5 fake (kwok) nodes to the local cluster, for scale runs
+	$(CLUSTER) fake-nodes 5
 
 .PHONY: cluster-down
 cluster-down: ## Stop the local cluster and remove its state
 	$(CLUSTER) down
 
 .PHONY: test
-test: cluster build image ## All tests: unit, integration, end-to-end, on the local cluster
+test: cluster build image ## All tests on the local cluster (KUBERNETES_VERSION=1.20 for the oldest)
 	hack/ensure-nextest.sh
+	$(CLUSTER) fake-nodes 5
 	eval "$$($(CLUSTER) env)"; \
 	if helm status loopservice-operator -n loopservice-system >/dev/null 2>&1; then \
 	  echo "uninstalling the demo's operator: it would run the tests' LoopServices too"; \
@@ -46,6 +51,10 @@ test: cluster build image ## All tests: unit, integration, end-to-end, on the lo
 .PHONY: bench
 bench: cluster build ## Print scale and timing figures of the operator on the local cluster
 	eval "$$($(CLUSTER) env)"; $(CARGO) bench --bench scale
+
+.PHONY: bench-fake-nodes
+bench-fake-nodes: fake-nodes ## Print how many fake-node Jobs per second the local cluster completes
+	eval "$$($(CLUSTER) env)"; $(CARGO) bench --bench fake_nodes
 
 .PHONY: image
 image: build ## Build the operator image and import it into the local cluster

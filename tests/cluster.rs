@@ -52,10 +52,43 @@ fn terminated(pod: &Pod) -> k8s_openapi::api::core::v1::ContainerStateTerminated
 #[ignore = "needs the local cluster: run `make test`"]
 async fn the_node_is_ready() {
     let client = client().await;
-    let nodes = Api::<Node>::all(client).list(&ListParams::default()).await.unwrap().items;
-    assert_eq!(nodes.len(), 1);
+    let nodes = Api::<Node>::all(client).list(&ListParams::default().labels("!loops.dev/fake-node")).await.unwrap().items;
+    assert_eq!(nodes.len(), 1, "one real node");
     let ready = nodes[0].status.as_ref().unwrap().conditions.as_ref().unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True");
     assert!(ready, "node not Ready");
+}
+
+fn is_ready(node: &Node) -> bool {
+    node.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster and its fake nodes: run `make test`"]
+async fn a_job_for_the_fake_nodes_completes_there_without_a_container() {
+    let ns = TestNs::new("fake").await;
+    let nodes = Api::<Node>::all(ns.client.clone()).list(&ListParams::default().labels("loops.dev/fake-node=true")).await.unwrap().items;
+    assert!(nodes.len() >= 5, "`hack/cluster.sh fake-nodes 5` makes 5 fake nodes (found {})", nodes.len());
+    assert!(nodes.iter().all(is_ready), "fake nodes are Ready");
+    let taint = |n: &Node| n.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    assert!(nodes.iter().all(|n| taint(n).iter().any(|t| t.key == "loops.dev/fake-node" && t.effect == "NoSchedule")), "fake nodes are tainted");
+
+    let mut job = job("on-fake", "exit 7");
+    let spec = job.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    spec.node_selector = Some([("loops.dev/fake-node".to_string(), "true".to_string())].into());
+    spec.tolerations = Some(vec![serde_json::from_value(json!({"key": "loops.dev/fake-node", "operator": "Exists", "effect": "NoSchedule"})).unwrap()]);
+    let start = Instant::now();
+    ns.jobs().create(&PostParams::default(), &job).await.unwrap();
+    let ok = wait_for("the fake-node Job to finish", Duration::from_secs(10), || async {
+        finished(&ns.jobs().get("on-fake").await.ok()?).map(|(ok, _)| ok)
+    })
+    .await;
+    println!("fake-node Job completed in {} ms", start.elapsed().as_millis());
+    // `exit 7` never ran: there is no container on a fake node, and the Pod Succeeded.
+    assert!(ok, "the Job Completed");
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pod = pods.list(&ListParams::default().labels("job-name=on-fake")).await.unwrap().items.remove(0);
+    let node = pod.spec.as_ref().unwrap().node_name.clone().unwrap();
+    assert!(node.starts_with("loops-fake-"), "placed on a fake node, not {node}");
 }
 
 #[tokio::test]

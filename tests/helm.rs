@@ -1,6 +1,8 @@
-//! End to end: the chart installs the operator as a Pod under its own ServiceAccount, which
-//! runs a LoopService applied with kubectl, survives `helm upgrade` without a duplicate Job,
-//! and goes away with `helm uninstall`. Needs the operator image imported (`make image`).
+//! End to end: the chart installs the operator as a Pod under its own ServiceAccount, in a
+//! namespace that enforces PodSecurity `restricted` (Kubernetes 1.25+), which runs a
+//! LoopService applied with kubectl in the namespace it watches, survives `helm upgrade`
+//! without a duplicate Job, and goes away with `helm uninstall`. Needs the operator image
+//! imported (`make image`).
 
 mod support;
 
@@ -54,18 +56,25 @@ fn the_chart_lints_clean() {
 #[tokio::test]
 #[ignore = "needs the local cluster: run `make test`"]
 async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account() {
+    // The LoopService's namespace, and the operator's own, which enforces `restricted`.
     let ns = TestNs::new("helm").await;
+    let op = TestNs::new("helm-op").await;
+    let restricted = server_minor(&ns.client).await >= 25;
+    if restricted {
+        op.enforce_pod_security("restricted").await;
+    }
     ensure_crd(&ns.client).await;
     let release = "lso";
     let watch = format!("watchNamespace={}", ns.name);
     let install = |extra: &[&str]| {
-        let mut args = vec!["upgrade", "--install", release, CHART, "-n", &ns.name, "-f", "hack/values-local.yaml", "--set", &watch, "--wait", "--timeout", "120s"];
+        let mut args = vec!["upgrade", "--install", release, CHART, "-n", &op.name, "-f", "hack/values-local.yaml", "--set", &watch, "--wait", "--timeout", "120s"];
         args.extend_from_slice(extra);
         must("helm", &args)
     };
     let out = install(&[]);
     assert!(out.contains("kubectl get loopservices"), "NOTES tell the user how to check:\n{out}");
-    must("kubectl", &["-n", &ns.name, "rollout", "status", "deployment/lso-loopservice-operator", "--timeout=120s"]);
+    // PodSecurity admission refuses a Pod that breaks `restricted`: a running Pod meets it.
+    must("kubectl", &["-n", &op.name, "rollout", "status", "deployment/lso-loopservice-operator", "--timeout=120s"]);
 
     kubectl_apply(&format!(
         "apiVersion: loops.dev/v1alpha1\nkind: LoopService\nmetadata: {{name: beat, namespace: {}}}\nspec:\n  interval: 2s\n  image: busybox:1.36\n  imagePullPolicy: IfNotPresent\n  command: [sh, -c]\n  args: [\"echo beat $LOOP_NUMBER\"]\n  successfulJobsHistoryLimit: 50\n",
@@ -84,7 +93,7 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
     println!("{row}");
 
     // Least privilege: the operator's ServiceAccount does what it needs and nothing more.
-    let sa = format!("system:serviceaccount:{}:lso-loopservice-operator", ns.name);
+    let sa = format!("system:serviceaccount:{}:lso-loopservice-operator", op.name);
     let can = |verb: &str, what: &str| run("kubectl", &["auth", "can-i", verb, what, "-n", &ns.name, "--as", &sa]).1.trim().to_string();
     assert_eq!(can("create", "jobs.batch"), "yes");
     let status_patch = run("kubectl", &["auth", "can-i", "patch", "loopservices.loops.dev", "--subresource=status", "-n", &ns.name, "--as", &sa]).1;
@@ -98,8 +107,8 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
     // An upgrade with a changed value replaces the Pod and the loops go on, with no duplicate.
     let before = status(&ns, "beat").await.loops_started;
     install(&["--set", "logLevel=debug"]);
-    must("kubectl", &["-n", &ns.name, "rollout", "status", "deployment/lso-loopservice-operator", "--timeout=120s"]);
-    let deploy: Api<Deployment> = Api::namespaced(ns.client.clone(), &ns.name);
+    must("kubectl", &["-n", &op.name, "rollout", "status", "deployment/lso-loopservice-operator", "--timeout=120s"]);
+    let deploy: Api<Deployment> = Api::namespaced(ns.client.clone(), &op.name);
     let args = deploy.get("lso-loopservice-operator").await.unwrap().spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
     assert!(args.contains(&"--log-level=debug".to_string()), "{args:?}");
     wait_for("loops after the upgrade", Duration::from_secs(120), || async {
@@ -112,12 +121,14 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
     let st = status(&ns, "beat").await;
     assert_eq!(st.loops_failed, 0);
 
-    must("helm", &["uninstall", release, "-n", &ns.name, "--wait", "--timeout", "120s"]);
+    must("helm", &["uninstall", release, "-n", &op.name, "--wait", "--timeout", "120s"]);
     wait_for("the operator's Pod to go", Duration::from_secs(60), || async {
-        let (_, text) = run("kubectl", &["get", "pods", "-n", &ns.name, "-l", "app.kubernetes.io/name=loopservice-operator", "--no-headers"]);
+        let (_, text) = run("kubectl", &["get", "pods", "-n", &op.name, "-l", "app.kubernetes.io/name=loopservice-operator", "--no-headers"]);
         (text.trim().is_empty() || text.contains("No resources found")).then_some(())
     })
     .await;
-    let (_, roles) = run("kubectl", &["get", "roles,rolebindings,serviceaccounts", "-n", &ns.name, "-o", "name"]);
-    assert!(!roles.contains("lso-loopservice-operator"), "{roles}");
+    for n in [&ns.name, &op.name] {
+        let (_, roles) = run("kubectl", &["get", "roles,rolebindings,serviceaccounts", "-n", n, "-o", "name"]);
+        assert!(!roles.contains("lso-loopservice-operator"), "{roles}");
+    }
 }

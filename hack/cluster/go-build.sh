@@ -7,8 +7,8 @@
 #   hack/cluster/go-build.sh MODULE VERSION LOCAL_VERSION OUT_DIR LDFLAGS PKG...
 #
 # LOCAL_VERSION is the published version of the in-repo modules (k8s.io/api v0.37.2 for
-# k8s.io/kubernetes v1.37.2; the same version for etcd). Binaries land in OUT_DIR, named
-# after the last element of each PKG.
+# k8s.io/kubernetes v1.37.2; the same version for etcd). Each PKG is an import path, or
+# NAME=IMPORT_PATH; its binary lands in OUT_DIR as NAME or the path's last element.
 set -euo pipefail
 module="$1" version="$2" local_version="$3" out="$4" ldflags="$5"; shift 5
 command -v go >/dev/null || { echo "go-build: no Go toolchain on PATH" >&2; exit 1; }
@@ -32,13 +32,19 @@ go_directive="$(awk '$1=="go"{print $2; exit}' "$gomod")"
 import json, sys
 v = sys.argv[1]
 for r in json.load(sys.stdin).get("Replace") or []:
-    if r["New"]["Path"].startswith("./") or r["New"]["Path"].startswith("../"):
+    new = r["New"]["Path"]
+    if (new.startswith("./") or new.startswith("../")) and "FORBIDDEN" not in new:
         print("replace %s => %s %s" % (r["Old"]["Path"], r["Old"]["Path"], v))
 ' "$local_version"
 } >go.mod
 # a package of the wrapper that imports nothing lets `go get` resolve the graph
 echo 'package build' >build.go
 go get "$module@$version" >/dev/null 2>&1 || go get "$module@$version"
-for pkg in "$@"; do go get "$pkg@$version" >/dev/null 2>&1 || true; done
 mkdir -p "$out"
-CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/" "$@"
+for spec in "$@"; do
+  pkg="${spec#*=}" name="${spec%%=*}"
+  [[ "$spec" == *=* ]] || name="${pkg##*/}"
+  echo "go-build: $pkg -> $out/$name" >&2
+  CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/$name.tmp" "$pkg"
+  mv "$out/$name.tmp" "$out/$name"
+done

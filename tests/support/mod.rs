@@ -63,6 +63,18 @@ impl TestNs {
         TestNs { name, client }
     }
 
+    /// Labels the namespace so that PodSecurity admission enforces `level` (1.25+).
+    pub async fn enforce_pod_security(&self, level: &str) {
+        let patch = json!({"metadata": {"labels": {
+            "pod-security.kubernetes.io/enforce": level,
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        }}});
+        Api::<Namespace>::all(self.client.clone())
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("label the namespace for PodSecurity");
+    }
+
     pub fn jobs(&self) -> Api<Job> {
         Api::namespaced(self.client.clone(), &self.name)
     }
