@@ -5,10 +5,14 @@
 
 mod support;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
+use kube::runtime::watcher;
+
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use support::*;
@@ -27,6 +31,20 @@ async fn the_next_loop_waits_for_the_previous_loops_pod_to_terminate() {
         return;
     }
     ensure_crd(&ns.client).await;
+    // The Job controller deletes a failed Job's Pods: keep the last state of each seen.
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let seen: Arc<Mutex<HashMap<String, Pod>>> = Arc::default();
+    let watch = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            let mut events = watcher(pods, watcher::Config::default()).boxed();
+            while let Ok(Some(e)) = events.try_next().await {
+                if let watcher::Event::Apply(p) | watcher::Event::Delete(p) | watcher::Event::InitApply(p) = e {
+                    seen.lock().unwrap().insert(p.labels().get("job-name").cloned().unwrap_or_default(), p);
+                }
+            }
+        }
+    });
     let _op = Operator::start(&ns.name, &[]);
     // The loop runs past its 2 s timeout; its container takes 4 s to stop on SIGTERM.
     let script = "trap 'sleep 4; exit 1' TERM; sleep 60 & wait; sleep 4";
@@ -48,15 +66,8 @@ async fn the_next_loop_waits_for_the_previous_loops_pod_to_terminate() {
     let first = &ns.jobs().get(&jobs[0].name_any()).await.unwrap();
     let target = condition_time(first, "FailureTarget").expect("loop 1's Job has FailureTarget");
     let failed = condition_time(first, "Failed").expect("loop 1's Job is Failed");
-    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
-    let pod = pods
-        .list(&ListParams::default().labels(&format!("job-name={}", first.name_any())))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .next()
-        .expect("loop 1's Pod");
+    let pod = seen.lock().unwrap().get(&first.name_any()).cloned().expect("loop 1's Pod");
+    watch.abort();
     let finished_at = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|cs| cs[0].state.as_ref())
         .and_then(|s| s.terminated.as_ref()).and_then(|t| t.finished_at.as_ref()).map(|t| t.0)
         .expect("loop 1's container terminated");
