@@ -77,7 +77,7 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
     must("kubectl", &["-n", &op.name, "rollout", "status", "deployment/lso-loopservice-operator", "--timeout=120s"]);
 
     kubectl_apply(&format!(
-        "apiVersion: loops.dev/v1alpha1\nkind: LoopService\nmetadata: {{name: beat, namespace: {}}}\nspec:\n  interval: 2s\n  image: busybox:1.36\n  imagePullPolicy: IfNotPresent\n  command: [sh, -c]\n  args: [\"echo beat $LOOP_NUMBER\"]\n  successfulJobsHistoryLimit: 50\n",
+        "apiVersion: loops.dev/v1alpha1\nkind: LoopService\nmetadata: {{name: beat, namespace: {}}}\nspec:\n  interval: 4s\n  image: busybox:1.36\n  imagePullPolicy: IfNotPresent\n  command: [sh, -c]\n  args: [\"echo beat $LOOP_NUMBER\"]\n  successfulJobsHistoryLimit: 50\n",
         ns.name
     ));
     wait_for("3 loops run by the in-cluster operator", Duration::from_secs(120), || async {
