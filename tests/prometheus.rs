@@ -314,6 +314,22 @@ impl Prometheus {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// What Prometheus sees, for a failure message: its targets, its rules' health, its alerts
+    /// and the series of `query`.
+    fn explain(&self, query: &str) -> String {
+        let targets = self.api("/api/v1/targets").map(|t| {
+            t["activeTargets"].as_array().into_iter().flatten().map(|t| format!("{} {} {}", t["scrapeUrl"], t["health"], t["lastError"])).collect::<Vec<_>>()
+        });
+        let rules = self.api("/api/v1/rules").map(|r| {
+            r["groups"][0]["rules"].as_array().into_iter().flatten().map(|r| format!("{} {} {}", r["name"], r["health"], r["lastError"])).collect::<Vec<_>>()
+        });
+        format!(
+            "targets: {targets:?}\nrules: {rules:?}\nalerts: {}\n{query}: {:?}",
+            self.api("/api/v1/alerts").unwrap_or_default(),
+            self.query(query)
+        )
+    }
 }
 
 impl Drop for Prometheus {
@@ -378,6 +394,15 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
     create_ls(&ns, ls("slow", "2s", "busybox:1.36", "sleep 4")).await.unwrap();
     create_ls(&ns, ls("typo", "5s", "loops.dev/no-such-image:1", "echo hi")).await.unwrap();
 
+    // The operator's own /metrics has the series the alerts read, for each LoopService.
+    for name in ["fails", "slow", "typo"] {
+        let series = format!("loopservice_consecutive_failures{{namespace=\"{}\",name=\"{name}\"}}", ns.name);
+        wait_for(&format!("{series} on the operator's /metrics"), Duration::from_secs(30), || async {
+            op.get("/metrics").await.filter(|m| m.contains(&series)).map(|_| ())
+        })
+        .await;
+    }
+
     let up = wait_for("Prometheus to scrape the operator", Duration::from_secs(30), || async {
         let t = prom.api("/api/v1/targets")?;
         let t = t["activeTargets"].as_array()?.iter().find(|t| t["labels"]["job"] == job)?.clone();
@@ -391,10 +416,17 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
     let firing = |alert: &'static str, name: &'static str, limit: u64| {
         let (prom, mine, labels) = (&prom, &mine, &labels);
         async move {
-            let a = wait_for(&format!("{alert} firing for {name}"), Duration::from_secs(limit), || async {
-                prom.alerts(alert, "firing").into_iter().find(|a| labels(a) == mine(name))
-            })
-            .await;
+            let start = Instant::now();
+            let a = loop {
+                if let Some(a) = prom.alerts(alert, "firing").into_iter().find(|a| labels(a) == mine(name)) {
+                    break a;
+                }
+                if start.elapsed() > Duration::from_secs(limit) {
+                    let series = format!("{{namespace=\"{}\", name=\"{name}\"}}", mine(name).0);
+                    panic!("{alert} did not fire for {name} within {limit}s; Prometheus saw:\n{}", prom.explain(&series));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
             println!("{alert} firing for {name} {:.1}s after the LoopServices were created: {}", began.elapsed().as_secs_f64(), a["annotations"]["description"]);
             a
         }
