@@ -1,14 +1,12 @@
 //! Prometheus metrics, served on /metrics: the operator's own (`loopservice_*`) and the
 //! standard process metrics (`process_*`).
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
 
 use crate::crd::LoopServiceStatus;
 
@@ -50,7 +48,8 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut root = Registry::default();
-        root.register_collector(Box::new(ProcessCollector::default()));
+        #[cfg(target_os = "linux")]
+        root.register_collector(Box::new(process::ProcessCollector::default()));
         let registry = root.sub_registry_with_prefix("loopservice");
         let m = Metrics {
             loops_started: Family::default(),
@@ -141,50 +140,61 @@ impl Metrics {
     }
 }
 
-/// The standard process metrics of the Prometheus client libraries, read from procfs on each
-/// scrape: CPU time, resident and virtual memory, open and maximum file descriptors, threads
-/// and start time. Elsewhere than Linux it reports nothing.
-#[derive(Debug)]
-struct ProcessCollector {
-    /// Seconds since the Unix epoch at which this process started.
-    start_time: Option<f64>,
-}
+/// The process metrics, from procfs.
+#[cfg(target_os = "linux")]
+mod process {
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+    use prometheus_client::metrics::MetricType;
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+    use prometheus_client::registry::Unit;
 
-impl Default for ProcessCollector {
-    fn default() -> Self {
-        let start_time = (|| {
-            let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
-            let boot = procfs::boot_time_secs().ok()?;
-            Some(boot as f64 + stat.starttime as f64 / procfs::ticks_per_second() as f64)
-        })();
-        ProcessCollector { start_time }
+    /// The standard process metrics of the Prometheus client libraries, read from procfs on each
+    /// scrape: CPU time, resident and virtual memory, open and maximum file descriptors, threads
+    /// and start time. Linux only.
+    #[derive(Debug)]
+    pub(super) struct ProcessCollector {
+        /// Seconds since the Unix epoch at which this process started.
+        start_time: Option<f64>,
     }
-}
 
-impl Collector for ProcessCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Ok(me) = procfs::process::Process::myself() else { return Ok(()) };
-        if let Ok(stat) = me.stat() {
-            let cpu = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
-            let unit = Unit::Seconds;
-            ConstCounter::new(cpu).encode(encoder.encode_descriptor("process_cpu", "Total user and system CPU time spent in seconds", Some(&unit), MetricType::Counter)?)?;
-            let unit = Unit::Bytes;
-            let rss = stat.rss.saturating_mul(procfs::page_size());
-            ConstGauge::new(rss as i64).encode(encoder.encode_descriptor("process_resident_memory", "Resident memory size in bytes", Some(&unit), MetricType::Gauge)?)?;
-            ConstGauge::new(stat.vsize as i64).encode(encoder.encode_descriptor("process_virtual_memory", "Virtual memory size in bytes", Some(&unit), MetricType::Gauge)?)?;
-            ConstGauge::new(stat.num_threads).encode(encoder.encode_descriptor("process_threads", "Number of OS threads in the process", None, MetricType::Gauge)?)?;
+    impl Default for ProcessCollector {
+        fn default() -> Self {
+            let start_time = (|| {
+                let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+                let boot = procfs::boot_time_secs().ok()?;
+                Some(boot as f64 + stat.starttime as f64 / procfs::ticks_per_second() as f64)
+            })();
+            ProcessCollector { start_time }
         }
-        if let Ok(n) = me.fd_count() {
-            ConstGauge::new(n as i64).encode(encoder.encode_descriptor("process_open_fds", "Number of open file descriptors", None, MetricType::Gauge)?)?;
+    }
+
+    impl Collector for ProcessCollector {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let Ok(me) = procfs::process::Process::myself() else { return Ok(()) };
+            if let Ok(stat) = me.stat() {
+                let cpu = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
+                let unit = Unit::Seconds;
+                ConstCounter::new(cpu).encode(encoder.encode_descriptor("process_cpu", "Total user and system CPU time spent in seconds", Some(&unit), MetricType::Counter)?)?;
+                let unit = Unit::Bytes;
+                let rss = stat.rss.saturating_mul(procfs::page_size());
+                ConstGauge::new(rss as i64).encode(encoder.encode_descriptor("process_resident_memory", "Resident memory size in bytes", Some(&unit), MetricType::Gauge)?)?;
+                ConstGauge::new(stat.vsize as i64).encode(encoder.encode_descriptor("process_virtual_memory", "Virtual memory size in bytes", Some(&unit), MetricType::Gauge)?)?;
+                ConstGauge::new(stat.num_threads).encode(encoder.encode_descriptor("process_threads", "Number of OS threads in the process", None, MetricType::Gauge)?)?;
+            }
+            if let Ok(n) = me.fd_count() {
+                ConstGauge::new(n as i64).encode(encoder.encode_descriptor("process_open_fds", "Number of open file descriptors", None, MetricType::Gauge)?)?;
+            }
+            if let Ok(procfs::process::LimitValue::Value(n)) = me.limits().map(|l| l.max_open_files.soft_limit) {
+                ConstGauge::new(n as i64).encode(encoder.encode_descriptor("process_max_fds", "Maximum number of open file descriptors", None, MetricType::Gauge)?)?;
+            }
+            if let Some(t) = self.start_time {
+                let unit = Unit::Seconds;
+                ConstGauge::new(t).encode(encoder.encode_descriptor("process_start_time", "Start time of the process since the Unix epoch in seconds", Some(&unit), MetricType::Gauge)?)?;
+            }
+            Ok(())
         }
-        if let Ok(procfs::process::LimitValue::Value(n)) = me.limits().map(|l| l.max_open_files.soft_limit) {
-            ConstGauge::new(n as i64).encode(encoder.encode_descriptor("process_max_fds", "Maximum number of open file descriptors", None, MetricType::Gauge)?)?;
-        }
-        if let Some(t) = self.start_time {
-            let unit = Unit::Seconds;
-            ConstGauge::new(t).encode(encoder.encode_descriptor("process_start_time", "Start time of the process since the Unix epoch in seconds", Some(&unit), MetricType::Gauge)?)?;
-        }
-        Ok(())
     }
 }
 
