@@ -374,6 +374,7 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
         "metrics.prometheusRule.failing.for=2s",
         "metrics.prometheusRule.overrunning.for=2s",
         "metrics.prometheusRule.stuck.for=2s",
+        "metrics.prometheusRule.operatorDown.for=2s",
     ]);
     let dir = TempDir::new("prometheus");
     std::fs::write(dir.0.join("rules.yaml"), rules).unwrap();
@@ -466,11 +467,18 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
     println!("operator resident memory as Prometheus saw it: {:.1} MiB", rss / 1048576.0);
     assert!(rss > 1e6 && rss < 512e6, "{rss}");
 
-    // The operator goes away: its series go stale, and `up` says so.
+    // The operator goes away: `up` says so, and LoopServiceOperatorDown fires.
     drop(op);
+    let gone = Instant::now();
     wait_for("up = 0 once the operator is gone", Duration::from_secs(30), || async {
         let r = prom.query(&format!("up{{job=\"{job}\"}}"))?;
         (r.first()?["value"][1] == "0").then_some(())
     })
     .await;
+    let down = wait_for("LoopServiceOperatorDown firing", Duration::from_secs(30), || async {
+        prom.alerts("LoopServiceOperatorDown", "firing").into_iter().next()
+    })
+    .await;
+    assert_eq!(down["labels"]["severity"], "critical");
+    println!("LoopServiceOperatorDown firing {:.1}s after the operator was killed", gone.elapsed().as_secs_f64());
 }
