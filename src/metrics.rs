@@ -89,7 +89,7 @@ impl Default for Metrics {
         );
         registry.register(
             "stuck",
-            "1 while the LoopService's running loop cannot make progress, its Pod unable to start (Ready=False, reason LoopStuck), else 0",
+            "1 while the LoopService's loops cannot go on: the running loop's Pod cannot start (Ready=False, reason LoopStuck) or the next loop's Job name is taken (JobNameTaken), else 0",
             m.stuck.clone(),
         );
         Metrics { registry: root, ..m }
@@ -107,7 +107,7 @@ impl Metrics {
         self.saw(ls);
         let condition = |type_: &str| st.conditions.iter().find(|c| c.type_ == type_);
         let overrunning = condition("Overrun").is_some_and(|c| c.status == "True");
-        let stuck = condition("Ready").is_some_and(|c| c.status == "False" && c.reason == "LoopStuck");
+        let stuck = condition("Ready").is_some_and(|c| c.status == "False" && matches!(c.reason.as_str(), "LoopStuck" | "JobNameTaken"));
         self.consecutive_failures.get_or_create(ls).set(st.consecutive_failures);
         self.overrunning.get_or_create(ls).set(i64::from(overrunning));
         self.stuck.get_or_create(ls).set(i64::from(stuck));
@@ -257,6 +257,12 @@ mod tests {
         assert!(text.contains(r#"loopservice_consecutive_failures{namespace="ns",name="a"} 0"#), "{text}");
         assert!(text.contains(r#"loopservice_overrunning{namespace="ns",name="a"} 0"#), "{text}");
         assert!(text.contains(r#"loopservice_stuck{namespace="ns",name="a"} 0"#), "{text}");
+        st.conditions = vec![cond("Ready", "False", "JobNameTaken")];
+        m.record_status(&ls, &st);
+        assert!(m.render().contains(r#"loopservice_stuck{namespace="ns",name="a"} 1"#));
+        st.conditions = vec![cond("Ready", "False", "Suspended")];
+        m.record_status(&ls, &st);
+        assert!(m.render().contains(r#"loopservice_stuck{namespace="ns",name="a"} 0"#), "suspended on purpose is not stuck");
         m.forget_missing(|_| false);
         assert!(!m.render().contains(r#"name="a""#));
     }

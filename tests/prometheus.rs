@@ -394,9 +394,18 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
     create_ls(&ns, ls("fails", "5s", "busybox:1.36", "echo failing on purpose; exit 3")).await.unwrap();
     create_ls(&ns, ls("slow", "2s", "busybox:1.36", "sleep 4")).await.unwrap();
     create_ls(&ns, ls("typo", "5s", "loops.dev/no-such-image:1", "echo hi")).await.unwrap();
+    // A Job of the user's own holds the name loop 1 of `taken` would use.
+    let foreign: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
+        "metadata": {"name": "taken-1"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "c", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"]}]}}}
+    }))
+    .unwrap();
+    ns.jobs().create(&Default::default(), &foreign).await.unwrap();
+    create_ls(&ns, ls("taken", "5s", "busybox:1.36", "echo hi")).await.unwrap();
 
     // The operator's own /metrics has the series the alerts read, for each LoopService.
-    for name in ["fails", "slow", "typo"] {
+    for name in ["fails", "slow", "typo", "taken"] {
         let series = format!("loopservice_consecutive_failures{{namespace=\"{}\",name=\"{name}\"}}", ns.name);
         wait_for(&format!("{series} on the operator's /metrics"), Duration::from_secs(30), || async {
             op.get("/metrics").await.filter(|m| m.contains(&series)).map(|_| ())
@@ -437,13 +446,14 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
     assert!(failing["annotations"]["summary"].as_str().unwrap().contains(&format!("{}/fails is failing", ns.name)), "{failing}");
     firing("LoopServiceOverrunning", "slow", 90).await;
     firing("LoopServiceStuck", "typo", 120).await;
+    firing("LoopServiceStuck", "taken", 30).await;
 
     // What Prometheus holds agrees with what the user reads in status.
     let failed = prom.query(&format!("loopservice_loops_finished_total{{job=\"{job}\", namespace=\"{}\", name=\"fails\", result=\"failed\"}}", ns.name)).unwrap();
     let failed: f64 = failed[0]["value"][1].as_str().unwrap().parse().unwrap();
     let st = status(&ns, "fails").await;
     assert!(failed >= 2.0 && failed <= st.loops_failed as f64, "Prometheus saw {failed} failed loops, status says {}", st.loops_failed);
-    for (alert, name) in [("LoopServiceFailing", "slow"), ("LoopServiceFailing", "typo"), ("LoopServiceOverrunning", "fails"), ("LoopServiceStuck", "fails")] {
+    for (alert, name) in [("LoopServiceFailing", "slow"), ("LoopServiceFailing", "typo"), ("LoopServiceOverrunning", "fails"), ("LoopServiceStuck", "fails"), ("LoopServiceStuck", "slow")] {
         assert!(prom.alerts(alert, "firing").iter().all(|a| labels(a) != mine(name)), "{alert} fires for {name}");
     }
     for alert in ["LoopServiceOperatorDown", "LoopServiceLate"] {
