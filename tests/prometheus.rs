@@ -390,8 +390,9 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
     assert_eq!(rule_groups["groups"][0]["rules"].as_array().unwrap().len(), 6, "{rule_groups}");
 
     let began = Instant::now();
-    // Within its interval (a Job's end is stamped to the second), so that it fails but never overruns.
-    create_ls(&ns, ls("fails", "5s", "busybox:1.36", "echo failing on purpose; exit 3")).await.unwrap();
+    // Well within its interval (a Job's end is stamped to the second, and a busy node is
+    // slow to start Pods), so that it fails but never overruns.
+    create_ls(&ns, ls("fails", "8s", "busybox:1.36", "echo failing on purpose; exit 3")).await.unwrap();
     create_ls(&ns, ls("slow", "2s", "busybox:1.36", "sleep 4")).await.unwrap();
     create_ls(&ns, ls("typo", "5s", "loops.dev/no-such-image:1", "echo hi")).await.unwrap();
     // A Job of the user's own holds the name loop 1 of `taken` would use.
