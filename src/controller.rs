@@ -235,6 +235,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     if st != prev {
         write_status(ls, &st, ctx).await?;
     }
+    ctx.metrics.record_status(&LsLabels { namespace: ns.clone(), name: name.clone() }, &st);
     // Counted only once the status that records them is stored, so each is counted once.
     for n in &notes {
         count(ctx, &ns, &name, n);

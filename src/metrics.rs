@@ -1,10 +1,14 @@
-//! Prometheus metrics, served on /metrics.
+//! Prometheus metrics, served on /metrics: the operator's own (`loopservice_*`) and the
+//! standard process metrics (`process_*`).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::crd::LoopServiceStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LsLabels {
@@ -35,11 +39,18 @@ pub struct Metrics {
     pub reconciles: Counter,
     pub reconcile_seconds: Histogram,
     pub start_delay_seconds: Histogram,
+    /// From each LoopService's stored status, set after every reconcile that read or wrote it.
+    pub consecutive_failures: Family<LsLabels, Gauge>,
+    pub overrunning: Family<LsLabels, Gauge>,
+    pub stuck: Family<LsLabels, Gauge>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("loopservice");
+        let mut root = Registry::default();
+        #[cfg(target_os = "linux")]
+        root.register_collector(Box::new(process::ProcessCollector::default()));
+        let registry = root.sub_registry_with_prefix("loopservice");
         let m = Metrics {
             loops_started: Family::default(),
             loops_finished: Family::default(),
@@ -49,6 +60,9 @@ impl Default for Metrics {
             // 1 ms .. ~16 s
             reconcile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             start_delay_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            consecutive_failures: Family::default(),
+            overrunning: Family::default(),
+            stuck: Family::default(),
             registry: Registry::default(),
             seen: Default::default(),
         };
@@ -63,7 +77,22 @@ impl Default for Metrics {
             "How late a loop's Job was created after the loop was due",
             m.start_delay_seconds.clone(),
         );
-        Metrics { registry, ..m }
+        registry.register(
+            "consecutive_failures",
+            "Loops of the LoopService that failed in a row, up to now (status.consecutiveFailures; 0 after a success)",
+            m.consecutive_failures.clone(),
+        );
+        registry.register(
+            "overrunning",
+            "1 while the LoopService's latest finished loop ran longer than its interval (the Overrun condition), else 0",
+            m.overrunning.clone(),
+        );
+        registry.register(
+            "stuck",
+            "1 while the LoopService's loops cannot go on: the running loop's Pod cannot start (Ready=False, reason LoopStuck) or the next loop's Job name is taken (JobNameTaken), else 0",
+            m.stuck.clone(),
+        );
+        Metrics { registry: root, ..m }
     }
 }
 
@@ -71,6 +100,17 @@ impl Metrics {
     /// Notes that `ls` has series.
     pub fn saw(&self, ls: &LsLabels) {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(ls.clone());
+    }
+
+    /// Sets the per-LoopService gauges from the status stored for `ls`.
+    pub fn record_status(&self, ls: &LsLabels, st: &LoopServiceStatus) {
+        self.saw(ls);
+        let condition = |type_: &str| st.conditions.iter().find(|c| c.type_ == type_);
+        let overrunning = condition("Overrun").is_some_and(|c| c.status == "True");
+        let stuck = condition("Ready").is_some_and(|c| c.status == "False" && matches!(c.reason.as_str(), "LoopStuck" | "JobNameTaken"));
+        self.consecutive_failures.get_or_create(ls).set(st.consecutive_failures);
+        self.overrunning.get_or_create(ls).set(i64::from(overrunning));
+        self.stuck.get_or_create(ls).set(i64::from(stuck));
     }
 
     /// Removes the series of LoopServices for which `exists` is false; returns them.
@@ -81,6 +121,9 @@ impl Metrics {
             seen.remove(l);
             self.loops_started.remove(l);
             self.overruns.remove(l);
+            self.consecutive_failures.remove(l);
+            self.overrunning.remove(l);
+            self.stuck.remove(l);
             for result in ["succeeded", "failed"] {
                 self.loops_finished.remove(&ResultLabels { namespace: l.namespace.clone(), name: l.name.clone(), result: result.into() });
             }
@@ -94,6 +137,64 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// The process metrics, from procfs.
+#[cfg(target_os = "linux")]
+mod process {
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+    use prometheus_client::metrics::MetricType;
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+    use prometheus_client::registry::Unit;
+
+    /// The standard process metrics of the Prometheus client libraries, read from procfs on each
+    /// scrape: CPU time, resident and virtual memory, open and maximum file descriptors, threads
+    /// and start time. Linux only.
+    #[derive(Debug)]
+    pub(super) struct ProcessCollector {
+        /// Seconds since the Unix epoch at which this process started.
+        start_time: Option<f64>,
+    }
+
+    impl Default for ProcessCollector {
+        fn default() -> Self {
+            let start_time = (|| {
+                let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+                let boot = procfs::boot_time_secs().ok()?;
+                Some(boot as f64 + stat.starttime as f64 / procfs::ticks_per_second() as f64)
+            })();
+            ProcessCollector { start_time }
+        }
+    }
+
+    impl Collector for ProcessCollector {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let Ok(me) = procfs::process::Process::myself() else { return Ok(()) };
+            if let Ok(stat) = me.stat() {
+                let cpu = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
+                let unit = Unit::Seconds;
+                ConstCounter::new(cpu).encode(encoder.encode_descriptor("process_cpu", "Total user and system CPU time spent in seconds", Some(&unit), MetricType::Counter)?)?;
+                let unit = Unit::Bytes;
+                let rss = stat.rss.saturating_mul(procfs::page_size());
+                ConstGauge::new(rss as i64).encode(encoder.encode_descriptor("process_resident_memory", "Resident memory size in bytes", Some(&unit), MetricType::Gauge)?)?;
+                ConstGauge::new(stat.vsize as i64).encode(encoder.encode_descriptor("process_virtual_memory", "Virtual memory size in bytes", Some(&unit), MetricType::Gauge)?)?;
+                ConstGauge::new(stat.num_threads).encode(encoder.encode_descriptor("process_threads", "Number of OS threads in the process", None, MetricType::Gauge)?)?;
+            }
+            if let Ok(n) = me.fd_count() {
+                ConstGauge::new(n as i64).encode(encoder.encode_descriptor("process_open_fds", "Number of open file descriptors", None, MetricType::Gauge)?)?;
+            }
+            if let Ok(procfs::process::LimitValue::Value(n)) = me.limits().map(|l| l.max_open_files.soft_limit) {
+                ConstGauge::new(n as i64).encode(encoder.encode_descriptor("process_max_fds", "Maximum number of open file descriptors", None, MetricType::Gauge)?)?;
+            }
+            if let Some(t) = self.start_time {
+                let unit = Unit::Seconds;
+                ConstGauge::new(t).encode(encoder.encode_descriptor("process_start_time", "Start time of the process since the Unix epoch in seconds", Some(&unit), MetricType::Gauge)?)?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -123,5 +224,64 @@ mod tests {
         assert_eq!(gone, vec![a]);
         let text = m.render();
         assert!(!text.contains(r#"name="a""#) && text.contains(r#"name="b""#), "{text}");
+    }
+
+    #[test]
+    fn status_gauges_follow_the_stored_status_and_go_with_the_loopservice() {
+        use crate::crd::{Condition, Time};
+        let m = Metrics::default();
+        let ls = LsLabels { namespace: "ns".into(), name: "a".into() };
+        let cond = |type_: &str, status: &str, reason: &str| Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: String::new(),
+            last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        };
+        let mut st = LoopServiceStatus { consecutive_failures: 4, ..Default::default() };
+        st.conditions = vec![cond("Ready", "False", "LoopStuck"), cond("Overrun", "True", "LoopOverran")];
+        m.record_status(&ls, &st);
+        let text = m.render();
+        for line in [
+            r#"loopservice_consecutive_failures{namespace="ns",name="a"} 4"#,
+            r#"loopservice_overrunning{namespace="ns",name="a"} 1"#,
+            r#"loopservice_stuck{namespace="ns",name="a"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        st.consecutive_failures = 0;
+        st.conditions = vec![cond("Ready", "True", "Running"), cond("Overrun", "False", "OnTime")];
+        m.record_status(&ls, &st);
+        let text = m.render();
+        assert!(text.contains(r#"loopservice_consecutive_failures{namespace="ns",name="a"} 0"#), "{text}");
+        assert!(text.contains(r#"loopservice_overrunning{namespace="ns",name="a"} 0"#), "{text}");
+        assert!(text.contains(r#"loopservice_stuck{namespace="ns",name="a"} 0"#), "{text}");
+        st.conditions = vec![cond("Ready", "False", "JobNameTaken")];
+        m.record_status(&ls, &st);
+        assert!(m.render().contains(r#"loopservice_stuck{namespace="ns",name="a"} 1"#));
+        st.conditions = vec![cond("Ready", "False", "Suspended")];
+        m.record_status(&ls, &st);
+        assert!(m.render().contains(r#"loopservice_stuck{namespace="ns",name="a"} 0"#), "suspended on purpose is not stuck");
+        m.forget_missing(|_| false);
+        assert!(!m.render().contains(r#"name="a""#));
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn process_metrics_are_read_from_procfs() {
+        let text = Metrics::default().render();
+        let value = |name: &str| -> f64 {
+            let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} in\n{text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        // A test binary holds at least a few MiB resident, and fewer than it maps.
+        let rss = value("process_resident_memory_bytes");
+        assert!(rss > 1e6 && rss < value("process_virtual_memory_bytes"), "{text}");
+        assert!(value("process_threads") >= 1.0 && value("process_open_fds") >= 3.0, "{text}");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let started = value("process_start_time_seconds");
+        assert!(started <= now + 1.0 && started > now - 3600.0, "started {started}, now {now}");
+        assert!(text.contains("# TYPE process_cpu_seconds counter"), "{text}");
     }
 }

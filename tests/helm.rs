@@ -38,7 +38,16 @@ fn kubectl_apply(yaml: &str) {
 #[test]
 #[ignore = "needs helm from the local cluster's tools: run `make test`"]
 fn the_chart_lints_clean() {
-    for extra in [vec![], vec!["-f", "hack/values-local.yaml"], vec!["--set", "watchNamespace=team-a"]] {
+    let observe = ["--set", "metrics.prometheusRule.enabled=true", "--set", "metrics.serviceMonitor.enabled=true", "--set", "grafana.dashboard.enabled=true"];
+    for extra in [
+        vec![],
+        vec!["-f", "hack/values-local.yaml"],
+        vec!["--set", "watchNamespace=team-a"],
+        vec!["--set", "metrics.prometheusRule.enabled=true"],
+        vec!["--set", "metrics.serviceMonitor.enabled=true"],
+        vec!["--set", "grafana.dashboard.enabled=true"],
+        observe.to_vec(),
+    ] {
         let mut args = vec!["lint", CHART, "--strict"];
         args.extend(extra);
         let text = must("helm", &args);
@@ -51,6 +60,34 @@ fn the_chart_lints_clean() {
     let one = must("helm", &["template", "x", CHART, "--set", "watchNamespace=team-a"]);
     assert!(one.contains("kind: Role\n") && one.contains("kind: RoleBinding") && !one.contains("ClusterRole"));
     assert!(one.contains("--namespace=team-a"));
+
+    // Monitoring is opt-in: nothing of it by default; each piece when asked.
+    for kind in ["kind: PrometheusRule", "kind: ServiceMonitor", "grafana_dashboard"] {
+        assert!(!all.contains(kind), "{kind} only when enabled");
+    }
+    let mut args = vec!["template", "x", CHART];
+    args.extend(observe);
+    let on = must("helm", &args);
+    let docs: Vec<serde_yaml::Value> = on.split("\n---").filter_map(|d| serde_yaml::from_str(d).ok()).collect();
+    let find = |kind: &str| docs.iter().find(|d| d["kind"].as_str() == Some(kind)).unwrap_or_else(|| panic!("a {kind} in\n{on}")).clone();
+    let rule = find("PrometheusRule");
+    assert_eq!(rule["spec"]["groups"][0]["rules"].as_sequence().map(Vec::len), Some(6), "{on}");
+    // The ServiceMonitor selects the metrics Service (and nothing else) by its labels and port.
+    let monitor = find("ServiceMonitor");
+    let service = docs.iter().find(|d| d["kind"].as_str() == Some("Service")).expect("the metrics Service");
+    let selector = monitor["spec"]["selector"]["matchLabels"].as_mapping().unwrap();
+    for (k, v) in selector {
+        assert_eq!(&service["metadata"]["labels"][k], v, "the Service has the label {k:?} the ServiceMonitor selects");
+    }
+    assert!(selector.contains_key("app.kubernetes.io/component"), "selects the metrics Service only");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], service["spec"]["ports"][0]["name"]);
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"].as_bool(), Some(true), "keeps the LoopService's namespace label");
+    let dashboard = docs.iter().find(|d| d["kind"].as_str() == Some("ConfigMap") && d["metadata"]["labels"]["grafana_dashboard"].as_str() == Some("1")).expect("the dashboard ConfigMap");
+    let json: serde_json::Value = serde_json::from_str(dashboard["data"]["loopservice-operator.json"].as_str().unwrap()).expect("the dashboard is JSON");
+    assert_eq!(json["uid"], "loopservice-operator");
+    // A ServiceMonitor needs the Service it scrapes.
+    let (ok, text) = run("helm", &["template", "x", CHART, "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"]);
+    assert!(!ok && text.contains("metrics.serviceMonitor.enabled needs metrics.service.enabled"), "{text}");
 }
 
 #[tokio::test]
