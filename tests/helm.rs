@@ -47,8 +47,15 @@ fn the_chart_lints_clean() {
     assert!(all.contains("kind: ClusterRole\n") && all.contains("kind: ClusterRoleBinding"));
     assert!(!all.contains("\"*\""), "no wildcard in RBAC");
     let one = must("helm", &["template", "x", CHART, "--set", "watchNamespace=team-a"]);
-    assert!(one.contains("kind: Role\n") && one.contains("kind: RoleBinding") && !one.contains("ClusterRole"));
+    assert!(one.contains("kind: Role\n") && one.contains("kind: RoleBinding") && !one.contains("ClusterRoleBinding"));
     assert!(one.contains("--namespace=team-a"));
+    // The only cluster-wide objects: the aggregated roles that let namespace editors and
+    // viewers use LoopServices, which can be left out.
+    let cluster_roles: Vec<&str> = one.split("\n---").filter(|d| d.contains("kind: ClusterRole\n")).collect();
+    assert_eq!(cluster_roles.len(), 2, "{one}");
+    assert!(cluster_roles.iter().all(|d| d.contains("rbac.authorization.k8s.io/aggregate-to-")));
+    let none = must("helm", &["template", "x", CHART, "--set", "watchNamespace=team-a", "--set", "rbac.aggregateToDefaultRoles=false"]);
+    assert!(!none.contains("ClusterRole"), "{none}");
 }
 
 #[tokio::test]
