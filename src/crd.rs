@@ -140,7 +140,8 @@ pub struct LoopServiceSpec {
     pub pod_failure_policy: Option<PodFailurePolicy>,
 
     /// Seconds after a loop's Job finishes before Kubernetes deletes it (the Job's
-    /// `ttlSecondsAfterFinished`). Absent: finished Jobs stay until the history limits remove
+    /// `ttlSecondsAfterFinished`; Kubernetes 1.21 or later, an API server that would drop it
+    /// makes the spec InvalidSpec). Absent: finished Jobs stay until the history limits remove
     /// them. A Job deleted before the operator saw it finish (say, the operator was down longer
     /// than this) is recorded as a failed loop, reason JobDeleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -116,7 +116,7 @@ pub fn add_cel_rules(schema: &mut Schema) {
     set(template, &["spec", "containers"], json!([rule((container_env, MSG_TEMPLATE_ENV_OWNED.into()))]));
 }
 
-/// One thing wrong with a spec: the field, and what is wrong with it.
+/// One thing wrong with a spec, in a sentence that starts with the field it is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpecError {
     pub message: String,

@@ -530,3 +530,13 @@ async fn every_example_runs_in_a_namespace_that_enforces_restricted() {
         assert_ne!(st.phase, Some(Phase::Invalid), "{name}: {st:?}");
     }
 }
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn the_crd_installs_with_a_client_side_kubectl_apply() {
+    let client = client().await;
+    let minor = server_minor(&client).await;
+    let (ok, out) = kubectl(&["apply", "--dry-run=server", "-f", "crds/loopservice.yaml"], None);
+    println!("Kubernetes 1.{minor}: kubectl apply --dry-run=server -f crds/loopservice.yaml: {}", out.trim());
+    assert!(ok, "{out}");
+}
