@@ -21,6 +21,7 @@ pub const ANN_NAME: &str = "loops.dev/loopservice";
 pub const ANN_LOOP: &str = "loops.dev/loop";
 pub const ANN_SCHEDULED: &str = "loops.dev/scheduled-time";
 pub const ANN_STARTED: &str = "loops.dev/start-time";
+pub const ANN_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 pub const CONTAINER: &str = "loop";
 /// The variables the operator gives the loop's container.
 pub const ENV_LOOP_NUMBER: &str = "LOOP_NUMBER";
@@ -101,12 +102,14 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
     let spec = p.spec;
     let mut pod = spec.pod.clone();
     for c in pod.containers.iter_mut().filter(|c| c.name == CONTAINER) {
-        let mut env = vec![
+        // After the user's own, so that the API server's messages about `env[i]` name the
+        // variable the spec names.
+        let mut env = c.env.take().unwrap_or_default();
+        env.extend([
             env_var(ENV_LOOP_NUMBER, &p.loop_number.to_string()),
             env_var(ENV_SCHEDULED_TIME, &Time(p.scheduled).format()),
             env_var(ENV_LOOPSERVICE_NAME, &name),
-        ];
-        env.extend(c.env.take().unwrap_or_default());
+        ]);
         c.env = Some(env);
         c.termination_message_policy.get_or_insert_with(|| "FallbackToLogsOnError".to_string());
     }
@@ -115,6 +118,8 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
     pod_labels.extend(labels.clone());
     let mut pod_annotations = spec.pod_annotations.clone();
     pod_annotations.extend(annotations.clone());
+    // `kubectl logs` and `exec` go to the loop's container unless told otherwise.
+    pod_annotations.entry(ANN_DEFAULT_CONTAINER.to_string()).or_insert_with(|| CONTAINER.to_string());
     Some(Job {
         metadata: ObjectMeta {
             name: Some(job_name(&name, p.loop_number)),
@@ -379,7 +384,7 @@ mod tests {
         assert_eq!(c.termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
         assert_eq!(c.args.as_ref().unwrap(), &vec!["echo hi".to_string()]);
         let env: Vec<_> = c.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(env, ["LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME", "A"]);
+        assert_eq!(env, ["A", "LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME"]);
         // The Job reads back as what was launched.
         let seen = observe(&job).unwrap();
         assert_eq!((seen.loop_number, seen.start, seen.end.clone()), (3, ts("2026-11-25T10:00:30.020Z"), None));
@@ -418,9 +423,10 @@ mod tests {
         assert_eq!(pod.priority_class_name.as_deref(), Some("low"));
         assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "registry");
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
-        // Only the loop's container gets the loop variables.
+        // Only the loop's container gets the loop variables, after its own.
         let env: Vec<_> = pod.containers[0].env.as_ref().unwrap().iter().map(|e| e.name.clone()).collect();
-        assert_eq!(env, ["LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME", "A"]);
+        assert_eq!(env, ["A", "LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME"]);
+        assert_eq!(annotations[ANN_DEFAULT_CONTAINER], "loop");
     }
 
     #[test]

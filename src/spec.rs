@@ -246,7 +246,9 @@ impl LoopServiceSpec {
     }
 
     /// The template's Pod spec with the loop's container built from the shorthand, when
-    /// `image` is set (it comes first), and the operator's restart policy and ServiceAccount.
+    /// `image` is set, and the operator's restart policy and ServiceAccount. The built
+    /// container comes after the template's, so that the API server's messages about
+    /// `containers[i]` name the same container as the template does.
     fn pod_spec(&self, mut pod: PodSpec) -> PodSpec {
         if let Some(image) = &self.image {
             let c = Container {
@@ -259,7 +261,7 @@ impl LoopServiceSpec {
                 resources: self.resources.clone(),
                 ..Container::default()
             };
-            pod.containers.insert(0, c);
+            pod.containers.push(c);
         }
         pod.restart_policy = Some(pod.restart_policy.unwrap_or_else(|| "Never".to_string()));
         if let Some(sa) = self.service_account_name.clone().filter(|s| !s.is_empty()) {
@@ -423,7 +425,7 @@ mod tests {
     }
 
     #[test]
-    fn shorthand_and_template_combine_the_loop_container_first() {
+    fn shorthand_and_template_combine_the_loop_container_last() {
         let v = spec(json!({
             "image": "busybox:1.36",
             "template": {
@@ -440,7 +442,7 @@ mod tests {
         .validate()
         .unwrap();
         let names: Vec<&str> = v.pod.containers.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["loop", "helper"]);
+        assert_eq!(names, ["helper", "loop"]);
         assert_eq!(v.pod.restart_policy.as_deref(), Some("OnFailure"));
         assert_eq!(v.pod.init_containers.as_ref().unwrap()[0].name, "prepare");
         assert_eq!(v.pod.volumes.as_ref().unwrap()[0].name, "cfg");

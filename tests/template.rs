@@ -310,7 +310,13 @@ async fn kubectl_explain_documents_the_template_and_the_job_fields() {
         assert!(text.contains(words), "{words}: {text}");
     }
     let pod = explain("loopservice.spec.template.spec");
-    assert!(pod.contains("kubectl explain pod.spec") && pod.contains("containers") && pod.contains("initContainers"), "{pod}");
+    assert!(pod.contains("kubectl explain pod.spec"), "{pod}");
+    // Kubernetes 1.20 publishes no fields under a schema that preserves unknown fields; the
+    // description above still says where to look.
+    if server_minor(&ns.client).await >= 25 {
+        assert!(pod.contains("containers <[]Object>") || pod.contains("containers <[]object>"), "{pod}");
+        assert!(pod.contains("initContainers"), "{pod}");
+    }
     let spec = explain("loopservice.spec");
     for words in ["podFailurePolicy", "ttlSecondsAfterFinished", "activeDeadlineSeconds"] {
         assert!(spec.contains(words), "{words}: {spec}");
@@ -538,5 +544,14 @@ async fn the_crd_installs_with_a_client_side_kubectl_apply() {
     let minor = server_minor(&client).await;
     let (ok, out) = kubectl(&["apply", "--dry-run=server", "-f", "crds/loopservice.yaml"], None);
     println!("Kubernetes 1.{minor}: kubectl apply --dry-run=server -f crds/loopservice.yaml: {}", out.trim());
+    if minor >= 25 {
+        assert!(ok, "{out}");
+        return;
+    }
+    // Before 1.25 the server's OpenAPI has no x-kubernetes-validations, and kubectl's own
+    // validation refuses the field; README says to skip it there (the server drops the rules).
+    assert!(!ok && out.contains("x-kubernetes-validations"), "{out}");
+    let (ok, out) = kubectl(&["apply", "--validate=false", "--dry-run=server", "-f", "crds/loopservice.yaml"], None);
+    println!("Kubernetes 1.{minor}: kubectl apply --validate=false: {}", out.trim());
     assert!(ok, "{out}");
 }
