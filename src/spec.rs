@@ -515,6 +515,12 @@ mod tests {
         assert!(e.starts_with("spec.template.spec.tolerations: invalid type: string"), "{e}");
         let e = errors(json!({"image": "a", "template": {"spec": {"containers": [{"name": "x", "ports": [{"containerPort": "80"}]}]}}}));
         assert!(e.starts_with("spec.template.spec.containers[0].ports[0].containerPort: invalid type"), "{e}");
+        // What the API server accepts in either form is accepted here too.
+        spec(json!({"image": "a", "template": {"spec": {"containers": [{"name": "x", "image": "a",
+            "resources": {"limits": {"cpu": 1, "memory": "64Mi"}},
+            "livenessProbe": {"httpGet": {"port": 8080}}, "readinessProbe": {"httpGet": {"port": "http"}}}]}}}))
+        .validate()
+        .unwrap();
         // Nulls are absent values, not unknown fields.
         spec(json!({"image": "a", "template": {"metadata": null, "spec": {"nodeSelector": null}}})).validate().unwrap();
     }
