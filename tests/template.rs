@@ -555,3 +555,38 @@ async fn the_crd_installs_with_a_client_side_kubectl_apply() {
     println!("Kubernetes 1.{minor}: kubectl apply --validate=false: {}", out.trim());
     assert!(ok, "{out}");
 }
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn a_sidecar_runs_beside_the_loop_where_kubernetes_has_them_and_is_invalid_spec_where_it_would_be_dropped() {
+    let ns = setup("sidecar").await;
+    let minor = server_minor(&ns.client).await;
+    let _op = Operator::start(&ns.name, &[]);
+    // A native sidecar: an init container that keeps running (Kubernetes 1.29 and later).
+    create_raw(
+        &ns,
+        json!({"metadata": {"name": "side"}, "spec": {
+            "interval": "1h",
+            "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", "echo loop done"],
+            "template": {"spec": {"initContainers": [{
+                "name": "proxy", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent",
+                "restartPolicy": "Always", "command": ["sleep", "3600"],
+            }]}},
+        }}),
+    )
+    .await
+    .unwrap();
+    if minor >= 29 {
+        let st = wait_status(&ns, "side", "the loop with a sidecar to end", |st| st.last_finished_loop >= 1).await;
+        assert_eq!((st.loops_succeeded, st.loops_failed), (1, 0), "the sidecar did not hold the loop: {st:?}");
+        println!("Kubernetes 1.{minor}: the loop with a sidecar succeeded");
+    } else {
+        // An older API server would drop restartPolicy, and the sidecar would block the loop
+        // as an init container that never ends: the dry run finds that out first.
+        let st = wait_status(&ns, "side", "InvalidSpec", |st| st.phase == Some(Phase::Invalid)).await;
+        let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        println!("Kubernetes 1.{minor}: {}: {}", ready.reason, ready.message);
+        assert!(ready.message.contains("drops spec.template.spec.initContainers[0].restartPolicy"), "{}", ready.message);
+        assert!(ns.jobs().list(&ListParams::default()).await.unwrap().items.is_empty());
+    }
+}
