@@ -19,10 +19,11 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, error, info, warn};
 
-use crate::crd::{LoopService, LoopServiceStatus};
-use crate::job::{self, JobParams, ObservedJob, Outcome};
+use crate::crd::{LoopService, LoopServiceStatus, Phase};
+use crate::job::{self, JobParams, ObservedJob, Outcome, clip};
 use crate::metrics::{ErrorLabels, LsLabels, Metrics, ResultLabels};
-use crate::schedule::{self, parse_duration};
+use crate::schedule;
+use crate::spec::ValidSpec;
 use crate::status::{self, Decision, Note};
 use crate::{Error, Result, is_transient};
 
@@ -53,6 +54,8 @@ const RUNNING_RECHECK: Duration = Duration::from_secs(15);
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How often a loop blocked by a Job name that is taken tries again.
 const NAME_TAKEN_RECHECK: Duration = Duration::from_secs(5);
+/// How often a spec the API server refused is checked again (the cause may be outside it).
+const RECHECK_INVALID: Duration = Duration::from_secs(30);
 /// A loop's Pod gets this long to start before a waiting container counts as stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(10);
 
@@ -136,24 +139,25 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     let now = Timestamp::now();
 
     let spec = &ls.spec;
-    let parsed = parse_duration("interval", &spec.interval).and_then(|i| {
-        let t = spec.timeout.as_deref().map(|t| parse_duration("timeout", t)).transpose()?;
-        Ok((i, t))
-    });
-    let (interval, timeout) = match parsed {
+    let valid = match spec.validate() {
         Ok(v) => v,
-        Err(message) => {
-            let mut st = prev.clone();
-            status::invalid(&mut st, &message, generation, now);
-            if st != prev {
-                write_status(ls, &st, ctx).await?;
-                publish(ls, ctx, &[Note::warning("InvalidSpec", message)]).await;
-            }
+        Err(errors) => {
+            invalid(ls, ctx, &prev, &errors.to_string(), generation, now).await?;
             return Ok(Action::await_change());
         }
     };
-
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    // A new spec is checked by the API server before it runs: what it would refuse (or drop)
+    // is InvalidSpec now, not a failed loop later. While invalid, the check is repeated, since
+    // the cause may lie outside the spec (an admission webhook, a quota).
+    if prev.observed_generation != generation || prev.phase == Some(Phase::Invalid) {
+        if let Some(message) = dry_run(ls, &valid, &jobs_api, prev.loops_started.saturating_add(1), now).await? {
+            invalid(ls, ctx, &prev, &message, generation, now).await?;
+            return Ok(Action::requeue(RECHECK_INVALID));
+        }
+    }
+    let interval = valid.interval;
+
     let jobs = jobs_api
         .list(&ListParams::default().labels(&format!("{}={uid}", job::LABEL_UID)))
         .await
@@ -202,7 +206,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
                 info!(namespace = %ns, %name, r#loop = loop_number, pod = %pod.name_any(), "waiting for the pod of a deleted job to end");
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
-            match launch(ls, ctx, &jobs_api, loop_number, scheduled, timeout, &mut st).await? {
+            match launch(ls, ctx, &jobs_api, &valid, loop_number, scheduled, &mut st).await? {
                 Launched::Notes(launched) => notes.extend(launched),
                 Launched::NameTaken(job) => name_taken = Some((loop_number, job)),
             }
@@ -283,13 +287,13 @@ async fn launch(
     ls: &LoopService,
     ctx: &Context,
     jobs_api: &Api<Job>,
+    spec: &ValidSpec,
     n: i64,
     scheduled: Timestamp,
-    timeout: Option<Duration>,
     st: &mut LoopServiceStatus,
 ) -> Result<Launched> {
     let start = Timestamp::now();
-    let params = JobParams { ls, loop_number: n, scheduled, start, timeout };
+    let params = JobParams { ls, spec, loop_number: n, scheduled, start };
     let Some(job) = job::build_job(&params) else {
         return Err(Error::Incomplete(ls.name_any()));
     };
@@ -321,6 +325,45 @@ async fn launch(
             Ok(Launched::Notes(status::rejected(st, n, &job_name, start, &s.message)))
         }
         Err(e) => Err(Error::CreateJob(job_name, e)),
+    }
+}
+
+/// Records that the spec cannot run, with why: Ready=False, reason InvalidSpec, and a Warning
+/// Event when that is news.
+async fn invalid(ls: &LoopService, ctx: &Context, prev: &LoopServiceStatus, message: &str, generation: Option<i64>, now: Timestamp) -> Result<()> {
+    let mut st = prev.clone();
+    status::invalid(&mut st, message, generation, now);
+    if st != *prev {
+        write_status(ls, &st, ctx).await?;
+        publish(ls, ctx, &[Note::warning(status::REASON_INVALID_SPEC, message.to_string())]).await;
+    }
+    Ok(())
+}
+
+/// Asks the API server to validate, not create, the Job that loop `n` of this spec would be
+/// (a server-side dry run). `Some(message)` when it refuses it, or would drop a field of it
+/// that this Kubernetes version does not have.
+async fn dry_run(ls: &LoopService, spec: &ValidSpec, jobs_api: &Api<Job>, n: i64, now: Timestamp) -> Result<Option<String>> {
+    let params = JobParams { ls, spec, loop_number: n, scheduled: now, start: now };
+    let Some(job) = job::build_job(&params) else {
+        return Err(Error::Incomplete(ls.name_any()));
+    };
+    let job_name = job.name_any();
+    let pp = PostParams { dry_run: true, ..PostParams::default() };
+    match jobs_api.create(&pp, &job).await {
+        Ok(stored) => {
+            let sent = serde_json::to_value(&job.spec).unwrap_or_default();
+            let back = serde_json::to_value(&stored.spec).unwrap_or_default();
+            let dropped = crate::spec::dropped_paths(&sent, &back, "spec");
+            Ok((!dropped.is_empty()).then(|| {
+                format!("this Kubernetes API server drops {}: a field or feature it does not have", dropped.join(", "))
+            }))
+        }
+        // A Job of that name exists: not the spec's fault (the launch reports whose it is).
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+        Err(e) if is_transient(&e) => Err(Error::CheckJob(job_name, e)),
+        Err(kube::Error::Api(s)) => Ok(Some(clip(&format!("the API server refuses the Job this spec makes: {}", s.message)))),
+        Err(e) => Err(Error::CheckJob(job_name, e)),
     }
 }
 

@@ -3,9 +3,11 @@
 use std::borrow::Cow;
 
 use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::PodFailurePolicy;
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use kube::CustomResource;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde_json::json;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A duration of at least one second, written as integer parts in the order h, m, s, ms:
@@ -46,7 +48,7 @@ pub const DURATION_PATTERN: &str = concat!(
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(transform = not_nullable)]
+#[schemars(transform = not_nullable, transform = crate::spec::add_cel_rules)]
 pub struct LoopServiceSpec {
     /// Time from the start of one loop to the start of the next, at least 1s: integer parts
     /// in the order h, m, s, ms, such as `30s`, `1m30s`, `2h` or `1s500ms`. A loop that runs
@@ -54,9 +56,13 @@ pub struct LoopServiceSpec {
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     pub interval: String,
 
-    /// Container image that each loop's Job runs, e.g. `busybox:1.36`.
+    /// Container image that each loop's Job runs, e.g. `busybox:1.36`. It builds the loop's
+    /// container (named `loop`) with `command`, `args`, `env`, `resources` and
+    /// `imagePullPolicy`. Required, unless `template.spec.containers` has a container named
+    /// `loop` instead; setting both is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub image: String,
+    pub image: Option<String>,
 
     /// Entrypoint of the loop's container (the image's ENTRYPOINT when absent), e.g. `[sh, -c]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,13 +86,32 @@ pub struct LoopServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
-    /// ServiceAccount the loop's Pod runs as (the namespace's `default` when absent).
+    /// ServiceAccount the loop's Pod runs as (the namespace's `default` when absent). Set it
+    /// here or in `template.spec.serviceAccountName`, not in both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
 
-    /// Longest a loop may run, at least 1s, in the same format as `interval` (e.g. `5m`). A loop
-    /// still running then is stopped and counted as failed (reason DeadlineExceeded). No limit
-    /// when absent.
+    /// The loop's Pod, as in a Deployment or CronJob: `metadata` (labels and annotations) and
+    /// `spec`, a full Pod spec (`kubectl explain pod.spec` documents its fields).
+    ///
+    /// How it combines with the shorthand fields: the loop runs in the container named `loop`.
+    /// Either `spec.image` (with `command`, `args`, `env`, `resources`, `imagePullPolicy`)
+    /// builds that container, or `template.spec.containers` holds a container named `loop`;
+    /// both, or neither, is refused. Every other container, init container, volume and Pod
+    /// field of the template is used as written. `serviceAccountName` is set in one place only.
+    ///
+    /// The operator owns what makes a loop a loop, and refuses a template that sets it:
+    /// `restartPolicy` is Never (or OnFailure when the template asks for it); the labels under
+    /// `loops.dev/`, `app.kubernetes.io/managed-by` and the Job controller's (`job-name`,
+    /// `controller-uid`, `batch.kubernetes.io/`); annotations under `loops.dev/`; the Job's
+    /// name and owner reference; and the loop container's LOOP_NUMBER, LOOP_SCHEDULED_TIME and
+    /// LOOPSERVICE_NAME variables. A field a Pod spec does not have (a typo) is refused too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<PodTemplate>,
+
+    /// Longest a loop may run, at least 1s, in the same format as `interval` (e.g. `5m`): the
+    /// Job's `activeDeadlineSeconds`, rounded up to whole seconds. A loop still running then is
+    /// stopped and counted as failed (reason DeadlineExceeded). No limit when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     pub timeout: Option<String>,
@@ -107,6 +132,22 @@ pub struct LoopServiceSpec {
     #[schemars(range(min = 0, max = 100))]
     pub backoff_limit: Option<i32>,
 
+    /// When a failed Pod fails the loop at once, is ignored, or counts against `backoffLimit`,
+    /// by its exit codes or Pod conditions: the Job's `podFailurePolicy` (`kubectl explain
+    /// job.spec.podFailurePolicy`). Needs restartPolicy Never and Kubernetes 1.26 or later; an
+    /// API server that would drop it makes the spec InvalidSpec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_failure_policy: Option<PodFailurePolicy>,
+
+    /// Seconds after a loop's Job finishes before Kubernetes deletes it (the Job's
+    /// `ttlSecondsAfterFinished`; Kubernetes 1.21 or later, an API server that would drop it
+    /// makes the spec InvalidSpec). Absent: finished Jobs stay until the history limits remove
+    /// them. A Job deleted before the operator saw it finish (say, the operator was down longer
+    /// than this) is recorded as a failed loop, reason JobDeleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+
     /// Finished Jobs of successful loops to keep for inspection (default 3); older ones are deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
@@ -116,6 +157,98 @@ pub struct LoopServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub failed_jobs_history_limit: Option<i32>,
+}
+
+/// `spec.template` as written: a Pod template, kept as JSON so that whatever a user writes
+/// reaches the operator, which checks it (`LoopServiceSpec::validate`) and reports what is
+/// wrong in status instead of failing to read the object. The CRD declares the parts that
+/// `kubectl explain` should show and that CEL rules look at, and keeps the rest of the Pod
+/// spec as it is (`x-kubernetes-preserve-unknown-fields`): the full Pod spec schema would make
+/// the CRD too large for a client-side `kubectl apply` (see README).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(transparent)]
+pub struct PodTemplate(pub serde_json::Map<String, serde_json::Value>);
+
+/// The most containers (and init containers) a template may list. CEL rules walk these
+/// lists, and the API server needs a bound to cap their cost; a Pod has no such limit, but a
+/// loop's Pod with more than 64 containers is not a loop's Pod.
+pub const MAX_CONTAINERS: u64 = 64;
+/// The most environment variables a container of a template may list, for the same reason.
+pub const MAX_ENV: u64 = 1024;
+
+impl JsonSchema for PodTemplate {
+    fn schema_name() -> Cow<'static, str> {
+        "PodTemplate".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let env = json!({
+            "type": "array",
+            "maxItems": MAX_ENV,
+            "description": "Environment variables of the container, as in a Pod (kubectl explain pod.spec.containers.env).",
+            "items": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": true,
+                "properties": {"name": {"type": "string", "maxLength": 1024, "description": "Name of the variable."}},
+            },
+        });
+        let container = |what: &str| {
+            json!({
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": true,
+                "description": format!("A container, as in a Pod ({what})."),
+                "properties": {
+                    "name": {"type": "string", "maxLength": 63, "description": "Name of the container; `loop` names the container the loop runs in."},
+                    "image": {"type": "string", "description": "Container image."},
+                    "env": env,
+                },
+            })
+        };
+        let string_map = |what: &str| json!({"type": "object", "additionalProperties": {"type": "string"}, "description": what});
+        json_schema!({
+            "type": "object",
+            "properties": {
+                "metadata": {
+                    "type": "object",
+                    "description": "Labels and annotations of the loop's Pods (keys under loops.dev/ are the operator's).",
+                    "properties": {
+                        "labels": string_map("Labels of the loop's Pods, added to the operator's own."),
+                        "annotations": string_map("Annotations of the loop's Pods, added to the operator's own."),
+                    },
+                },
+                "spec": {
+                    "type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true,
+                    "description": "A Pod spec, as in a Deployment or CronJob: every field of `kubectl explain pod.spec` (volumes, initContainers, nodeSelector, tolerations, affinity, securityContext, imagePullSecrets, priorityClassName, ...). Listed here are the fields the operator looks at.",
+                    "properties": {
+                        "containers": {
+                            "type": "array",
+                            "maxItems": MAX_CONTAINERS,
+                            "description": "Containers of the loop's Pod. A container named `loop` is the loop's container, in place of spec.image; the others run beside it (the loop ends when all of them have ended).",
+                            "items": container("kubectl explain pod.spec.containers"),
+                        },
+                        "initContainers": {
+                            "type": "array",
+                            "maxItems": MAX_CONTAINERS,
+                            "description": "Init containers of the loop's Pod, run before its containers; one with restartPolicy Always is a sidecar that runs beside the loop (Kubernetes 1.29 or later).",
+                            "items": container("kubectl explain pod.spec.initContainers"),
+                        },
+                        "restartPolicy": {
+                            "type": "string",
+                            "enum": ["Never", "OnFailure"],
+                            "description": "Never (the default: a failed container fails the Pod, and backoffLimit says whether the loop tries again) or OnFailure (the kubelet restarts a failed container in the same Pod).",
+                        },
+                        "serviceAccountName": {
+                            "type": "string",
+                            "description": "ServiceAccount the loop's Pod runs as; or spec.serviceAccountName, not both.",
+                        },
+                    },
+                },
+            },
+        })
+    }
 }
 
 /// What the operator has seen and done, rebuilt from the LoopService's own Jobs on every

@@ -2,16 +2,15 @@
 //! Job (and its Pods) say about how a loop went.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
-
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{EnvVar, Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::crd::{LoopService, Time};
+use crate::spec::ValidSpec;
 
 pub const LABEL_NAME: &str = "loops.dev/loopservice";
 pub const LABEL_UID: &str = "loops.dev/loopservice-uid";
@@ -22,7 +21,12 @@ pub const ANN_NAME: &str = "loops.dev/loopservice";
 pub const ANN_LOOP: &str = "loops.dev/loop";
 pub const ANN_SCHEDULED: &str = "loops.dev/scheduled-time";
 pub const ANN_STARTED: &str = "loops.dev/start-time";
+pub const ANN_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 pub const CONTAINER: &str = "loop";
+/// The variables the operator gives the loop's container.
+pub const ENV_LOOP_NUMBER: &str = "LOOP_NUMBER";
+pub const ENV_SCHEDULED_TIME: &str = "LOOP_SCHEDULED_TIME";
+pub const ENV_LOOPSERVICE_NAME: &str = "LOOPSERVICE_NAME";
 
 /// Kubernetes label values, and so Job names (the Job controller copies the name into its
 /// Pods' `job-name` label), are limited to 63 characters.
@@ -68,14 +72,16 @@ fn hex8(s: &str) -> String {
 /// What the Job of one loop is made from.
 pub struct JobParams<'a> {
     pub ls: &'a LoopService,
+    pub spec: &'a ValidSpec,
     pub loop_number: i64,
     pub scheduled: Timestamp,
     pub start: Timestamp,
-    pub timeout: Option<Duration>,
 }
 
-/// Builds the Job of one loop: one attempt (`backoffLimit: 0` unless the spec says otherwise),
-/// `restartPolicy: Never`, the log tail as termination message, owned by the LoopService.
+/// Builds the Job of one loop from the validated spec: one attempt (`backoffLimit: 0` unless
+/// the spec says otherwise), the template's Pod with the operator's labels, annotations and
+/// loop variables added, the log tail as the loop container's termination message (unless
+/// the template chose otherwise), owned by the LoopService.
 pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
     let ls = p.ls;
     let name = ls.metadata.name.clone()?;
@@ -93,49 +99,49 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
         (ANN_SCHEDULED.to_string(), Time(p.scheduled).format()),
         (ANN_STARTED.to_string(), Time(p.start).format()),
     ]);
-    let spec = &ls.spec;
-    let mut env = vec![
-        env_var("LOOP_NUMBER", &p.loop_number.to_string()),
-        env_var("LOOP_SCHEDULED_TIME", &Time(p.scheduled).format()),
-        env_var("LOOPSERVICE_NAME", &name),
-    ];
-    env.extend(spec.env.clone().unwrap_or_default());
-    let container = Container {
-        name: CONTAINER.to_string(),
-        image: Some(spec.image.clone()),
-        command: spec.command.clone(),
-        args: spec.args.clone(),
-        env: Some(env),
-        image_pull_policy: spec.image_pull_policy.clone(),
-        resources: spec.resources.clone(),
-        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
-        ..Container::default()
-    };
+    let spec = p.spec;
+    let mut pod = spec.pod.clone();
+    for c in pod.containers.iter_mut().filter(|c| c.name == CONTAINER) {
+        // After the user's own, so that the API server's messages about `env[i]` name the
+        // variable the spec names.
+        let mut env = c.env.take().unwrap_or_default();
+        env.extend([
+            env_var(ENV_LOOP_NUMBER, &p.loop_number.to_string()),
+            env_var(ENV_SCHEDULED_TIME, &Time(p.scheduled).format()),
+            env_var(ENV_LOOPSERVICE_NAME, &name),
+        ]);
+        c.env = Some(env);
+        c.termination_message_policy.get_or_insert_with(|| "FallbackToLogsOnError".to_string());
+    }
+    // The operator's keys win; validation refuses a template that sets them.
+    let mut pod_labels = spec.pod_labels.clone();
+    pod_labels.extend(labels.clone());
+    let mut pod_annotations = spec.pod_annotations.clone();
+    pod_annotations.extend(annotations.clone());
+    // `kubectl logs` and `exec` go to the loop's container unless told otherwise.
+    pod_annotations.entry(ANN_DEFAULT_CONTAINER.to_string()).or_insert_with(|| CONTAINER.to_string());
     Some(Job {
         metadata: ObjectMeta {
             name: Some(job_name(&name, p.loop_number)),
             namespace: ls.metadata.namespace.clone(),
-            labels: Some(labels.clone()),
-            annotations: Some(annotations.clone()),
+            labels: Some(labels),
+            annotations: Some(annotations),
             owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
-            backoff_limit: Some(spec.backoff_limit.unwrap_or(0)),
+            backoff_limit: Some(spec.backoff_limit),
             // Round up so that a loop is never cut short of its timeout.
-            active_deadline_seconds: p.timeout.map(|t| t.as_secs() as i64 + i64::from(t.subsec_nanos() > 0)),
+            active_deadline_seconds: spec.timeout.map(|t| t.as_secs() as i64 + i64::from(t.subsec_nanos() > 0)),
+            pod_failure_policy: spec.pod_failure_policy.clone(),
+            ttl_seconds_after_finished: spec.ttl_seconds_after_finished,
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations: Some(annotations),
+                    labels: Some(pod_labels),
+                    annotations: Some(pod_annotations),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    restart_policy: Some("Never".to_string()),
-                    service_account_name: spec.service_account_name.clone().filter(|s| !s.is_empty()),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod),
             },
             ..JobSpec::default()
         }),
@@ -295,28 +301,31 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as KTime;
 
     fn ls(name: &str) -> LoopService {
-        let mut ls = LoopService::new(
-            name,
-            LoopServiceSpec {
-                interval: "30s".into(),
-                image: "busybox:1.36".into(),
-                command: Some(vec!["sh".into(), "-c".into()]),
-                args: Some(vec!["echo hi".into()]),
-                env: Some(vec![env_var("A", "b")]),
-                image_pull_policy: Some("IfNotPresent".into()),
-                resources: None,
-                service_account_name: None,
-                timeout: Some("1m".into()),
-                loops: None,
-                suspend: None,
-                backoff_limit: None,
-                successful_jobs_history_limit: None,
-                failed_jobs_history_limit: None,
-            },
-        );
+        ls_with(name, serde_json::json!({}))
+    }
+
+    /// A LoopService with the shorthand fields set, and `extra` on top of them.
+    fn ls_with(name: &str, extra: serde_json::Value) -> LoopService {
+        let mut spec = serde_json::json!({
+            "interval": "30s",
+            "image": "busybox:1.36",
+            "command": ["sh", "-c"],
+            "args": ["echo hi"],
+            "env": [{"name": "A", "value": "b"}],
+            "imagePullPolicy": "IfNotPresent",
+            "timeout": "1s500ms",
+        });
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let spec: LoopServiceSpec = serde_json::from_value(spec).unwrap();
+        let mut ls = LoopService::new(name, spec);
         ls.metadata.namespace = Some("ns".into());
         ls.metadata.uid = Some("0c4d2f7e-1111-2222-3333-444455556666".into());
         ls
+    }
+
+    fn job_of(l: &LoopService, loop_number: i64, scheduled: &str, start: &str) -> Job {
+        let spec = l.spec.validate().unwrap();
+        build_job(&JobParams { ls: l, spec: &spec, loop_number, scheduled: ts(scheduled), start: ts(start) }).unwrap()
     }
 
     fn ts(s: &str) -> Timestamp {
@@ -356,14 +365,7 @@ mod tests {
     #[test]
     fn job_has_one_attempt_owner_labels_and_timing_annotations() {
         let l = ls("report");
-        let job = build_job(&JobParams {
-            ls: &l,
-            loop_number: 3,
-            scheduled: ts("2026-11-25T10:00:30.012Z"),
-            start: ts("2026-11-25T10:00:30.020Z"),
-            timeout: Some(Duration::from_millis(1500)),
-        })
-        .unwrap();
+        let job = job_of(&l, 3, "2026-11-25T10:00:30.012Z", "2026-11-25T10:00:30.020Z");
         assert_eq!(job.metadata.name.as_deref(), Some("report-3"));
         assert_eq!(job.metadata.namespace.as_deref(), Some("ns"));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
@@ -382,10 +384,70 @@ mod tests {
         assert_eq!(c.termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
         assert_eq!(c.args.as_ref().unwrap(), &vec!["echo hi".to_string()]);
         let env: Vec<_> = c.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(env, ["LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME", "A"]);
+        assert_eq!(env, ["A", "LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME"]);
         // The Job reads back as what was launched.
         let seen = observe(&job).unwrap();
         assert_eq!((seen.loop_number, seen.start, seen.end.clone()), (3, ts("2026-11-25T10:00:30.020Z"), None));
+    }
+
+    #[test]
+    fn the_template_is_the_pod_with_the_operators_labels_and_variables_added() {
+        let l = ls_with(
+            "t",
+            serde_json::json!({
+                "backoffLimit": 2,
+                "ttlSecondsAfterFinished": 600,
+                "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}]},
+                "template": {
+                    "metadata": {"labels": {"team": "a"}, "annotations": {"note": "x"}},
+                    "spec": {
+                        "securityContext": {"runAsNonRoot": true, "runAsUser": 1000},
+                        "initContainers": [{"name": "prepare", "image": "busybox:1.36"}],
+                        "priorityClassName": "low",
+                        "imagePullSecrets": [{"name": "registry"}],
+                    }
+                }
+            }),
+        );
+        let job = job_of(&l, 4, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z");
+        let spec = job.spec.unwrap();
+        assert_eq!((spec.backoff_limit, spec.ttl_seconds_after_finished), (Some(2), Some(600)));
+        assert_eq!(spec.pod_failure_policy.unwrap().rules[0].action, "FailJob");
+        let meta = spec.template.metadata.unwrap();
+        let (labels, annotations) = (meta.labels.unwrap(), meta.annotations.unwrap());
+        assert_eq!((labels["team"].as_str(), labels[LABEL_LOOP].as_str()), ("a", "4"));
+        assert_eq!((annotations["note"].as_str(), annotations[ANN_LOOP].as_str()), ("x", "4"));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.security_context.unwrap().run_as_user, Some(1000));
+        assert_eq!(pod.init_containers.unwrap()[0].name, "prepare");
+        assert_eq!(pod.priority_class_name.as_deref(), Some("low"));
+        assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "registry");
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        // Only the loop's container gets the loop variables, after its own.
+        let env: Vec<_> = pod.containers[0].env.as_ref().unwrap().iter().map(|e| e.name.clone()).collect();
+        assert_eq!(env, ["A", "LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME"]);
+        assert_eq!(annotations[ANN_DEFAULT_CONTAINER], "loop");
+    }
+
+    #[test]
+    fn a_loop_container_from_the_template_keeps_its_own_termination_message_policy() {
+        let mut l = ls_with("t", serde_json::json!({}));
+        l.spec.image = None;
+        l.spec.command = None;
+        l.spec.args = None;
+        l.spec.env = None;
+        l.spec.image_pull_policy = None;
+        l.spec.template = serde_json::from_value(serde_json::json!({"spec": {"containers": [
+            {"name": "side", "image": "busybox:1.36"},
+            {"name": "loop", "image": "busybox:1.36", "terminationMessagePolicy": "File"},
+        ]}}))
+        .unwrap();
+        let job = job_of(&l, 1, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z");
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let (side, lp) = (&pod.containers[0], &pod.containers[1]);
+        assert_eq!((side.env.as_ref(), side.termination_message_policy.as_ref()), (None, None));
+        assert_eq!(lp.termination_message_policy.as_deref(), Some("File"));
+        assert_eq!(lp.env.as_ref().unwrap().len(), 3);
     }
 
     fn finished(job: &mut Job, type_: &str, reason: Option<&str>, message: Option<&str>, at: &str) {
@@ -405,8 +467,7 @@ mod tests {
     #[test]
     fn reads_success_failure_and_deadline() {
         let l = ls("r");
-        let p = JobParams { ls: &l, loop_number: 1, scheduled: ts("2026-01-01T00:00:00Z"), start: ts("2026-01-01T00:00:00.5Z"), timeout: None };
-        let mut job = build_job(&p).unwrap();
+        let mut job = job_of(&l, 1, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00.5Z");
         finished(&mut job, "Complete", None, None, "2026-01-01T00:00:04Z");
         assert_eq!(observe(&job).unwrap().end, Some((ts("2026-01-01T00:00:04Z"), Outcome::Succeeded)));
 

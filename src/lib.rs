@@ -8,6 +8,7 @@ pub mod http;
 pub mod job;
 pub mod metrics;
 pub mod schedule;
+pub mod spec;
 pub mod status;
 pub mod telemetry;
 
@@ -20,6 +21,8 @@ pub enum Error {
     ListPods(String, #[source] kube::Error),
     #[error("creating job {0}: {1}")]
     CreateJob(String, #[source] kube::Error),
+    #[error("checking job {0} with a dry run: {1}")]
+    CheckJob(String, #[source] kube::Error),
     #[error("reading job {0}: {1}")]
     GetJob(String, #[source] kube::Error),
     #[error("reading loopservice {0}: {1}")]
@@ -39,6 +42,7 @@ impl Error {
             Error::ListJobs(_, e)
             | Error::ListPods(_, e)
             | Error::CreateJob(_, e)
+            | Error::CheckJob(_, e)
             | Error::GetJob(_, e)
             | Error::GetLoopService(_, e)
             | Error::WriteStatus(_, e)
@@ -53,6 +57,7 @@ impl Error {
             Error::ListJobs(..) => "list_jobs",
             Error::ListPods(..) => "list_pods",
             Error::CreateJob(..) => "create_job",
+            Error::CheckJob(..) => "check_job",
             Error::GetJob(..) => "get_job",
             Error::GetLoopService(..) => "get_loopservice",
             Error::WriteStatus(..) => "write_status",

@@ -314,12 +314,16 @@ pub fn not_ready(
     (!already).then(|| Note::warning(reason, message).about(job))
 }
 
+/// Ready=False: the spec cannot run (the operator's checks, the CEL rules' twins, or the API
+/// server's dry run refused it).
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+
 /// The status of a LoopService whose spec cannot be run: nothing is launched until it is fixed.
 pub fn invalid(st: &mut LoopServiceStatus, message: &str, generation: Option<i64>, now: Timestamp) {
     st.observed_generation = generation;
     st.phase = Some(Phase::Invalid);
     st.next_run_time = None;
-    set_condition(st, "Ready", false, "InvalidSpec", message.to_string(), generation, now);
+    set_condition(st, "Ready", false, REASON_INVALID_SPEC, message.to_string(), generation, now);
 }
 
 fn set_condition(

@@ -58,7 +58,7 @@ fn the_chart_lints_clean() {
     assert!(all.contains("kind: ClusterRole\n") && all.contains("kind: ClusterRoleBinding"));
     assert!(!all.contains("\"*\""), "no wildcard in RBAC");
     let one = must("helm", &["template", "x", CHART, "--set", "watchNamespace=team-a"]);
-    assert!(one.contains("kind: Role\n") && one.contains("kind: RoleBinding") && !one.contains("ClusterRole"));
+    assert!(one.contains("kind: Role\n") && one.contains("kind: RoleBinding") && !one.contains("ClusterRoleBinding"));
     assert!(one.contains("--namespace=team-a"));
 
     // Monitoring is opt-in: nothing of it by default; each piece when asked.
@@ -88,6 +88,13 @@ fn the_chart_lints_clean() {
     // A ServiceMonitor needs the Service it scrapes.
     let (ok, text) = run("helm", &["template", "x", CHART, "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"]);
     assert!(!ok && text.contains("metrics.serviceMonitor.enabled needs metrics.service.enabled"), "{text}");
+    // The only cluster-wide objects: the aggregated roles that let namespace editors and
+    // viewers use LoopServices, which can be left out.
+    let cluster_roles: Vec<&str> = one.split("\n---").filter(|d| d.contains("kind: ClusterRole\n")).collect();
+    assert_eq!(cluster_roles.len(), 2, "{one}");
+    assert!(cluster_roles.iter().all(|d| d.contains("rbac.authorization.k8s.io/aggregate-to-")));
+    let none = must("helm", &["template", "x", CHART, "--set", "watchNamespace=team-a", "--set", "rbac.aggregateToDefaultRoles=false"]);
+    assert!(!none.contains("ClusterRole"), "{none}");
 }
 
 #[tokio::test]

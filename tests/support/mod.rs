@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use loopservice_operator::crd::LoopService;
 use serde_json::json;
@@ -121,14 +121,27 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Installs (server-side applies) the CRD from `crds/loopservice.yaml` and waits until it is served.
+/// Installs the CRD from `crds/loopservice.yaml` (created, or replacing the one there) and
+/// waits until it is served. Create and replace work on every Kubernetes version: an API
+/// server older than the CRD's CEL rules (before 1.25) drops them, where a server-side apply
+/// would refuse fields it does not know.
 pub async fn ensure_crd(client: &Client) {
     let text = std::fs::read_to_string(repo_root().join("crds/loopservice.yaml")).unwrap();
     let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(&crd.name_any(), &PatchParams::apply("loopservice-tests").force(), &Patch::Apply(&crd))
-        .await
-        .expect("apply CRD");
+    wait_for("the CRD to be created or replaced", Duration::from_secs(30), || async {
+        match api.get_opt(&crd.name_any()).await.expect("read CRD") {
+            None => api.create(&PostParams::default(), &crd).await.ok().map(|_| ()),
+            Some(old) if old.spec == crd.spec => Some(()),
+            Some(old) => {
+                let mut new = crd.clone();
+                new.metadata.resource_version = old.metadata.resource_version;
+                // A conflict with another test's replace is retried.
+                api.replace(&crd.name_any(), &PostParams::default(), &new).await.ok().map(|_| ())
+            }
+        }
+    })
+    .await;
     wait_for("the CRD to be established", Duration::from_secs(30), || async {
         let c = api.get(&crd.name_any()).await.ok()?;
         let ok = c.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");

@@ -1,0 +1,554 @@
+//! The checks a spec must pass before a loop runs, and the validated spec they yield.
+//!
+//! The CRD carries some of these checks as CEL rules (`x-kubernetes-validations`), where the
+//! API server refuses the object at once with the rule's message. Kubernetes before 1.25 does
+//! not run CEL rules (1.20 drops them when the CRD is created), so every rule here has its
+//! twin in [`LoopServiceSpec::validate`], with the same message, and a spec that breaks it is
+//! reported as `Ready=False`, reason `InvalidSpec`, and never runs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::PodFailurePolicy;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use schemars::Schema;
+use serde_json::{Value, json};
+
+use crate::crd::{LoopServiceSpec, PodTemplate};
+use crate::job::{CONTAINER, ENV_LOOP_NUMBER, ENV_LOOPSERVICE_NAME, ENV_SCHEDULED_TIME};
+use crate::schedule::parse_duration;
+
+/// The shorthand fields that shape the container built from `spec.image`.
+const SHORTHAND: [&str; 5] = ["command", "args", "env", "resources", "imagePullPolicy"];
+
+/// Label keys (exact) the operator or the Job controller set on a loop's Pods.
+pub const OWNED_LABELS: [&str; 4] = [crate::job::LABEL_MANAGED_BY, "job-name", "controller-uid", "batch.kubernetes.io/job-name"];
+/// Label and annotation key prefixes the operator (`loops.dev/`) or the Job controller own.
+pub const OWNED_LABEL_PREFIXES: [&str; 2] = ["loops.dev/", "batch.kubernetes.io/"];
+pub const OWNED_ANNOTATION_PREFIX: &str = "loops.dev/";
+
+pub const MSG_LOOP_CONTAINER_TWICE: &str =
+    "spec.image and a container named loop in spec.template.spec.containers both define the loop's container: keep one of them";
+pub const MSG_LOOP_CONTAINER_MISSING: &str =
+    "spec.image is required, unless spec.template.spec.containers has a container named loop";
+pub const MSG_SERVICE_ACCOUNT_TWICE: &str =
+    "spec.serviceAccountName and spec.template.spec.serviceAccountName are both set: keep one of them";
+pub const MSG_POD_FAILURE_POLICY_RESTART: &str =
+    "spec.podFailurePolicy needs restartPolicy Never, but spec.template.spec.restartPolicy is OnFailure";
+pub const MSG_OWNED_LABELS: &str = "spec.template.metadata.labels: keys under loops.dev/ and batch.kubernetes.io/, app.kubernetes.io/managed-by, job-name and controller-uid are set by the operator and the Job controller";
+pub const MSG_OWNED_ANNOTATIONS: &str = "spec.template.metadata.annotations: keys under loops.dev/ are set by the operator";
+pub const MSG_ENV_OWNED: &str = "spec.env: LOOP_NUMBER, LOOP_SCHEDULED_TIME and LOOPSERVICE_NAME are set by the operator";
+pub const MSG_TEMPLATE_ENV_OWNED: &str =
+    "spec.template.spec.containers: the container named loop gets LOOP_NUMBER, LOOP_SCHEDULED_TIME and LOOPSERVICE_NAME from the operator";
+
+/// The message of a shorthand field set while the loop's container comes from the template.
+pub fn shorthand_message(field: &str) -> String {
+    format!(
+        "spec.{field} shapes the container built from spec.image, and spec.image is not set: set {field} in the container named loop in spec.template.spec.containers instead"
+    )
+}
+
+/// The CEL rules on `spec`, each with the message the API server answers when it breaks.
+pub fn cel_rules() -> Vec<(String, String)> {
+    const HAS_LOOP: &str = "has(self.template) && has(self.template.spec) && has(self.template.spec.containers) && self.template.spec.containers.exists(c, has(c.name) && c.name == 'loop')";
+    let mut rules = vec![
+        (format!("!(has(self.image) && ({HAS_LOOP}))"), MSG_LOOP_CONTAINER_TWICE.to_string()),
+        (format!("has(self.image) || ({HAS_LOOP})"), MSG_LOOP_CONTAINER_MISSING.to_string()),
+        (
+            "!(has(self.serviceAccountName) && has(self.template) && has(self.template.spec) && has(self.template.spec.serviceAccountName))".into(),
+            MSG_SERVICE_ACCOUNT_TWICE.to_string(),
+        ),
+        (
+            "!(has(self.podFailurePolicy) && has(self.template) && has(self.template.spec) && has(self.template.spec.restartPolicy) && self.template.spec.restartPolicy == 'OnFailure')".into(),
+            MSG_POD_FAILURE_POLICY_RESTART.to_string(),
+        ),
+    ];
+    for f in SHORTHAND {
+        rules.push((format!("!has(self.{f}) || has(self.image)"), shorthand_message(f)));
+    }
+    rules
+}
+
+/// A CEL list literal of the operator's loop variables.
+fn loop_env_list() -> String {
+    format!("['{ENV_LOOP_NUMBER}', '{ENV_SCHEDULED_TIME}', '{ENV_LOOPSERVICE_NAME}']")
+}
+
+fn label_rule() -> String {
+    let mut parts: Vec<String> = OWNED_LABEL_PREFIXES.iter().map(|p| format!("!k.startsWith('{p}')")).collect();
+    parts.extend(OWNED_LABELS.iter().map(|l| format!("k != '{l}'")));
+    format!("self.all(k, {})", parts.join(" && "))
+}
+
+/// Adds the CEL rules to the schema of `LoopServiceSpec` (a schemars transform).
+pub fn add_cel_rules(schema: &mut Schema) {
+    let rule = |(rule, message): (String, String)| json!({"rule": rule, "message": message});
+    let Some(obj) = schema.as_object_mut() else { return };
+    obj.insert("x-kubernetes-validations".into(), Value::Array(cel_rules().into_iter().map(rule).collect()));
+    let Some(props) = obj.get_mut("properties").and_then(Value::as_object_mut) else { return };
+    let env_rule = format!("self.all(e, !(e.name in {}))", loop_env_list());
+    if let Some(env) = props.get_mut("env").and_then(Value::as_object_mut) {
+        env.insert("x-kubernetes-validations".into(), json!([rule((env_rule, MSG_ENV_OWNED.into()))]));
+    }
+    let Some(template) = props.get_mut("template") else { return };
+    let set = |v: &mut Value, path: &[&str], rules: Value| {
+        let mut cur = v;
+        for p in path {
+            match cur.get_mut("properties").and_then(|x| x.get_mut(*p)) {
+                Some(next) => cur = next,
+                None => return,
+            }
+        }
+        if let Some(o) = cur.as_object_mut() {
+            o.insert("x-kubernetes-validations".into(), rules);
+        }
+    };
+    set(template, &["metadata", "labels"], json!([rule((label_rule(), MSG_OWNED_LABELS.into()))]));
+    set(
+        template,
+        &["metadata", "annotations"],
+        json!([rule((format!("self.all(k, !k.startsWith('{OWNED_ANNOTATION_PREFIX}'))"), MSG_OWNED_ANNOTATIONS.into()))]),
+    );
+    let container_env = format!(
+        "self.all(c, !has(c.name) || c.name != 'loop' || !has(c.env) || c.env.all(e, !has(e.name) || !(e.name in {})))",
+        loop_env_list()
+    );
+    set(template, &["spec", "containers"], json!([rule((container_env, MSG_TEMPLATE_ENV_OWNED.into()))]));
+}
+
+/// One thing wrong with a spec, in a sentence that starts with the field it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecError {
+    pub message: String,
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl SpecError {
+    fn new(message: impl Into<String>) -> Self {
+        SpecError { message: message.into() }
+    }
+}
+
+/// Everything wrong with a spec, in one sentence per problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecErrors(pub Vec<SpecError>);
+
+impl std::fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<&str> = self.0.iter().map(|e| e.message.as_str()).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// A spec that passed every check: what the operator runs from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidSpec {
+    pub interval: Duration,
+    pub timeout: Option<Duration>,
+    /// Labels and annotations the template asks for on the loop's Pods.
+    pub pod_labels: BTreeMap<String, String>,
+    pub pod_annotations: BTreeMap<String, String>,
+    /// The Pod spec with the loop's container in place, before the per-loop variables.
+    pub pod: PodSpec,
+    pub backoff_limit: i32,
+    pub pod_failure_policy: Option<PodFailurePolicy>,
+    pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// What a template has, typed.
+struct Template {
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    pod: PodSpec,
+}
+
+impl LoopServiceSpec {
+    /// Checks everything the operator needs of a spec, and builds the loop's Pod spec from the
+    /// shorthand fields and the template. Every problem is reported, not just the first.
+    pub fn validate(&self) -> Result<ValidSpec, SpecErrors> {
+        let mut errors = vec![];
+        let interval = parse_duration("interval", &self.interval).map_err(|m| errors.push(SpecError::new(m))).ok();
+        let timeout = match self.timeout.as_deref().map(|t| parse_duration("timeout", t)).transpose() {
+            Ok(t) => t,
+            Err(m) => {
+                errors.push(SpecError::new(m));
+                None
+            }
+        };
+        let template = match &self.template {
+            None => Some(Template { labels: BTreeMap::new(), annotations: BTreeMap::new(), pod: PodSpec::default() }),
+            Some(t) => read_template(t, &mut errors),
+        };
+
+        if let Some(t) = &template {
+            let loop_in_template = t.pod.containers.iter().any(|c| c.name == CONTAINER);
+            match (&self.image, loop_in_template) {
+                (Some(_), true) => errors.push(SpecError::new(MSG_LOOP_CONTAINER_TWICE)),
+                (None, false) => errors.push(SpecError::new(MSG_LOOP_CONTAINER_MISSING)),
+                _ => {}
+            }
+            if self.image.is_none() {
+                let set = [
+                    self.command.is_some(),
+                    self.args.is_some(),
+                    self.env.is_some(),
+                    self.resources.is_some(),
+                    self.image_pull_policy.is_some(),
+                ];
+                for (f, _) in SHORTHAND.iter().zip(set).filter(|(_, s)| *s) {
+                    errors.push(SpecError::new(shorthand_message(f)));
+                }
+            }
+            if self.service_account_name.is_some() && t.pod.service_account_name.is_some() {
+                errors.push(SpecError::new(MSG_SERVICE_ACCOUNT_TWICE));
+            }
+            match t.pod.restart_policy.as_deref() {
+                None | Some("Never") => {}
+                Some("OnFailure") if self.pod_failure_policy.is_some() => errors.push(SpecError::new(MSG_POD_FAILURE_POLICY_RESTART)),
+                Some("OnFailure") => {}
+                Some(other) => errors.push(SpecError::new(format!(
+                    "spec.template.spec.restartPolicy: {other:?} is not allowed: a loop's Pod restarts Never or OnFailure"
+                ))),
+            }
+            for k in t.labels.keys().filter(|k| owned_label(k)) {
+                errors.push(SpecError::new(format!("{MSG_OWNED_LABELS} (found {k:?})")));
+            }
+            for k in t.annotations.keys().filter(|k| k.starts_with(OWNED_ANNOTATION_PREFIX)) {
+                errors.push(SpecError::new(format!("{MSG_OWNED_ANNOTATIONS} (found {k:?})")));
+            }
+            let loop_env = t.pod.containers.iter().filter(|c| c.name == CONTAINER).flat_map(|c| c.env.iter().flatten());
+            if let Some(e) = loop_env.into_iter().find(|e| is_loop_env(&e.name)) {
+                errors.push(SpecError::new(format!("{MSG_TEMPLATE_ENV_OWNED} (found {})", e.name)));
+            }
+        }
+        if let Some(e) = self.env.iter().flatten().find(|e| is_loop_env(&e.name)) {
+            errors.push(SpecError::new(format!("{MSG_ENV_OWNED} (found {})", e.name)));
+        }
+
+        match (interval, template) {
+            (Some(interval), Some(t)) if errors.is_empty() => Ok(ValidSpec {
+                interval,
+                timeout,
+                pod_labels: t.labels,
+                pod_annotations: t.annotations,
+                pod: self.pod_spec(t.pod),
+                backoff_limit: self.backoff_limit.unwrap_or(0),
+                pod_failure_policy: self.pod_failure_policy.clone(),
+                ttl_seconds_after_finished: self.ttl_seconds_after_finished,
+            }),
+            _ => Err(SpecErrors(errors)),
+        }
+    }
+
+    /// The template's Pod spec with the loop's container built from the shorthand, when
+    /// `image` is set, and the operator's restart policy and ServiceAccount. The built
+    /// container comes after the template's, so that the API server's messages about
+    /// `containers[i]` name the same container as the template does.
+    fn pod_spec(&self, mut pod: PodSpec) -> PodSpec {
+        if let Some(image) = &self.image {
+            let c = Container {
+                name: CONTAINER.to_string(),
+                image: Some(image.clone()),
+                command: self.command.clone(),
+                args: self.args.clone(),
+                env: self.env.clone(),
+                image_pull_policy: self.image_pull_policy.clone(),
+                resources: self.resources.clone(),
+                ..Container::default()
+            };
+            pod.containers.push(c);
+        }
+        pod.restart_policy = Some(pod.restart_policy.unwrap_or_else(|| "Never".to_string()));
+        if let Some(sa) = self.service_account_name.clone().filter(|s| !s.is_empty()) {
+            pod.service_account_name = Some(sa);
+        }
+        pod
+    }
+}
+
+fn is_loop_env(name: &str) -> bool {
+    [ENV_LOOP_NUMBER, ENV_SCHEDULED_TIME, ENV_LOOPSERVICE_NAME].contains(&name)
+}
+
+fn owned_label(k: &str) -> bool {
+    OWNED_LABELS.contains(&k) || OWNED_LABEL_PREFIXES.iter().any(|p| k.starts_with(p))
+}
+
+/// Reads the template as a Pod template: a field of the wrong type, or one a Pod spec does
+/// not have, is an error that names it.
+fn read_template(t: &PodTemplate, errors: &mut Vec<SpecError>) -> Option<Template> {
+    let mut ok = true;
+    for key in t.0.keys().filter(|k| *k != "metadata" && *k != "spec") {
+        errors.push(SpecError::new(format!("spec.template.{key}: unknown field (a Pod template has metadata and spec)")));
+        ok = false;
+    }
+    let meta = t.0.get("metadata").cloned().unwrap_or(Value::Null);
+    let mut labels = BTreeMap::new();
+    let mut annotations = BTreeMap::new();
+    if let Value::Object(m) = &meta {
+        for key in m.keys().filter(|k| *k != "labels" && *k != "annotations") {
+            errors.push(SpecError::new(format!(
+                "spec.template.metadata.{key}: unknown field (a loop's Pods take only labels and annotations from the template)"
+            )));
+            ok = false;
+        }
+        for (field, out) in [("labels", &mut labels), ("annotations", &mut annotations)] {
+            match m.get(field).cloned().map(serde_json::from_value::<Option<BTreeMap<String, String>>>) {
+                None | Some(Ok(None)) => {}
+                Some(Ok(Some(v))) => *out = v,
+                Some(Err(e)) => {
+                    errors.push(SpecError::new(format!("spec.template.metadata.{field}: {e}")));
+                    ok = false;
+                }
+            }
+        }
+    } else if !meta.is_null() {
+        errors.push(SpecError::new("spec.template.metadata: must be an object with labels and annotations"));
+        ok = false;
+    }
+    let raw = t.0.get("spec").cloned().unwrap_or(Value::Null);
+    let raw = if raw.is_null() { json!({}) } else { raw };
+    let pod: Option<PodSpec> = match serde_path_to_error::deserialize(&raw) {
+        Ok(pod) => Some(pod),
+        Err(e) => {
+            errors.push(SpecError::new(format!("spec.template.spec.{}: {}", e.path(), e.inner())));
+            None
+        }
+    };
+    if let Some(pod) = &pod {
+        let back = serde_json::to_value(pod).unwrap_or(Value::Null);
+        for path in unknown_paths(&raw, &back, "spec.template.spec") {
+            errors.push(SpecError::new(format!("{path}: unknown field (not in a Kubernetes 1.33 Pod spec; see kubectl explain pod.spec)")));
+            ok = false;
+        }
+    }
+    match pod {
+        Some(pod) if ok => Some(Template { labels, annotations, pod }),
+        _ => None,
+    }
+}
+
+/// Paths of the fields of `written` that are not in `read` (what a typed read kept of it):
+/// the fields the reader does not know. Null values count as absent.
+pub fn unknown_paths(written: &Value, read: &Value, at: &str) -> Vec<String> {
+    let mut out = vec![];
+    match (written, read) {
+        (Value::Object(w), Value::Object(r)) => {
+            for (k, v) in w {
+                if v.is_null() {
+                    continue;
+                }
+                let path = format!("{at}.{k}");
+                match r.get(k) {
+                    Some(rv) => out.extend(unknown_paths(v, rv, &path)),
+                    None => out.push(path),
+                }
+            }
+        }
+        (Value::Array(w), Value::Array(r)) => {
+            for (i, (wv, rv)) in w.iter().zip(r).enumerate() {
+                out.extend(unknown_paths(wv, rv, &format!("{at}[{i}]")));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Paths of the fields that were sent to the API server and are missing from what it
+/// returned: fields this Kubernetes version drops (a feature it does not have). Values that
+/// Kubernetes omits when empty (`""`, `0`, `false`, `[]`, `{}`) are not counted.
+pub fn dropped_paths(sent: &Value, returned: &Value, at: &str) -> Vec<String> {
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    };
+    let mut out = vec![];
+    match (sent, returned) {
+        (Value::Object(s), Value::Object(r)) => {
+            for (k, v) in s {
+                if empty(v) {
+                    continue;
+                }
+                let path = format!("{at}.{k}");
+                match r.get(k) {
+                    Some(rv) => out.extend(dropped_paths(v, rv, &path)),
+                    None => out.push(path),
+                }
+            }
+        }
+        (Value::Array(s), Value::Array(r)) => {
+            for (i, (sv, rv)) in s.iter().zip(r).enumerate() {
+                out.extend(dropped_paths(sv, rv, &format!("{at}[{i}]")));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(v: Value) -> LoopServiceSpec {
+        let mut base = json!({"interval": "30s"});
+        base.as_object_mut().unwrap().extend(v.as_object().unwrap().clone());
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn errors(v: Value) -> String {
+        match spec(v).validate() {
+            Ok(_) => panic!("expected the spec to be refused"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn shorthand_alone_builds_the_loop_container() {
+        let v = spec(json!({"image": "busybox:1.36", "command": ["sh", "-c"], "args": ["echo hi"], "serviceAccountName": "robot"})).validate().unwrap();
+        assert_eq!(v.pod.containers.len(), 1);
+        let c = &v.pod.containers[0];
+        assert_eq!((c.name.as_str(), c.image.as_deref()), ("loop", Some("busybox:1.36")));
+        assert_eq!(v.pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(v.pod.service_account_name.as_deref(), Some("robot"));
+        assert_eq!((v.interval, v.backoff_limit), (Duration::from_secs(30), 0));
+    }
+
+    #[test]
+    fn shorthand_and_template_combine_the_loop_container_last() {
+        let v = spec(json!({
+            "image": "busybox:1.36",
+            "template": {
+                "metadata": {"labels": {"team": "a"}, "annotations": {"note": "x"}},
+                "spec": {
+                    "restartPolicy": "OnFailure",
+                    "initContainers": [{"name": "prepare", "image": "busybox:1.36"}],
+                    "containers": [{"name": "helper", "image": "busybox:1.36"}],
+                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    "volumes": [{"name": "cfg", "configMap": {"name": "settings"}}],
+                }
+            }
+        }))
+        .validate()
+        .unwrap();
+        let names: Vec<&str> = v.pod.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["helper", "loop"]);
+        assert_eq!(v.pod.restart_policy.as_deref(), Some("OnFailure"));
+        assert_eq!(v.pod.init_containers.as_ref().unwrap()[0].name, "prepare");
+        assert_eq!(v.pod.volumes.as_ref().unwrap()[0].name, "cfg");
+        assert_eq!(v.pod_labels["team"], "a");
+        assert_eq!(v.pod_annotations["note"], "x");
+    }
+
+    #[test]
+    fn the_template_may_bring_the_loop_container_itself() {
+        let v = spec(json!({"template": {"spec": {"containers": [{"name": "loop", "image": "busybox:1.36", "command": ["true"]}]}}}))
+            .validate()
+            .unwrap();
+        assert_eq!(v.pod.containers[0].command.as_ref().unwrap(), &vec!["true".to_string()]);
+    }
+
+    #[test]
+    fn each_conflict_is_refused_with_a_message_naming_the_field() {
+        let loop_c = json!({"spec": {"containers": [{"name": "loop", "image": "busybox:1.36"}]}});
+        assert_eq!(errors(json!({"image": "a", "template": loop_c})), MSG_LOOP_CONTAINER_TWICE);
+        assert_eq!(errors(json!({})), MSG_LOOP_CONTAINER_MISSING);
+        assert_eq!(errors(json!({"template": {"spec": {"containers": [{"name": "other", "image": "a"}]}}})), MSG_LOOP_CONTAINER_MISSING);
+        for f in SHORTHAND {
+            let value = match f {
+                "resources" => json!({}),
+                "imagePullPolicy" => json!("Never"),
+                "env" => json!([{"name": "A", "value": "b"}]),
+                _ => json!(["x"]),
+            };
+            let mut v = json!({"template": loop_c});
+            v[f] = value;
+            let e = errors(v);
+            assert_eq!(e, shorthand_message(f));
+            assert!(e.starts_with(&format!("spec.{f} ")), "{e}");
+        }
+        let sa = json!({"image": "a", "serviceAccountName": "x", "template": {"spec": {"serviceAccountName": "y"}}});
+        assert_eq!(errors(sa), MSG_SERVICE_ACCOUNT_TWICE);
+        let pfp = json!({"image": "a", "podFailurePolicy": {"rules": []}, "template": {"spec": {"restartPolicy": "OnFailure"}}});
+        assert_eq!(errors(pfp), MSG_POD_FAILURE_POLICY_RESTART);
+        let always = errors(json!({"image": "a", "template": {"spec": {"restartPolicy": "Always"}}}));
+        assert!(always.contains("spec.template.spec.restartPolicy") && always.contains("Never or OnFailure"), "{always}");
+    }
+
+    #[test]
+    fn what_the_operator_owns_is_refused() {
+        for key in ["loops.dev/loop", "loops.dev/anything", "app.kubernetes.io/managed-by", "job-name", "controller-uid", "batch.kubernetes.io/job-name"] {
+            let e = errors(json!({"image": "a", "template": {"metadata": {"labels": {key: "x"}}}}));
+            assert!(e.starts_with(MSG_OWNED_LABELS) && e.contains(key), "{e}");
+        }
+        let e = errors(json!({"image": "a", "template": {"metadata": {"annotations": {"loops.dev/loop": "1"}}}}));
+        assert!(e.starts_with(MSG_OWNED_ANNOTATIONS), "{e}");
+        let e = errors(json!({"image": "a", "env": [{"name": "LOOP_NUMBER", "value": "9"}]}));
+        assert!(e.starts_with(MSG_ENV_OWNED) && e.contains("LOOP_NUMBER"), "{e}");
+        let e = errors(json!({"template": {"spec": {"containers": [{"name": "loop", "image": "a", "env": [{"name": "LOOPSERVICE_NAME", "value": "x"}]}]}}}));
+        assert!(e.starts_with(MSG_TEMPLATE_ENV_OWNED), "{e}");
+        // Other containers may use those names for themselves.
+        spec(json!({"image": "a", "template": {"spec": {"containers": [{"name": "side", "image": "a", "env": [{"name": "LOOP_NUMBER", "value": "x"}]}]}}}))
+            .validate()
+            .unwrap();
+        let e = errors(json!({"image": "a", "template": {"metadata": {"name": "x", "ownerReferences": []}}}));
+        assert!(e.contains("spec.template.metadata.name: unknown field") && e.contains("spec.template.metadata.ownerReferences"), "{e}");
+    }
+
+    #[test]
+    fn typos_and_wrong_types_in_the_template_are_named() {
+        let e = errors(json!({"image": "a", "template": {"spec": {"nodeSelecter": {"a": "b"}}}}));
+        assert!(e.starts_with("spec.template.spec.nodeSelecter: unknown field"), "{e}");
+        let e = errors(json!({"image": "a", "template": {"spec": {"containers": [{"name": "x", "image": "a", "imagePullPolicyy": "Never"}]}}}));
+        assert!(e.starts_with("spec.template.spec.containers[0].imagePullPolicyy: unknown field"), "{e}");
+        let e = errors(json!({"image": "a", "template": {"spec": {"tolerations": "all"}}}));
+        assert!(e.starts_with("spec.template.spec.tolerations: invalid type: string"), "{e}");
+        let e = errors(json!({"image": "a", "template": {"spec": {"containers": [{"name": "x", "ports": [{"containerPort": "80"}]}]}}}));
+        assert!(e.starts_with("spec.template.spec.containers[0].ports[0].containerPort: invalid type"), "{e}");
+        // What the API server accepts in either form is accepted here too.
+        spec(json!({"image": "a", "template": {"spec": {"containers": [{"name": "x", "image": "a",
+            "resources": {"limits": {"cpu": 1, "memory": "64Mi"}},
+            "livenessProbe": {"httpGet": {"port": 8080}}, "readinessProbe": {"httpGet": {"port": "http"}}}]}}}))
+        .validate()
+        .unwrap();
+        // Nulls are absent values, not unknown fields.
+        spec(json!({"image": "a", "template": {"metadata": null, "spec": {"nodeSelector": null}}})).validate().unwrap();
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let e = errors(json!({"interval": "5x", "env": [{"name": "LOOP_NUMBER"}]}));
+        assert!(e.contains("spec.interval") && e.contains(MSG_LOOP_CONTAINER_MISSING) && e.contains(MSG_ENV_OWNED), "{e}");
+    }
+
+    #[test]
+    fn dropped_fields_are_found_but_empty_values_are_not() {
+        let sent = json!({"podFailurePolicy": {"rules": [{"action": "Ignore"}]}, "backoffLimit": 0, "template": {"spec": {"initContainers": [{"name": "s", "restartPolicy": "Always", "args": []}]}}});
+        let back = json!({"backoffLimit": 0, "template": {"spec": {"initContainers": [{"name": "s"}]}}});
+        assert_eq!(dropped_paths(&sent, &back, "spec"), ["spec.podFailurePolicy", "spec.template.spec.initContainers[0].restartPolicy"]);
+        assert!(dropped_paths(&json!({"a": "", "b": false, "c": {}}), &json!({}), "x").is_empty());
+    }
+
+    #[test]
+    fn the_cel_rules_are_in_the_crd() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_string(&crate::crd::LoopService::crd()).unwrap();
+        for (rule, message) in cel_rules() {
+            assert!(crd.contains(&message), "{message}");
+            assert!(crd.contains(rule.split(" && ").next().unwrap()), "{rule}");
+        }
+        for m in [MSG_OWNED_LABELS, MSG_OWNED_ANNOTATIONS, MSG_ENV_OWNED, MSG_TEMPLATE_ENV_OWNED] {
+            assert!(crd.contains(m), "{m}");
+        }
+    }
+}
