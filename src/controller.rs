@@ -178,10 +178,17 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
 
     let (mut st, mut notes) = status::record_jobs(&prev, &observed, interval, now);
     let suspended = spec.is_suspended();
-    let mut decision = status::decide(&st, spec.loops, suspended, interval, now);
+    // A request whose Job is still here is handled, whatever the status says (it is written
+    // after the Job is created, and a CRD older than the operator would drop it).
+    let run_request = ls
+        .annotations()
+        .get(job::ANN_RUN_REQUESTED_AT)
+        .map(String::as_str)
+        .filter(|r| !observed.iter().any(|j| j.run_request.as_deref() == Some(*r)));
+    let mut decision = status::decide(&st, spec.loops, suspended, run_request, interval, now);
     let mut name_taken = None;
 
-    if let Decision::Launch { loop_number, scheduled } = decision {
+    if let Decision::Launch { loop_number, scheduled, run_request: request } = decision.clone() {
         if ctx.draining.load(Ordering::SeqCst) {
             info!(namespace = %ns, %name, r#loop = loop_number, "draining: leaving the loop to the next operator instance");
         } else {
@@ -206,11 +213,11 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
                 info!(namespace = %ns, %name, r#loop = loop_number, pod = %pod.name_any(), "waiting for the pod of a deleted job to end");
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
-            match launch(ls, ctx, &jobs_api, &valid, loop_number, scheduled, &mut st).await? {
+            match launch(ls, ctx, &jobs_api, &valid, loop_number, scheduled, request.as_deref(), &mut st).await? {
                 Launched::Notes(launched) => notes.extend(launched),
                 Launched::NameTaken(job) => name_taken = Some((loop_number, job)),
             }
-            decision = status::decide(&st, spec.loops, suspended, interval, Timestamp::now());
+            decision = status::decide(&st, spec.loops, suspended, run_request, interval, Timestamp::now());
         }
     }
 
@@ -289,10 +296,11 @@ async fn launch(
     spec: &ValidSpec,
     n: i64,
     scheduled: Timestamp,
+    run_request: Option<&str>,
     st: &mut LoopServiceStatus,
 ) -> Result<Launched> {
     let start = Timestamp::now();
-    let params = JobParams { ls, spec, loop_number: n, scheduled, start };
+    let params = JobParams { ls, spec, loop_number: n, scheduled, start, run_request };
     let Some(job) = job::build_job(&params) else {
         return Err(Error::Incomplete(ls.name_any()));
     };
@@ -307,21 +315,21 @@ async fn launch(
                 error!(job = %job_name, "fault injection: exiting after creating a job, before writing status");
                 std::process::exit(137);
             }
-            Ok(Launched::Notes(vec![status::launched(st, n, &job_name, start)]))
+            Ok(Launched::Notes(vec![status::launched(st, n, &job_name, start, run_request)]))
         }
         Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists" => {
             // Made by an earlier instance that died before recording it: adopt, never duplicate.
             let existing = jobs_api.get(&job_name).await.map_err(|e| Error::GetJob(job_name.clone(), e))?;
             let ours = existing.owner_references().iter().any(|o| Some(&o.uid) == ls.metadata.uid.as_ref());
             match job::observe(&existing).filter(|_| ours) {
-                Some(seen) => Ok(Launched::Notes(vec![status::launched(st, n, &job_name, seen.start)])),
+                Some(seen) => Ok(Launched::Notes(vec![status::launched(st, n, &job_name, seen.start, seen.run_request.as_deref())])),
                 None => Ok(Launched::NameTaken(job_name)),
             }
         }
         Err(e) if is_transient(&e) => Err(Error::CreateJob(job_name, e)),
         Err(kube::Error::Api(s)) => {
             warn!(namespace = %ns, %name, r#loop = n, job = %job_name, message = %s.message, "the API server refused the job");
-            Ok(Launched::Notes(status::rejected(st, n, &job_name, start, &s.message)))
+            Ok(Launched::Notes(status::rejected(st, n, &job_name, start, run_request, &s.message)))
         }
         Err(e) => Err(Error::CreateJob(job_name, e)),
     }
@@ -343,7 +351,7 @@ async fn invalid(ls: &LoopService, ctx: &Context, prev: &LoopServiceStatus, mess
 /// (a server-side dry run). `Some(message)` when it refuses it, or would drop a field of it
 /// that this Kubernetes version does not have.
 async fn dry_run(ls: &LoopService, spec: &ValidSpec, jobs_api: &Api<Job>, n: i64, now: Timestamp) -> Result<Option<String>> {
-    let params = JobParams { ls, spec, loop_number: n, scheduled: now, start: now };
+    let params = JobParams { ls, spec, loop_number: n, scheduled: now, start: now, run_request: None };
     let Some(job) = job::build_job(&params) else {
         return Err(Error::Incomplete(ls.name_any()));
     };
@@ -376,9 +384,18 @@ async fn write_status(ls: &LoopService, st: &LoopServiceStatus, ctx: &Context) -
         "metadata": { "resourceVersion": ls.resource_version() },
         "status": st,
     });
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+    let stored = api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| Error::WriteStatus(format!("{ns}/{name}"), e))?;
+    // A CRD older than the operator prunes the status fields it does not know, and a status
+    // that forgets (say) which run request it handled would start that loop again and again.
+    let sent = serde_json::to_value(st).unwrap_or_default();
+    let back = serde_json::to_value(&stored.status).unwrap_or_default();
+    let dropped = crate::spec::dropped_paths(&sent, &back, "status");
+    if !dropped.is_empty() {
+        return Err(Error::OutdatedCrd(format!("{ns}/{name}"), dropped.join(", ")));
+    }
     Ok(())
 }
 

@@ -283,6 +283,14 @@ pub struct LoopServiceStatus {
     /// The number of the latest loop whose end is recorded in this status.
     #[serde(default)]
     pub last_finished_loop: i64,
+    /// Loops started by a run request (the annotation `loops.dev/run-requested-at`). They are
+    /// numbered and counted like the others, but do not count toward spec.loops.
+    #[serde(default)]
+    pub manual_loops: i64,
+    /// The value of the annotation `loops.dev/run-requested-at` whose loop has started: a new
+    /// value starts one loop, once.
+    #[serde(default)]
+    pub last_handled_run_request: Option<String>,
     /// Name of the Job of the loop running now.
     #[serde(default)]
     pub active_job: Option<String>,
@@ -366,6 +374,24 @@ pub enum Phase {
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What started a loop.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Trigger {
+    /// Its time came: the loop rule, spec.interval.
+    Scheduled,
+    /// A run request: a new value of the annotation `loops.dev/run-requested-at`.
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Scheduled => "Scheduled",
+            Trigger::Manual => "Manual",
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use crate::crd::{LoopService, Time};
+use crate::crd::{LoopService, Time, Trigger};
 use crate::spec::ValidSpec;
 
 pub const LABEL_NAME: &str = "loops.dev/loopservice";
@@ -21,6 +21,12 @@ pub const ANN_NAME: &str = "loops.dev/loopservice";
 pub const ANN_LOOP: &str = "loops.dev/loop";
 pub const ANN_SCHEDULED: &str = "loops.dev/scheduled-time";
 pub const ANN_STARTED: &str = "loops.dev/start-time";
+/// On a LoopService: a new value starts a loop at once (or when the running loop ends).
+pub const ANN_RUN_REQUESTED_AT: &str = "loops.dev/run-requested-at";
+/// On a loop's Job: `Scheduled` or `Manual`.
+pub const ANN_TRIGGER: &str = "loops.dev/trigger";
+/// On a manual loop's Job: the value of the run request it answers.
+pub const ANN_RUN_REQUEST: &str = "loops.dev/run-request";
 pub const CONTAINER: &str = "loop";
 /// The variables the operator gives the loop's container.
 pub const ENV_LOOP_NUMBER: &str = "LOOP_NUMBER";
@@ -75,6 +81,8 @@ pub struct JobParams<'a> {
     pub loop_number: i64,
     pub scheduled: Timestamp,
     pub start: Timestamp,
+    /// The run request this loop answers; `None` for a scheduled loop.
+    pub run_request: Option<&'a str>,
 }
 
 /// Builds the Job of one loop from the validated spec: one attempt (`backoffLimit: 0` unless
@@ -92,12 +100,17 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
         (LABEL_LOOP.to_string(), p.loop_number.to_string()),
         (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
     ]);
-    let annotations = BTreeMap::from([
+    let trigger = if p.run_request.is_some() { Trigger::Manual } else { Trigger::Scheduled };
+    let mut annotations = BTreeMap::from([
         (ANN_NAME.to_string(), name.clone()),
         (ANN_LOOP.to_string(), p.loop_number.to_string()),
         (ANN_SCHEDULED.to_string(), Time(p.scheduled).format()),
         (ANN_STARTED.to_string(), Time(p.start).format()),
+        (ANN_TRIGGER.to_string(), trigger.as_str().to_string()),
     ]);
+    if let Some(r) = p.run_request {
+        annotations.insert(ANN_RUN_REQUEST.to_string(), r.to_string());
+    }
     let spec = p.spec;
     let mut pod = spec.pod.clone();
     for c in pod.containers.iter_mut().filter(|c| c.name == CONTAINER) {
@@ -164,6 +177,8 @@ pub struct ObservedJob {
     /// When the operator created it (the start-time annotation, to the millisecond).
     pub start: Timestamp,
     pub scheduled: Option<Timestamp>,
+    /// The run request it answers, for a manual loop.
+    pub run_request: Option<String>,
     /// When and how it ended; `None` while it runs.
     pub end: Option<(Timestamp, Outcome)>,
 }
@@ -204,7 +219,8 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
     } else {
         None
     };
-    Some(ObservedJob { name, loop_number, start, scheduled, end })
+    let run_request = ann.get(ANN_RUN_REQUEST).cloned();
+    Some(ObservedJob { name, loop_number, start, scheduled, run_request, end })
 }
 
 /// What the Pods of a failed Job say: the loop container's exit code, reason and
@@ -320,7 +336,7 @@ mod tests {
 
     fn job_of(l: &LoopService, loop_number: i64, scheduled: &str, start: &str) -> Job {
         let spec = l.spec.validate().unwrap();
-        build_job(&JobParams { ls: l, spec: &spec, loop_number, scheduled: ts(scheduled), start: ts(start) }).unwrap()
+        build_job(&JobParams { ls: l, spec: &spec, loop_number, scheduled: ts(scheduled), start: ts(start), run_request: None }).unwrap()
     }
 
     fn ts(s: &str) -> Timestamp {
@@ -370,6 +386,8 @@ mod tests {
         assert_eq!(labels[LABEL_UID], "0c4d2f7e-1111-2222-3333-444455556666");
         assert_eq!(job.annotations()[ANN_SCHEDULED], "2026-11-25T10:00:30.012Z");
         assert_eq!(job.annotations()[ANN_STARTED], "2026-11-25T10:00:30.020Z");
+        assert_eq!(job.annotations()[ANN_TRIGGER], "Scheduled");
+        assert!(!job.annotations().contains_key(ANN_RUN_REQUEST));
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(0));
         assert_eq!(spec.active_deadline_seconds, Some(2));
@@ -383,6 +401,18 @@ mod tests {
         // The Job reads back as what was launched.
         let seen = observe(&job).unwrap();
         assert_eq!((seen.loop_number, seen.start, seen.end.clone()), (3, ts("2026-11-25T10:00:30.020Z"), None));
+    }
+
+    #[test]
+    fn a_manual_loops_job_says_so_and_names_its_request() {
+        let l = ls("report");
+        let spec = l.spec.validate().unwrap();
+        let at = ts("2026-11-25T10:00:00Z");
+        let params = JobParams { ls: &l, spec: &spec, loop_number: 5, scheduled: at, start: at, run_request: Some("2026-11-25T09:59:59Z") };
+        let job = build_job(&params).unwrap();
+        assert_eq!(job.annotations()[ANN_TRIGGER], "Manual");
+        assert_eq!(job.annotations()[ANN_RUN_REQUEST], "2026-11-25T09:59:59Z");
+        assert_eq!(observe(&job).unwrap().run_request.as_deref(), Some("2026-11-25T09:59:59Z"));
     }
 
     #[test]

@@ -67,6 +67,14 @@ pub fn record_jobs(
         }
         st.loops_started = j.loop_number;
         st.last_start_time = Some(Time(j.start));
+        if lost {
+            // Manual loops among the Jobs left; older ones cannot be known.
+            st.manual_loops = jobs.iter().filter(|o| o.run_request.is_some() && o.loop_number <= j.loop_number).count() as i64;
+            let newest_manual = jobs.iter().filter(|o| o.run_request.is_some()).max_by_key(|o| o.loop_number);
+            st.last_handled_run_request = newest_manual.and_then(|o| o.run_request.clone());
+        } else if let Some(r) = &j.run_request {
+            handled(&mut st, r);
+        }
         notes.push(
             Note::normal("LoopAdopted", format!("found Job {} of loop {} and took it over", j.name, j.loop_number)).about(Some(&j.name)),
         );
@@ -186,11 +194,23 @@ fn fail(
     notes.push(Note::warning("LoopFailed", format!("loop {k} failed ({reason}): {message}")).about(job));
 }
 
+/// Records that the loop of run request `r` has started: it is not handled again.
+fn handled(st: &mut LoopServiceStatus, r: &str) {
+    st.manual_loops = st.manual_loops.saturating_add(1);
+    st.last_handled_run_request = Some(r.to_string());
+}
+
+/// The run request not yet handled: the annotation's value, when it is new.
+pub fn pending_run_request<'a>(status: &LoopServiceStatus, annotation: Option<&'a str>) -> Option<&'a str> {
+    annotation.filter(|r| !r.is_empty() && Some(*r) != status.last_handled_run_request.as_deref())
+}
+
 /// What to do next.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
-    /// Start loop `loop_number` now; it was due at `scheduled`.
-    Launch { loop_number: i64, scheduled: Timestamp },
+    /// Start loop `loop_number` now; it was due at `scheduled`. `run_request` is the run
+    /// request it answers, for a manual loop.
+    Launch { loop_number: i64, scheduled: Timestamp, run_request: Option<String> },
     /// A loop runs; nothing starts until it ends.
     Running { job: String },
     /// The next loop is due at this instant.
@@ -199,12 +219,25 @@ pub enum Decision {
     Finished,
 }
 
-/// Decides from the recorded status alone (call [`record_jobs`] first).
-pub fn decide(status: &LoopServiceStatus, loops: Option<i64>, suspended: bool, interval: Duration, now: Timestamp) -> Decision {
+/// Decides from the recorded status alone (call [`record_jobs`] first). `run_request` is the
+/// value of the annotation `loops.dev/run-requested-at`.
+pub fn decide(
+    status: &LoopServiceStatus,
+    loops: Option<i64>,
+    suspended: bool,
+    run_request: Option<&str>,
+    interval: Duration,
+    now: Timestamp,
+) -> Decision {
     if let Some(job) = &status.active_job {
         return Decision::Running { job: job.clone() };
     }
-    if loops.is_some_and(|n| status.loops_started >= n) {
+    // A run request starts a loop at once, even when suspended or finished; one loop per value.
+    if let Some(r) = pending_run_request(status, run_request) {
+        return Decision::Launch { loop_number: status.loops_started.saturating_add(1), scheduled: now, run_request: Some(r.to_string()) };
+    }
+    // Manual loops do not count toward spec.loops.
+    if loops.is_some_and(|n| status.loops_started.saturating_sub(status.manual_loops) >= n) {
         return Decision::Finished;
     }
     if suspended {
@@ -218,24 +251,32 @@ pub fn decide(status: &LoopServiceStatus, loops: Option<i64>, suspended: bool, i
     // Timers fire to the millisecond; a wake-up a hair early must not cost a whole extra
     // round trip through the queue.
     if due <= schedule::add(now, Duration::from_millis(5)) {
-        Decision::Launch { loop_number: status.loops_started + 1, scheduled: due }
+        Decision::Launch { loop_number: status.loops_started + 1, scheduled: due, run_request: None }
     } else {
         Decision::Wait { until: due }
     }
 }
 
-/// Records that loop `n`'s Job was created at `start`.
-pub fn launched(st: &mut LoopServiceStatus, n: i64, job: &str, start: Timestamp) -> Note {
+/// Records that loop `n`'s Job was created at `start`; `run_request` for a manual loop.
+pub fn launched(st: &mut LoopServiceStatus, n: i64, job: &str, start: Timestamp, run_request: Option<&str>) -> Note {
     st.loops_started = n;
     st.last_start_time = Some(Time(start));
     st.active_job = Some(job.to_string());
-    Note::normal("LoopStarted", format!("started loop {n} as Job {job}")).about(Some(job))
+    let mut message = format!("started loop {n} as Job {job}");
+    if let Some(r) = run_request {
+        handled(st, r);
+        message.push_str(&format!(" (run requested at {r})"));
+    }
+    Note::normal("LoopStarted", message).about(Some(job))
 }
 
 /// Records that the API server refused loop `n`'s Job: the loop counts as started and failed,
 /// and the next one comes one interval later.
-pub fn rejected(st: &mut LoopServiceStatus, n: i64, job: &str, start: Timestamp, message: &str) -> Vec<Note> {
+pub fn rejected(st: &mut LoopServiceStatus, n: i64, job: &str, start: Timestamp, run_request: Option<&str>, message: &str) -> Vec<Note> {
     let mut notes = vec![];
+    if let Some(r) = run_request {
+        handled(st, r);
+    }
     st.loops_started = n;
     st.last_start_time = Some(Time(start));
     st.last_completion_time = Some(Time(start));
@@ -255,9 +296,10 @@ pub fn finalize(st: &mut LoopServiceStatus, decision: &Decision, loops: Option<i
     };
     let (phase, ready, reason, message) = match decision {
         Decision::Running { job } => (Phase::Running, true, "Running", format!("loop {} is running as Job {job}", st.loops_started)),
-        Decision::Launch { loop_number, .. } => {
+        Decision::Launch { loop_number, run_request, .. } => {
             let phase = if st.loops_started == 0 { Phase::Pending } else { Phase::Waiting };
-            (phase, true, "Waiting", format!("loop {loop_number} is due now"))
+            let why = if run_request.is_some() { " (run requested)" } else { "" };
+            (phase, true, "Waiting", format!("loop {loop_number} is due now{why}"))
         }
         Decision::Wait { until } => {
             let phase = if st.consecutive_failures > 0 { Phase::Failing } else { Phase::Waiting };
@@ -392,6 +434,7 @@ mod tests {
             loop_number: n,
             start: t(start),
             scheduled: Some(t(start)),
+            run_request: None,
             end: end.map(|(e, ok)| {
                 (t(e), if ok { Outcome::Succeeded } else { Outcome::Failed { reason: "JobFailed".into(), message: "container exited with code 1".into() } })
             }),
@@ -401,7 +444,7 @@ mod tests {
     /// One full reconcile of the pure parts, as the controller runs them.
     fn step(st: &LoopServiceStatus, jobs: &[ObservedJob], now: f64) -> (LoopServiceStatus, Decision, Vec<Note>) {
         let (mut st, notes) = record_jobs(st, jobs, I, t(now));
-        let d = decide(&st, None, false, I, t(now));
+        let d = decide(&st, None, false, None, I, t(now));
         finalize(&mut st, &d, None, Some(1), t(now));
         (st, d, notes)
     }
@@ -409,7 +452,7 @@ mod tests {
     #[test]
     fn first_loop_is_due_at_once() {
         let (st, d, _) = step(&LoopServiceStatus::default(), &[], 5.0);
-        assert_eq!(d, Decision::Launch { loop_number: 1, scheduled: t(5.0) });
+        assert_eq!(d, Decision::Launch { loop_number: 1, scheduled: t(5.0), run_request: None });
         assert_eq!(st.loops_started, 0);
         assert_eq!(st.phase, Some(Phase::Pending), "no loop has started yet");
     }
@@ -417,7 +460,7 @@ mod tests {
     #[test]
     fn a_full_cycle_start_succeed_wait() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(5.0));
+        launched(&mut st, 1, "r-1", t(5.0), None);
         let (st, d, _) = step(&st, &[job(1, 5.0, None)], 6.0);
         assert_eq!(d, Decision::Running { job: "r-1".into() });
         assert_eq!(st.phase, Some(Phase::Running));
@@ -440,9 +483,9 @@ mod tests {
     #[test]
     fn an_overrun_is_counted_and_the_next_loop_starts_at_its_end() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0));
+        launched(&mut st, 1, "r-1", t(0.0), None);
         let (st, d, notes) = step(&st, &[job(1, 0.0, Some((41.2, true)))], 41.5);
-        assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(41.2) });
+        assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(41.2), run_request: None });
         assert_eq!(st.overruns, 1);
         let o = st.last_overrun.as_ref().unwrap();
         assert_eq!((o.r#loop, o.duration_seconds, o.interval_seconds), (1, 41.2, 10.0));
@@ -455,7 +498,7 @@ mod tests {
     #[test]
     fn a_failure_is_recorded_with_its_message_and_the_loop_goes_on() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0));
+        launched(&mut st, 1, "r-1", t(0.0), None);
         let (st, d, _) = step(&st, &[job(1, 0.0, Some((1.0, false)))], 1.5);
         assert_eq!(d, Decision::Wait { until: t(10.0) });
         assert_eq!((st.loops_failed, st.consecutive_failures), (1, 1));
@@ -467,7 +510,7 @@ mod tests {
 
         // A later success clears the streak but keeps the history.
         let mut st2 = st.clone();
-        launched(&mut st2, 2, "r-2", t(10.0));
+        launched(&mut st2, 2, "r-2", t(10.0), None);
         let (st2, _, _) = step(&st2, &[job(1, 0.0, Some((1.0, false))), job(2, 10.0, Some((11.0, true)))], 11.5);
         assert_eq!((st2.loops_failed, st2.loops_succeeded, st2.consecutive_failures), (1, 1, 0));
         assert_eq!(st2.phase, Some(Phase::Waiting));
@@ -479,7 +522,7 @@ mod tests {
     fn a_job_created_but_not_recorded_is_adopted_not_duplicated() {
         // The operator was killed after creating r-3 and before writing status.
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 2, "r-2", t(20.0));
+        launched(&mut st, 2, "r-2", t(20.0), None);
         st.last_finished_loop = 1;
         let jobs = [job(2, 20.0, Some((21.0, true))), job(3, 30.0, None)];
         let (st, d, notes) = step(&st, &jobs, 31.0);
@@ -492,11 +535,11 @@ mod tests {
     #[test]
     fn after_downtime_exactly_one_loop_is_due() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0));
+        launched(&mut st, 1, "r-1", t(0.0), None);
         let jobs = [job(1, 0.0, Some((1.0, true)))];
         let (mut st, d, _) = step(&st, &jobs, 3600.0);
-        assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(10.0) });
-        launched(&mut st, 2, "r-2", t(3600.0));
+        assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(10.0), run_request: None });
+        launched(&mut st, 2, "r-2", t(3600.0), None);
         let (_, d, _) = step(&st, &[jobs[0].clone(), job(2, 3600.0, Some((3601.0, true)))], 3601.0);
         assert_eq!(d, Decision::Wait { until: t(3610.0) }, "no catch-up loop");
     }
@@ -504,7 +547,7 @@ mod tests {
     #[test]
     fn a_deleted_running_job_counts_as_failed_once() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0));
+        launched(&mut st, 1, "r-1", t(0.0), None);
         let (st, _, notes) = step(&st, &[], 3.0);
         assert_eq!((st.loops_failed, st.last_finished_loop), (1, 1));
         assert_eq!(st.last_error.as_ref().unwrap().reason, "JobDeleted");
@@ -525,23 +568,23 @@ mod tests {
     #[test]
     fn loops_limit_finishes_and_suspend_pauses() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 3, "r-3", t(0.0));
+        launched(&mut st, 3, "r-3", t(0.0), None);
         st.last_finished_loop = 2;
         let (mut st, _) = record_jobs(&st, &[job(3, 0.0, Some((1.0, true)))], I, t(2.0));
-        assert_eq!(decide(&st, Some(3), false, I, t(2.0)), Decision::Finished);
-        assert_eq!(decide(&st, Some(4), true, I, t(2.0)), Decision::Suspended);
-        assert!(matches!(decide(&st, Some(4), false, I, t(2.0)), Decision::Wait { .. }));
+        assert_eq!(decide(&st, Some(3), false, None, I, t(2.0)), Decision::Finished);
+        assert_eq!(decide(&st, Some(4), true, None, I, t(2.0)), Decision::Suspended);
+        assert!(matches!(decide(&st, Some(4), false, None, I, t(2.0)), Decision::Wait { .. }));
         finalize(&mut st, &Decision::Finished, Some(3), Some(2), t(2.0));
         assert_eq!(st.phase, Some(Phase::Finished));
         assert_eq!(st.next_run_time, None);
         // Resumed long after its time: due at once.
-        assert!(matches!(decide(&st, None, false, I, t(500.0)), Decision::Launch { loop_number: 4, .. }));
+        assert!(matches!(decide(&st, None, false, None, I, t(500.0)), Decision::Launch { loop_number: 4, .. }));
     }
 
     #[test]
     fn a_rejected_job_is_a_failed_loop_and_the_next_comes_an_interval_later() {
         let mut st = LoopServiceStatus::default();
-        let notes = rejected(&mut st, 1, "r-1", t(0.0), "Job.batch \"r-1\" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value");
+        let notes = rejected(&mut st, 1, "r-1", t(0.0), None, "Job.batch \"r-1\" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value");
         assert_eq!((st.loops_started, st.loops_failed, st.last_finished_loop), (1, 1, 1));
         assert_eq!(st.last_error.as_ref().unwrap().reason, "JobRejected");
         assert!(notes[0].message.contains("env[0].name"));
@@ -566,7 +609,7 @@ mod tests {
     fn a_stuck_loop_turns_ready_false_and_says_so_once() {
         let why = "its Pod cannot start its container: ErrImageNeverPull";
         let mut prev = LoopServiceStatus::default();
-        launched(&mut prev, 1, "r-1", t(0.0));
+        launched(&mut prev, 1, "r-1", t(0.0), None);
         finalize(&mut prev, &Decision::Running { job: "r-1".into() }, None, Some(1), t(1.0));
 
         let mut st = prev.clone();
@@ -587,7 +630,7 @@ mod tests {
     #[test]
     fn a_job_with_a_far_loop_number_is_not_adopted_and_gaps_count_in_one_step() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 5, "r-5", t(50.0));
+        launched(&mut st, 5, "r-5", t(50.0), None);
         st.last_finished_loop = 4;
         // Someone relabelled a finished Job as loop 999999999999: it is not progress.
         let mut far = job(999_999_999_999, 40.0, Some((41.0, true)));
@@ -608,9 +651,80 @@ mod tests {
     fn any_running_job_holds_the_next_loop() {
         // Loop 3 was recorded as refused, but its Job appeared after all and runs.
         let mut st = LoopServiceStatus::default();
-        rejected(&mut st, 3, "r-3", t(30.0), "exceeded quota");
+        rejected(&mut st, 3, "r-3", t(30.0), None, "exceeded quota");
         let (_, d, _) = step(&st, &[job(3, 30.5, None)], 45.0);
         assert_eq!(d, Decision::Running { job: "r-3".into() });
+    }
+
+    fn manual(mut j: ObservedJob, r: &str) -> ObservedJob {
+        j.run_request = Some(r.to_string());
+        j
+    }
+
+    #[test]
+    fn a_run_request_starts_one_loop_at_once_and_anchors_the_next_on_it() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0), None);
+        let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(3.0));
+        // Due at 10 s; a request at 3 s starts loop 2 now.
+        let d = decide(&st, None, false, Some("a"), I, t(3.0));
+        assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(3.0), run_request: Some("a".into()) });
+        let mut st2 = st.clone();
+        let note = launched(&mut st2, 2, "r-2", t(3.0), Some("a"));
+        assert!(note.message.contains("run requested at a"), "{}", note.message);
+        assert_eq!((st2.manual_loops, st2.last_handled_run_request.as_deref()), (1, Some("a")));
+        // The same value again starts nothing; the next loop is one interval after loop 2's start.
+        let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, Some((4.0, true))), "a")];
+        let (st3, _) = record_jobs(&st2, &jobs, I, t(5.0));
+        assert_eq!(decide(&st3, None, false, Some("a"), I, t(5.0)), Decision::Wait { until: t(13.0) });
+        // A new value does; an empty one does not.
+        assert!(matches!(decide(&st3, None, false, Some("b"), I, t(5.0)), Decision::Launch { loop_number: 3, run_request: Some(_), .. }));
+        assert_eq!(decide(&st3, None, false, Some(""), I, t(5.0)), Decision::Wait { until: t(13.0) });
+    }
+
+    #[test]
+    fn a_run_request_during_a_loop_starts_when_it_ends() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0), None);
+        let (st, _) = record_jobs(&st, &[job(1, 0.0, None)], I, t(2.0));
+        assert_eq!(decide(&st, None, false, Some("a"), I, t(2.0)), Decision::Running { job: "r-1".into() });
+        let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((4.0, true)))], I, t(4.2));
+        assert_eq!(decide(&st, None, false, Some("a"), I, t(4.2)), Decision::Launch { loop_number: 2, scheduled: t(4.2), run_request: Some("a".into()) });
+    }
+
+    #[test]
+    fn a_run_request_runs_one_loop_while_suspended_or_finished_not_counted_toward_loops() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0), None);
+        let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
+        assert_eq!(decide(&st, None, true, None, I, t(2.0)), Decision::Suspended);
+        assert!(matches!(decide(&st, None, true, Some("a"), I, t(2.0)), Decision::Launch { loop_number: 2, .. }));
+        launched(&mut st, 2, "r-2", t(2.0), Some("a"));
+        let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 2.0, Some((3.0, true))), "a")];
+        let (st, _) = record_jobs(&st, &jobs, I, t(3.5));
+        assert_eq!(decide(&st, None, true, Some("a"), I, t(3.5)), Decision::Suspended, "suspended again");
+        // spec.loops: 1 ran out with loop 1; the manual loop 2 does not count, a request still runs.
+        assert_eq!(decide(&st, Some(1), false, Some("a"), I, t(3.5)), Decision::Finished);
+        assert!(matches!(decide(&st, Some(1), false, Some("b"), I, t(3.5)), Decision::Launch { loop_number: 3, .. }));
+        // spec.loops: 2 has one scheduled loop left, anchored on the manual start.
+        assert_eq!(decide(&st, Some(2), false, Some("a"), I, t(3.5)), Decision::Wait { until: t(12.0) });
+    }
+
+    #[test]
+    fn a_manual_loops_job_adopted_after_a_crash_is_not_run_again() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0), None);
+        st.last_finished_loop = 1;
+        // Killed after creating loop 2's Job for request "a", before writing status.
+        let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, None), "a")];
+        let (st, _) = record_jobs(&st, &jobs, I, t(4.0));
+        assert_eq!((st.loops_started, st.manual_loops, st.last_handled_run_request.as_deref()), (2, 1, Some("a")));
+        let jobs = [jobs[0].clone(), manual(job(2, 3.0, Some((5.0, true))), "a")];
+        let (st, _) = record_jobs(&st, &jobs, I, t(5.5));
+        assert_eq!(decide(&st, None, false, Some("a"), I, t(5.5)), Decision::Wait { until: t(13.0) });
+        // A lost status is rebuilt with the newest request handled.
+        let (lost, _) = record_jobs(&LoopServiceStatus::default(), &jobs, I, t(6.0));
+        assert_eq!((lost.manual_loops, lost.last_handled_run_request.as_deref()), (1, Some("a")));
     }
 
     #[test]

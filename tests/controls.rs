@@ -1,0 +1,174 @@
+//! Timing controls against the local cluster: run now, history, the previous result, jitter,
+//! failure backoff and suspend after failures, with real Jobs and busybox containers.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Patch, PatchParams};
+use kube::ResourceExt;
+use loopservice_operator::crd::Phase;
+use serde_json::json;
+use support::*;
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn ls(name: &str, interval: &str, script: &str) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {
+            "interval": interval,
+            "image": "busybox:1.36",
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["sh", "-c"],
+            "args": [script],
+            "successfulJobsHistoryLimit": 20,
+            "failedJobsHistoryLimit": 20,
+        }
+    })
+}
+
+async fn setup(prefix: &str) -> TestNs {
+    let ns = TestNs::new(prefix).await;
+    ensure_crd(&ns.client).await;
+    ns
+}
+
+async fn wait_jobs(ns: &TestNs, name: &str, n: usize) -> Vec<Job> {
+    wait_for(&format!("{n} jobs of {name}"), LONG, || async {
+        let jobs = loop_jobs(ns, name).await;
+        (jobs.len() >= n).then_some(jobs)
+    })
+    .await
+}
+
+fn secs(a: jiff::Timestamp, b: jiff::Timestamp) -> f64 {
+    b.duration_since(a).as_secs_f64()
+}
+
+/// What `kubectl annotate loopservice NAME loops.dev/run-requested-at=VALUE --overwrite` does.
+async fn request_run(ns: &TestNs, name: &str, value: &str) -> jiff::Timestamp {
+    let patch = json!({"metadata": {"annotations": {"loops.dev/run-requested-at": value}}});
+    ns.loopservices().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    jiff::Timestamp::now()
+}
+
+fn trigger(j: &Job) -> &str {
+    j.annotations().get("loops.dev/trigger").map(String::as_str).unwrap_or("")
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn run_now_starts_a_loop_at_once_or_after_the_running_one_and_anchors_the_next() {
+    let ns = setup("runnow").await;
+    let _op = Operator::start(&ns.name, &[]);
+    // Loop 1 runs 4 s of a 20 s interval; the others end at once.
+    create_ls(&ns, ls("nudge", "20s", "if [ $LOOP_NUMBER = 1 ]; then sleep 4; fi")).await.unwrap();
+    let jobs = wait_jobs(&ns, "nudge", 1).await;
+    assert_eq!(trigger(&jobs[0]), "Scheduled");
+
+    // Requested while loop 1 runs: loop 2 starts when loop 1 ends, not before.
+    request_run(&ns, "nudge", "first").await;
+    let jobs = wait_jobs(&ns, "nudge", 2).await;
+    let (_, end1) = wait_for("loop 1 to end", LONG, || async { finished(&loop_jobs(&ns, "nudge").await[0]) }).await;
+    let (s1, s2) = (start_time(&jobs[0]), start_time(&jobs[1]));
+    println!("run requested during loop 1: loop 1 started {s1}, ended {end1} (to the second), loop 2 started {s2}");
+    // The end is stamped to the second: the true end lies in [end1, end1 + 1 s).
+    assert!(secs(end1, s2) > -1.0 && secs(end1, s2) < 3.0, "loop 2 started {:.3}s after loop 1's end", secs(end1, s2));
+    assert!(secs(s1, s2) > 3.5 && secs(s1, s2) < 15.0, "not before loop 1's end, not on schedule: {:.3}s", secs(s1, s2));
+    assert_eq!((trigger(&jobs[1]), jobs[1].annotations()["loops.dev/run-request"].as_str()), ("Manual", "first"));
+    let st = wait_status(&ns, "nudge", "loop 2 recorded as the request's", |st| st.last_handled_run_request.as_deref() == Some("first")).await;
+    assert_eq!((st.loops_started, st.manual_loops), (2, 1));
+
+    // The next scheduled loop is anchored on loop 2's start: 20 s after it.
+    let jobs = wait_jobs(&ns, "nudge", 3).await;
+    let s3 = start_time(&jobs[2]);
+    println!("loop 3 (scheduled) started {:.3}s after loop 2 (manual)", secs(s2, s3));
+    assert!((secs(s2, s3) - 20.0).abs() < 1.0, "{:.3}s", secs(s2, s3));
+    assert_eq!(trigger(&jobs[2]), "Scheduled");
+
+    // Requested while nothing runs: it starts at once.
+    wait_for("loop 3 to end", LONG, || async { finished(&loop_jobs(&ns, "nudge").await[2]) }).await;
+    let asked = request_run(&ns, "nudge", "second").await;
+    let jobs = wait_jobs(&ns, "nudge", 4).await;
+    let s4 = start_time(&jobs[3]);
+    println!("run requested while waiting: loop 4 started {:.3}s after the request", secs(asked, s4));
+    assert!(secs(asked, s4) < 2.0, "{:.3}s", secs(asked, s4));
+    assert!(secs(s3, s4) < 15.0, "before loop 4's scheduled time");
+    assert_eq!(trigger(&jobs[3]), "Manual");
+    // The numbers run on, one Job per loop, and the status counts both kinds.
+    assert_eq!(jobs.iter().map(loop_number).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    let st = wait_status(&ns, "nudge", "loop 4 recorded", |st| st.last_handled_run_request.as_deref() == Some("second")).await;
+    assert_eq!((st.loops_started, st.manual_loops), (4, 2));
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn run_now_runs_one_loop_while_suspended_and_after_the_loops_ran_out() {
+    let ns = setup("runsusp").await;
+    let _op = Operator::start(&ns.name, &[]);
+    let mut v = ls("paused", "4s", "echo hi");
+    v["spec"]["suspend"] = json!(true);
+    create_ls(&ns, v).await.unwrap();
+    wait_status(&ns, "paused", "phase Suspended", |st| st.phase == Some(Phase::Suspended)).await;
+    assert!(loop_jobs(&ns, "paused").await.is_empty());
+
+    request_run(&ns, "paused", "once").await;
+    let jobs = wait_jobs(&ns, "paused", 1).await;
+    assert_eq!(trigger(&jobs[0]), "Manual");
+    let st = wait_status(&ns, "paused", "suspended again after the loop", |st| st.last_finished_loop == 1 && st.phase == Some(Phase::Suspended)).await;
+    assert_eq!((st.loops_started, st.loops_succeeded, st.manual_loops), (1, 1, 1));
+    // Three intervals later, still only that one loop.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(loop_jobs(&ns, "paused").await.len(), 1, "one loop per request while suspended");
+
+    // spec.loops: 2 and resumed: two scheduled loops run (the manual one is not counted),
+    // then Finished; a request then runs one more, and it is Finished again.
+    let patch = json!({"spec": {"suspend": false, "loops": 2}});
+    ns.loopservices().patch("paused", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let st = wait_status(&ns, "paused", "phase Finished", |st| st.phase == Some(Phase::Finished)).await;
+    assert_eq!((st.loops_started, st.manual_loops), (3, 1), "two scheduled loops besides the manual one");
+    request_run(&ns, "paused", "after-the-end").await;
+    let jobs = wait_jobs(&ns, "paused", 4).await;
+    assert_eq!(trigger(&jobs[3]), "Manual");
+    let st = wait_status(&ns, "paused", "finished again", |st| st.last_finished_loop == 4 && st.phase == Some(Phase::Finished)).await;
+    assert_eq!((st.loops_started, st.loops_succeeded, st.manual_loops), (4, 4, 2));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(loop_jobs(&ns, "paused").await.len(), 4);
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn a_run_request_starts_exactly_one_loop_across_operator_restarts() {
+    let ns = setup("runonce").await;
+    let mut v = ls("once", "4s", "echo hi");
+    v["spec"]["suspend"] = json!(true);
+    create_ls(&ns, v).await.unwrap();
+    // This operator exits (as if killed) right after creating the request's Job, before the
+    // status that records the request as handled is written.
+    let mut op = Operator::start(&ns.name, &[("LOOPSERVICE_FAULT", "exit-after-job-create")]);
+    wait_status(&ns, "once", "phase Suspended", |st| st.phase == Some(Phase::Suspended)).await;
+    request_run(&ns, "once", "2026-11-25T10:00:00Z").await;
+    let (code, _) = op.wait_exit(LONG).await;
+    assert_eq!(code, Some(137), "the fault fired");
+    assert_eq!(status(&ns, "once").await.last_handled_run_request, None, "status never recorded the request");
+    assert_eq!(loop_jobs(&ns, "once").await.len(), 1);
+
+    // The next instance adopts that Job as the request's loop, and starts no second one.
+    let mut op2 = Operator::start(&ns.name, &[]);
+    let st = wait_status(&ns, "once", "the request recorded", |st| st.last_handled_run_request.is_some() && st.last_finished_loop == 1).await;
+    assert_eq!((st.loops_started, st.manual_loops), (1, 1));
+    // And across a plain restart too.
+    op2.signal("KILL");
+    op2.wait_exit(Duration::from_secs(10)).await;
+    let _op3 = Operator::start(&ns.name, &[]);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let jobs = loop_jobs(&ns, "once").await;
+    assert_eq!(jobs.len(), 1, "{:?}", jobs.iter().map(|j| j.name_any()).collect::<Vec<_>>());
+    assert_eq!(status(&ns, "once").await.phase, Some(Phase::Suspended));
+    // A new value is a new request.
+    request_run(&ns, "once", "2026-11-25T10:05:00Z").await;
+    let jobs = wait_jobs(&ns, "once", 2).await;
+    assert_eq!(jobs[1].annotations()["loops.dev/run-request"], "2026-11-25T10:05:00Z");
+}
