@@ -10,7 +10,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -315,21 +315,21 @@ async fn launch(
                 error!(job = %job_name, "fault injection: exiting after creating a job, before writing status");
                 std::process::exit(137);
             }
-            Ok(Launched::Notes(vec![status::launched(st, n, &job_name, start, run_request)]))
+            Ok(Launched::Notes(vec![status::launched(st, n, &job_name, scheduled, start, run_request)]))
         }
         Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists" => {
             // Made by an earlier instance that died before recording it: adopt, never duplicate.
             let existing = jobs_api.get(&job_name).await.map_err(|e| Error::GetJob(job_name.clone(), e))?;
             let ours = existing.owner_references().iter().any(|o| Some(&o.uid) == ls.metadata.uid.as_ref());
             match job::observe(&existing).filter(|_| ours) {
-                Some(seen) => Ok(Launched::Notes(vec![status::launched(st, n, &job_name, seen.start, seen.run_request.as_deref())])),
+                Some(seen) => Ok(Launched::Notes(vec![status::launched(st, n, &job_name, seen.scheduled.unwrap_or(seen.start), seen.start, seen.run_request.as_deref())])),
                 None => Ok(Launched::NameTaken(job_name)),
             }
         }
         Err(e) if is_transient(&e) => Err(Error::CreateJob(job_name, e)),
         Err(kube::Error::Api(s)) => {
             warn!(namespace = %ns, %name, r#loop = n, job = %job_name, message = %s.message, "the API server refused the job");
-            Ok(Launched::Notes(status::rejected(st, n, &job_name, start, run_request, &s.message)))
+            Ok(Launched::Notes(status::rejected(st, n, &job_name, scheduled, start, run_request, &s.message, spec.interval)))
         }
         Err(e) => Err(Error::CreateJob(job_name, e)),
     }
@@ -379,7 +379,8 @@ async fn dry_run(ls: &LoopService, spec: &ValidSpec, jobs_api: &Api<Job>, n: i64
 /// counted twice.
 async fn write_status(ls: &LoopService, st: &LoopServiceStatus, ctx: &Context) -> Result<()> {
     let (ns, name) = (ls.namespace().unwrap_or_default(), ls.name_any());
-    let api: Api<LoopService> = Api::namespaced(ctx.client.clone(), &ns);
+    // Read back untyped: the typed status would fill in, as defaults, what the API server dropped.
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ApiResource::erase::<LoopService>(&()));
     let patch = json!({
         "metadata": { "resourceVersion": ls.resource_version() },
         "status": st,
@@ -391,7 +392,7 @@ async fn write_status(ls: &LoopService, st: &LoopServiceStatus, ctx: &Context) -
     // A CRD older than the operator prunes the status fields it does not know, and a status
     // that forgets (say) which run request it handled would start that loop again and again.
     let sent = serde_json::to_value(st).unwrap_or_default();
-    let back = serde_json::to_value(&stored.status).unwrap_or_default();
+    let back = stored.data.get("status").cloned().unwrap_or_default();
     let dropped = crate::spec::dropped_paths(&sent, &back, "status");
     if !dropped.is_empty() {
         return Err(Error::OutdatedCrd(format!("{ns}/{name}"), dropped.join(", ")));

@@ -315,6 +315,11 @@ pub struct LoopServiceStatus {
     /// The latest loop that failed, and why.
     #[serde(default)]
     pub last_error: Option<LoopError>,
+    /// The latest loops (at most 10), newest first: each loop's trigger, due, start and end
+    /// times, result and why. Written with the counters, so it stays exact when the Jobs are
+    /// deleted (history limits, TTL) and across operator restarts.
+    #[serde(default)]
+    pub history: Vec<LoopRecord>,
     /// Ready (the spec is valid and loops run as scheduled), Overrun (the latest finished loop ran
     /// longer than the interval) and Failing (the latest loop failed).
     #[serde(default)]
@@ -393,6 +398,54 @@ impl Trigger {
             Trigger::Manual => "Manual",
         }
     }
+}
+
+/// How a loop went, so far.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum LoopResult {
+    /// Its Job runs.
+    Running,
+    /// Its Job completed.
+    Succeeded,
+    /// Its Job failed, ran past spec.timeout, was refused by the API server, or was deleted
+    /// before it ended.
+    Failed,
+}
+
+/// One loop, as `status.history` shows it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = not_nullable)]
+pub struct LoopRecord {
+    /// The loop's number.
+    pub r#loop: i64,
+    /// Name of the loop's Job.
+    pub job_name: String,
+    /// Scheduled (its time came) or Manual (a run request, the annotation
+    /// `loops.dev/run-requested-at`).
+    pub trigger: Trigger,
+    /// When the loop was due: by the loop rule for a scheduled loop, when the request was
+    /// taken up for a manual one.
+    pub due_time: Time,
+    /// When it started: its Job was created.
+    pub start_time: Time,
+    /// When it ended (its Job's end, stamped by Kubernetes to the second); absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+    /// How long it ran, in seconds; absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+    /// Running, Succeeded or Failed.
+    pub result: LoopResult,
+    /// Why it failed: JobFailed, DeadlineExceeded, JobRejected or JobDeleted (as in lastError).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What went wrong, in short: the end of lastError's message for the same loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Whether it ran longer than the interval.
+    #[serde(default)]
+    pub overran: bool,
 }
 
 /// A loop that ran longer than its interval.

@@ -293,10 +293,15 @@ pub fn stuck_reason(pods: &[Pod]) -> Option<String> {
 /// Cuts a message to [`MAX_MESSAGE`] bytes on a character boundary, keeping its end (a log
 /// tail's last lines say the most).
 pub fn clip(message: &str) -> String {
-    if message.len() <= MAX_MESSAGE {
+    clip_to(message, MAX_MESSAGE)
+}
+
+/// Cuts a message to `max` bytes (at least 4) on a character boundary, keeping its end.
+pub fn clip_to(message: &str, max: usize) -> String {
+    if message.len() <= max {
         return message.to_string();
     }
-    let mut start = message.len() - (MAX_MESSAGE - 3);
+    let mut start = message.len() - (max.max(4) - 3);
     while !message.is_char_boundary(start) {
         start += 1;
     }

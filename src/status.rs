@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::crd::{Condition, LoopError, LoopServiceStatus, Overrun, Phase, Time};
-use crate::job::{ObservedJob, Outcome, clip};
+use crate::crd::{Condition, LoopError, LoopRecord, LoopResult, LoopServiceStatus, Overrun, Phase, Time, Trigger};
+use crate::job::{ObservedJob, Outcome, clip, clip_to};
 use crate::schedule::{self, PreviousLoop};
 
 /// Something worth an Event.
@@ -75,6 +75,16 @@ pub fn record_jobs(
         } else if let Some(r) = &j.run_request {
             handled(&mut st, r);
         }
+        if lost {
+            // The history of the Jobs left, oldest first (each updated below as it is counted).
+            let mut left: Vec<&ObservedJob> = jobs.iter().filter(|o| o.loop_number <= j.loop_number).collect();
+            left.sort_by_key(|o| o.loop_number);
+            for o in left {
+                remember(&mut st, started_record(o));
+            }
+        } else {
+            remember(&mut st, started_record(j));
+        }
         notes.push(
             Note::normal("LoopAdopted", format!("found Job {} of loop {} and took it over", j.name, j.loop_number)).about(Some(&j.name)),
         );
@@ -89,7 +99,7 @@ pub fn record_jobs(
                     st.active_job = Some(j.name.clone());
                     break;
                 }
-                Some((end, outcome)) => record_end(&mut st, &mut notes, k, &j.name, j.start, *end, outcome, interval),
+                Some((end, outcome)) => record_end(&mut st, &mut notes, j, *end, outcome, interval),
             },
             None => {
                 // Loops k..=last have no Job: all deleted before their ends were recorded.
@@ -105,7 +115,10 @@ pub fn record_jobs(
                 } else {
                     format!("the Jobs of loops {k} to {last} were deleted before their ends were recorded")
                 };
-                fail(&mut st, &mut notes, last, last - k + 1, None, now, "JobDeleted", message);
+                fail(&mut st, &mut notes, last, last - k + 1, None, now, "JobDeleted", message.clone());
+                for r in st.history.iter_mut().filter(|r| r.r#loop >= k && r.r#loop <= last && r.result == LoopResult::Running) {
+                    finish_record(r, now, Some(("JobDeleted", &message)), interval);
+                }
                 k = last;
             }
         }
@@ -122,17 +135,63 @@ pub fn record_jobs(
     (st, notes)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn record_end(
-    st: &mut LoopServiceStatus,
-    notes: &mut Vec<Note>,
-    k: i64,
-    job: &str,
-    start: Timestamp,
-    end: Timestamp,
-    outcome: &Outcome,
-    interval: Duration,
-) {
+/// How many loops `status.history` keeps. Ten records of at most a few hundred bytes each
+/// keep the status small; Events and metrics hold the longer story.
+pub const HISTORY: usize = 10;
+/// The longest message a history record keeps (lastError has the full one).
+pub const HISTORY_MESSAGE: usize = 200;
+
+/// Puts a loop's record into the history, replacing the one of the same loop, newest first.
+fn remember(st: &mut LoopServiceStatus, record: LoopRecord) {
+    st.history.retain(|r| r.r#loop != record.r#loop);
+    st.history.push(record);
+    st.history.sort_by_key(|r| std::cmp::Reverse(r.r#loop));
+    st.history.truncate(HISTORY);
+}
+
+/// The record of a loop that has started, from its Job.
+fn started_record(j: &ObservedJob) -> LoopRecord {
+    LoopRecord {
+        r#loop: j.loop_number,
+        job_name: j.name.clone(),
+        trigger: if j.run_request.is_some() { Trigger::Manual } else { Trigger::Scheduled },
+        due_time: Time(j.scheduled.unwrap_or(j.start)),
+        start_time: Time(j.start),
+        end_time: None,
+        duration_seconds: None,
+        result: LoopResult::Running,
+        reason: None,
+        message: None,
+        overran: false,
+    }
+}
+
+/// Marks a record ended at `end`: succeeded, or failed with (reason, message).
+fn finish_record(r: &mut LoopRecord, end: Timestamp, failure: Option<(&str, &str)>, interval: Duration) {
+    let end = end.max(r.start_time.0);
+    let took = schedule::seconds_between(r.start_time.0, end);
+    r.end_time = Some(Time(end));
+    r.duration_seconds = Some((took * 1000.0).round() / 1000.0);
+    r.overran = schedule::overran(r.start_time.0, end, interval);
+    match failure {
+        None => r.result = LoopResult::Succeeded,
+        Some((reason, message)) => {
+            r.result = LoopResult::Failed;
+            r.reason = Some(reason.to_string());
+            r.message = Some(clip_to(message, HISTORY_MESSAGE));
+        }
+    }
+}
+
+fn record_end(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, j: &ObservedJob, end: Timestamp, outcome: &Outcome, interval: Duration) {
+    let (k, job, start) = (j.loop_number, j.name.as_str(), j.start);
+    let mut record = st.history.iter().find(|r| r.r#loop == k).cloned().unwrap_or_else(|| started_record(j));
+    let failure = match outcome {
+        Outcome::Succeeded => None,
+        Outcome::Failed { reason, message } => Some((leak(reason), clip(message))),
+    };
+    finish_record(&mut record, end, failure.as_ref().map(|(r, m)| (*r, m.as_str())), interval);
+    remember(st, record);
     let took = schedule::seconds_between(start, end);
     if schedule::overran(start, end, interval) {
         st.overruns += 1;
@@ -258,7 +317,16 @@ pub fn decide(
 }
 
 /// Records that loop `n`'s Job was created at `start`; `run_request` for a manual loop.
-pub fn launched(st: &mut LoopServiceStatus, n: i64, job: &str, start: Timestamp, run_request: Option<&str>) -> Note {
+pub fn launched(st: &mut LoopServiceStatus, n: i64, job: &str, due: Timestamp, start: Timestamp, run_request: Option<&str>) -> Note {
+    let seen = ObservedJob {
+        name: job.to_string(),
+        loop_number: n,
+        start,
+        scheduled: Some(due),
+        run_request: run_request.map(str::to_string),
+        end: None,
+    };
+    remember(st, started_record(&seen));
     st.loops_started = n;
     st.last_start_time = Some(Time(start));
     st.active_job = Some(job.to_string());
@@ -272,11 +340,25 @@ pub fn launched(st: &mut LoopServiceStatus, n: i64, job: &str, start: Timestamp,
 
 /// Records that the API server refused loop `n`'s Job: the loop counts as started and failed,
 /// and the next one comes one interval later.
-pub fn rejected(st: &mut LoopServiceStatus, n: i64, job: &str, start: Timestamp, run_request: Option<&str>, message: &str) -> Vec<Note> {
+#[allow(clippy::too_many_arguments)]
+pub fn rejected(
+    st: &mut LoopServiceStatus,
+    n: i64,
+    job: &str,
+    due: Timestamp,
+    start: Timestamp,
+    run_request: Option<&str>,
+    message: &str,
+    interval: Duration,
+) -> Vec<Note> {
     let mut notes = vec![];
     if let Some(r) = run_request {
         handled(st, r);
     }
+    let seen = ObservedJob { name: job.to_string(), loop_number: n, start, scheduled: Some(due), run_request: run_request.map(str::to_string), end: None };
+    let mut record = started_record(&seen);
+    finish_record(&mut record, start, Some(("JobRejected", &format!("the API server refused the Job: {message}"))), interval);
+    remember(st, record);
     st.loops_started = n;
     st.last_start_time = Some(Time(start));
     st.last_completion_time = Some(Time(start));
@@ -460,7 +542,7 @@ mod tests {
     #[test]
     fn a_full_cycle_start_succeed_wait() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(5.0), None);
+        launched(&mut st, 1, "r-1", t(5.0), t(5.0), None);
         let (st, d, _) = step(&st, &[job(1, 5.0, None)], 6.0);
         assert_eq!(d, Decision::Running { job: "r-1".into() });
         assert_eq!(st.phase, Some(Phase::Running));
@@ -483,7 +565,7 @@ mod tests {
     #[test]
     fn an_overrun_is_counted_and_the_next_loop_starts_at_its_end() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0), None);
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, d, notes) = step(&st, &[job(1, 0.0, Some((41.2, true)))], 41.5);
         assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(41.2), run_request: None });
         assert_eq!(st.overruns, 1);
@@ -498,7 +580,7 @@ mod tests {
     #[test]
     fn a_failure_is_recorded_with_its_message_and_the_loop_goes_on() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0), None);
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, d, _) = step(&st, &[job(1, 0.0, Some((1.0, false)))], 1.5);
         assert_eq!(d, Decision::Wait { until: t(10.0) });
         assert_eq!((st.loops_failed, st.consecutive_failures), (1, 1));
@@ -510,7 +592,7 @@ mod tests {
 
         // A later success clears the streak but keeps the history.
         let mut st2 = st.clone();
-        launched(&mut st2, 2, "r-2", t(10.0), None);
+        launched(&mut st2, 2, "r-2", t(10.0), t(10.0), None);
         let (st2, _, _) = step(&st2, &[job(1, 0.0, Some((1.0, false))), job(2, 10.0, Some((11.0, true)))], 11.5);
         assert_eq!((st2.loops_failed, st2.loops_succeeded, st2.consecutive_failures), (1, 1, 0));
         assert_eq!(st2.phase, Some(Phase::Waiting));
@@ -522,7 +604,7 @@ mod tests {
     fn a_job_created_but_not_recorded_is_adopted_not_duplicated() {
         // The operator was killed after creating r-3 and before writing status.
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 2, "r-2", t(20.0), None);
+        launched(&mut st, 2, "r-2", t(20.0), t(20.0), None);
         st.last_finished_loop = 1;
         let jobs = [job(2, 20.0, Some((21.0, true))), job(3, 30.0, None)];
         let (st, d, notes) = step(&st, &jobs, 31.0);
@@ -535,11 +617,11 @@ mod tests {
     #[test]
     fn after_downtime_exactly_one_loop_is_due() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0), None);
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let jobs = [job(1, 0.0, Some((1.0, true)))];
         let (mut st, d, _) = step(&st, &jobs, 3600.0);
         assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(10.0), run_request: None });
-        launched(&mut st, 2, "r-2", t(3600.0), None);
+        launched(&mut st, 2, "r-2", t(3600.0), t(3600.0), None);
         let (_, d, _) = step(&st, &[jobs[0].clone(), job(2, 3600.0, Some((3601.0, true)))], 3601.0);
         assert_eq!(d, Decision::Wait { until: t(3610.0) }, "no catch-up loop");
     }
@@ -547,7 +629,7 @@ mod tests {
     #[test]
     fn a_deleted_running_job_counts_as_failed_once() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0), None);
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, _, notes) = step(&st, &[], 3.0);
         assert_eq!((st.loops_failed, st.last_finished_loop), (1, 1));
         assert_eq!(st.last_error.as_ref().unwrap().reason, "JobDeleted");
@@ -568,7 +650,7 @@ mod tests {
     #[test]
     fn loops_limit_finishes_and_suspend_pauses() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 3, "r-3", t(0.0), None);
+        launched(&mut st, 3, "r-3", t(0.0), t(0.0), None);
         st.last_finished_loop = 2;
         let (mut st, _) = record_jobs(&st, &[job(3, 0.0, Some((1.0, true)))], I, t(2.0));
         assert_eq!(decide(&st, Some(3), false, None, I, t(2.0)), Decision::Finished);
@@ -584,7 +666,7 @@ mod tests {
     #[test]
     fn a_rejected_job_is_a_failed_loop_and_the_next_comes_an_interval_later() {
         let mut st = LoopServiceStatus::default();
-        let notes = rejected(&mut st, 1, "r-1", t(0.0), None, "Job.batch \"r-1\" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value");
+        let notes = rejected(&mut st, 1, "r-1", t(0.0), t(0.0), None, "Job.batch \"r-1\" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value", I);
         assert_eq!((st.loops_started, st.loops_failed, st.last_finished_loop), (1, 1, 1));
         assert_eq!(st.last_error.as_ref().unwrap().reason, "JobRejected");
         assert!(notes[0].message.contains("env[0].name"));
@@ -609,7 +691,7 @@ mod tests {
     fn a_stuck_loop_turns_ready_false_and_says_so_once() {
         let why = "its Pod cannot start its container: ErrImageNeverPull";
         let mut prev = LoopServiceStatus::default();
-        launched(&mut prev, 1, "r-1", t(0.0), None);
+        launched(&mut prev, 1, "r-1", t(0.0), t(0.0), None);
         finalize(&mut prev, &Decision::Running { job: "r-1".into() }, None, Some(1), t(1.0));
 
         let mut st = prev.clone();
@@ -630,7 +712,7 @@ mod tests {
     #[test]
     fn a_job_with_a_far_loop_number_is_not_adopted_and_gaps_count_in_one_step() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 5, "r-5", t(50.0), None);
+        launched(&mut st, 5, "r-5", t(50.0), t(50.0), None);
         st.last_finished_loop = 4;
         // Someone relabelled a finished Job as loop 999999999999: it is not progress.
         let mut far = job(999_999_999_999, 40.0, Some((41.0, true)));
@@ -651,7 +733,7 @@ mod tests {
     fn any_running_job_holds_the_next_loop() {
         // Loop 3 was recorded as refused, but its Job appeared after all and runs.
         let mut st = LoopServiceStatus::default();
-        rejected(&mut st, 3, "r-3", t(30.0), None, "exceeded quota");
+        rejected(&mut st, 3, "r-3", t(30.0), t(30.0), None, "exceeded quota", I);
         let (_, d, _) = step(&st, &[job(3, 30.5, None)], 45.0);
         assert_eq!(d, Decision::Running { job: "r-3".into() });
     }
@@ -664,13 +746,13 @@ mod tests {
     #[test]
     fn a_run_request_starts_one_loop_at_once_and_anchors_the_next_on_it() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0), None);
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(3.0));
         // Due at 10 s; a request at 3 s starts loop 2 now.
         let d = decide(&st, None, false, Some("a"), I, t(3.0));
         assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(3.0), run_request: Some("a".into()) });
         let mut st2 = st.clone();
-        let note = launched(&mut st2, 2, "r-2", t(3.0), Some("a"));
+        let note = launched(&mut st2, 2, "r-2", t(3.0), t(3.0), Some("a"));
         assert!(note.message.contains("run requested at a"), "{}", note.message);
         assert_eq!((st2.manual_loops, st2.last_handled_run_request.as_deref()), (1, Some("a")));
         // The same value again starts nothing; the next loop is one interval after loop 2's start.
@@ -685,7 +767,7 @@ mod tests {
     #[test]
     fn a_run_request_during_a_loop_starts_when_it_ends() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0), None);
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, _) = record_jobs(&st, &[job(1, 0.0, None)], I, t(2.0));
         assert_eq!(decide(&st, None, false, Some("a"), I, t(2.0)), Decision::Running { job: "r-1".into() });
         let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((4.0, true)))], I, t(4.2));
@@ -695,11 +777,11 @@ mod tests {
     #[test]
     fn a_run_request_runs_one_loop_while_suspended_or_finished_not_counted_toward_loops() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0), None);
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
         assert_eq!(decide(&st, None, true, None, I, t(2.0)), Decision::Suspended);
         assert!(matches!(decide(&st, None, true, Some("a"), I, t(2.0)), Decision::Launch { loop_number: 2, .. }));
-        launched(&mut st, 2, "r-2", t(2.0), Some("a"));
+        launched(&mut st, 2, "r-2", t(2.0), t(2.0), Some("a"));
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 2.0, Some((3.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(3.5));
         assert_eq!(decide(&st, None, true, Some("a"), I, t(3.5)), Decision::Suspended, "suspended again");
@@ -713,7 +795,7 @@ mod tests {
     #[test]
     fn a_manual_loops_job_adopted_after_a_crash_is_not_run_again() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0), None);
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         st.last_finished_loop = 1;
         // Killed after creating loop 2's Job for request "a", before writing status.
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, None), "a")];
@@ -725,6 +807,83 @@ mod tests {
         // A lost status is rebuilt with the newest request handled.
         let (lost, _) = record_jobs(&LoopServiceStatus::default(), &jobs, I, t(6.0));
         assert_eq!((lost.manual_loops, lost.last_handled_run_request.as_deref()), (1, Some("a")));
+    }
+
+    #[test]
+    fn status_history_records_each_loop_and_stays_exact_without_its_jobs() {
+        let mut st = LoopServiceStatus::default();
+        let mut jobs = vec![];
+        // Twelve loops: 2 s each, loop 5 fails, loop 7 overruns (12 s of 10), loop 9 is manual.
+        for n in 1..=12i64 {
+            let start = n as f64 * 20.0;
+            let due = start - 0.5;
+            let request = (n == 9).then_some("a");
+            launched(&mut st, n, &format!("r-{n}"), t(due), t(start), request);
+            assert_eq!(st.history[0].result, LoopResult::Running);
+            assert_eq!(st.history[0].end_time, None);
+            let took = if n == 7 { 12.0 } else { 2.0 };
+            let mut j = job(n, start, Some((start + took, n != 5)));
+            j.scheduled = Some(t(due));
+            j.run_request = request.map(str::to_string);
+            jobs.push(j);
+            // The history limit keeps only the newest two Jobs around.
+            let keep = jobs.len().saturating_sub(2);
+            let (next, _) = record_jobs(&st, &jobs, I, t(start + took + 0.5));
+            st = next;
+            jobs.drain(..keep);
+        }
+        let loops: Vec<i64> = st.history.iter().map(|r| r.r#loop).collect();
+        assert_eq!(loops, (3..=12).rev().collect::<Vec<_>>(), "the last 10, newest first");
+        let r = |n: i64| st.history.iter().find(|r| r.r#loop == n).unwrap();
+        assert_eq!(
+            *r(12),
+            LoopRecord {
+                r#loop: 12,
+                job_name: "r-12".into(),
+                trigger: Trigger::Scheduled,
+                due_time: Time(t(239.5)),
+                start_time: Time(t(240.0)),
+                end_time: Some(Time(t(242.0))),
+                duration_seconds: Some(2.0),
+                result: LoopResult::Succeeded,
+                reason: None,
+                message: None,
+                overran: false,
+            }
+        );
+        assert_eq!((r(5).result, r(5).reason.as_deref(), r(5).message.as_deref()), (LoopResult::Failed, Some("JobFailed"), Some("container exited with code 1")));
+        assert!(r(7).overran && r(7).duration_seconds == Some(12.0));
+        assert_eq!(r(9).trigger, Trigger::Manual);
+        // No Jobs left at all: nothing changes.
+        let (again, notes) = record_jobs(&st, &[], I, t(300.0));
+        assert_eq!(again.history, st.history);
+        assert!(notes.is_empty());
+    }
+
+    #[test]
+    fn a_deleted_a_refused_and_an_adopted_loop_are_in_the_history() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
+        let (mut st, _) = record_jobs(&st, &[], I, t(3.0));
+        let h = &st.history[0];
+        assert_eq!((h.result, h.reason.as_deref(), h.end_time), (LoopResult::Failed, Some("JobDeleted"), Some(Time(t(3.0)))));
+        rejected(&mut st, 2, "r-2", t(10.0), t(10.1), None, "exceeded quota", I);
+        let h = &st.history[0];
+        assert_eq!((h.r#loop, h.result, h.reason.as_deref()), (2, LoopResult::Failed, Some("JobRejected")));
+        assert!(h.message.as_deref().unwrap().contains("exceeded quota"));
+        // Loop 3's Job was created, the status write lost: adopted, then recorded.
+        let (st, _) = record_jobs(&st, &[manual(job(3, 20.0, None), "x")], I, t(21.0));
+        assert_eq!((st.history[0].r#loop, st.history[0].result, st.history[0].trigger), (3, LoopResult::Running, Trigger::Manual));
+        let (st, _) = record_jobs(&st, &[manual(job(3, 20.0, Some((22.0, true))), "x")], I, t(23.0));
+        assert_eq!(st.history.iter().map(|r| (r.r#loop, r.result)).collect::<Vec<_>>(), [
+            (3, LoopResult::Succeeded),
+            (2, LoopResult::Failed),
+            (1, LoopResult::Failed)
+        ]);
+        // A lost status is rebuilt from the Jobs left.
+        let jobs = [job(7, 70.0, Some((71.0, true))), job(8, 80.0, Some((81.0, false)))];
+        let (lost, _) = record_jobs(&LoopServiceStatus::default(), &jobs, I, t(85.0));
+        assert_eq!(lost.history.iter().map(|r| (r.r#loop, r.result)).collect::<Vec<_>>(), [(8, LoopResult::Failed), (7, LoopResult::Succeeded)]);
     }
 
     #[test]

@@ -172,3 +172,92 @@ async fn a_run_request_starts_exactly_one_loop_across_operator_restarts() {
     let jobs = wait_jobs(&ns, "once", 2).await;
     assert_eq!(jobs[1].annotations()["loops.dev/run-request"], "2026-11-25T10:05:00Z");
 }
+
+/// How and when a Job ended: its completionTime when it completed, else its condition's time.
+fn job_end(j: &Job) -> Option<(bool, jiff::Timestamp)> {
+    let (ok, at) = finished(j)?;
+    let completion = j.status.as_ref().and_then(|s| s.completion_time.as_ref()).map(|t| t.0);
+    Some((ok, if ok { completion.unwrap_or(at) } else { at }))
+}
+
+/// What a user reads off a loop's Job while it is there.
+#[derive(Clone, Debug, PartialEq)]
+struct SeenJob {
+    name: String,
+    due: jiff::Timestamp,
+    start: jiff::Timestamp,
+    trigger: String,
+    end: Option<(bool, jiff::Timestamp)>,
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn status_history_matches_the_jobs_after_the_history_limit_deleted_them() {
+    let ns = setup("history").await;
+    let _op = Operator::start(&ns.name, &[]);
+    let mut v = ls("kept", "4s", "echo loop $LOOP_NUMBER; [ $LOOP_NUMBER != 3 ] && [ $LOOP_NUMBER != 8 ]");
+    v["spec"]["successfulJobsHistoryLimit"] = json!(1);
+    v["spec"]["failedJobsHistoryLimit"] = json!(1);
+    create_ls(&ns, v).await.unwrap();
+    // Watch every Job while it exists (each lives about one interval past its end).
+    let mut seen: std::collections::BTreeMap<i64, SeenJob> = Default::default();
+    let mut requested = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        for j in loop_jobs(&ns, "kept").await {
+            let s = SeenJob {
+                name: j.name_any(),
+                due: ann_time(&j, "loops.dev/scheduled-time"),
+                start: start_time(&j),
+                trigger: trigger(&j).to_string(),
+                end: job_end(&j),
+            };
+            seen.insert(loop_number(&j), s);
+        }
+        // One loop in the middle is run by hand.
+        if !requested && seen.len() >= 5 {
+            request_run(&ns, "kept", "mid").await;
+            requested = true;
+        }
+        let st = status(&ns, "kept").await;
+        if st.last_finished_loop >= 12 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "12 loops did not finish in time: {st:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let st = status(&ns, "kept").await;
+    let left = loop_jobs(&ns, "kept").await.into_iter().filter(|j| j.metadata.deletion_timestamp.is_none()).count();
+    println!("{} Jobs left of {} loops; history:", left, st.loops_started);
+    for r in &st.history {
+        println!("  {} {} {:?} due {} start {} end {:?} {:?}s {:?} {:?} overran={}", r.r#loop, r.job_name, r.trigger, r.due_time, r.start_time, r.end_time.map(|t| t.to_string()), r.duration_seconds, r.result, r.reason, r.overran);
+    }
+    assert!(left <= 3, "the history limits deleted the old Jobs: {left} left");
+    assert_eq!(st.history.len(), 10);
+    let numbers: Vec<i64> = st.history.iter().map(|r| r.r#loop).collect();
+    let newest = st.loops_started;
+    assert_eq!(numbers, ((newest - 9)..=newest).rev().collect::<Vec<_>>(), "the last 10 loops, newest first");
+    let mut manual = 0;
+    for r in &st.history {
+        let j = seen.get(&r.r#loop).unwrap_or_else(|| panic!("loop {} was never seen as a Job", r.r#loop));
+        assert_eq!((r.job_name.as_str(), r.due_time.0, r.start_time.0, r.trigger.as_str()), (j.name.as_str(), j.due, j.start, j.trigger.as_str()), "loop {}", r.r#loop);
+        manual += usize::from(j.trigger == "Manual");
+        let Some((ok, end)) = j.end else {
+            assert_eq!(r.result, loopservice_operator::crd::LoopResult::Running, "loop {}", r.r#loop);
+            continue;
+        };
+        let want = if ok { loopservice_operator::crd::LoopResult::Succeeded } else { loopservice_operator::crd::LoopResult::Failed };
+        assert_eq!(r.result, want, "loop {}", r.r#loop);
+        // The Job's end is stamped to the second; before the start, it is read as the start.
+        assert_eq!(r.end_time.map(|t| t.0), Some(end.max(j.start)), "loop {}", r.r#loop);
+        let took = secs(j.start, end.max(j.start));
+        assert!((r.duration_seconds.unwrap() - took).abs() < 0.002, "loop {}: {:?} vs {took}", r.r#loop, r.duration_seconds);
+        assert_eq!(r.overran, took > 4.0, "loop {}", r.r#loop);
+        if !ok {
+            assert_eq!(r.reason.as_deref(), Some("JobFailed"), "loop {}", r.r#loop);
+            assert!(r.message.as_deref().unwrap_or("").contains("exited with code 1"), "{:?}", r.message);
+        }
+    }
+    assert_eq!(manual, 1, "the requested loop is in the history as Manual");
+    assert!(st.history.iter().any(|r| r.r#loop == 8 && r.result == loopservice_operator::crd::LoopResult::Failed));
+}
