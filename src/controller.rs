@@ -300,7 +300,16 @@ async fn launch(
     st: &mut LoopServiceStatus,
 ) -> Result<Launched> {
     let start = Timestamp::now();
-    let params = JobParams { ls, spec, loop_number: n, scheduled, start, run_request };
+    let params = JobParams {
+        ls,
+        spec,
+        loop_number: n,
+        scheduled,
+        start,
+        run_request,
+        previous: status::previous_result(st),
+        last_success: st.last_success_scheduled_time.map(|t| t.0),
+    };
     let Some(job) = job::build_job(&params) else {
         return Err(Error::Incomplete(ls.name_any()));
     };
@@ -351,7 +360,16 @@ async fn invalid(ls: &LoopService, ctx: &Context, prev: &LoopServiceStatus, mess
 /// (a server-side dry run). `Some(message)` when it refuses it, or would drop a field of it
 /// that this Kubernetes version does not have.
 async fn dry_run(ls: &LoopService, spec: &ValidSpec, jobs_api: &Api<Job>, n: i64, now: Timestamp) -> Result<Option<String>> {
-    let params = JobParams { ls, spec, loop_number: n, scheduled: now, start: now, run_request: None };
+    let params = JobParams {
+        ls,
+        spec,
+        loop_number: n,
+        scheduled: now,
+        start: now,
+        run_request: None,
+        previous: job::PreviousResult::None,
+        last_success: Some(now),
+    };
     let Some(job) = job::build_job(&params) else {
         return Err(Error::Incomplete(ls.name_any()));
     };

@@ -73,7 +73,10 @@ pub struct LoopServiceSpec {
     pub args: Option<Vec<String>>,
 
     /// Environment variables of the loop's container. The operator adds LOOP_NUMBER,
-    /// LOOP_SCHEDULED_TIME and LOOPSERVICE_NAME.
+    /// LOOP_SCHEDULED_TIME (when the loop was due), LOOPSERVICE_NAME, LOOP_PREVIOUS_RESULT
+    /// (Succeeded, Failed or None: how the loop before this one ended) and
+    /// LOOP_LAST_SUCCESS_TIME (the LOOP_SCHEDULED_TIME of the latest loop that succeeded, or
+    /// empty), so that a loop can process what came since the latest success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<EnvVar>>,
 
@@ -104,8 +107,9 @@ pub struct LoopServiceSpec {
     /// `restartPolicy` is Never (or OnFailure when the template asks for it); the labels under
     /// `loops.dev/`, `app.kubernetes.io/managed-by` and the Job controller's (`job-name`,
     /// `controller-uid`, `batch.kubernetes.io/`); annotations under `loops.dev/`; the Job's
-    /// name and owner reference; and the loop container's LOOP_NUMBER, LOOP_SCHEDULED_TIME and
-    /// LOOPSERVICE_NAME variables. A field a Pod spec does not have (a typo) is refused too.
+    /// name and owner reference; and the loop container's LOOP_NUMBER, LOOP_SCHEDULED_TIME,
+    /// LOOPSERVICE_NAME, LOOP_PREVIOUS_RESULT and LOOP_LAST_SUCCESS_TIME variables. A field a
+    /// Pod spec does not have (a typo) is refused too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<PodTemplate>,
 
@@ -306,6 +310,10 @@ pub struct LoopServiceStatus {
     /// When a loop last succeeded.
     #[serde(default)]
     pub last_success_time: Option<Time>,
+    /// When the latest loop that succeeded was due (its LOOP_SCHEDULED_TIME): what the next
+    /// loop gets as LOOP_LAST_SUCCESS_TIME.
+    #[serde(default)]
+    pub last_success_scheduled_time: Option<Time>,
     /// When a loop last failed.
     #[serde(default)]
     pub last_failure_time: Option<Time>,

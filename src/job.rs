@@ -32,6 +32,10 @@ pub const CONTAINER: &str = "loop";
 pub const ENV_LOOP_NUMBER: &str = "LOOP_NUMBER";
 pub const ENV_SCHEDULED_TIME: &str = "LOOP_SCHEDULED_TIME";
 pub const ENV_LOOPSERVICE_NAME: &str = "LOOPSERVICE_NAME";
+pub const ENV_PREVIOUS_RESULT: &str = "LOOP_PREVIOUS_RESULT";
+pub const ENV_LAST_SUCCESS_TIME: &str = "LOOP_LAST_SUCCESS_TIME";
+/// Every variable the operator sets in the loop's container; a spec may not set them.
+pub const LOOP_ENV: [&str; 5] = [ENV_LOOP_NUMBER, ENV_SCHEDULED_TIME, ENV_LOOPSERVICE_NAME, ENV_PREVIOUS_RESULT, ENV_LAST_SUCCESS_TIME];
 
 /// Kubernetes label values, and so Job names (the Job controller copies the name into its
 /// Pods' `job-name` label), are limited to 63 characters.
@@ -83,6 +87,29 @@ pub struct JobParams<'a> {
     pub start: Timestamp,
     /// The run request this loop answers; `None` for a scheduled loop.
     pub run_request: Option<&'a str>,
+    /// How the loop before this one ended (LOOP_PREVIOUS_RESULT).
+    pub previous: PreviousResult,
+    /// LOOP_LAST_SUCCESS_TIME: the LOOP_SCHEDULED_TIME of the latest loop that succeeded.
+    pub last_success: Option<Timestamp>,
+}
+
+/// How the loop before this one ended, for LOOP_PREVIOUS_RESULT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PreviousResult {
+    Succeeded,
+    Failed,
+    /// No loop before it, or none whose end is known.
+    None,
+}
+
+impl PreviousResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PreviousResult::Succeeded => "Succeeded",
+            PreviousResult::Failed => "Failed",
+            PreviousResult::None => "None",
+        }
+    }
 }
 
 /// Builds the Job of one loop from the validated spec: one attempt (`backoffLimit: 0` unless
@@ -118,6 +145,8 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
             env_var(ENV_LOOP_NUMBER, &p.loop_number.to_string()),
             env_var(ENV_SCHEDULED_TIME, &Time(p.scheduled).format()),
             env_var(ENV_LOOPSERVICE_NAME, &name),
+            env_var(ENV_PREVIOUS_RESULT, p.previous.as_str()),
+            env_var(ENV_LAST_SUCCESS_TIME, &p.last_success.map(|t| Time(t).format()).unwrap_or_default()),
         ];
         env.extend(c.env.take().unwrap_or_default());
         c.env = Some(env);
@@ -341,7 +370,17 @@ mod tests {
 
     fn job_of(l: &LoopService, loop_number: i64, scheduled: &str, start: &str) -> Job {
         let spec = l.spec.validate().unwrap();
-        build_job(&JobParams { ls: l, spec: &spec, loop_number, scheduled: ts(scheduled), start: ts(start), run_request: None }).unwrap()
+        build_job(&JobParams {
+            ls: l,
+            spec: &spec,
+            loop_number,
+            scheduled: ts(scheduled),
+            start: ts(start),
+            run_request: None,
+            previous: PreviousResult::None,
+            last_success: None,
+        })
+        .unwrap()
     }
 
     fn ts(s: &str) -> Timestamp {
@@ -402,7 +441,7 @@ mod tests {
         assert_eq!(c.termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
         assert_eq!(c.args.as_ref().unwrap(), &vec!["echo hi".to_string()]);
         let env: Vec<_> = c.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(env, ["LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME", "A"]);
+        assert_eq!(env, ["LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME", "LOOP_PREVIOUS_RESULT", "LOOP_LAST_SUCCESS_TIME", "A"]);
         // The Job reads back as what was launched.
         let seen = observe(&job).unwrap();
         assert_eq!((seen.loop_number, seen.start, seen.end.clone()), (3, ts("2026-11-25T10:00:30.020Z"), None));
@@ -413,11 +452,24 @@ mod tests {
         let l = ls("report");
         let spec = l.spec.validate().unwrap();
         let at = ts("2026-11-25T10:00:00Z");
-        let params = JobParams { ls: &l, spec: &spec, loop_number: 5, scheduled: at, start: at, run_request: Some("2026-11-25T09:59:59Z") };
+        let params = JobParams {
+            ls: &l,
+            spec: &spec,
+            loop_number: 5,
+            scheduled: at,
+            start: at,
+            run_request: Some("2026-11-25T09:59:59Z"),
+            previous: PreviousResult::Failed,
+            last_success: Some(ts("2026-11-25T09:00:00.5Z")),
+        };
         let job = build_job(&params).unwrap();
         assert_eq!(job.annotations()[ANN_TRIGGER], "Manual");
         assert_eq!(job.annotations()[ANN_RUN_REQUEST], "2026-11-25T09:59:59Z");
         assert_eq!(observe(&job).unwrap().run_request.as_deref(), Some("2026-11-25T09:59:59Z"));
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let env = pod.containers[0].env.clone().unwrap();
+        let var = |n: &str| env.iter().find(|e| e.name == n).and_then(|e| e.value.clone()).unwrap();
+        assert_eq!((var("LOOP_PREVIOUS_RESULT"), var("LOOP_LAST_SUCCESS_TIME")), ("Failed".into(), "2026-11-25T09:00:00.500Z".into()));
     }
 
     #[test]
@@ -455,7 +507,7 @@ mod tests {
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         // Only the loop's container gets the loop variables.
         let env: Vec<_> = pod.containers[0].env.as_ref().unwrap().iter().map(|e| e.name.clone()).collect();
-        assert_eq!(env, ["LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME", "A"]);
+        assert_eq!(env, ["LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME", "LOOP_PREVIOUS_RESULT", "LOOP_LAST_SUCCESS_TIME", "A"]);
     }
 
     #[test]
@@ -476,7 +528,7 @@ mod tests {
         let (side, lp) = (&pod.containers[0], &pod.containers[1]);
         assert_eq!((side.env.as_ref(), side.termination_message_policy.as_ref()), (None, None));
         assert_eq!(lp.termination_message_policy.as_deref(), Some("File"));
-        assert_eq!(lp.env.as_ref().unwrap().len(), 3);
+        assert_eq!(lp.env.as_ref().unwrap().len(), 5);
     }
 
     fn finished(job: &mut Job, type_: &str, reason: Option<&str>, message: Option<&str>, at: &str) {

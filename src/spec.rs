@@ -15,7 +15,7 @@ use schemars::Schema;
 use serde_json::{Value, json};
 
 use crate::crd::{LoopServiceSpec, PodTemplate};
-use crate::job::{CONTAINER, ENV_LOOP_NUMBER, ENV_LOOPSERVICE_NAME, ENV_SCHEDULED_TIME};
+use crate::job::{CONTAINER, LOOP_ENV};
 use crate::schedule::parse_duration;
 
 /// The shorthand fields that shape the container built from `spec.image`.
@@ -37,9 +37,10 @@ pub const MSG_POD_FAILURE_POLICY_RESTART: &str =
     "spec.podFailurePolicy needs restartPolicy Never, but spec.template.spec.restartPolicy is OnFailure";
 pub const MSG_OWNED_LABELS: &str = "spec.template.metadata.labels: keys under loops.dev/ and batch.kubernetes.io/, app.kubernetes.io/managed-by, job-name and controller-uid are set by the operator and the Job controller";
 pub const MSG_OWNED_ANNOTATIONS: &str = "spec.template.metadata.annotations: keys under loops.dev/ are set by the operator";
-pub const MSG_ENV_OWNED: &str = "spec.env: LOOP_NUMBER, LOOP_SCHEDULED_TIME and LOOPSERVICE_NAME are set by the operator";
+pub const MSG_ENV_OWNED: &str =
+    "spec.env: LOOP_NUMBER, LOOP_SCHEDULED_TIME, LOOPSERVICE_NAME, LOOP_PREVIOUS_RESULT and LOOP_LAST_SUCCESS_TIME are set by the operator";
 pub const MSG_TEMPLATE_ENV_OWNED: &str =
-    "spec.template.spec.containers: the container named loop gets LOOP_NUMBER, LOOP_SCHEDULED_TIME and LOOPSERVICE_NAME from the operator";
+    "spec.template.spec.containers: the container named loop gets LOOP_NUMBER, LOOP_SCHEDULED_TIME, LOOPSERVICE_NAME, LOOP_PREVIOUS_RESULT and LOOP_LAST_SUCCESS_TIME from the operator";
 
 /// The message of a shorthand field set while the loop's container comes from the template.
 pub fn shorthand_message(field: &str) -> String {
@@ -71,7 +72,8 @@ pub fn cel_rules() -> Vec<(String, String)> {
 
 /// A CEL list literal of the operator's loop variables.
 fn loop_env_list() -> String {
-    format!("['{ENV_LOOP_NUMBER}', '{ENV_SCHEDULED_TIME}', '{ENV_LOOPSERVICE_NAME}']")
+    let names: Vec<String> = LOOP_ENV.iter().map(|n| format!("'{n}'")).collect();
+    format!("[{}]", names.join(", "))
 }
 
 fn label_rule() -> String {
@@ -270,7 +272,7 @@ impl LoopServiceSpec {
 }
 
 fn is_loop_env(name: &str) -> bool {
-    [ENV_LOOP_NUMBER, ENV_SCHEDULED_TIME, ENV_LOOPSERVICE_NAME].contains(&name)
+    LOOP_ENV.contains(&name)
 }
 
 fn owned_label(k: &str) -> bool {

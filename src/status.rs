@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::crd::{Condition, LoopError, LoopRecord, LoopResult, LoopServiceStatus, Overrun, Phase, Time, Trigger};
-use crate::job::{ObservedJob, Outcome, clip, clip_to};
+use crate::job::{ObservedJob, Outcome, PreviousResult, clip, clip_to};
 use crate::schedule::{self, PreviousLoop};
 
 /// Something worth an Event.
@@ -191,6 +191,9 @@ fn record_end(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, j: &ObservedJob
         Outcome::Failed { reason, message } => Some((leak(reason), clip(message))),
     };
     finish_record(&mut record, end, failure.as_ref().map(|(r, m)| (*r, m.as_str())), interval);
+    if failure.is_none() {
+        st.last_success_scheduled_time = Some(record.due_time);
+    }
     remember(st, record);
     let took = schedule::seconds_between(start, end);
     if schedule::overran(start, end, interval) {
@@ -313,6 +316,21 @@ pub fn decide(
         Decision::Launch { loop_number: status.loops_started + 1, scheduled: due, run_request: None }
     } else {
         Decision::Wait { until: due }
+    }
+}
+
+/// LOOP_PREVIOUS_RESULT of the next loop: how the latest loop whose end is recorded ended.
+/// None before the first loop ends, and when a lost status was rebuilt from Jobs that say
+/// nothing of it yet.
+pub fn previous_result(st: &LoopServiceStatus) -> PreviousResult {
+    if st.last_finished_loop == 0 {
+        PreviousResult::None
+    } else if st.consecutive_failures > 0 {
+        PreviousResult::Failed
+    } else if st.last_success_time.is_some() {
+        PreviousResult::Succeeded
+    } else {
+        PreviousResult::None
     }
 }
 
@@ -884,6 +902,27 @@ mod tests {
         let jobs = [job(7, 70.0, Some((71.0, true))), job(8, 80.0, Some((81.0, false)))];
         let (lost, _) = record_jobs(&LoopServiceStatus::default(), &jobs, I, t(85.0));
         assert_eq!(lost.history.iter().map(|r| (r.r#loop, r.result)).collect::<Vec<_>>(), [(8, LoopResult::Failed), (7, LoopResult::Succeeded)]);
+    }
+
+    #[test]
+    fn the_previous_result_and_the_last_success_follow_the_recorded_loops() {
+        let mut st = LoopServiceStatus::default();
+        assert_eq!((previous_result(&st), st.last_success_scheduled_time), (PreviousResult::None, None));
+        // Loop 1 was due at 0 and started at 0.2; it succeeds.
+        launched(&mut st, 1, "r-1", t(0.0), t(0.2), None);
+        let j1 = ObservedJob { scheduled: Some(t(0.0)), ..job(1, 0.2, Some((1.0, true))) };
+        let (mut st, _) = record_jobs(&st, &[j1.clone()], I, t(1.5));
+        assert_eq!((previous_result(&st), st.last_success_scheduled_time), (PreviousResult::Succeeded, Some(Time(t(0.0)))));
+        // Loop 2 fails: the last success stays loop 1's due time.
+        launched(&mut st, 2, "r-2", t(10.0), t(10.0), None);
+        let (mut st, _) = record_jobs(&st, &[j1.clone(), job(2, 10.0, Some((11.0, false)))], I, t(11.5));
+        assert_eq!((previous_result(&st), st.last_success_scheduled_time), (PreviousResult::Failed, Some(Time(t(0.0)))));
+        launched(&mut st, 3, "r-3", t(20.0), t(20.0), None);
+        let (st, _) = record_jobs(&st, &[j1, job(2, 10.0, Some((11.0, false))), job(3, 20.0, Some((21.0, true)))], I, t(21.5));
+        assert_eq!((previous_result(&st), st.last_success_scheduled_time), (PreviousResult::Succeeded, Some(Time(t(20.0)))));
+        // A status rebuilt from Jobs that have not ended says None, not Succeeded.
+        let (lost, _) = record_jobs(&LoopServiceStatus::default(), &[job(7, 70.0, None)], I, t(71.0));
+        assert_eq!(previous_result(&lost), PreviousResult::None);
     }
 
     #[test]

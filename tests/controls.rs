@@ -261,3 +261,43 @@ async fn status_history_matches_the_jobs_after_the_history_limit_deleted_them() 
     assert_eq!(manual, 1, "the requested loop is in the history as Manual");
     assert!(st.history.iter().any(|r| r.r#loop == 8 && r.result == loopservice_operator::crd::LoopResult::Failed));
 }
+
+/// The exit code and termination message of a Job's loop container (what it wrote to
+/// /dev/termination-log).
+async fn termination_message(ns: &TestNs, job: &str) -> Option<(i32, String)> {
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(ns.client.clone(), &ns.name);
+    let list = pods.list(&kube::api::ListParams::default().labels(&format!("job-name={job}"))).await.ok()?;
+    list.items.iter().find_map(|p| {
+        let cs = p.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == "loop")?;
+        let t = cs.state.as_ref()?.terminated.as_ref()?;
+        Some((t.exit_code, t.message.clone().unwrap_or_default()))
+    })
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn each_loop_sees_the_previous_result_and_the_last_success_time() {
+    let ns = setup("prevresult").await;
+    let _op = Operator::start(&ns.name, &[]);
+    // Loops 2 and 3 fail; each loop writes what it was given as its termination message.
+    let script = r#"echo "previous=$LOOP_PREVIOUS_RESULT since=$LOOP_LAST_SUCCESS_TIME scheduled=$LOOP_SCHEDULED_TIME" > /dev/termination-log; [ $LOOP_NUMBER != 2 ] && [ $LOOP_NUMBER != 3 ]"#;
+    create_ls(&ns, ls("incremental", "4s", script)).await.unwrap();
+    wait_status(&ns, "incremental", "4 loops ended", |st| st.last_finished_loop >= 4).await;
+    let jobs = loop_jobs(&ns, "incremental").await;
+    let mut seen = vec![];
+    for j in &jobs[..4] {
+        let name = j.name_any();
+        let (code, message) = wait_for("the loop's termination message", LONG, || termination_message(&ns, &name)).await;
+        println!("{} exited {code}: {}", j.name_any(), message.trim());
+        seen.push(message.trim().to_string());
+    }
+    let due = |n: usize| jobs[n - 1].annotations()["loops.dev/scheduled-time"].clone();
+    assert_eq!(seen[0], format!("previous=None since= scheduled={}", due(1)));
+    assert_eq!(seen[1], format!("previous=Succeeded since={} scheduled={}", due(1), due(2)));
+    assert_eq!(seen[2], format!("previous=Failed since={} scheduled={}", due(1), due(3)), "a failure does not move the last success");
+    assert_eq!(seen[3], format!("previous=Failed since={} scheduled={}", due(1), due(4)));
+    let st = wait_status(&ns, "incremental", "loop 5 ended", |st| st.last_finished_loop >= 5).await;
+    let (_, fifth) = wait_for("loop 5's termination message", LONG, || termination_message(&ns, "incremental-5")).await;
+    assert_eq!(fifth.trim(), format!("previous=Succeeded since={} scheduled={}", due(4), loop_jobs(&ns, "incremental").await[4].annotations()["loops.dev/scheduled-time"]));
+    assert!(st.last_success_scheduled_time.is_some());
+}
