@@ -185,7 +185,9 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
         .get(job::ANN_RUN_REQUESTED_AT)
         .map(String::as_str)
         .filter(|r| !observed.iter().any(|j| j.run_request.as_deref() == Some(*r)));
-    let mut decision = status::decide(&st, spec.loops, suspended, run_request, interval, now);
+    let created = ls.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+    let jitter = valid.jitter.map(|max| schedule::Jitter { uid: &uid, max, created });
+    let mut decision = status::decide(&st, spec.loops, suspended, run_request, interval, jitter.as_ref(), now);
     let mut name_taken = None;
 
     if let Decision::Launch { loop_number, scheduled, run_request: request } = decision.clone() {
@@ -213,11 +215,13 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
                 info!(namespace = %ns, %name, r#loop = loop_number, pod = %pod.name_any(), "waiting for the pod of a deleted job to end");
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
-            match launch(ls, ctx, &jobs_api, &valid, loop_number, scheduled, request.as_deref(), &mut st).await? {
+            // Run requests start at once; a scheduled loop with jitter was to start later than due.
+            let jittered = jitter.filter(|_| request.is_none()).map(|j| schedule::add(scheduled, j.offset(loop_number)));
+            match launch(ls, ctx, &jobs_api, &valid, loop_number, scheduled, jittered, request.as_deref(), &mut st).await? {
                 Launched::Notes(launched) => notes.extend(launched),
                 Launched::NameTaken(job) => name_taken = Some((loop_number, job)),
             }
-            decision = status::decide(&st, spec.loops, suspended, run_request, interval, Timestamp::now());
+            decision = status::decide(&st, spec.loops, suspended, run_request, interval, jitter.as_ref(), Timestamp::now());
         }
     }
 
@@ -296,6 +300,7 @@ async fn launch(
     spec: &ValidSpec,
     n: i64,
     scheduled: Timestamp,
+    jittered: Option<Timestamp>,
     run_request: Option<&str>,
     st: &mut LoopServiceStatus,
 ) -> Result<Launched> {
@@ -307,6 +312,7 @@ async fn launch(
         scheduled,
         start,
         run_request,
+        jittered,
         previous: status::previous_result(st),
         last_success: st.last_success_scheduled_time.map(|t| t.0),
     };
@@ -317,7 +323,8 @@ async fn launch(
     let (ns, name) = (ls.namespace().unwrap_or_default(), ls.name_any());
     match jobs_api.create(&PostParams::default(), &job).await {
         Ok(_) => {
-            let delay = schedule::seconds_between(scheduled, start).max(0.0);
+            // Late against when the loop was to start: its due time, plus its jitter.
+            let delay = schedule::seconds_between(jittered.unwrap_or(scheduled), start).max(0.0);
             ctx.metrics.start_delay_seconds.observe(delay);
             info!(namespace = %ns, %name, r#loop = n, job = %job_name, delay_ms = (delay * 1000.0) as u64, "started loop");
             if ctx.fault == Some(Fault::ExitAfterJobCreate) {
@@ -367,6 +374,7 @@ async fn dry_run(ls: &LoopService, spec: &ValidSpec, jobs_api: &Api<Job>, n: i64
         scheduled: now,
         start: now,
         run_request: None,
+        jittered: None,
         previous: job::PreviousResult::None,
         last_success: Some(now),
     };

@@ -113,6 +113,18 @@ pub struct LoopServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<PodTemplate>,
 
+    /// Spread the loops' starts: each scheduled loop starts a pseudo-random delay in
+    /// [0, jitter) after it is due, so that many LoopServices with the same interval do not
+    /// all start at once. Same format as `interval`, at least 1s and shorter than `interval`.
+    /// The delay is derived from the LoopService's uid and the loop's number (stable across
+    /// operator restarts) and does not accumulate: the next loop is due one interval after
+    /// the previous one's start without its delay. LOOP_SCHEDULED_TIME and the Job's
+    /// `loops.dev/scheduled-time` are the due time; `loops.dev/jittered-time` is the due
+    /// time plus the delay. Run requests are not delayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub jitter: Option<String>,
+
     /// Longest a loop may run, at least 1s, in the same format as `interval` (e.g. `5m`): the
     /// Job's `activeDeadlineSeconds`, rounded up to whole seconds. A loop still running then is
     /// stopped and counted as failed (reason DeadlineExceeded). No limit when absent.

@@ -21,6 +21,8 @@ pub const ANN_NAME: &str = "loops.dev/loopservice";
 pub const ANN_LOOP: &str = "loops.dev/loop";
 pub const ANN_SCHEDULED: &str = "loops.dev/scheduled-time";
 pub const ANN_STARTED: &str = "loops.dev/start-time";
+/// With spec.jitter: the due time plus the loop's delay.
+pub const ANN_JITTERED: &str = "loops.dev/jittered-time";
 /// On a LoopService: a new value starts a loop at once (or when the running loop ends).
 pub const ANN_RUN_REQUESTED_AT: &str = "loops.dev/run-requested-at";
 /// On a loop's Job: `Scheduled` or `Manual`.
@@ -87,6 +89,8 @@ pub struct JobParams<'a> {
     pub start: Timestamp,
     /// The run request this loop answers; `None` for a scheduled loop.
     pub run_request: Option<&'a str>,
+    /// With spec.jitter: when the loop was to start, its due time plus its delay.
+    pub jittered: Option<Timestamp>,
     /// How the loop before this one ended (LOOP_PREVIOUS_RESULT).
     pub previous: PreviousResult,
     /// LOOP_LAST_SUCCESS_TIME: the LOOP_SCHEDULED_TIME of the latest loop that succeeded.
@@ -137,6 +141,9 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
     ]);
     if let Some(r) = p.run_request {
         annotations.insert(ANN_RUN_REQUEST.to_string(), r.to_string());
+    }
+    if let Some(at) = p.jittered {
+        annotations.insert(ANN_JITTERED.to_string(), Time(at).format());
     }
     let spec = p.spec;
     let mut pod = spec.pod.clone();
@@ -377,6 +384,7 @@ mod tests {
             scheduled: ts(scheduled),
             start: ts(start),
             run_request: None,
+            jittered: None,
             previous: PreviousResult::None,
             last_success: None,
         })
@@ -459,12 +467,14 @@ mod tests {
             scheduled: at,
             start: at,
             run_request: Some("2026-11-25T09:59:59Z"),
+            jittered: Some(ts("2026-11-25T10:00:01.5Z")),
             previous: PreviousResult::Failed,
             last_success: Some(ts("2026-11-25T09:00:00.5Z")),
         };
         let job = build_job(&params).unwrap();
         assert_eq!(job.annotations()[ANN_TRIGGER], "Manual");
         assert_eq!(job.annotations()[ANN_RUN_REQUEST], "2026-11-25T09:59:59Z");
+        assert_eq!(job.annotations()[ANN_JITTERED], "2026-11-25T10:00:01.500Z");
         assert_eq!(observe(&job).unwrap().run_request.as_deref(), Some("2026-11-25T09:59:59Z"));
         let pod = job.spec.unwrap().template.spec.unwrap();
         let env = pod.containers[0].env.clone().unwrap();

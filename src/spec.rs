@@ -37,6 +37,7 @@ pub const MSG_POD_FAILURE_POLICY_RESTART: &str =
     "spec.podFailurePolicy needs restartPolicy Never, but spec.template.spec.restartPolicy is OnFailure";
 pub const MSG_OWNED_LABELS: &str = "spec.template.metadata.labels: keys under loops.dev/ and batch.kubernetes.io/, app.kubernetes.io/managed-by, job-name and controller-uid are set by the operator and the Job controller";
 pub const MSG_OWNED_ANNOTATIONS: &str = "spec.template.metadata.annotations: keys under loops.dev/ are set by the operator";
+pub const MSG_JITTER: &str = "spec.jitter must be shorter than spec.interval";
 pub const MSG_ENV_OWNED: &str =
     "spec.env: LOOP_NUMBER, LOOP_SCHEDULED_TIME, LOOPSERVICE_NAME, LOOP_PREVIOUS_RESULT and LOOP_LAST_SUCCESS_TIME are set by the operator";
 pub const MSG_TEMPLATE_ENV_OWNED: &str =
@@ -55,6 +56,8 @@ pub fn cel_rules() -> Vec<(String, String)> {
     let mut rules = vec![
         (format!("!(has(self.image) && ({HAS_LOOP}))"), MSG_LOOP_CONTAINER_TWICE.to_string()),
         (format!("has(self.image) || ({HAS_LOOP})"), MSG_LOOP_CONTAINER_MISSING.to_string()),
+        // CEL's duration() reads the h, m, s, ms parts of DURATION_PATTERN as Go does.
+        ("!has(self.jitter) || duration(self.jitter) < duration(self.interval)".into(), MSG_JITTER.to_string()),
         (
             "!(has(self.serviceAccountName) && has(self.template) && has(self.template.spec) && has(self.template.spec.serviceAccountName))".into(),
             MSG_SERVICE_ACCOUNT_TWICE.to_string(),
@@ -152,6 +155,7 @@ impl std::fmt::Display for SpecErrors {
 pub struct ValidSpec {
     pub interval: Duration,
     pub timeout: Option<Duration>,
+    pub jitter: Option<Duration>,
     /// Labels and annotations the template asks for on the loop's Pods.
     pub pod_labels: BTreeMap<String, String>,
     pub pod_annotations: BTreeMap<String, String>,
@@ -182,6 +186,18 @@ impl LoopServiceSpec {
                 None
             }
         };
+        let jitter = match self.jitter.as_deref().map(|t| parse_duration("jitter", t)).transpose() {
+            Ok(j) => j,
+            Err(m) => {
+                errors.push(SpecError::new(m));
+                None
+            }
+        };
+        if let (Some(i), Some(j)) = (interval, jitter) {
+            if j >= i {
+                errors.push(SpecError::new(MSG_JITTER));
+            }
+        }
         let template = match &self.template {
             None => Some(Template { labels: BTreeMap::new(), annotations: BTreeMap::new(), pod: PodSpec::default() }),
             Some(t) => read_template(t, &mut errors),
@@ -236,6 +252,7 @@ impl LoopServiceSpec {
             (Some(interval), Some(t)) if errors.is_empty() => Ok(ValidSpec {
                 interval,
                 timeout,
+                jitter,
                 pod_labels: t.labels,
                 pod_annotations: t.annotations,
                 pod: self.pod_spec(t.pod),
@@ -517,6 +534,14 @@ mod tests {
         assert!(e.starts_with("spec.template.spec.containers[0].ports[0].containerPort: invalid type"), "{e}");
         // Nulls are absent values, not unknown fields.
         spec(json!({"image": "a", "template": {"metadata": null, "spec": {"nodeSelector": null}}})).validate().unwrap();
+    }
+
+    #[test]
+    fn jitter_must_be_shorter_than_the_interval() {
+        assert_eq!(spec(json!({"image": "a", "jitter": "29s999ms"})).validate().unwrap().jitter, Some(Duration::from_millis(29_999)));
+        assert_eq!(errors(json!({"image": "a", "jitter": "30s"})), MSG_JITTER);
+        assert_eq!(errors(json!({"image": "a", "jitter": "1m"})), MSG_JITTER);
+        assert!(errors(json!({"image": "a", "jitter": "soon"})).starts_with("spec.jitter"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 
 use crate::crd::{Condition, LoopError, LoopRecord, LoopResult, LoopServiceStatus, Overrun, Phase, Time, Trigger};
 use crate::job::{ObservedJob, Outcome, PreviousResult, clip, clip_to};
-use crate::schedule::{self, PreviousLoop};
+use crate::schedule::{self, Jitter, PreviousLoop};
 
 /// Something worth an Event.
 #[derive(Clone, Debug, PartialEq)]
@@ -289,6 +289,7 @@ pub fn decide(
     suspended: bool,
     run_request: Option<&str>,
     interval: Duration,
+    jitter: Option<&Jitter<'_>>,
     now: Timestamp,
 ) -> Decision {
     if let Some(job) = &status.active_job {
@@ -306,17 +307,33 @@ pub fn decide(
         return Decision::Suspended;
     }
     let previous = status.last_start_time.map(|start| PreviousLoop {
-        start: start.0,
+        // With jitter, the next loop is anchored on the previous start without its offset
+        // (manual loops have none), so offsets never add up.
+        start: match jitter {
+            Some(j) if !manual(status, status.loops_started) => schedule::sub(start.0, j.offset(status.loops_started)),
+            _ => start.0,
+        },
         end: Some(status.last_completion_time.map_or(start.0, |e| e.0.max(start.0))),
     });
-    let due = schedule::next_start(previous, interval, now).unwrap_or(now);
+    let n = status.loops_started.saturating_add(1);
+    let due = match (previous, jitter) {
+        // The first loop is due when the LoopService was created, a fixed instant to jitter from.
+        (None, Some(j)) => j.created.min(now),
+        _ => schedule::next_start(previous, interval, now).unwrap_or(now),
+    };
+    let at = jitter.map_or(due, |j| schedule::add(due, j.offset(n)));
     // Timers fire to the millisecond; a wake-up a hair early must not cost a whole extra
     // round trip through the queue.
-    if due <= schedule::add(now, Duration::from_millis(5)) {
-        Decision::Launch { loop_number: status.loops_started + 1, scheduled: due, run_request: None }
+    if at <= schedule::add(now, Duration::from_millis(5)) {
+        Decision::Launch { loop_number: n, scheduled: due, run_request: None }
     } else {
-        Decision::Wait { until: due }
+        Decision::Wait { until: at }
     }
+}
+
+/// Whether loop `n` was started by a run request, as far as the history says.
+fn manual(status: &LoopServiceStatus, n: i64) -> bool {
+    status.history.iter().any(|r| r.r#loop == n && r.trigger == Trigger::Manual)
 }
 
 /// LOOP_PREVIOUS_RESULT of the next loop: how the latest loop whose end is recorded ended.
@@ -544,7 +561,7 @@ mod tests {
     /// One full reconcile of the pure parts, as the controller runs them.
     fn step(st: &LoopServiceStatus, jobs: &[ObservedJob], now: f64) -> (LoopServiceStatus, Decision, Vec<Note>) {
         let (mut st, notes) = record_jobs(st, jobs, I, t(now));
-        let d = decide(&st, None, false, None, I, t(now));
+        let d = decide(&st, None, false, None, I, None, t(now));
         finalize(&mut st, &d, None, Some(1), t(now));
         (st, d, notes)
     }
@@ -671,14 +688,14 @@ mod tests {
         launched(&mut st, 3, "r-3", t(0.0), t(0.0), None);
         st.last_finished_loop = 2;
         let (mut st, _) = record_jobs(&st, &[job(3, 0.0, Some((1.0, true)))], I, t(2.0));
-        assert_eq!(decide(&st, Some(3), false, None, I, t(2.0)), Decision::Finished);
-        assert_eq!(decide(&st, Some(4), true, None, I, t(2.0)), Decision::Suspended);
-        assert!(matches!(decide(&st, Some(4), false, None, I, t(2.0)), Decision::Wait { .. }));
+        assert_eq!(decide(&st, Some(3), false, None, I, None, t(2.0)), Decision::Finished);
+        assert_eq!(decide(&st, Some(4), true, None, I, None, t(2.0)), Decision::Suspended);
+        assert!(matches!(decide(&st, Some(4), false, None, I, None, t(2.0)), Decision::Wait { .. }));
         finalize(&mut st, &Decision::Finished, Some(3), Some(2), t(2.0));
         assert_eq!(st.phase, Some(Phase::Finished));
         assert_eq!(st.next_run_time, None);
         // Resumed long after its time: due at once.
-        assert!(matches!(decide(&st, None, false, None, I, t(500.0)), Decision::Launch { loop_number: 4, .. }));
+        assert!(matches!(decide(&st, None, false, None, I, None, t(500.0)), Decision::Launch { loop_number: 4, .. }));
     }
 
     #[test]
@@ -767,7 +784,7 @@ mod tests {
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(3.0));
         // Due at 10 s; a request at 3 s starts loop 2 now.
-        let d = decide(&st, None, false, Some("a"), I, t(3.0));
+        let d = decide(&st, None, false, Some("a"), I, None, t(3.0));
         assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(3.0), run_request: Some("a".into()) });
         let mut st2 = st.clone();
         let note = launched(&mut st2, 2, "r-2", t(3.0), t(3.0), Some("a"));
@@ -776,10 +793,10 @@ mod tests {
         // The same value again starts nothing; the next loop is one interval after loop 2's start.
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, Some((4.0, true))), "a")];
         let (st3, _) = record_jobs(&st2, &jobs, I, t(5.0));
-        assert_eq!(decide(&st3, None, false, Some("a"), I, t(5.0)), Decision::Wait { until: t(13.0) });
+        assert_eq!(decide(&st3, None, false, Some("a"), I, None, t(5.0)), Decision::Wait { until: t(13.0) });
         // A new value does; an empty one does not.
-        assert!(matches!(decide(&st3, None, false, Some("b"), I, t(5.0)), Decision::Launch { loop_number: 3, run_request: Some(_), .. }));
-        assert_eq!(decide(&st3, None, false, Some(""), I, t(5.0)), Decision::Wait { until: t(13.0) });
+        assert!(matches!(decide(&st3, None, false, Some("b"), I, None, t(5.0)), Decision::Launch { loop_number: 3, run_request: Some(_), .. }));
+        assert_eq!(decide(&st3, None, false, Some(""), I, None, t(5.0)), Decision::Wait { until: t(13.0) });
     }
 
     #[test]
@@ -787,9 +804,9 @@ mod tests {
         let mut st = LoopServiceStatus::default();
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, _) = record_jobs(&st, &[job(1, 0.0, None)], I, t(2.0));
-        assert_eq!(decide(&st, None, false, Some("a"), I, t(2.0)), Decision::Running { job: "r-1".into() });
+        assert_eq!(decide(&st, None, false, Some("a"), I, None, t(2.0)), Decision::Running { job: "r-1".into() });
         let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((4.0, true)))], I, t(4.2));
-        assert_eq!(decide(&st, None, false, Some("a"), I, t(4.2)), Decision::Launch { loop_number: 2, scheduled: t(4.2), run_request: Some("a".into()) });
+        assert_eq!(decide(&st, None, false, Some("a"), I, None, t(4.2)), Decision::Launch { loop_number: 2, scheduled: t(4.2), run_request: Some("a".into()) });
     }
 
     #[test]
@@ -797,17 +814,17 @@ mod tests {
         let mut st = LoopServiceStatus::default();
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
-        assert_eq!(decide(&st, None, true, None, I, t(2.0)), Decision::Suspended);
-        assert!(matches!(decide(&st, None, true, Some("a"), I, t(2.0)), Decision::Launch { loop_number: 2, .. }));
+        assert_eq!(decide(&st, None, true, None, I, None, t(2.0)), Decision::Suspended);
+        assert!(matches!(decide(&st, None, true, Some("a"), I, None, t(2.0)), Decision::Launch { loop_number: 2, .. }));
         launched(&mut st, 2, "r-2", t(2.0), t(2.0), Some("a"));
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 2.0, Some((3.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(3.5));
-        assert_eq!(decide(&st, None, true, Some("a"), I, t(3.5)), Decision::Suspended, "suspended again");
+        assert_eq!(decide(&st, None, true, Some("a"), I, None, t(3.5)), Decision::Suspended, "suspended again");
         // spec.loops: 1 ran out with loop 1; the manual loop 2 does not count, a request still runs.
-        assert_eq!(decide(&st, Some(1), false, Some("a"), I, t(3.5)), Decision::Finished);
-        assert!(matches!(decide(&st, Some(1), false, Some("b"), I, t(3.5)), Decision::Launch { loop_number: 3, .. }));
+        assert_eq!(decide(&st, Some(1), false, Some("a"), I, None, t(3.5)), Decision::Finished);
+        assert!(matches!(decide(&st, Some(1), false, Some("b"), I, None, t(3.5)), Decision::Launch { loop_number: 3, .. }));
         // spec.loops: 2 has one scheduled loop left, anchored on the manual start.
-        assert_eq!(decide(&st, Some(2), false, Some("a"), I, t(3.5)), Decision::Wait { until: t(12.0) });
+        assert_eq!(decide(&st, Some(2), false, Some("a"), I, None, t(3.5)), Decision::Wait { until: t(12.0) });
     }
 
     #[test]
@@ -821,7 +838,7 @@ mod tests {
         assert_eq!((st.loops_started, st.manual_loops, st.last_handled_run_request.as_deref()), (2, 1, Some("a")));
         let jobs = [jobs[0].clone(), manual(job(2, 3.0, Some((5.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(5.5));
-        assert_eq!(decide(&st, None, false, Some("a"), I, t(5.5)), Decision::Wait { until: t(13.0) });
+        assert_eq!(decide(&st, None, false, Some("a"), I, None, t(5.5)), Decision::Wait { until: t(13.0) });
         // A lost status is rebuilt with the newest request handled.
         let (lost, _) = record_jobs(&LoopServiceStatus::default(), &jobs, I, t(6.0));
         assert_eq!((lost.manual_loops, lost.last_handled_run_request.as_deref()), (1, Some("a")));
@@ -923,6 +940,48 @@ mod tests {
         // A status rebuilt from Jobs that have not ended says None, not Succeeded.
         let (lost, _) = record_jobs(&LoopServiceStatus::default(), &[job(7, 70.0, None)], I, t(71.0));
         assert_eq!(previous_result(&lost), PreviousResult::None);
+    }
+
+    #[test]
+    fn jitter_delays_each_start_within_bounds_and_never_accumulates() {
+        let j = Jitter { uid: "u-1", max: Duration::from_secs(5), created: t(100.0) };
+        let mut st = LoopServiceStatus::default();
+        let mut jobs = vec![];
+        let mut now = 100.0;
+        for n in 1..=10i64 {
+            let off = j.offset(n).as_secs_f64();
+            // Looking early: wait until due + offset, whenever we look.
+            let due = 100.0 + 10.0 * (n - 1) as f64;
+            let d = decide(&st, None, false, None, I, Some(&j), t(now));
+            if off > 0.005 {
+                assert_eq!(d, Decision::Wait { until: t(due + off) }, "loop {n}");
+                assert_eq!(decide(&st, None, false, None, I, Some(&j), t(now + 0.5).min(t(due + off - 0.01))), d, "the same later");
+            }
+            now = due + off;
+            let d = decide(&st, None, false, None, I, Some(&j), t(now));
+            assert_eq!(d, Decision::Launch { loop_number: n, scheduled: t(due), run_request: None }, "loop {n}");
+            launched(&mut st, n, &format!("r-{n}"), t(due), t(now), None);
+            jobs.push(job(n, now, Some((now + 1.0, true))));
+            now += 1.5;
+            let (next, _) = record_jobs(&st, &jobs, I, t(now));
+            st = next;
+        }
+        // Ten loops later the due times are still exactly one interval apart: 100, 110, ... 190.
+        let next = decide(&st, None, false, None, I, Some(&j), t(now));
+        assert_eq!(next, Decision::Wait { until: t(200.0 + j.offset(11).as_secs_f64()) });
+    }
+
+    #[test]
+    fn a_manual_loop_is_not_delayed_and_anchors_the_next_on_its_start() {
+        let j = Jitter { uid: "u-1", max: Duration::from_secs(5), created: t(0.0) };
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
+        let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
+        assert!(matches!(decide(&st, None, false, Some("a"), I, Some(&j), t(3.0)), Decision::Launch { scheduled, .. } if scheduled == t(3.0)));
+        launched(&mut st, 2, "r-2", t(3.0), t(3.0), Some("a"));
+        let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, Some((4.0, true))), "a")];
+        let (st, _) = record_jobs(&st, &jobs, I, t(4.5));
+        assert_eq!(decide(&st, None, false, Some("a"), I, Some(&j), t(4.5)), Decision::Wait { until: t(13.0 + j.offset(3).as_secs_f64()) });
     }
 
     #[test]

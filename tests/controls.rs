@@ -301,3 +301,48 @@ async fn each_loop_sees_the_previous_result_and_the_last_success_time() {
     assert_eq!(fifth.trim(), format!("previous=Succeeded since={} scheduled={}", due(4), loop_jobs(&ns, "incremental").await[4].annotations()["loops.dev/scheduled-time"]));
     assert!(st.last_success_scheduled_time.is_some());
 }
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn jitter_delays_each_start_within_bounds_and_does_not_drift_over_10_loops() {
+    let ns = setup("jitter").await;
+    let _op = Operator::start(&ns.name, &[]);
+    let mut v = ls("spread", "5s", "echo hi");
+    v["spec"]["jitter"] = json!("2s");
+    create_ls(&ns, v).await.unwrap();
+    let jobs = wait_for("10 loops of spread", Duration::from_secs(120), || async {
+        let jobs = loop_jobs(&ns, "spread").await;
+        (jobs.len() >= 10).then_some(jobs)
+    })
+    .await;
+    let created = ns.loopservices().get("spread").await.unwrap().metadata.creation_timestamp.unwrap().0;
+    let mut offsets = vec![];
+    for j in &jobs[..10] {
+        let due = ann_time(j, "loops.dev/scheduled-time");
+        let jittered = ann_time(j, "loops.dev/jittered-time");
+        let offset = secs(due, jittered);
+        let late = secs(jittered, start_time(j));
+        assert!((0.0..2.0).contains(&offset), "{}: offset {offset:.3}s", j.name_any());
+        assert!((0.0..1.0).contains(&late), "{}: created {late:.3}s after its jittered time", j.name_any());
+        offsets.push(offset);
+    }
+    let dues: Vec<jiff::Timestamp> = jobs[..10].iter().map(|j| ann_time(j, "loops.dev/scheduled-time")).collect();
+    let gaps: Vec<f64> = dues.windows(2).map(|w| secs(w[0], w[1])).collect();
+    println!("jitter offsets of 10 loops (s): {:?}", offsets.iter().map(|o| (o * 1000.0).round() / 1000.0).collect::<Vec<_>>());
+    println!("due-time gaps (s): {:?}", gaps.iter().map(|g| (g * 1000.0).round() / 1000.0).collect::<Vec<_>>());
+    let span = secs(dues[0], dues[9]);
+    println!("loop 1 due {:.3}s after creation; loop 10 due {span:.3}s after loop 1 (9 intervals = 45 s)", secs(created, dues[0]));
+    // Loop 1 is due at creation (to the second the API server stamps it), and each next loop
+    // one interval after the previous one's due time: the offsets do not add up.
+    assert!(secs(created, dues[0]).abs() < 1.0);
+    for g in &gaps {
+        assert!((g - 5.0).abs() < 0.5, "due times {g:.3}s apart: {gaps:?}");
+    }
+    assert!((span - 45.0).abs() < 1.0, "drifted: {span:.3}s");
+    // The offsets differ from loop to loop.
+    let distinct: std::collections::BTreeSet<i64> = offsets.iter().map(|o| (o * 1000.0) as i64).collect();
+    assert!(distinct.len() >= 5, "{offsets:?}");
+    // The variable is the due time.
+    let st = status(&ns, "spread").await;
+    assert!(st.history.iter().all(|r| r.start_time.0 >= r.due_time.0));
+}
