@@ -187,7 +187,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
         .filter(|r| !observed.iter().any(|j| j.run_request.as_deref() == Some(*r)));
     let created = ls.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
     let jitter = valid.jitter.map(|max| schedule::Jitter { uid: &uid, max, created });
-    let mut decision = status::decide(&st, spec.loops, suspended, run_request, interval, jitter.as_ref(), now);
+    let mut decision = status::decide(&st, spec.loops, suspended, run_request, interval, jitter.as_ref(), valid.failure_backoff, now);
     let mut name_taken = None;
 
     if let Decision::Launch { loop_number, scheduled, run_request: request } = decision.clone() {
@@ -221,7 +221,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
                 Launched::Notes(launched) => notes.extend(launched),
                 Launched::NameTaken(job) => name_taken = Some((loop_number, job)),
             }
-            decision = status::decide(&st, spec.loops, suspended, run_request, interval, jitter.as_ref(), Timestamp::now());
+            decision = status::decide(&st, spec.loops, suspended, run_request, interval, jitter.as_ref(), valid.failure_backoff, Timestamp::now());
         }
     }
 

@@ -125,6 +125,13 @@ pub struct LoopServiceSpec {
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     pub jitter: Option<String>,
 
+    /// Wait longer after failures: after k failed loops in a row, the next loop starts no
+    /// sooner than min(initial * 2^(k-1), max) after the latest failed loop ended (and never
+    /// before its time by the loop rule). A loop that succeeds ends the backoff. Run requests
+    /// are not held back. No backoff when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_backoff: Option<FailureBackoff>,
+
     /// Longest a loop may run, at least 1s, in the same format as `interval` (e.g. `5m`): the
     /// Job's `activeDeadlineSeconds`, rounded up to whole seconds. A loop still running then is
     /// stopped and counted as failed (reason DeadlineExceeded). No limit when absent.
@@ -172,6 +179,19 @@ pub struct LoopServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub failed_jobs_history_limit: Option<i32>,
+}
+
+/// `spec.failureBackoff`: how long to wait after failed loops.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureBackoff {
+    /// The wait after one failed loop, at least 1s, in the same format as `interval`
+    /// (e.g. `30s`); it doubles with each further failure in a row.
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub initial: String,
+    /// The longest wait, however many loops failed in a row; not shorter than `initial`.
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub max: String,
 }
 
 /// `spec.template` as written: a Pod template, kept as JSON so that whatever a user writes

@@ -71,6 +71,16 @@ impl Jitter<'_> {
     }
 }
 
+/// The wait after `k` failed loops in a row: min(initial * 2^(k-1), max); zero for k = 0.
+pub fn failure_backoff(k: i64, initial: Duration, max: Duration) -> Duration {
+    if k <= 0 {
+        return Duration::ZERO;
+    }
+    // 2^31 times even a second is beyond any max (one year at most).
+    let doublings = (k - 1).min(31) as u32;
+    initial.saturating_mul(1u32 << doublings).min(max)
+}
+
 /// The previous loop, as far as timing is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PreviousLoop {
@@ -232,6 +242,15 @@ mod tests {
         let other = Jitter { uid: "another", ..j };
         assert_ne!(offsets[..10], (1..=10).map(|n| other.offset(n)).collect::<Vec<_>>()[..]);
         assert_eq!(Jitter { max: Duration::ZERO, ..j }.offset(1), Duration::ZERO);
+    }
+
+    #[test]
+    fn failure_backoff_doubles_up_to_its_maximum() {
+        let s = Duration::from_secs;
+        let waits: Vec<u64> = (0..=7).map(|k| failure_backoff(k, s(10), s(300)).as_secs()).collect();
+        assert_eq!(waits, [0, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(failure_backoff(i64::MAX, s(1), MAX_DURATION), MAX_DURATION.min(s(1 << 31)));
+        assert_eq!(failure_backoff(-1, s(1), s(2)), Duration::ZERO);
     }
 
     #[test]

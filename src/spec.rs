@@ -38,6 +38,7 @@ pub const MSG_POD_FAILURE_POLICY_RESTART: &str =
 pub const MSG_OWNED_LABELS: &str = "spec.template.metadata.labels: keys under loops.dev/ and batch.kubernetes.io/, app.kubernetes.io/managed-by, job-name and controller-uid are set by the operator and the Job controller";
 pub const MSG_OWNED_ANNOTATIONS: &str = "spec.template.metadata.annotations: keys under loops.dev/ are set by the operator";
 pub const MSG_JITTER: &str = "spec.jitter must be shorter than spec.interval";
+pub const MSG_BACKOFF: &str = "spec.failureBackoff.max must not be shorter than spec.failureBackoff.initial";
 pub const MSG_ENV_OWNED: &str =
     "spec.env: LOOP_NUMBER, LOOP_SCHEDULED_TIME, LOOPSERVICE_NAME, LOOP_PREVIOUS_RESULT and LOOP_LAST_SUCCESS_TIME are set by the operator";
 pub const MSG_TEMPLATE_ENV_OWNED: &str =
@@ -58,6 +59,10 @@ pub fn cel_rules() -> Vec<(String, String)> {
         (format!("has(self.image) || ({HAS_LOOP})"), MSG_LOOP_CONTAINER_MISSING.to_string()),
         // CEL's duration() reads the h, m, s, ms parts of DURATION_PATTERN as Go does.
         ("!has(self.jitter) || duration(self.jitter) < duration(self.interval)".into(), MSG_JITTER.to_string()),
+        (
+            "!has(self.failureBackoff) || duration(self.failureBackoff.max) >= duration(self.failureBackoff.initial)".into(),
+            MSG_BACKOFF.to_string(),
+        ),
         (
             "!(has(self.serviceAccountName) && has(self.template) && has(self.template.spec) && has(self.template.spec.serviceAccountName))".into(),
             MSG_SERVICE_ACCOUNT_TWICE.to_string(),
@@ -156,6 +161,8 @@ pub struct ValidSpec {
     pub interval: Duration,
     pub timeout: Option<Duration>,
     pub jitter: Option<Duration>,
+    /// `spec.failureBackoff`: (initial, max).
+    pub failure_backoff: Option<(Duration, Duration)>,
     /// Labels and annotations the template asks for on the loop's Pods.
     pub pod_labels: BTreeMap<String, String>,
     pub pod_annotations: BTreeMap<String, String>,
@@ -196,6 +203,17 @@ impl LoopServiceSpec {
         if let (Some(i), Some(j)) = (interval, jitter) {
             if j >= i {
                 errors.push(SpecError::new(MSG_JITTER));
+            }
+        }
+        let mut failure_backoff = None;
+        if let Some(b) = &self.failure_backoff {
+            let initial = parse_duration("failureBackoff.initial", &b.initial).map_err(|m| errors.push(SpecError::new(m))).ok();
+            let max = parse_duration("failureBackoff.max", &b.max).map_err(|m| errors.push(SpecError::new(m))).ok();
+            if let (Some(i), Some(m)) = (initial, max) {
+                if m < i {
+                    errors.push(SpecError::new(MSG_BACKOFF));
+                }
+                failure_backoff = Some((i, m));
             }
         }
         let template = match &self.template {
@@ -253,6 +271,7 @@ impl LoopServiceSpec {
                 interval,
                 timeout,
                 jitter,
+                failure_backoff,
                 pod_labels: t.labels,
                 pod_annotations: t.annotations,
                 pod: self.pod_spec(t.pod),
@@ -542,6 +561,14 @@ mod tests {
         assert_eq!(errors(json!({"image": "a", "jitter": "30s"})), MSG_JITTER);
         assert_eq!(errors(json!({"image": "a", "jitter": "1m"})), MSG_JITTER);
         assert!(errors(json!({"image": "a", "jitter": "soon"})).starts_with("spec.jitter"));
+    }
+
+    #[test]
+    fn failure_backoff_max_is_not_shorter_than_initial() {
+        let v = spec(json!({"image": "a", "failureBackoff": {"initial": "10s", "max": "5m"}})).validate().unwrap();
+        assert_eq!(v.failure_backoff, Some((Duration::from_secs(10), Duration::from_secs(300))));
+        assert_eq!(errors(json!({"image": "a", "failureBackoff": {"initial": "1m", "max": "30s"}})), MSG_BACKOFF);
+        assert!(errors(json!({"image": "a", "failureBackoff": {"initial": "0s", "max": "30s"}})).starts_with("spec.failureBackoff.initial"));
     }
 
     #[test]

@@ -290,6 +290,7 @@ pub fn decide(
     run_request: Option<&str>,
     interval: Duration,
     jitter: Option<&Jitter<'_>>,
+    backoff: Option<(Duration, Duration)>,
     now: Timestamp,
 ) -> Decision {
     if let Some(job) = &status.active_job {
@@ -320,6 +321,14 @@ pub fn decide(
         // The first loop is due when the LoopService was created, a fixed instant to jitter from.
         (None, Some(j)) => j.created.min(now),
         _ => schedule::next_start(previous, interval, now).unwrap_or(now),
+    };
+    // After failures in a row, the next loop waits at least the backoff after the latest
+    // failed loop's end.
+    let due = match (backoff, status.last_failure_time) {
+        (Some((initial, max)), Some(failed)) if status.consecutive_failures > 0 => {
+            due.max(schedule::add(failed.0, schedule::failure_backoff(status.consecutive_failures, initial, max)))
+        }
+        _ => due,
     };
     let at = jitter.map_or(due, |j| schedule::add(due, j.offset(n)));
     // Timers fire to the millisecond; a wake-up a hair early must not cost a whole extra
@@ -561,7 +570,7 @@ mod tests {
     /// One full reconcile of the pure parts, as the controller runs them.
     fn step(st: &LoopServiceStatus, jobs: &[ObservedJob], now: f64) -> (LoopServiceStatus, Decision, Vec<Note>) {
         let (mut st, notes) = record_jobs(st, jobs, I, t(now));
-        let d = decide(&st, None, false, None, I, None, t(now));
+        let d = decide(&st, None, false, None, I, None, None, t(now));
         finalize(&mut st, &d, None, Some(1), t(now));
         (st, d, notes)
     }
@@ -688,14 +697,14 @@ mod tests {
         launched(&mut st, 3, "r-3", t(0.0), t(0.0), None);
         st.last_finished_loop = 2;
         let (mut st, _) = record_jobs(&st, &[job(3, 0.0, Some((1.0, true)))], I, t(2.0));
-        assert_eq!(decide(&st, Some(3), false, None, I, None, t(2.0)), Decision::Finished);
-        assert_eq!(decide(&st, Some(4), true, None, I, None, t(2.0)), Decision::Suspended);
-        assert!(matches!(decide(&st, Some(4), false, None, I, None, t(2.0)), Decision::Wait { .. }));
+        assert_eq!(decide(&st, Some(3), false, None, I, None, None, t(2.0)), Decision::Finished);
+        assert_eq!(decide(&st, Some(4), true, None, I, None, None, t(2.0)), Decision::Suspended);
+        assert!(matches!(decide(&st, Some(4), false, None, I, None, None, t(2.0)), Decision::Wait { .. }));
         finalize(&mut st, &Decision::Finished, Some(3), Some(2), t(2.0));
         assert_eq!(st.phase, Some(Phase::Finished));
         assert_eq!(st.next_run_time, None);
         // Resumed long after its time: due at once.
-        assert!(matches!(decide(&st, None, false, None, I, None, t(500.0)), Decision::Launch { loop_number: 4, .. }));
+        assert!(matches!(decide(&st, None, false, None, I, None, None, t(500.0)), Decision::Launch { loop_number: 4, .. }));
     }
 
     #[test]
@@ -784,7 +793,7 @@ mod tests {
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(3.0));
         // Due at 10 s; a request at 3 s starts loop 2 now.
-        let d = decide(&st, None, false, Some("a"), I, None, t(3.0));
+        let d = decide(&st, None, false, Some("a"), I, None, None, t(3.0));
         assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(3.0), run_request: Some("a".into()) });
         let mut st2 = st.clone();
         let note = launched(&mut st2, 2, "r-2", t(3.0), t(3.0), Some("a"));
@@ -793,10 +802,10 @@ mod tests {
         // The same value again starts nothing; the next loop is one interval after loop 2's start.
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, Some((4.0, true))), "a")];
         let (st3, _) = record_jobs(&st2, &jobs, I, t(5.0));
-        assert_eq!(decide(&st3, None, false, Some("a"), I, None, t(5.0)), Decision::Wait { until: t(13.0) });
+        assert_eq!(decide(&st3, None, false, Some("a"), I, None, None, t(5.0)), Decision::Wait { until: t(13.0) });
         // A new value does; an empty one does not.
-        assert!(matches!(decide(&st3, None, false, Some("b"), I, None, t(5.0)), Decision::Launch { loop_number: 3, run_request: Some(_), .. }));
-        assert_eq!(decide(&st3, None, false, Some(""), I, None, t(5.0)), Decision::Wait { until: t(13.0) });
+        assert!(matches!(decide(&st3, None, false, Some("b"), I, None, None, t(5.0)), Decision::Launch { loop_number: 3, run_request: Some(_), .. }));
+        assert_eq!(decide(&st3, None, false, Some(""), I, None, None, t(5.0)), Decision::Wait { until: t(13.0) });
     }
 
     #[test]
@@ -804,9 +813,9 @@ mod tests {
         let mut st = LoopServiceStatus::default();
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, _) = record_jobs(&st, &[job(1, 0.0, None)], I, t(2.0));
-        assert_eq!(decide(&st, None, false, Some("a"), I, None, t(2.0)), Decision::Running { job: "r-1".into() });
+        assert_eq!(decide(&st, None, false, Some("a"), I, None, None, t(2.0)), Decision::Running { job: "r-1".into() });
         let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((4.0, true)))], I, t(4.2));
-        assert_eq!(decide(&st, None, false, Some("a"), I, None, t(4.2)), Decision::Launch { loop_number: 2, scheduled: t(4.2), run_request: Some("a".into()) });
+        assert_eq!(decide(&st, None, false, Some("a"), I, None, None, t(4.2)), Decision::Launch { loop_number: 2, scheduled: t(4.2), run_request: Some("a".into()) });
     }
 
     #[test]
@@ -814,17 +823,17 @@ mod tests {
         let mut st = LoopServiceStatus::default();
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
-        assert_eq!(decide(&st, None, true, None, I, None, t(2.0)), Decision::Suspended);
-        assert!(matches!(decide(&st, None, true, Some("a"), I, None, t(2.0)), Decision::Launch { loop_number: 2, .. }));
+        assert_eq!(decide(&st, None, true, None, I, None, None, t(2.0)), Decision::Suspended);
+        assert!(matches!(decide(&st, None, true, Some("a"), I, None, None, t(2.0)), Decision::Launch { loop_number: 2, .. }));
         launched(&mut st, 2, "r-2", t(2.0), t(2.0), Some("a"));
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 2.0, Some((3.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(3.5));
-        assert_eq!(decide(&st, None, true, Some("a"), I, None, t(3.5)), Decision::Suspended, "suspended again");
+        assert_eq!(decide(&st, None, true, Some("a"), I, None, None, t(3.5)), Decision::Suspended, "suspended again");
         // spec.loops: 1 ran out with loop 1; the manual loop 2 does not count, a request still runs.
-        assert_eq!(decide(&st, Some(1), false, Some("a"), I, None, t(3.5)), Decision::Finished);
-        assert!(matches!(decide(&st, Some(1), false, Some("b"), I, None, t(3.5)), Decision::Launch { loop_number: 3, .. }));
+        assert_eq!(decide(&st, Some(1), false, Some("a"), I, None, None, t(3.5)), Decision::Finished);
+        assert!(matches!(decide(&st, Some(1), false, Some("b"), I, None, None, t(3.5)), Decision::Launch { loop_number: 3, .. }));
         // spec.loops: 2 has one scheduled loop left, anchored on the manual start.
-        assert_eq!(decide(&st, Some(2), false, Some("a"), I, None, t(3.5)), Decision::Wait { until: t(12.0) });
+        assert_eq!(decide(&st, Some(2), false, Some("a"), I, None, None, t(3.5)), Decision::Wait { until: t(12.0) });
     }
 
     #[test]
@@ -838,7 +847,7 @@ mod tests {
         assert_eq!((st.loops_started, st.manual_loops, st.last_handled_run_request.as_deref()), (2, 1, Some("a")));
         let jobs = [jobs[0].clone(), manual(job(2, 3.0, Some((5.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(5.5));
-        assert_eq!(decide(&st, None, false, Some("a"), I, None, t(5.5)), Decision::Wait { until: t(13.0) });
+        assert_eq!(decide(&st, None, false, Some("a"), I, None, None, t(5.5)), Decision::Wait { until: t(13.0) });
         // A lost status is rebuilt with the newest request handled.
         let (lost, _) = record_jobs(&LoopServiceStatus::default(), &jobs, I, t(6.0));
         assert_eq!((lost.manual_loops, lost.last_handled_run_request.as_deref()), (1, Some("a")));
@@ -952,13 +961,13 @@ mod tests {
             let off = j.offset(n).as_secs_f64();
             // Looking early: wait until due + offset, whenever we look.
             let due = 100.0 + 10.0 * (n - 1) as f64;
-            let d = decide(&st, None, false, None, I, Some(&j), t(now));
+            let d = decide(&st, None, false, None, I, Some(&j), None, t(now));
             if off > 0.005 {
                 assert_eq!(d, Decision::Wait { until: t(due + off) }, "loop {n}");
-                assert_eq!(decide(&st, None, false, None, I, Some(&j), t(now + 0.5).min(t(due + off - 0.01))), d, "the same later");
+                assert_eq!(decide(&st, None, false, None, I, Some(&j), None, t(now + 0.5).min(t(due + off - 0.01))), d, "the same later");
             }
             now = due + off;
-            let d = decide(&st, None, false, None, I, Some(&j), t(now));
+            let d = decide(&st, None, false, None, I, Some(&j), None, t(now));
             assert_eq!(d, Decision::Launch { loop_number: n, scheduled: t(due), run_request: None }, "loop {n}");
             launched(&mut st, n, &format!("r-{n}"), t(due), t(now), None);
             jobs.push(job(n, now, Some((now + 1.0, true))));
@@ -967,7 +976,7 @@ mod tests {
             st = next;
         }
         // Ten loops later the due times are still exactly one interval apart: 100, 110, ... 190.
-        let next = decide(&st, None, false, None, I, Some(&j), t(now));
+        let next = decide(&st, None, false, None, I, Some(&j), None, t(now));
         assert_eq!(next, Decision::Wait { until: t(200.0 + j.offset(11).as_secs_f64()) });
     }
 
@@ -977,11 +986,56 @@ mod tests {
         let mut st = LoopServiceStatus::default();
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
-        assert!(matches!(decide(&st, None, false, Some("a"), I, Some(&j), t(3.0)), Decision::Launch { scheduled, .. } if scheduled == t(3.0)));
+        assert!(matches!(decide(&st, None, false, Some("a"), I, Some(&j), None, t(3.0)), Decision::Launch { scheduled, .. } if scheduled == t(3.0)));
         launched(&mut st, 2, "r-2", t(3.0), t(3.0), Some("a"));
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, Some((4.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(4.5));
-        assert_eq!(decide(&st, None, false, Some("a"), I, Some(&j), t(4.5)), Decision::Wait { until: t(13.0 + j.offset(3).as_secs_f64()) });
+        assert_eq!(decide(&st, None, false, Some("a"), I, Some(&j), None, t(4.5)), Decision::Wait { until: t(13.0 + j.offset(3).as_secs_f64()) });
+    }
+
+    #[test]
+    fn failure_backoff_grows_with_each_failure_and_a_success_resets_it() {
+        let b = Some((Duration::from_secs(4), Duration::from_secs(12)));
+        let mut st = LoopServiceStatus::default();
+        let mut jobs = vec![];
+        let mut start = 0.0;
+        // Loops 1-4 fail after 2 s, loop 5 succeeds, loop 6 fails.
+        let mut waits = vec![];
+        for n in 1..=6i64 {
+            launched(&mut st, n, &format!("r-{n}"), t(start), t(start), None);
+            let end = start + 2.0;
+            jobs.push(job(n, start, Some((end, n == 5))));
+            let (next, _) = record_jobs(&st, &jobs, I, t(end + 0.1));
+            st = next;
+            let Decision::Wait { until } = decide(&st, None, false, None, I, None, b, t(end + 0.1)) else { panic!("loop {n}") };
+            waits.push((until.duration_since(t(start)).as_secs_f64(), until.duration_since(t(end)).as_secs_f64()));
+            // A run request is not held back.
+            assert!(matches!(decide(&st, None, false, Some("now"), I, None, b, t(end + 0.1)), Decision::Launch { .. }));
+            start = until.as_millisecond() as f64 / 1000.0;
+        }
+        // (after the start, after the end): the interval of 10 s, or the backoff after the end.
+        assert_eq!(waits, [(10.0, 8.0), (10.0, 8.0), (14.0, 12.0), (14.0, 12.0), (10.0, 8.0), (10.0, 8.0)]);
+        // With a 1 s interval the backoff itself shows: 4, 8, 12, 12 after each failed end,
+        // the interval after the success, and 4 again after the next failure.
+        let mut st = LoopServiceStatus::default();
+        let mut jobs = vec![];
+        let mut start = 0.0;
+        let mut after_end = vec![];
+        let one = Duration::from_secs(1);
+        for n in 1..=6i64 {
+            launched(&mut st, n, &format!("r-{n}"), t(start), t(start), None);
+            let end = start + 2.0;
+            jobs.push(job(n, start, Some((end, n == 5))));
+            st = record_jobs(&st, &jobs, one, t(end)).0;
+            let Decision::Wait { until } = decide(&st, None, false, None, one, None, b, t(end)) else {
+                after_end.push(0.0);
+                start = end;
+                continue;
+            };
+            after_end.push(until.duration_since(t(end)).as_secs_f64());
+            start = until.as_millisecond() as f64 / 1000.0;
+        }
+        assert_eq!(after_end, [4.0, 8.0, 12.0, 12.0, 0.0, 4.0]);
     }
 
     #[test]

@@ -346,3 +346,36 @@ async fn jitter_delays_each_start_within_bounds_and_does_not_drift_over_10_loops
     let st = status(&ns, "spread").await;
     assert!(st.history.iter().all(|r| r.start_time.0 >= r.due_time.0));
 }
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn failure_backoff_grows_after_each_failure_and_a_success_resets_it() {
+    let ns = setup("backoff").await;
+    let _op = Operator::start(&ns.name, &[]);
+    // Every loop fails but loop 5.
+    let mut v = ls("flaky", "4s", "[ $LOOP_NUMBER = 5 ]");
+    v["spec"]["failureBackoff"] = json!({"initial": "4s", "max": "12s"});
+    create_ls(&ns, v).await.unwrap();
+    let jobs = wait_for("7 loops of flaky, 6 ended", Duration::from_secs(150), || async {
+        let jobs = loop_jobs(&ns, "flaky").await;
+        (jobs.len() >= 7 && jobs[..6].iter().all(|j| finished(j).is_some())).then_some(jobs)
+    })
+    .await;
+    let mut after_end = vec![];
+    for w in jobs[..7].windows(2) {
+        let (ok, end) = finished(&w[0]).unwrap();
+        assert_eq!(ok, loop_number(&w[0]) == 5, "{}", w[0].name_any());
+        after_end.push((secs(end, start_time(&w[1])) * 1000.0).round() / 1000.0);
+    }
+    println!("next start after each loop's end (s), loops 1-6 (loop 5 succeeded): {after_end:?}");
+    // After k failures in a row: at least 4, 8, 12 (max), 12 s after the failed end. The end
+    // is stamped to the second, so the wait measured from it is at most ~1 s longer.
+    for (i, want) in [(0, 4.0), (1, 8.0), (2, 12.0), (3, 12.0), (5, 4.0)] {
+        let got = after_end[i];
+        assert!(got >= want - 0.05 && got < want + 1.2, "after loop {}: {got}s, want {want}s", i + 1);
+    }
+    // After the success, the interval again: loop 6 one interval after loop 5's start.
+    let gap = secs(start_time(&jobs[4]), start_time(&jobs[5]));
+    println!("loop 6 started {gap:.3}s after loop 5 (succeeded) started");
+    assert!((gap - 4.0).abs() < 0.5, "{gap:.3}");
+}

@@ -250,6 +250,7 @@ fn rule_cases() -> Vec<(serde_json::Value, String)> {
         // The interval is 5s in every case.
         (json!({"image": "busybox:1.36", "jitter": "5s"}), spec::MSG_JITTER.into()),
         (json!({"image": "busybox:1.36", "jitter": "1m"}), spec::MSG_JITTER.into()),
+        (json!({"image": "busybox:1.36", "failureBackoff": {"initial": "1m", "max": "59s999ms"}}), spec::MSG_BACKOFF.into()),
         (
             json!({"template": t(json!({"containers": [{"name": "loop", "image": "busybox:1.36", "env": [{"name": "LOOPSERVICE_NAME", "value": "x"}]}]}))}),
             spec::MSG_TEMPLATE_ENV_OWNED.into(),
