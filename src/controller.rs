@@ -185,6 +185,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
         .get(job::ANN_RUN_REQUESTED_AT)
         .map(String::as_str)
         .filter(|r| !observed.iter().any(|j| j.run_request.as_deref() == Some(*r)));
+    notes.extend(status::suspend_after_failures(&mut st, spec.suspend_after_failures, generation, now));
     let created = ls.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
     let jitter = valid.jitter.map(|max| schedule::Jitter { uid: &uid, max, created });
     let mut decision = status::decide(&st, spec.loops, suspended, run_request, interval, jitter.as_ref(), valid.failure_backoff, now);
@@ -275,7 +276,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
         // Only while draining: the next instance starts it.
         Decision::Launch { .. } => Action::requeue(Duration::from_secs(1)),
         Decision::Running { .. } => Action::requeue(RUNNING_RECHECK),
-        Decision::Suspended | Decision::Finished => Action::await_change(),
+        Decision::Suspended | Decision::SuspendedAfterFailures { .. } | Decision::Finished => Action::await_change(),
     })
 }
 

@@ -149,6 +149,16 @@ pub struct LoopServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
 
+    /// Suspend after this many loops failed in a row (at least 1): no scheduled loop starts
+    /// until the spec changes (e.g. `suspend` set to true and back to false, or `suspend:
+    /// false` written when it was absent) or a run request's loop succeeds. The operator does
+    /// not write the spec: the suspension is in status (`failureSuspension`, phase Suspended,
+    /// Ready=False with reason SuspendedAfterFailures, and a Warning Event). After a resume
+    /// the count starts again from zero. Never suspends when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub suspend_after_failures: Option<i64>,
+
     /// Retries of a failed Pod inside one loop (the Job's backoffLimit). Default 0: one loop
     /// is one attempt, and the next loop is the retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -355,6 +365,10 @@ pub struct LoopServiceStatus {
     /// The latest loop that failed, and why.
     #[serde(default)]
     pub last_error: Option<LoopError>,
+    /// The latest time the LoopService suspended itself after spec.suspendAfterFailures
+    /// failures in a row, and whether it still is.
+    #[serde(default)]
+    pub failure_suspension: Option<FailureSuspension>,
     /// The latest loops (at most 10), newest first: each loop's trigger, due, start and end
     /// times, result and why. Written with the counters, so it stays exact when the Jobs are
     /// deleted (history limits, TTL) and across operator restarts.
@@ -438,6 +452,23 @@ impl Trigger {
             Trigger::Manual => "Manual",
         }
     }
+}
+
+/// The LoopService suspended itself: spec.suspendAfterFailures loops failed in a row.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = not_nullable)]
+pub struct FailureSuspension {
+    /// The failed loop after which it suspended itself.
+    pub r#loop: i64,
+    /// How many loops had failed in a row since the latest resume.
+    pub failures: i64,
+    /// When it suspended itself.
+    pub time: Time,
+    /// The metadata.generation of the spec it suspended at: any change to the spec resumes it.
+    pub generation: i64,
+    /// True while suspended; false once resumed (the spec changed, or a loop succeeded).
+    pub active: bool,
 }
 
 /// How a loop went, so far.

@@ -278,7 +278,50 @@ pub enum Decision {
     /// The next loop is due at this instant.
     Wait { until: Timestamp },
     Suspended,
+    /// The LoopService suspended itself: `failures` loops failed in a row, the last `loop`.
+    SuspendedAfterFailures { failures: i64, r#loop: i64 },
     Finished,
+}
+
+/// Ready=False: the LoopService suspended itself after spec.suspendAfterFailures failures.
+pub const REASON_SUSPENDED_AFTER_FAILURES: &str = "SuspendedAfterFailures";
+
+/// Failed loops in a row that count toward spec.suspendAfterFailures: those after the
+/// latest self-suspension, once it has ended (a resume starts the count again).
+pub fn failures_toward_suspension(st: &LoopServiceStatus) -> i64 {
+    match &st.failure_suspension {
+        Some(s) if !s.active => st.consecutive_failures.min(st.last_finished_loop.saturating_sub(s.r#loop)).max(0),
+        _ => st.consecutive_failures,
+    }
+}
+
+/// Applies spec.suspendAfterFailures (`limit`) to the recorded loops: ends a self-suspension
+/// when the spec changed (another generation) or a loop succeeded, and starts one when
+/// `limit` loops failed in a row since the latest resume. The Note (for a Warning Event)
+/// comes once, when it starts. The spec is never written: a user's `suspend` stays theirs.
+pub fn suspend_after_failures(st: &mut LoopServiceStatus, limit: Option<i64>, generation: Option<i64>, now: Timestamp) -> Option<Note> {
+    if let Some(s) = st.failure_suspension.as_mut().filter(|s| s.active) {
+        if Some(s.generation) != generation || st.consecutive_failures == 0 || limit.is_none() {
+            s.active = false;
+        }
+        return None;
+    }
+    let limit = limit?;
+    let failures = failures_toward_suspension(st);
+    if failures < limit {
+        return None;
+    }
+    let r#loop = st.last_finished_loop;
+    st.failure_suspension = Some(crate::crd::FailureSuspension { r#loop, failures, time: Time(now), generation: generation.unwrap_or(0), active: true });
+    let job = st.history.iter().find(|r| r.r#loop == r#loop).map(|r| r.job_name.clone());
+    Some(Note::warning(REASON_SUSPENDED_AFTER_FAILURES, suspension_message(failures, r#loop)).about(job.as_deref()))
+}
+
+fn suspension_message(failures: i64, r#loop: i64) -> String {
+    format!(
+        "suspended after {failures} loops failed in a row (spec.suspendAfterFailures), the last loop {}; change the spec to resume (set suspend to true and back to false), or request a run",
+        r#loop
+    )
 }
 
 /// Decides from the recorded status alone (call [`record_jobs`] first). `run_request` is the
@@ -306,6 +349,9 @@ pub fn decide(
     }
     if suspended {
         return Decision::Suspended;
+    }
+    if let Some(s) = status.failure_suspension.as_ref().filter(|s| s.active) {
+        return Decision::SuspendedAfterFailures { failures: s.failures, r#loop: s.r#loop };
     }
     let previous = status.last_start_time.map(|start| PreviousLoop {
         // With jitter, the next loop is anchored on the previous start without its offset
@@ -432,6 +478,9 @@ pub fn finalize(st: &mut LoopServiceStatus, decision: &Decision, loops: Option<i
             (phase, true, "Waiting", format!("loop {} is due at {}", st.loops_started + 1, Time(*until)))
         }
         Decision::Suspended => (Phase::Suspended, false, "Suspended", format!("spec.suspend is true; {} loops ran", st.loops_started)),
+        Decision::SuspendedAfterFailures { failures, r#loop } => {
+            (Phase::Suspended, false, REASON_SUSPENDED_AFTER_FAILURES, suspension_message(*failures, *r#loop))
+        }
         Decision::Finished => (Phase::Finished, true, "Finished", format!("all {} loops ran", loops.unwrap_or(st.loops_started))),
     };
     st.phase = Some(phase);
@@ -1036,6 +1085,44 @@ mod tests {
             start = until.as_millisecond() as f64 / 1000.0;
         }
         assert_eq!(after_end, [4.0, 8.0, 12.0, 12.0, 0.0, 4.0]);
+    }
+
+    #[test]
+    fn suspends_itself_after_n_failures_and_a_spec_change_resumes_with_the_count_reset() {
+        let mut st = LoopServiceStatus::default();
+        let mut jobs = vec![];
+        let run = |st: &mut LoopServiceStatus, jobs: &mut Vec<ObservedJob>, n: i64, ok: bool, generation: i64| {
+            let start = n as f64 * 10.0;
+            launched(st, n, &format!("r-{n}"), t(start), t(start), None);
+            jobs.push(job(n, start, Some((start + 1.0, ok))));
+            *st = record_jobs(st, jobs, I, t(start + 2.0)).0;
+            suspend_after_failures(st, Some(2), Some(generation), t(start + 2.0))
+        };
+        assert_eq!(run(&mut st, &mut jobs, 1, false, 1), None);
+        let note = run(&mut st, &mut jobs, 2, false, 1).expect("suspended after 2");
+        assert!(note.warning && note.reason == REASON_SUSPENDED_AFTER_FAILURES && note.job.as_deref() == Some("r-2"), "{note:?}");
+        assert!(note.message.contains("after 2 loops failed in a row"), "{}", note.message);
+        let d = decide(&st, None, false, None, I, None, None, t(100.0));
+        assert_eq!(d, Decision::SuspendedAfterFailures { failures: 2, r#loop: 2 });
+        let mut shown = st.clone();
+        finalize(&mut shown, &d, None, Some(1), t(100.0));
+        let ready = shown.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!((shown.phase, ready.status.as_str(), ready.reason.as_str()), (Some(Phase::Suspended), "False", "SuspendedAfterFailures"));
+        // Seen again: no second Note, still suspended; a run request still runs.
+        assert_eq!(suspend_after_failures(&mut st, Some(2), Some(1), t(101.0)), None);
+        assert!(matches!(decide(&st, None, false, Some("r"), I, None, None, t(101.0)), Decision::Launch { .. }));
+        // The spec changes (generation 2): resumed, and the count starts again.
+        assert_eq!(suspend_after_failures(&mut st, Some(2), Some(2), t(102.0)), None);
+        assert!(!st.failure_suspension.as_ref().unwrap().active);
+        assert!(matches!(decide(&st, None, false, None, I, None, None, t(102.0)), Decision::Launch { loop_number: 3, .. }));
+        assert_eq!(run(&mut st, &mut jobs, 3, false, 2), None, "one failure since the resume");
+        assert_eq!(failures_toward_suspension(&st), 1);
+        assert_eq!(st.consecutive_failures, 3, "the streak itself is kept");
+        assert!(run(&mut st, &mut jobs, 4, false, 2).is_some(), "two failures since the resume");
+        // A success (a run request's loop, say) ends it too.
+        assert_eq!(run(&mut st, &mut jobs, 5, true, 2), None);
+        assert!(!st.failure_suspension.as_ref().unwrap().active);
+        assert_eq!(decide(&st, None, false, None, I, None, None, t(55.0)), Decision::Wait { until: t(60.0) });
     }
 
     #[test]

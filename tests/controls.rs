@@ -379,3 +379,83 @@ async fn failure_backoff_grows_after_each_failure_and_a_success_resets_it() {
     println!("loop 6 started {gap:.3}s after loop 5 (succeeded) started");
     assert!((gap - 4.0).abs() < 0.5, "{gap:.3}");
 }
+
+async fn events(ns: &TestNs, name: &str) -> Vec<(String, String, String)> {
+    let api: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(ns.client.clone(), &ns.name);
+    api.list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn suspends_itself_after_n_failures_and_resuming_resets_the_count() {
+    let ns = setup("autosusp").await;
+    let _op = Operator::start(&ns.name, &[]);
+    let mut v = ls("fragile", "4s", "echo cannot reach the database; exit 1");
+    v["spec"]["suspendAfterFailures"] = json!(2);
+    create_ls(&ns, v).await.unwrap();
+    let st = wait_status(&ns, "fragile", "suspended after 2 failures", |st| st.failure_suspension.as_ref().is_some_and(|s| s.active)).await;
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    println!("Ready: {} {}: {}", ready.status, ready.reason, ready.message);
+    assert_eq!((st.phase, ready.status.as_str(), ready.reason.as_str()), (Some(Phase::Suspended), "False", "SuspendedAfterFailures"));
+    assert_eq!((st.loops_failed, st.consecutive_failures), (2, 2));
+    let evs = events(&ns, "fragile").await;
+    assert_eq!(evs.iter().filter(|(t, r, _)| t == "Warning" && r == "SuspendedAfterFailures").count(), 1, "{evs:?}");
+    // Nothing more starts, and the user's spec is untouched.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(loop_jobs(&ns, "fragile").await.len(), 2, "no loop while suspended");
+    let obj = ns.loopservices().get("fragile").await.unwrap();
+    assert_eq!((obj.spec.suspend, obj.metadata.generation), (None, Some(1)), "the operator did not write the spec");
+
+    // The user resumes by writing suspend: false: two more loops (the count starts again),
+    // then suspended again.
+    let patch = json!({"spec": {"suspend": false}});
+    ns.loopservices().patch("fragile", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let st = wait_status(&ns, "fragile", "suspended again after 2 more failures", |st| {
+        st.failure_suspension.as_ref().is_some_and(|s| s.active && s.generation == 2)
+    })
+    .await;
+    println!("after the resume: {} loops failed, suspended after loop {}", st.loops_failed, st.failure_suspension.as_ref().unwrap().r#loop);
+    assert_eq!((st.loops_failed, st.consecutive_failures, st.failure_suspension.as_ref().unwrap().failures), (4, 4, 2));
+    assert_eq!(loop_jobs(&ns, "fragile").await.len(), 4);
+    let evs = events(&ns, "fragile").await;
+    assert_eq!(evs.iter().filter(|(t, r, _)| t == "Warning" && r == "SuspendedAfterFailures").count(), 2, "{evs:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn kubectl_explain_documents_the_controls() {
+    let ns = setup("explaincontrols").await;
+    let _ = &ns;
+    let explain = |what: &str| {
+        let out = std::process::Command::new("kubectl").args(["explain", what]).output().unwrap();
+        // Words only: kubectl wraps long descriptions.
+        String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let spec = wait_for("kubectl explain loopservice.spec with the controls", LONG, || async {
+        let text = explain("loopservice.spec");
+        text.contains("suspendAfterFailures").then_some(text)
+    })
+    .await;
+    for (field, words) in [("jitter", "does not accumulate"), ("failureBackoff", "after k failed loops in a row"), ("suspendAfterFailures", "SuspendedAfterFailures")] {
+        assert!(spec.contains(field) && spec.contains(words), "{field}: {spec}");
+    }
+    let backoff = explain("loopservice.spec.failureBackoff");
+    assert!(backoff.contains("initial") && backoff.contains("max") && backoff.contains("doubles"), "{backoff}");
+    let status = explain("loopservice.status");
+    for field in ["history", "lastHandledRunRequest", "manualLoops", "lastSuccessScheduledTime", "failureSuspension"] {
+        assert!(status.contains(field), "{field}: {status}");
+    }
+    let history = explain("loopservice.status.history");
+    for field in ["loop", "jobName", "trigger", "dueTime", "startTime", "endTime", "durationSeconds", "result", "reason", "message", "overran"] {
+        assert!(history.contains(field), "{field}: {history}");
+    }
+    assert!(explain("loopservice.status.failureSuspension").contains("any change to the spec resumes it"));
+    assert!(explain("loopservice.spec.env").contains("LOOP_LAST_SUCCESS_TIME"));
+}
