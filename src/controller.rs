@@ -10,7 +10,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -178,10 +178,20 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
 
     let (mut st, mut notes) = status::record_jobs(&prev, &observed, interval, now);
     let suspended = spec.is_suspended();
-    let mut decision = status::decide(&st, spec.loops, suspended, interval, now);
+    // A request whose Job is still here is handled, whatever the status says (it is written
+    // after the Job is created, and a CRD older than the operator would drop it).
+    let run_request = ls
+        .annotations()
+        .get(job::ANN_RUN_REQUESTED_AT)
+        .map(String::as_str)
+        .filter(|r| !observed.iter().any(|j| j.run_request.as_deref() == Some(*r)));
+    notes.extend(status::suspend_after_failures(&mut st, spec.suspend_after_failures, generation, now));
+    let created = ls.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+    let jitter = valid.jitter.map(|max| schedule::Jitter { uid: &uid, max, created });
+    let mut decision = status::decide(&st, spec.loops, suspended, run_request, interval, jitter.as_ref(), valid.failure_backoff, now);
     let mut name_taken = None;
 
-    if let Decision::Launch { loop_number, scheduled } = decision {
+    if let Decision::Launch { loop_number, scheduled, run_request: request } = decision.clone() {
         if ctx.draining.load(Ordering::SeqCst) {
             info!(namespace = %ns, %name, r#loop = loop_number, "draining: leaving the loop to the next operator instance");
         } else {
@@ -206,11 +216,13 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
                 info!(namespace = %ns, %name, r#loop = loop_number, pod = %pod.name_any(), "waiting for the pod of a deleted job to end");
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
-            match launch(ls, ctx, &jobs_api, &valid, loop_number, scheduled, &mut st).await? {
+            // Run requests start at once; a scheduled loop with jitter was to start later than due.
+            let jittered = jitter.filter(|_| request.is_none()).map(|j| schedule::add(scheduled, j.offset(loop_number)));
+            match launch(ls, ctx, &jobs_api, &valid, loop_number, scheduled, jittered, request.as_deref(), &mut st).await? {
                 Launched::Notes(launched) => notes.extend(launched),
                 Launched::NameTaken(job) => name_taken = Some((loop_number, job)),
             }
-            decision = status::decide(&st, spec.loops, suspended, interval, Timestamp::now());
+            decision = status::decide(&st, spec.loops, suspended, run_request, interval, jitter.as_ref(), valid.failure_backoff, Timestamp::now());
         }
     }
 
@@ -265,7 +277,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
         // Only while draining: the next instance starts it.
         Decision::Launch { .. } => Action::requeue(Duration::from_secs(1)),
         Decision::Running { .. } => Action::requeue(RUNNING_RECHECK),
-        Decision::Suspended | Decision::Finished => Action::await_change(),
+        Decision::Suspended | Decision::SuspendedAfterFailures { .. } | Decision::Finished => Action::await_change(),
     })
 }
 
@@ -290,10 +302,22 @@ async fn launch(
     spec: &ValidSpec,
     n: i64,
     scheduled: Timestamp,
+    jittered: Option<Timestamp>,
+    run_request: Option<&str>,
     st: &mut LoopServiceStatus,
 ) -> Result<Launched> {
     let start = Timestamp::now();
-    let params = JobParams { ls, spec, loop_number: n, scheduled, start };
+    let params = JobParams {
+        ls,
+        spec,
+        loop_number: n,
+        scheduled,
+        start,
+        run_request,
+        jittered,
+        previous: status::previous_result(st),
+        last_success: st.last_success_scheduled_time.map(|t| t.0),
+    };
     let Some(job) = job::build_job(&params) else {
         return Err(Error::Incomplete(ls.name_any()));
     };
@@ -301,28 +325,29 @@ async fn launch(
     let (ns, name) = (ls.namespace().unwrap_or_default(), ls.name_any());
     match jobs_api.create(&PostParams::default(), &job).await {
         Ok(_) => {
-            let delay = schedule::seconds_between(scheduled, start).max(0.0);
+            // Late against when the loop was to start: its due time, plus its jitter.
+            let delay = schedule::seconds_between(jittered.unwrap_or(scheduled), start).max(0.0);
             ctx.metrics.start_delay_seconds.observe(delay);
             info!(namespace = %ns, %name, r#loop = n, job = %job_name, delay_ms = (delay * 1000.0) as u64, "started loop");
             if ctx.fault == Some(Fault::ExitAfterJobCreate) {
                 error!(job = %job_name, "fault injection: exiting after creating a job, before writing status");
                 std::process::exit(137);
             }
-            Ok(Launched::Notes(vec![status::launched(st, n, &job_name, start)]))
+            Ok(Launched::Notes(vec![status::launched(st, n, &job_name, scheduled, start, run_request)]))
         }
         Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists" => {
             // Made by an earlier instance that died before recording it: adopt, never duplicate.
             let existing = jobs_api.get(&job_name).await.map_err(|e| Error::GetJob(job_name.clone(), e))?;
             let ours = existing.owner_references().iter().any(|o| Some(&o.uid) == ls.metadata.uid.as_ref());
             match job::observe(&existing).filter(|_| ours) {
-                Some(seen) => Ok(Launched::Notes(vec![status::launched(st, n, &job_name, seen.start)])),
+                Some(seen) => Ok(Launched::Notes(vec![status::launched(st, n, &job_name, seen.scheduled.unwrap_or(seen.start), seen.start, seen.run_request.as_deref())])),
                 None => Ok(Launched::NameTaken(job_name)),
             }
         }
         Err(e) if is_transient(&e) => Err(Error::CreateJob(job_name, e)),
         Err(kube::Error::Api(s)) => {
             warn!(namespace = %ns, %name, r#loop = n, job = %job_name, message = %s.message, "the API server refused the job");
-            Ok(Launched::Notes(status::rejected(st, n, &job_name, start, &s.message)))
+            Ok(Launched::Notes(status::rejected(st, n, &job_name, scheduled, start, run_request, &s.message, spec.interval)))
         }
         Err(e) => Err(Error::CreateJob(job_name, e)),
     }
@@ -344,7 +369,17 @@ async fn invalid(ls: &LoopService, ctx: &Context, prev: &LoopServiceStatus, mess
 /// (a server-side dry run). `Some(message)` when it refuses it, or would drop a field of it
 /// that this Kubernetes version does not have.
 async fn dry_run(ls: &LoopService, spec: &ValidSpec, jobs_api: &Api<Job>, n: i64, now: Timestamp) -> Result<Option<String>> {
-    let params = JobParams { ls, spec, loop_number: n, scheduled: now, start: now };
+    let params = JobParams {
+        ls,
+        spec,
+        loop_number: n,
+        scheduled: now,
+        start: now,
+        run_request: None,
+        jittered: None,
+        previous: job::PreviousResult::None,
+        last_success: Some(now),
+    };
     let Some(job) = job::build_job(&params) else {
         return Err(Error::Incomplete(ls.name_any()));
     };
@@ -372,14 +407,24 @@ async fn dry_run(ls: &LoopService, spec: &ValidSpec, jobs_api: &Api<Job>, n: i64
 /// counted twice.
 async fn write_status(ls: &LoopService, st: &LoopServiceStatus, ctx: &Context) -> Result<()> {
     let (ns, name) = (ls.namespace().unwrap_or_default(), ls.name_any());
-    let api: Api<LoopService> = Api::namespaced(ctx.client.clone(), &ns);
+    // Read back untyped: the typed status would fill in, as defaults, what the API server dropped.
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ApiResource::erase::<LoopService>(&()));
     let patch = json!({
         "metadata": { "resourceVersion": ls.resource_version() },
         "status": st,
     });
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+    let stored = api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| Error::WriteStatus(format!("{ns}/{name}"), e))?;
+    // A CRD older than the operator prunes the status fields it does not know, and a status
+    // that forgets (say) which run request it handled would start that loop again and again.
+    let sent = serde_json::to_value(st).unwrap_or_default();
+    let back = stored.data.get("status").cloned().unwrap_or_default();
+    let dropped = crate::spec::dropped_paths(&sent, &back, "status");
+    if !dropped.is_empty() {
+        return Err(Error::OutdatedCrd(format!("{ns}/{name}"), dropped.join(", ")));
+    }
     Ok(())
 }
 

@@ -73,7 +73,10 @@ pub struct LoopServiceSpec {
     pub args: Option<Vec<String>>,
 
     /// Environment variables of the loop's container. The operator adds LOOP_NUMBER,
-    /// LOOP_SCHEDULED_TIME and LOOPSERVICE_NAME.
+    /// LOOP_SCHEDULED_TIME (when the loop was due), LOOPSERVICE_NAME, LOOP_PREVIOUS_RESULT
+    /// (Succeeded, Failed or None: how the loop before this one ended) and
+    /// LOOP_LAST_SUCCESS_TIME (the LOOP_SCHEDULED_TIME of the latest loop that succeeded, or
+    /// empty), so that a loop can process what came since the latest success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<EnvVar>>,
 
@@ -104,10 +107,30 @@ pub struct LoopServiceSpec {
     /// `restartPolicy` is Never (or OnFailure when the template asks for it); the labels under
     /// `loops.dev/`, `app.kubernetes.io/managed-by` and the Job controller's (`job-name`,
     /// `controller-uid`, `batch.kubernetes.io/`); annotations under `loops.dev/`; the Job's
-    /// name and owner reference; and the loop container's LOOP_NUMBER, LOOP_SCHEDULED_TIME and
-    /// LOOPSERVICE_NAME variables. A field a Pod spec does not have (a typo) is refused too.
+    /// name and owner reference; and the loop container's LOOP_NUMBER, LOOP_SCHEDULED_TIME,
+    /// LOOPSERVICE_NAME, LOOP_PREVIOUS_RESULT and LOOP_LAST_SUCCESS_TIME variables. A field a
+    /// Pod spec does not have (a typo) is refused too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<PodTemplate>,
+
+    /// Spread the loops' starts: each scheduled loop starts a pseudo-random delay in
+    /// [0, jitter) after it is due, so that many LoopServices with the same interval do not
+    /// all start at once. Same format as `interval`, at least 1s and shorter than `interval`.
+    /// The delay is derived from the LoopService's uid and the loop's number (stable across
+    /// operator restarts) and does not accumulate: the next loop is due one interval after
+    /// the previous one's start without its delay. LOOP_SCHEDULED_TIME and the Job's
+    /// `loops.dev/scheduled-time` are the due time; `loops.dev/jittered-time` is the due
+    /// time plus the delay. Run requests are not delayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub jitter: Option<String>,
+
+    /// Wait longer after failures: after k failed loops in a row, the next loop starts no
+    /// sooner than min(initial * 2^(k-1), max) after the latest failed loop ended (and never
+    /// before its time by the loop rule). A loop that succeeds ends the backoff. Run requests
+    /// are not held back. No backoff when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_backoff: Option<FailureBackoff>,
 
     /// Longest a loop may run, at least 1s, in the same format as `interval` (e.g. `5m`): the
     /// Job's `activeDeadlineSeconds`, rounded up to whole seconds. A loop still running then is
@@ -125,6 +148,16 @@ pub struct LoopServiceSpec {
     /// when resumed a loop whose time has passed starts at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
+
+    /// Suspend after this many loops failed in a row (at least 1): no scheduled loop starts
+    /// until the spec changes (e.g. `suspend` set to true and back to false, or `suspend:
+    /// false` written when it was absent) or a run request's loop succeeds. The operator does
+    /// not write the spec: the suspension is in status (`failureSuspension`, phase Suspended,
+    /// Ready=False with reason SuspendedAfterFailures, and a Warning Event). After a resume
+    /// the count starts again from zero. Never suspends when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub suspend_after_failures: Option<i64>,
 
     /// Retries of a failed Pod inside one loop (the Job's backoffLimit). Default 0: one loop
     /// is one attempt, and the next loop is the retry.
@@ -157,6 +190,19 @@ pub struct LoopServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub failed_jobs_history_limit: Option<i32>,
+}
+
+/// `spec.failureBackoff`: how long to wait after failed loops.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureBackoff {
+    /// The wait after one failed loop, at least 1s, in the same format as `interval`
+    /// (e.g. `30s`); it doubles with each further failure in a row.
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub initial: String,
+    /// The longest wait, however many loops failed in a row; not shorter than `initial`.
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub max: String,
 }
 
 /// `spec.template` as written: a Pod template, kept as JSON so that whatever a user writes
@@ -284,6 +330,14 @@ pub struct LoopServiceStatus {
     /// The number of the latest loop whose end is recorded in this status.
     #[serde(default)]
     pub last_finished_loop: i64,
+    /// Loops started by a run request (the annotation `loops.dev/run-requested-at`). They are
+    /// numbered and counted like the others, but do not count toward spec.loops.
+    #[serde(default)]
+    pub manual_loops: i64,
+    /// The value of the annotation `loops.dev/run-requested-at` whose loop has started: a new
+    /// value starts one loop, once.
+    #[serde(default)]
+    pub last_handled_run_request: Option<String>,
     /// Name of the Job of the loop running now.
     #[serde(default)]
     pub active_job: Option<String>,
@@ -299,6 +353,10 @@ pub struct LoopServiceStatus {
     /// When a loop last succeeded.
     #[serde(default)]
     pub last_success_time: Option<Time>,
+    /// When the latest loop that succeeded was due (its LOOP_SCHEDULED_TIME): what the next
+    /// loop gets as LOOP_LAST_SUCCESS_TIME.
+    #[serde(default)]
+    pub last_success_scheduled_time: Option<Time>,
     /// When a loop last failed.
     #[serde(default)]
     pub last_failure_time: Option<Time>,
@@ -308,6 +366,15 @@ pub struct LoopServiceStatus {
     /// The latest loop that failed, and why.
     #[serde(default)]
     pub last_error: Option<LoopError>,
+    /// The latest time the LoopService suspended itself after spec.suspendAfterFailures
+    /// failures in a row, and whether it still is.
+    #[serde(default)]
+    pub failure_suspension: Option<FailureSuspension>,
+    /// The latest loops (at most 10), newest first: each loop's trigger, due, start and end
+    /// times, result and why. Written with the counters, so it stays exact when the Jobs are
+    /// deleted (history limits, TTL) and across operator restarts.
+    #[serde(default)]
+    pub history: Vec<LoopRecord>,
     /// Ready (the spec is valid and loops run as scheduled), Overrun (the latest finished loop ran
     /// longer than the interval) and Failing (the latest loop failed).
     #[serde(default)]
@@ -368,6 +435,89 @@ impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(self, f)
     }
+}
+
+/// What started a loop.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Trigger {
+    /// Its time came: the loop rule, spec.interval.
+    Scheduled,
+    /// A run request: a new value of the annotation `loops.dev/run-requested-at`.
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Scheduled => "Scheduled",
+            Trigger::Manual => "Manual",
+        }
+    }
+}
+
+/// The LoopService suspended itself: spec.suspendAfterFailures loops failed in a row.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = not_nullable)]
+pub struct FailureSuspension {
+    /// The failed loop after which it suspended itself.
+    pub r#loop: i64,
+    /// How many loops had failed in a row since the latest resume.
+    pub failures: i64,
+    /// When it suspended itself.
+    pub time: Time,
+    /// The metadata.generation of the spec it suspended at: any change to the spec resumes it.
+    pub generation: i64,
+    /// True while suspended; false once resumed (the spec changed, or a loop succeeded).
+    pub active: bool,
+}
+
+/// How a loop went, so far.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum LoopResult {
+    /// Its Job runs.
+    Running,
+    /// Its Job completed.
+    Succeeded,
+    /// Its Job failed, ran past spec.timeout, was refused by the API server, or was deleted
+    /// before it ended.
+    Failed,
+}
+
+/// One loop, as `status.history` shows it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = not_nullable)]
+pub struct LoopRecord {
+    /// The loop's number.
+    pub r#loop: i64,
+    /// Name of the loop's Job.
+    pub job_name: String,
+    /// Scheduled (its time came) or Manual (a run request, the annotation
+    /// `loops.dev/run-requested-at`).
+    pub trigger: Trigger,
+    /// When the loop was due: by the loop rule for a scheduled loop, when the request was
+    /// taken up for a manual one.
+    pub due_time: Time,
+    /// When it started: its Job was created.
+    pub start_time: Time,
+    /// When it ended (its Job's end, stamped by Kubernetes to the second); absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+    /// How long it ran, in seconds; absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+    /// Running, Succeeded or Failed.
+    pub result: LoopResult,
+    /// Why it failed: JobFailed, DeadlineExceeded, JobRejected or JobDeleted (as in lastError).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What went wrong, in short: the end of lastError's message for the same loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Whether it ran longer than the interval.
+    #[serde(default)]
+    pub overran: bool,
 }
 
 /// A loop that ran longer than its interval.

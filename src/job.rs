@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use crate::crd::{LoopService, Time};
+use crate::crd::{LoopService, Time, Trigger};
 use crate::spec::ValidSpec;
 
 pub const LABEL_NAME: &str = "loops.dev/loopservice";
@@ -22,11 +22,23 @@ pub const ANN_LOOP: &str = "loops.dev/loop";
 pub const ANN_SCHEDULED: &str = "loops.dev/scheduled-time";
 pub const ANN_STARTED: &str = "loops.dev/start-time";
 pub const ANN_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+/// With spec.jitter: the due time plus the loop's delay.
+pub const ANN_JITTERED: &str = "loops.dev/jittered-time";
+/// On a LoopService: a new value starts a loop at once (or when the running loop ends).
+pub const ANN_RUN_REQUESTED_AT: &str = "loops.dev/run-requested-at";
+/// On a loop's Job: `Scheduled` or `Manual`.
+pub const ANN_TRIGGER: &str = "loops.dev/trigger";
+/// On a manual loop's Job: the value of the run request it answers.
+pub const ANN_RUN_REQUEST: &str = "loops.dev/run-request";
 pub const CONTAINER: &str = "loop";
 /// The variables the operator gives the loop's container.
 pub const ENV_LOOP_NUMBER: &str = "LOOP_NUMBER";
 pub const ENV_SCHEDULED_TIME: &str = "LOOP_SCHEDULED_TIME";
 pub const ENV_LOOPSERVICE_NAME: &str = "LOOPSERVICE_NAME";
+pub const ENV_PREVIOUS_RESULT: &str = "LOOP_PREVIOUS_RESULT";
+pub const ENV_LAST_SUCCESS_TIME: &str = "LOOP_LAST_SUCCESS_TIME";
+/// Every variable the operator sets in the loop's container; a spec may not set them.
+pub const LOOP_ENV: [&str; 5] = [ENV_LOOP_NUMBER, ENV_SCHEDULED_TIME, ENV_LOOPSERVICE_NAME, ENV_PREVIOUS_RESULT, ENV_LAST_SUCCESS_TIME];
 
 /// Kubernetes label values, and so Job names (the Job controller copies the name into its
 /// Pods' `job-name` label), are limited to 63 characters.
@@ -76,6 +88,33 @@ pub struct JobParams<'a> {
     pub loop_number: i64,
     pub scheduled: Timestamp,
     pub start: Timestamp,
+    /// The run request this loop answers; `None` for a scheduled loop.
+    pub run_request: Option<&'a str>,
+    /// With spec.jitter: when the loop was to start, its due time plus its delay.
+    pub jittered: Option<Timestamp>,
+    /// How the loop before this one ended (LOOP_PREVIOUS_RESULT).
+    pub previous: PreviousResult,
+    /// LOOP_LAST_SUCCESS_TIME: the LOOP_SCHEDULED_TIME of the latest loop that succeeded.
+    pub last_success: Option<Timestamp>,
+}
+
+/// How the loop before this one ended, for LOOP_PREVIOUS_RESULT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PreviousResult {
+    Succeeded,
+    Failed,
+    /// No loop before it, or none whose end is known.
+    None,
+}
+
+impl PreviousResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PreviousResult::Succeeded => "Succeeded",
+            PreviousResult::Failed => "Failed",
+            PreviousResult::None => "None",
+        }
+    }
 }
 
 /// Builds the Job of one loop from the validated spec: one attempt (`backoffLimit: 0` unless
@@ -93,12 +132,20 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
         (LABEL_LOOP.to_string(), p.loop_number.to_string()),
         (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
     ]);
-    let annotations = BTreeMap::from([
+    let trigger = if p.run_request.is_some() { Trigger::Manual } else { Trigger::Scheduled };
+    let mut annotations = BTreeMap::from([
         (ANN_NAME.to_string(), name.clone()),
         (ANN_LOOP.to_string(), p.loop_number.to_string()),
         (ANN_SCHEDULED.to_string(), Time(p.scheduled).format()),
         (ANN_STARTED.to_string(), Time(p.start).format()),
+        (ANN_TRIGGER.to_string(), trigger.as_str().to_string()),
     ]);
+    if let Some(r) = p.run_request {
+        annotations.insert(ANN_RUN_REQUEST.to_string(), r.to_string());
+    }
+    if let Some(at) = p.jittered {
+        annotations.insert(ANN_JITTERED.to_string(), Time(at).format());
+    }
     let spec = p.spec;
     let mut pod = spec.pod.clone();
     for c in pod.containers.iter_mut().filter(|c| c.name == CONTAINER) {
@@ -109,6 +156,8 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
             env_var(ENV_LOOP_NUMBER, &p.loop_number.to_string()),
             env_var(ENV_SCHEDULED_TIME, &Time(p.scheduled).format()),
             env_var(ENV_LOOPSERVICE_NAME, &name),
+            env_var(ENV_PREVIOUS_RESULT, p.previous.as_str()),
+            env_var(ENV_LAST_SUCCESS_TIME, &p.last_success.map(|t| Time(t).format()).unwrap_or_default()),
         ]);
         c.env = Some(env);
         c.termination_message_policy.get_or_insert_with(|| "FallbackToLogsOnError".to_string());
@@ -169,6 +218,8 @@ pub struct ObservedJob {
     /// When the operator created it (the start-time annotation, to the millisecond).
     pub start: Timestamp,
     pub scheduled: Option<Timestamp>,
+    /// The run request it answers, for a manual loop.
+    pub run_request: Option<String>,
     /// When and how it ended; `None` while it runs.
     pub end: Option<(Timestamp, Outcome)>,
 }
@@ -209,7 +260,8 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
     } else {
         None
     };
-    Some(ObservedJob { name, loop_number, start, scheduled, end })
+    let run_request = ann.get(ANN_RUN_REQUEST).cloned();
+    Some(ObservedJob { name, loop_number, start, scheduled, run_request, end })
 }
 
 /// What the Pods of a failed Job say: the loop container's exit code, reason and
@@ -282,10 +334,15 @@ pub fn stuck_reason(pods: &[Pod]) -> Option<String> {
 /// Cuts a message to [`MAX_MESSAGE`] bytes on a character boundary, keeping its end (a log
 /// tail's last lines say the most).
 pub fn clip(message: &str) -> String {
-    if message.len() <= MAX_MESSAGE {
+    clip_to(message, MAX_MESSAGE)
+}
+
+/// Cuts a message to `max` bytes (at least 4) on a character boundary, keeping its end.
+pub fn clip_to(message: &str, max: usize) -> String {
+    if message.len() <= max {
         return message.to_string();
     }
-    let mut start = message.len() - (MAX_MESSAGE - 3);
+    let mut start = message.len() - (max.max(4) - 3);
     while !message.is_char_boundary(start) {
         start += 1;
     }
@@ -325,7 +382,18 @@ mod tests {
 
     fn job_of(l: &LoopService, loop_number: i64, scheduled: &str, start: &str) -> Job {
         let spec = l.spec.validate().unwrap();
-        build_job(&JobParams { ls: l, spec: &spec, loop_number, scheduled: ts(scheduled), start: ts(start) }).unwrap()
+        build_job(&JobParams {
+            ls: l,
+            spec: &spec,
+            loop_number,
+            scheduled: ts(scheduled),
+            start: ts(start),
+            run_request: None,
+            jittered: None,
+            previous: PreviousResult::None,
+            last_success: None,
+        })
+        .unwrap()
     }
 
     fn ts(s: &str) -> Timestamp {
@@ -375,6 +443,8 @@ mod tests {
         assert_eq!(labels[LABEL_UID], "0c4d2f7e-1111-2222-3333-444455556666");
         assert_eq!(job.annotations()[ANN_SCHEDULED], "2026-11-25T10:00:30.012Z");
         assert_eq!(job.annotations()[ANN_STARTED], "2026-11-25T10:00:30.020Z");
+        assert_eq!(job.annotations()[ANN_TRIGGER], "Scheduled");
+        assert!(!job.annotations().contains_key(ANN_RUN_REQUEST));
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(0));
         assert_eq!(spec.active_deadline_seconds, Some(2));
@@ -384,10 +454,37 @@ mod tests {
         assert_eq!(c.termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
         assert_eq!(c.args.as_ref().unwrap(), &vec!["echo hi".to_string()]);
         let env: Vec<_> = c.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(env, ["A", "LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME"]);
+        assert_eq!(env, ["A", "LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME", "LOOP_PREVIOUS_RESULT", "LOOP_LAST_SUCCESS_TIME"]);
         // The Job reads back as what was launched.
         let seen = observe(&job).unwrap();
         assert_eq!((seen.loop_number, seen.start, seen.end.clone()), (3, ts("2026-11-25T10:00:30.020Z"), None));
+    }
+
+    #[test]
+    fn a_manual_loops_job_says_so_and_names_its_request() {
+        let l = ls("report");
+        let spec = l.spec.validate().unwrap();
+        let at = ts("2026-11-25T10:00:00Z");
+        let params = JobParams {
+            ls: &l,
+            spec: &spec,
+            loop_number: 5,
+            scheduled: at,
+            start: at,
+            run_request: Some("2026-11-25T09:59:59Z"),
+            jittered: Some(ts("2026-11-25T10:00:01.5Z")),
+            previous: PreviousResult::Failed,
+            last_success: Some(ts("2026-11-25T09:00:00.5Z")),
+        };
+        let job = build_job(&params).unwrap();
+        assert_eq!(job.annotations()[ANN_TRIGGER], "Manual");
+        assert_eq!(job.annotations()[ANN_RUN_REQUEST], "2026-11-25T09:59:59Z");
+        assert_eq!(job.annotations()[ANN_JITTERED], "2026-11-25T10:00:01.500Z");
+        assert_eq!(observe(&job).unwrap().run_request.as_deref(), Some("2026-11-25T09:59:59Z"));
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let env = pod.containers[0].env.clone().unwrap();
+        let var = |n: &str| env.iter().find(|e| e.name == n).and_then(|e| e.value.clone()).unwrap();
+        assert_eq!((var("LOOP_PREVIOUS_RESULT"), var("LOOP_LAST_SUCCESS_TIME")), ("Failed".into(), "2026-11-25T09:00:00.500Z".into()));
     }
 
     #[test]
@@ -425,7 +522,7 @@ mod tests {
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         // Only the loop's container gets the loop variables, after its own.
         let env: Vec<_> = pod.containers[0].env.as_ref().unwrap().iter().map(|e| e.name.clone()).collect();
-        assert_eq!(env, ["A", "LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME"]);
+        assert_eq!(env, ["A", "LOOP_NUMBER", "LOOP_SCHEDULED_TIME", "LOOPSERVICE_NAME", "LOOP_PREVIOUS_RESULT", "LOOP_LAST_SUCCESS_TIME"]);
         assert_eq!(annotations[ANN_DEFAULT_CONTAINER], "loop");
     }
 
@@ -447,7 +544,7 @@ mod tests {
         let (side, lp) = (&pod.containers[0], &pod.containers[1]);
         assert_eq!((side.env.as_ref(), side.termination_message_policy.as_ref()), (None, None));
         assert_eq!(lp.termination_message_policy.as_deref(), Some("File"));
-        assert_eq!(lp.env.as_ref().unwrap().len(), 3);
+        assert_eq!(lp.env.as_ref().unwrap().len(), 5);
     }
 
     fn finished(job: &mut Job, type_: &str, reason: Option<&str>, message: Option<&str>, at: &str) {

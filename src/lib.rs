@@ -33,6 +33,8 @@ pub enum Error {
     DeleteJob(String, #[source] kube::Error),
     #[error("loopservice {0} has no namespace or uid")]
     Incomplete(String),
+    #[error("the API server dropped {1} from the status of {0}: the LoopService CRD is older than this operator; apply crds/loopservice.yaml")]
+    OutdatedCrd(String, String),
 }
 
 impl Error {
@@ -47,7 +49,7 @@ impl Error {
             | Error::GetLoopService(_, e)
             | Error::WriteStatus(_, e)
             | Error::DeleteJob(_, e) => Some(e),
-            Error::Incomplete(_) => None,
+            Error::Incomplete(_) | Error::OutdatedCrd(..) => None,
         }
     }
 
@@ -63,6 +65,7 @@ impl Error {
             Error::WriteStatus(..) => "write_status",
             Error::DeleteJob(..) => "delete_job",
             Error::Incomplete(..) => "incomplete",
+            Error::OutdatedCrd(..) => "outdated_crd",
         }
     }
 }

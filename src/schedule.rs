@@ -10,6 +10,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use jiff::{SignedDuration, Timestamp};
+use sha2::{Digest, Sha256};
 
 /// Parses an interval or timeout such as `30s`, `1m30s`, `2h` or `1s500ms`.
 ///
@@ -42,6 +43,42 @@ fn matches_pattern(value: &str) -> bool {
     static PATTERN: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(crate::crd::DURATION_PATTERN).expect("DURATION_PATTERN is a valid regex"));
     PATTERN.is_match(value)
+}
+
+/// `spec.jitter`: each scheduled loop starts a stable pseudo-random offset in [0, max) after
+/// it is due. The offset is a hash of the LoopService's uid and the loop's number, so every
+/// operator instance computes the same one, before and after a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Jitter<'a> {
+    pub uid: &'a str,
+    pub max: Duration,
+    /// When the LoopService was created: the first loop's due time, so that its jittered
+    /// start does not move with each look at it.
+    pub created: Timestamp,
+}
+
+impl Jitter<'_> {
+    /// The offset of loop `n`, to the millisecond, in [0, max).
+    pub fn offset(&self, n: i64) -> Duration {
+        let ms = self.max.as_millis().min(u128::from(u64::MAX)) as u64;
+        if ms == 0 {
+            return Duration::ZERO;
+        }
+        let digest = Sha256::digest(format!("{}/{n}", self.uid).as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        Duration::from_millis(u64::from_be_bytes(first) % ms)
+    }
+}
+
+/// The wait after `k` failed loops in a row: min(initial * 2^(k-1), max); zero for k = 0.
+pub fn failure_backoff(k: i64, initial: Duration, max: Duration) -> Duration {
+    if k <= 0 {
+        return Duration::ZERO;
+    }
+    // 2^31 times even a second is beyond any max (one year at most).
+    let doublings = (k - 1).min(31) as u32;
+    initial.saturating_mul(1u32 << doublings).min(max)
 }
 
 /// The previous loop, as far as timing is concerned.
@@ -103,6 +140,10 @@ pub fn fmt_secs(s: f64) -> String {
 
 pub fn add(t: Timestamp, d: Duration) -> Timestamp {
     t.checked_add(signed(d)).unwrap_or(Timestamp::MAX)
+}
+
+pub fn sub(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_sub(signed(d)).unwrap_or(Timestamp::MIN)
 }
 
 fn signed(d: Duration) -> SignedDuration {
@@ -185,6 +226,31 @@ mod tests {
         assert!(due <= now);
         let after = PreviousLoop { start: now, end: Some(t(3701.0)) };
         assert_eq!(next_start(Some(after), I30, t(3701.5)), Some(t(3730.0)));
+    }
+
+    #[test]
+    fn jitter_offsets_are_stable_spread_and_below_the_maximum() {
+        let j = Jitter { uid: "0c4d2f7e-1111-2222-3333-444455556666", max: Duration::from_secs(10), created: t(0.0) };
+        let offsets: Vec<Duration> = (1..=200).map(|n| j.offset(n)).collect();
+        assert!(offsets.iter().all(|o| *o < Duration::from_secs(10)));
+        // The same uid and loop give the same offset (a restart computes it again).
+        let again = Jitter { created: t(99.0), ..j };
+        assert_eq!(offsets, (1..=200).map(|n| again.offset(n)).collect::<Vec<_>>());
+        // Spread over the range, and another LoopService gets other offsets.
+        let mean = offsets.iter().map(|o| o.as_secs_f64()).sum::<f64>() / 200.0;
+        assert!((3.5..6.5).contains(&mean), "mean offset {mean}");
+        let other = Jitter { uid: "another", ..j };
+        assert_ne!(offsets[..10], (1..=10).map(|n| other.offset(n)).collect::<Vec<_>>()[..]);
+        assert_eq!(Jitter { max: Duration::ZERO, ..j }.offset(1), Duration::ZERO);
+    }
+
+    #[test]
+    fn failure_backoff_doubles_up_to_its_maximum() {
+        let s = Duration::from_secs;
+        let waits: Vec<u64> = (0..=7).map(|k| failure_backoff(k, s(10), s(300)).as_secs()).collect();
+        assert_eq!(waits, [0, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(failure_backoff(i64::MAX, s(1), MAX_DURATION), MAX_DURATION.min(s(1 << 31)));
+        assert_eq!(failure_backoff(-1, s(1), s(2)), Duration::ZERO);
     }
 
     #[test]

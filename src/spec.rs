@@ -15,7 +15,7 @@ use schemars::Schema;
 use serde_json::{Value, json};
 
 use crate::crd::{LoopServiceSpec, PodTemplate};
-use crate::job::{CONTAINER, ENV_LOOP_NUMBER, ENV_LOOPSERVICE_NAME, ENV_SCHEDULED_TIME};
+use crate::job::{CONTAINER, LOOP_ENV};
 use crate::schedule::parse_duration;
 
 /// The shorthand fields that shape the container built from `spec.image`.
@@ -37,9 +37,12 @@ pub const MSG_POD_FAILURE_POLICY_RESTART: &str =
     "spec.podFailurePolicy needs restartPolicy Never, but spec.template.spec.restartPolicy is OnFailure";
 pub const MSG_OWNED_LABELS: &str = "spec.template.metadata.labels: keys under loops.dev/ and batch.kubernetes.io/, app.kubernetes.io/managed-by, job-name and controller-uid are set by the operator and the Job controller";
 pub const MSG_OWNED_ANNOTATIONS: &str = "spec.template.metadata.annotations: keys under loops.dev/ are set by the operator";
-pub const MSG_ENV_OWNED: &str = "spec.env: LOOP_NUMBER, LOOP_SCHEDULED_TIME and LOOPSERVICE_NAME are set by the operator";
+pub const MSG_JITTER: &str = "spec.jitter must be shorter than spec.interval";
+pub const MSG_BACKOFF: &str = "spec.failureBackoff.max must not be shorter than spec.failureBackoff.initial";
+pub const MSG_ENV_OWNED: &str =
+    "spec.env: LOOP_NUMBER, LOOP_SCHEDULED_TIME, LOOPSERVICE_NAME, LOOP_PREVIOUS_RESULT and LOOP_LAST_SUCCESS_TIME are set by the operator";
 pub const MSG_TEMPLATE_ENV_OWNED: &str =
-    "spec.template.spec.containers: the container named loop gets LOOP_NUMBER, LOOP_SCHEDULED_TIME and LOOPSERVICE_NAME from the operator";
+    "spec.template.spec.containers: the container named loop gets LOOP_NUMBER, LOOP_SCHEDULED_TIME, LOOPSERVICE_NAME, LOOP_PREVIOUS_RESULT and LOOP_LAST_SUCCESS_TIME from the operator";
 
 /// The message of a shorthand field set while the loop's container comes from the template.
 pub fn shorthand_message(field: &str) -> String {
@@ -54,6 +57,12 @@ pub fn cel_rules() -> Vec<(String, String)> {
     let mut rules = vec![
         (format!("!(has(self.image) && ({HAS_LOOP}))"), MSG_LOOP_CONTAINER_TWICE.to_string()),
         (format!("has(self.image) || ({HAS_LOOP})"), MSG_LOOP_CONTAINER_MISSING.to_string()),
+        // CEL's duration() reads the h, m, s, ms parts of DURATION_PATTERN as Go does.
+        ("!has(self.jitter) || duration(self.jitter) < duration(self.interval)".into(), MSG_JITTER.to_string()),
+        (
+            "!has(self.failureBackoff) || duration(self.failureBackoff.max) >= duration(self.failureBackoff.initial)".into(),
+            MSG_BACKOFF.to_string(),
+        ),
         (
             "!(has(self.serviceAccountName) && has(self.template) && has(self.template.spec) && has(self.template.spec.serviceAccountName))".into(),
             MSG_SERVICE_ACCOUNT_TWICE.to_string(),
@@ -71,7 +80,8 @@ pub fn cel_rules() -> Vec<(String, String)> {
 
 /// A CEL list literal of the operator's loop variables.
 fn loop_env_list() -> String {
-    format!("['{ENV_LOOP_NUMBER}', '{ENV_SCHEDULED_TIME}', '{ENV_LOOPSERVICE_NAME}']")
+    let names: Vec<String> = LOOP_ENV.iter().map(|n| format!("'{n}'")).collect();
+    format!("[{}]", names.join(", "))
 }
 
 fn label_rule() -> String {
@@ -150,6 +160,9 @@ impl std::fmt::Display for SpecErrors {
 pub struct ValidSpec {
     pub interval: Duration,
     pub timeout: Option<Duration>,
+    pub jitter: Option<Duration>,
+    /// `spec.failureBackoff`: (initial, max).
+    pub failure_backoff: Option<(Duration, Duration)>,
     /// Labels and annotations the template asks for on the loop's Pods.
     pub pod_labels: BTreeMap<String, String>,
     pub pod_annotations: BTreeMap<String, String>,
@@ -180,6 +193,29 @@ impl LoopServiceSpec {
                 None
             }
         };
+        let jitter = match self.jitter.as_deref().map(|t| parse_duration("jitter", t)).transpose() {
+            Ok(j) => j,
+            Err(m) => {
+                errors.push(SpecError::new(m));
+                None
+            }
+        };
+        if let (Some(i), Some(j)) = (interval, jitter) {
+            if j >= i {
+                errors.push(SpecError::new(MSG_JITTER));
+            }
+        }
+        let mut failure_backoff = None;
+        if let Some(b) = &self.failure_backoff {
+            let initial = parse_duration("failureBackoff.initial", &b.initial).map_err(|m| errors.push(SpecError::new(m))).ok();
+            let max = parse_duration("failureBackoff.max", &b.max).map_err(|m| errors.push(SpecError::new(m))).ok();
+            if let (Some(i), Some(m)) = (initial, max) {
+                if m < i {
+                    errors.push(SpecError::new(MSG_BACKOFF));
+                }
+                failure_backoff = Some((i, m));
+            }
+        }
         let template = match &self.template {
             None => Some(Template { labels: BTreeMap::new(), annotations: BTreeMap::new(), pod: PodSpec::default() }),
             Some(t) => read_template(t, &mut errors),
@@ -234,6 +270,8 @@ impl LoopServiceSpec {
             (Some(interval), Some(t)) if errors.is_empty() => Ok(ValidSpec {
                 interval,
                 timeout,
+                jitter,
+                failure_backoff,
                 pod_labels: t.labels,
                 pod_annotations: t.annotations,
                 pod: self.pod_spec(t.pod),
@@ -272,7 +310,7 @@ impl LoopServiceSpec {
 }
 
 fn is_loop_env(name: &str) -> bool {
-    [ENV_LOOP_NUMBER, ENV_SCHEDULED_TIME, ENV_LOOPSERVICE_NAME].contains(&name)
+    LOOP_ENV.contains(&name)
 }
 
 fn owned_label(k: &str) -> bool {
@@ -523,6 +561,22 @@ mod tests {
         .unwrap();
         // Nulls are absent values, not unknown fields.
         spec(json!({"image": "a", "template": {"metadata": null, "spec": {"nodeSelector": null}}})).validate().unwrap();
+    }
+
+    #[test]
+    fn jitter_must_be_shorter_than_the_interval() {
+        assert_eq!(spec(json!({"image": "a", "jitter": "29s999ms"})).validate().unwrap().jitter, Some(Duration::from_millis(29_999)));
+        assert_eq!(errors(json!({"image": "a", "jitter": "30s"})), MSG_JITTER);
+        assert_eq!(errors(json!({"image": "a", "jitter": "1m"})), MSG_JITTER);
+        assert!(errors(json!({"image": "a", "jitter": "soon"})).starts_with("spec.jitter"));
+    }
+
+    #[test]
+    fn failure_backoff_max_is_not_shorter_than_initial() {
+        let v = spec(json!({"image": "a", "failureBackoff": {"initial": "10s", "max": "5m"}})).validate().unwrap();
+        assert_eq!(v.failure_backoff, Some((Duration::from_secs(10), Duration::from_secs(300))));
+        assert_eq!(errors(json!({"image": "a", "failureBackoff": {"initial": "1m", "max": "30s"}})), MSG_BACKOFF);
+        assert!(errors(json!({"image": "a", "failureBackoff": {"initial": "0s", "max": "30s"}})).starts_with("spec.failureBackoff.initial"));
     }
 
     #[test]

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::crd::{Condition, LoopError, LoopServiceStatus, Overrun, Phase, Time};
-use crate::job::{ObservedJob, Outcome, clip};
-use crate::schedule::{self, PreviousLoop};
+use crate::crd::{Condition, LoopError, LoopRecord, LoopResult, LoopServiceStatus, Overrun, Phase, Time, Trigger};
+use crate::job::{ObservedJob, Outcome, PreviousResult, clip, clip_to};
+use crate::schedule::{self, Jitter, PreviousLoop};
 
 /// Something worth an Event.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,6 +67,24 @@ pub fn record_jobs(
         }
         st.loops_started = j.loop_number;
         st.last_start_time = Some(Time(j.start));
+        if lost {
+            // Manual loops among the Jobs left; older ones cannot be known.
+            st.manual_loops = jobs.iter().filter(|o| o.run_request.is_some() && o.loop_number <= j.loop_number).count() as i64;
+            let newest_manual = jobs.iter().filter(|o| o.run_request.is_some()).max_by_key(|o| o.loop_number);
+            st.last_handled_run_request = newest_manual.and_then(|o| o.run_request.clone());
+        } else if let Some(r) = &j.run_request {
+            handled(&mut st, r);
+        }
+        if lost {
+            // The history of the Jobs left, oldest first (each updated below as it is counted).
+            let mut left: Vec<&ObservedJob> = jobs.iter().filter(|o| o.loop_number <= j.loop_number).collect();
+            left.sort_by_key(|o| o.loop_number);
+            for o in left {
+                remember(&mut st, started_record(o));
+            }
+        } else {
+            remember(&mut st, started_record(j));
+        }
         notes.push(
             Note::normal("LoopAdopted", format!("found Job {} of loop {} and took it over", j.name, j.loop_number)).about(Some(&j.name)),
         );
@@ -81,7 +99,7 @@ pub fn record_jobs(
                     st.active_job = Some(j.name.clone());
                     break;
                 }
-                Some((end, outcome)) => record_end(&mut st, &mut notes, k, &j.name, j.start, *end, outcome, interval),
+                Some((end, outcome)) => record_end(&mut st, &mut notes, j, *end, outcome, interval),
             },
             None => {
                 // Loops k..=last have no Job: all deleted before their ends were recorded.
@@ -97,7 +115,10 @@ pub fn record_jobs(
                 } else {
                     format!("the Jobs of loops {k} to {last} were deleted before their ends were recorded")
                 };
-                fail(&mut st, &mut notes, last, last - k + 1, None, now, "JobDeleted", message);
+                fail(&mut st, &mut notes, last, last - k + 1, None, now, "JobDeleted", message.clone());
+                for r in st.history.iter_mut().filter(|r| r.r#loop >= k && r.r#loop <= last && r.result == LoopResult::Running) {
+                    finish_record(r, now, Some(("JobDeleted", &message)), interval);
+                }
                 k = last;
             }
         }
@@ -114,17 +135,66 @@ pub fn record_jobs(
     (st, notes)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn record_end(
-    st: &mut LoopServiceStatus,
-    notes: &mut Vec<Note>,
-    k: i64,
-    job: &str,
-    start: Timestamp,
-    end: Timestamp,
-    outcome: &Outcome,
-    interval: Duration,
-) {
+/// How many loops `status.history` keeps. Ten records of at most a few hundred bytes each
+/// keep the status small; Events and metrics hold the longer story.
+pub const HISTORY: usize = 10;
+/// The longest message a history record keeps (lastError has the full one).
+pub const HISTORY_MESSAGE: usize = 200;
+
+/// Puts a loop's record into the history, replacing the one of the same loop, newest first.
+fn remember(st: &mut LoopServiceStatus, record: LoopRecord) {
+    st.history.retain(|r| r.r#loop != record.r#loop);
+    st.history.push(record);
+    st.history.sort_by_key(|r| std::cmp::Reverse(r.r#loop));
+    st.history.truncate(HISTORY);
+}
+
+/// The record of a loop that has started, from its Job.
+fn started_record(j: &ObservedJob) -> LoopRecord {
+    LoopRecord {
+        r#loop: j.loop_number,
+        job_name: j.name.clone(),
+        trigger: if j.run_request.is_some() { Trigger::Manual } else { Trigger::Scheduled },
+        due_time: Time(j.scheduled.unwrap_or(j.start)),
+        start_time: Time(j.start),
+        end_time: None,
+        duration_seconds: None,
+        result: LoopResult::Running,
+        reason: None,
+        message: None,
+        overran: false,
+    }
+}
+
+/// Marks a record ended at `end`: succeeded, or failed with (reason, message).
+fn finish_record(r: &mut LoopRecord, end: Timestamp, failure: Option<(&str, &str)>, interval: Duration) {
+    let end = end.max(r.start_time.0);
+    let took = schedule::seconds_between(r.start_time.0, end);
+    r.end_time = Some(Time(end));
+    r.duration_seconds = Some((took * 1000.0).round() / 1000.0);
+    r.overran = schedule::overran(r.start_time.0, end, interval);
+    match failure {
+        None => r.result = LoopResult::Succeeded,
+        Some((reason, message)) => {
+            r.result = LoopResult::Failed;
+            r.reason = Some(reason.to_string());
+            r.message = Some(clip_to(message, HISTORY_MESSAGE));
+        }
+    }
+}
+
+fn record_end(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, j: &ObservedJob, end: Timestamp, outcome: &Outcome, interval: Duration) {
+    let (k, job, start) = (j.loop_number, j.name.as_str(), j.start);
+    let mut record = st.history.iter().find(|r| r.r#loop == k).cloned().unwrap_or_else(|| started_record(j));
+    let failure = match outcome {
+        Outcome::Succeeded => None,
+        Outcome::Failed { reason, message } => Some((leak(reason), clip(message))),
+    };
+    finish_record(&mut record, end, failure.as_ref().map(|(r, m)| (*r, m.as_str())), interval);
+    if failure.is_none() {
+        st.last_success_scheduled_time = Some(record.due_time);
+    }
+    remember(st, record);
     let took = schedule::seconds_between(start, end);
     if schedule::overran(start, end, interval) {
         st.overruns += 1;
@@ -186,56 +256,199 @@ fn fail(
     notes.push(Note::warning("LoopFailed", format!("loop {k} failed ({reason}): {message}")).about(job));
 }
 
+/// Records that the loop of run request `r` has started: it is not handled again.
+fn handled(st: &mut LoopServiceStatus, r: &str) {
+    st.manual_loops = st.manual_loops.saturating_add(1);
+    st.last_handled_run_request = Some(r.to_string());
+}
+
+/// The run request not yet handled: the annotation's value, when it is new.
+pub fn pending_run_request<'a>(status: &LoopServiceStatus, annotation: Option<&'a str>) -> Option<&'a str> {
+    annotation.filter(|r| !r.is_empty() && Some(*r) != status.last_handled_run_request.as_deref())
+}
+
 /// What to do next.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
-    /// Start loop `loop_number` now; it was due at `scheduled`.
-    Launch { loop_number: i64, scheduled: Timestamp },
+    /// Start loop `loop_number` now; it was due at `scheduled`. `run_request` is the run
+    /// request it answers, for a manual loop.
+    Launch { loop_number: i64, scheduled: Timestamp, run_request: Option<String> },
     /// A loop runs; nothing starts until it ends.
     Running { job: String },
     /// The next loop is due at this instant.
     Wait { until: Timestamp },
     Suspended,
+    /// The LoopService suspended itself: `failures` loops failed in a row, the last `loop`.
+    SuspendedAfterFailures { failures: i64, r#loop: i64 },
     Finished,
 }
 
-/// Decides from the recorded status alone (call [`record_jobs`] first).
-pub fn decide(status: &LoopServiceStatus, loops: Option<i64>, suspended: bool, interval: Duration, now: Timestamp) -> Decision {
+/// Ready=False: the LoopService suspended itself after spec.suspendAfterFailures failures.
+pub const REASON_SUSPENDED_AFTER_FAILURES: &str = "SuspendedAfterFailures";
+
+/// Failed loops in a row that count toward spec.suspendAfterFailures: those after the
+/// latest self-suspension, once it has ended (a resume starts the count again).
+pub fn failures_toward_suspension(st: &LoopServiceStatus) -> i64 {
+    match &st.failure_suspension {
+        Some(s) if !s.active => st.consecutive_failures.min(st.last_finished_loop.saturating_sub(s.r#loop)).max(0),
+        _ => st.consecutive_failures,
+    }
+}
+
+/// Applies spec.suspendAfterFailures (`limit`) to the recorded loops: ends a self-suspension
+/// when the spec changed (another generation) or a loop succeeded, and starts one when
+/// `limit` loops failed in a row since the latest resume. The Note (for a Warning Event)
+/// comes once, when it starts. The spec is never written: a user's `suspend` stays theirs.
+pub fn suspend_after_failures(st: &mut LoopServiceStatus, limit: Option<i64>, generation: Option<i64>, now: Timestamp) -> Option<Note> {
+    if let Some(s) = st.failure_suspension.as_mut().filter(|s| s.active) {
+        if Some(s.generation) != generation || st.consecutive_failures == 0 || limit.is_none() {
+            s.active = false;
+        }
+        return None;
+    }
+    let limit = limit?;
+    let failures = failures_toward_suspension(st);
+    if failures < limit {
+        return None;
+    }
+    let r#loop = st.last_finished_loop;
+    st.failure_suspension = Some(crate::crd::FailureSuspension { r#loop, failures, time: Time(now), generation: generation.unwrap_or(0), active: true });
+    let job = st.history.iter().find(|r| r.r#loop == r#loop).map(|r| r.job_name.clone());
+    Some(Note::warning(REASON_SUSPENDED_AFTER_FAILURES, suspension_message(failures, r#loop)).about(job.as_deref()))
+}
+
+fn suspension_message(failures: i64, r#loop: i64) -> String {
+    format!(
+        "suspended after {failures} loops failed in a row (spec.suspendAfterFailures), the last loop {}; change the spec to resume (set suspend to true and back to false), or request a run",
+        r#loop
+    )
+}
+
+/// Decides from the recorded status alone (call [`record_jobs`] first). `run_request` is the
+/// value of the annotation `loops.dev/run-requested-at`.
+pub fn decide(
+    status: &LoopServiceStatus,
+    loops: Option<i64>,
+    suspended: bool,
+    run_request: Option<&str>,
+    interval: Duration,
+    jitter: Option<&Jitter<'_>>,
+    backoff: Option<(Duration, Duration)>,
+    now: Timestamp,
+) -> Decision {
     if let Some(job) = &status.active_job {
         return Decision::Running { job: job.clone() };
     }
-    if loops.is_some_and(|n| status.loops_started >= n) {
+    // A run request starts a loop at once, even when suspended or finished; one loop per value.
+    if let Some(r) = pending_run_request(status, run_request) {
+        return Decision::Launch { loop_number: status.loops_started.saturating_add(1), scheduled: now, run_request: Some(r.to_string()) };
+    }
+    // Manual loops do not count toward spec.loops.
+    if loops.is_some_and(|n| status.loops_started.saturating_sub(status.manual_loops) >= n) {
         return Decision::Finished;
     }
     if suspended {
         return Decision::Suspended;
     }
+    if let Some(s) = status.failure_suspension.as_ref().filter(|s| s.active) {
+        return Decision::SuspendedAfterFailures { failures: s.failures, r#loop: s.r#loop };
+    }
     let previous = status.last_start_time.map(|start| PreviousLoop {
-        start: start.0,
+        // With jitter, the next loop is anchored on the previous start without its offset
+        // (manual loops have none), so offsets never add up.
+        start: match jitter {
+            Some(j) if !manual(status, status.loops_started) => schedule::sub(start.0, j.offset(status.loops_started)),
+            _ => start.0,
+        },
         end: Some(status.last_completion_time.map_or(start.0, |e| e.0.max(start.0))),
     });
-    let due = schedule::next_start(previous, interval, now).unwrap_or(now);
+    let n = status.loops_started.saturating_add(1);
+    let due = match (previous, jitter) {
+        // The first loop is due when the LoopService was created, a fixed instant to jitter from.
+        (None, Some(j)) => j.created.min(now),
+        _ => schedule::next_start(previous, interval, now).unwrap_or(now),
+    };
+    // After failures in a row, the next loop waits at least the backoff after the latest
+    // failed loop's end.
+    let due = match (backoff, status.last_failure_time) {
+        (Some((initial, max)), Some(failed)) if status.consecutive_failures > 0 => {
+            due.max(schedule::add(failed.0, schedule::failure_backoff(status.consecutive_failures, initial, max)))
+        }
+        _ => due,
+    };
+    let at = jitter.map_or(due, |j| schedule::add(due, j.offset(n)));
     // Timers fire to the millisecond; a wake-up a hair early must not cost a whole extra
     // round trip through the queue.
-    if due <= schedule::add(now, Duration::from_millis(5)) {
-        Decision::Launch { loop_number: status.loops_started + 1, scheduled: due }
+    if at <= schedule::add(now, Duration::from_millis(5)) {
+        Decision::Launch { loop_number: n, scheduled: due, run_request: None }
     } else {
-        Decision::Wait { until: due }
+        Decision::Wait { until: at }
     }
 }
 
-/// Records that loop `n`'s Job was created at `start`.
-pub fn launched(st: &mut LoopServiceStatus, n: i64, job: &str, start: Timestamp) -> Note {
+/// Whether loop `n` was started by a run request, as far as the history says.
+fn manual(status: &LoopServiceStatus, n: i64) -> bool {
+    status.history.iter().any(|r| r.r#loop == n && r.trigger == Trigger::Manual)
+}
+
+/// LOOP_PREVIOUS_RESULT of the next loop: how the latest loop whose end is recorded ended.
+/// None before the first loop ends, and when a lost status was rebuilt from Jobs that say
+/// nothing of it yet.
+pub fn previous_result(st: &LoopServiceStatus) -> PreviousResult {
+    if st.last_finished_loop == 0 {
+        PreviousResult::None
+    } else if st.consecutive_failures > 0 {
+        PreviousResult::Failed
+    } else if st.last_success_time.is_some() {
+        PreviousResult::Succeeded
+    } else {
+        PreviousResult::None
+    }
+}
+
+/// Records that loop `n`'s Job was created at `start`; `run_request` for a manual loop.
+pub fn launched(st: &mut LoopServiceStatus, n: i64, job: &str, due: Timestamp, start: Timestamp, run_request: Option<&str>) -> Note {
+    let seen = ObservedJob {
+        name: job.to_string(),
+        loop_number: n,
+        start,
+        scheduled: Some(due),
+        run_request: run_request.map(str::to_string),
+        end: None,
+    };
+    remember(st, started_record(&seen));
     st.loops_started = n;
     st.last_start_time = Some(Time(start));
     st.active_job = Some(job.to_string());
-    Note::normal("LoopStarted", format!("started loop {n} as Job {job}")).about(Some(job))
+    let mut message = format!("started loop {n} as Job {job}");
+    if let Some(r) = run_request {
+        handled(st, r);
+        message.push_str(&format!(" (run requested at {r})"));
+    }
+    Note::normal("LoopStarted", message).about(Some(job))
 }
 
 /// Records that the API server refused loop `n`'s Job: the loop counts as started and failed,
 /// and the next one comes one interval later.
-pub fn rejected(st: &mut LoopServiceStatus, n: i64, job: &str, start: Timestamp, message: &str) -> Vec<Note> {
+#[allow(clippy::too_many_arguments)]
+pub fn rejected(
+    st: &mut LoopServiceStatus,
+    n: i64,
+    job: &str,
+    due: Timestamp,
+    start: Timestamp,
+    run_request: Option<&str>,
+    message: &str,
+    interval: Duration,
+) -> Vec<Note> {
     let mut notes = vec![];
+    if let Some(r) = run_request {
+        handled(st, r);
+    }
+    let seen = ObservedJob { name: job.to_string(), loop_number: n, start, scheduled: Some(due), run_request: run_request.map(str::to_string), end: None };
+    let mut record = started_record(&seen);
+    finish_record(&mut record, start, Some(("JobRejected", &format!("the API server refused the Job: {message}"))), interval);
+    remember(st, record);
     st.loops_started = n;
     st.last_start_time = Some(Time(start));
     st.last_completion_time = Some(Time(start));
@@ -255,15 +468,19 @@ pub fn finalize(st: &mut LoopServiceStatus, decision: &Decision, loops: Option<i
     };
     let (phase, ready, reason, message) = match decision {
         Decision::Running { job } => (Phase::Running, true, "Running", format!("loop {} is running as Job {job}", st.loops_started)),
-        Decision::Launch { loop_number, .. } => {
+        Decision::Launch { loop_number, run_request, .. } => {
             let phase = if st.loops_started == 0 { Phase::Pending } else { Phase::Waiting };
-            (phase, true, "Waiting", format!("loop {loop_number} is due now"))
+            let why = if run_request.is_some() { " (run requested)" } else { "" };
+            (phase, true, "Waiting", format!("loop {loop_number} is due now{why}"))
         }
         Decision::Wait { until } => {
             let phase = if st.consecutive_failures > 0 { Phase::Failing } else { Phase::Waiting };
             (phase, true, "Waiting", format!("loop {} is due at {}", st.loops_started + 1, Time(*until)))
         }
         Decision::Suspended => (Phase::Suspended, false, "Suspended", format!("spec.suspend is true; {} loops ran", st.loops_started)),
+        Decision::SuspendedAfterFailures { failures, r#loop } => {
+            (Phase::Suspended, false, REASON_SUSPENDED_AFTER_FAILURES, suspension_message(*failures, *r#loop))
+        }
         Decision::Finished => (Phase::Finished, true, "Finished", format!("all {} loops ran", loops.unwrap_or(st.loops_started))),
     };
     st.phase = Some(phase);
@@ -392,6 +609,7 @@ mod tests {
             loop_number: n,
             start: t(start),
             scheduled: Some(t(start)),
+            run_request: None,
             end: end.map(|(e, ok)| {
                 (t(e), if ok { Outcome::Succeeded } else { Outcome::Failed { reason: "JobFailed".into(), message: "container exited with code 1".into() } })
             }),
@@ -401,7 +619,7 @@ mod tests {
     /// One full reconcile of the pure parts, as the controller runs them.
     fn step(st: &LoopServiceStatus, jobs: &[ObservedJob], now: f64) -> (LoopServiceStatus, Decision, Vec<Note>) {
         let (mut st, notes) = record_jobs(st, jobs, I, t(now));
-        let d = decide(&st, None, false, I, t(now));
+        let d = decide(&st, None, false, None, I, None, None, t(now));
         finalize(&mut st, &d, None, Some(1), t(now));
         (st, d, notes)
     }
@@ -409,7 +627,7 @@ mod tests {
     #[test]
     fn first_loop_is_due_at_once() {
         let (st, d, _) = step(&LoopServiceStatus::default(), &[], 5.0);
-        assert_eq!(d, Decision::Launch { loop_number: 1, scheduled: t(5.0) });
+        assert_eq!(d, Decision::Launch { loop_number: 1, scheduled: t(5.0), run_request: None });
         assert_eq!(st.loops_started, 0);
         assert_eq!(st.phase, Some(Phase::Pending), "no loop has started yet");
     }
@@ -417,7 +635,7 @@ mod tests {
     #[test]
     fn a_full_cycle_start_succeed_wait() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(5.0));
+        launched(&mut st, 1, "r-1", t(5.0), t(5.0), None);
         let (st, d, _) = step(&st, &[job(1, 5.0, None)], 6.0);
         assert_eq!(d, Decision::Running { job: "r-1".into() });
         assert_eq!(st.phase, Some(Phase::Running));
@@ -440,9 +658,9 @@ mod tests {
     #[test]
     fn an_overrun_is_counted_and_the_next_loop_starts_at_its_end() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0));
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, d, notes) = step(&st, &[job(1, 0.0, Some((41.2, true)))], 41.5);
-        assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(41.2) });
+        assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(41.2), run_request: None });
         assert_eq!(st.overruns, 1);
         let o = st.last_overrun.as_ref().unwrap();
         assert_eq!((o.r#loop, o.duration_seconds, o.interval_seconds), (1, 41.2, 10.0));
@@ -455,7 +673,7 @@ mod tests {
     #[test]
     fn a_failure_is_recorded_with_its_message_and_the_loop_goes_on() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0));
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, d, _) = step(&st, &[job(1, 0.0, Some((1.0, false)))], 1.5);
         assert_eq!(d, Decision::Wait { until: t(10.0) });
         assert_eq!((st.loops_failed, st.consecutive_failures), (1, 1));
@@ -467,7 +685,7 @@ mod tests {
 
         // A later success clears the streak but keeps the history.
         let mut st2 = st.clone();
-        launched(&mut st2, 2, "r-2", t(10.0));
+        launched(&mut st2, 2, "r-2", t(10.0), t(10.0), None);
         let (st2, _, _) = step(&st2, &[job(1, 0.0, Some((1.0, false))), job(2, 10.0, Some((11.0, true)))], 11.5);
         assert_eq!((st2.loops_failed, st2.loops_succeeded, st2.consecutive_failures), (1, 1, 0));
         assert_eq!(st2.phase, Some(Phase::Waiting));
@@ -479,7 +697,7 @@ mod tests {
     fn a_job_created_but_not_recorded_is_adopted_not_duplicated() {
         // The operator was killed after creating r-3 and before writing status.
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 2, "r-2", t(20.0));
+        launched(&mut st, 2, "r-2", t(20.0), t(20.0), None);
         st.last_finished_loop = 1;
         let jobs = [job(2, 20.0, Some((21.0, true))), job(3, 30.0, None)];
         let (st, d, notes) = step(&st, &jobs, 31.0);
@@ -492,11 +710,11 @@ mod tests {
     #[test]
     fn after_downtime_exactly_one_loop_is_due() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0));
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let jobs = [job(1, 0.0, Some((1.0, true)))];
         let (mut st, d, _) = step(&st, &jobs, 3600.0);
-        assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(10.0) });
-        launched(&mut st, 2, "r-2", t(3600.0));
+        assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(10.0), run_request: None });
+        launched(&mut st, 2, "r-2", t(3600.0), t(3600.0), None);
         let (_, d, _) = step(&st, &[jobs[0].clone(), job(2, 3600.0, Some((3601.0, true)))], 3601.0);
         assert_eq!(d, Decision::Wait { until: t(3610.0) }, "no catch-up loop");
     }
@@ -504,7 +722,7 @@ mod tests {
     #[test]
     fn a_deleted_running_job_counts_as_failed_once() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 1, "r-1", t(0.0));
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, _, notes) = step(&st, &[], 3.0);
         assert_eq!((st.loops_failed, st.last_finished_loop), (1, 1));
         assert_eq!(st.last_error.as_ref().unwrap().reason, "JobDeleted");
@@ -525,23 +743,23 @@ mod tests {
     #[test]
     fn loops_limit_finishes_and_suspend_pauses() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 3, "r-3", t(0.0));
+        launched(&mut st, 3, "r-3", t(0.0), t(0.0), None);
         st.last_finished_loop = 2;
         let (mut st, _) = record_jobs(&st, &[job(3, 0.0, Some((1.0, true)))], I, t(2.0));
-        assert_eq!(decide(&st, Some(3), false, I, t(2.0)), Decision::Finished);
-        assert_eq!(decide(&st, Some(4), true, I, t(2.0)), Decision::Suspended);
-        assert!(matches!(decide(&st, Some(4), false, I, t(2.0)), Decision::Wait { .. }));
+        assert_eq!(decide(&st, Some(3), false, None, I, None, None, t(2.0)), Decision::Finished);
+        assert_eq!(decide(&st, Some(4), true, None, I, None, None, t(2.0)), Decision::Suspended);
+        assert!(matches!(decide(&st, Some(4), false, None, I, None, None, t(2.0)), Decision::Wait { .. }));
         finalize(&mut st, &Decision::Finished, Some(3), Some(2), t(2.0));
         assert_eq!(st.phase, Some(Phase::Finished));
         assert_eq!(st.next_run_time, None);
         // Resumed long after its time: due at once.
-        assert!(matches!(decide(&st, None, false, I, t(500.0)), Decision::Launch { loop_number: 4, .. }));
+        assert!(matches!(decide(&st, None, false, None, I, None, None, t(500.0)), Decision::Launch { loop_number: 4, .. }));
     }
 
     #[test]
     fn a_rejected_job_is_a_failed_loop_and_the_next_comes_an_interval_later() {
         let mut st = LoopServiceStatus::default();
-        let notes = rejected(&mut st, 1, "r-1", t(0.0), "Job.batch \"r-1\" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value");
+        let notes = rejected(&mut st, 1, "r-1", t(0.0), t(0.0), None, "Job.batch \"r-1\" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value", I);
         assert_eq!((st.loops_started, st.loops_failed, st.last_finished_loop), (1, 1, 1));
         assert_eq!(st.last_error.as_ref().unwrap().reason, "JobRejected");
         assert!(notes[0].message.contains("env[0].name"));
@@ -566,7 +784,7 @@ mod tests {
     fn a_stuck_loop_turns_ready_false_and_says_so_once() {
         let why = "its Pod cannot start its container: ErrImageNeverPull";
         let mut prev = LoopServiceStatus::default();
-        launched(&mut prev, 1, "r-1", t(0.0));
+        launched(&mut prev, 1, "r-1", t(0.0), t(0.0), None);
         finalize(&mut prev, &Decision::Running { job: "r-1".into() }, None, Some(1), t(1.0));
 
         let mut st = prev.clone();
@@ -587,7 +805,7 @@ mod tests {
     #[test]
     fn a_job_with_a_far_loop_number_is_not_adopted_and_gaps_count_in_one_step() {
         let mut st = LoopServiceStatus::default();
-        launched(&mut st, 5, "r-5", t(50.0));
+        launched(&mut st, 5, "r-5", t(50.0), t(50.0), None);
         st.last_finished_loop = 4;
         // Someone relabelled a finished Job as loop 999999999999: it is not progress.
         let mut far = job(999_999_999_999, 40.0, Some((41.0, true)));
@@ -608,9 +826,303 @@ mod tests {
     fn any_running_job_holds_the_next_loop() {
         // Loop 3 was recorded as refused, but its Job appeared after all and runs.
         let mut st = LoopServiceStatus::default();
-        rejected(&mut st, 3, "r-3", t(30.0), "exceeded quota");
+        rejected(&mut st, 3, "r-3", t(30.0), t(30.0), None, "exceeded quota", I);
         let (_, d, _) = step(&st, &[job(3, 30.5, None)], 45.0);
         assert_eq!(d, Decision::Running { job: "r-3".into() });
+    }
+
+    fn manual(mut j: ObservedJob, r: &str) -> ObservedJob {
+        j.run_request = Some(r.to_string());
+        j
+    }
+
+    #[test]
+    fn a_run_request_starts_one_loop_at_once_and_anchors_the_next_on_it() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
+        let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(3.0));
+        // Due at 10 s; a request at 3 s starts loop 2 now.
+        let d = decide(&st, None, false, Some("a"), I, None, None, t(3.0));
+        assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(3.0), run_request: Some("a".into()) });
+        let mut st2 = st.clone();
+        let note = launched(&mut st2, 2, "r-2", t(3.0), t(3.0), Some("a"));
+        assert!(note.message.contains("run requested at a"), "{}", note.message);
+        assert_eq!((st2.manual_loops, st2.last_handled_run_request.as_deref()), (1, Some("a")));
+        // The same value again starts nothing; the next loop is one interval after loop 2's start.
+        let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, Some((4.0, true))), "a")];
+        let (st3, _) = record_jobs(&st2, &jobs, I, t(5.0));
+        assert_eq!(decide(&st3, None, false, Some("a"), I, None, None, t(5.0)), Decision::Wait { until: t(13.0) });
+        // A new value does; an empty one does not.
+        assert!(matches!(decide(&st3, None, false, Some("b"), I, None, None, t(5.0)), Decision::Launch { loop_number: 3, run_request: Some(_), .. }));
+        assert_eq!(decide(&st3, None, false, Some(""), I, None, None, t(5.0)), Decision::Wait { until: t(13.0) });
+    }
+
+    #[test]
+    fn a_run_request_during_a_loop_starts_when_it_ends() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
+        let (st, _) = record_jobs(&st, &[job(1, 0.0, None)], I, t(2.0));
+        assert_eq!(decide(&st, None, false, Some("a"), I, None, None, t(2.0)), Decision::Running { job: "r-1".into() });
+        let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((4.0, true)))], I, t(4.2));
+        assert_eq!(decide(&st, None, false, Some("a"), I, None, None, t(4.2)), Decision::Launch { loop_number: 2, scheduled: t(4.2), run_request: Some("a".into()) });
+    }
+
+    #[test]
+    fn a_run_request_runs_one_loop_while_suspended_or_finished_not_counted_toward_loops() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
+        let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
+        assert_eq!(decide(&st, None, true, None, I, None, None, t(2.0)), Decision::Suspended);
+        assert!(matches!(decide(&st, None, true, Some("a"), I, None, None, t(2.0)), Decision::Launch { loop_number: 2, .. }));
+        launched(&mut st, 2, "r-2", t(2.0), t(2.0), Some("a"));
+        let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 2.0, Some((3.0, true))), "a")];
+        let (st, _) = record_jobs(&st, &jobs, I, t(3.5));
+        assert_eq!(decide(&st, None, true, Some("a"), I, None, None, t(3.5)), Decision::Suspended, "suspended again");
+        // spec.loops: 1 ran out with loop 1; the manual loop 2 does not count, a request still runs.
+        assert_eq!(decide(&st, Some(1), false, Some("a"), I, None, None, t(3.5)), Decision::Finished);
+        assert!(matches!(decide(&st, Some(1), false, Some("b"), I, None, None, t(3.5)), Decision::Launch { loop_number: 3, .. }));
+        // spec.loops: 2 has one scheduled loop left, anchored on the manual start.
+        assert_eq!(decide(&st, Some(2), false, Some("a"), I, None, None, t(3.5)), Decision::Wait { until: t(12.0) });
+    }
+
+    #[test]
+    fn a_manual_loops_job_adopted_after_a_crash_is_not_run_again() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
+        st.last_finished_loop = 1;
+        // Killed after creating loop 2's Job for request "a", before writing status.
+        let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, None), "a")];
+        let (st, _) = record_jobs(&st, &jobs, I, t(4.0));
+        assert_eq!((st.loops_started, st.manual_loops, st.last_handled_run_request.as_deref()), (2, 1, Some("a")));
+        let jobs = [jobs[0].clone(), manual(job(2, 3.0, Some((5.0, true))), "a")];
+        let (st, _) = record_jobs(&st, &jobs, I, t(5.5));
+        assert_eq!(decide(&st, None, false, Some("a"), I, None, None, t(5.5)), Decision::Wait { until: t(13.0) });
+        // A lost status is rebuilt with the newest request handled.
+        let (lost, _) = record_jobs(&LoopServiceStatus::default(), &jobs, I, t(6.0));
+        assert_eq!((lost.manual_loops, lost.last_handled_run_request.as_deref()), (1, Some("a")));
+    }
+
+    #[test]
+    fn status_history_records_each_loop_and_stays_exact_without_its_jobs() {
+        let mut st = LoopServiceStatus::default();
+        let mut jobs = vec![];
+        // Twelve loops: 2 s each, loop 5 fails, loop 7 overruns (12 s of 10), loop 9 is manual.
+        for n in 1..=12i64 {
+            let start = n as f64 * 20.0;
+            let due = start - 0.5;
+            let request = (n == 9).then_some("a");
+            launched(&mut st, n, &format!("r-{n}"), t(due), t(start), request);
+            assert_eq!(st.history[0].result, LoopResult::Running);
+            assert_eq!(st.history[0].end_time, None);
+            let took = if n == 7 { 12.0 } else { 2.0 };
+            let mut j = job(n, start, Some((start + took, n != 5)));
+            j.scheduled = Some(t(due));
+            j.run_request = request.map(str::to_string);
+            jobs.push(j);
+            // The history limit keeps only the newest two Jobs around.
+            let keep = jobs.len().saturating_sub(2);
+            let (next, _) = record_jobs(&st, &jobs, I, t(start + took + 0.5));
+            st = next;
+            jobs.drain(..keep);
+        }
+        let loops: Vec<i64> = st.history.iter().map(|r| r.r#loop).collect();
+        assert_eq!(loops, (3..=12).rev().collect::<Vec<_>>(), "the last 10, newest first");
+        let r = |n: i64| st.history.iter().find(|r| r.r#loop == n).unwrap();
+        assert_eq!(
+            *r(12),
+            LoopRecord {
+                r#loop: 12,
+                job_name: "r-12".into(),
+                trigger: Trigger::Scheduled,
+                due_time: Time(t(239.5)),
+                start_time: Time(t(240.0)),
+                end_time: Some(Time(t(242.0))),
+                duration_seconds: Some(2.0),
+                result: LoopResult::Succeeded,
+                reason: None,
+                message: None,
+                overran: false,
+            }
+        );
+        assert_eq!((r(5).result, r(5).reason.as_deref(), r(5).message.as_deref()), (LoopResult::Failed, Some("JobFailed"), Some("container exited with code 1")));
+        assert!(r(7).overran && r(7).duration_seconds == Some(12.0));
+        assert_eq!(r(9).trigger, Trigger::Manual);
+        // No Jobs left at all: nothing changes.
+        let (again, notes) = record_jobs(&st, &[], I, t(300.0));
+        assert_eq!(again.history, st.history);
+        assert!(notes.is_empty());
+    }
+
+    #[test]
+    fn a_deleted_a_refused_and_an_adopted_loop_are_in_the_history() {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
+        let (mut st, _) = record_jobs(&st, &[], I, t(3.0));
+        let h = &st.history[0];
+        assert_eq!((h.result, h.reason.as_deref(), h.end_time), (LoopResult::Failed, Some("JobDeleted"), Some(Time(t(3.0)))));
+        rejected(&mut st, 2, "r-2", t(10.0), t(10.1), None, "exceeded quota", I);
+        let h = &st.history[0];
+        assert_eq!((h.r#loop, h.result, h.reason.as_deref()), (2, LoopResult::Failed, Some("JobRejected")));
+        assert!(h.message.as_deref().unwrap().contains("exceeded quota"));
+        // Loop 3's Job was created, the status write lost: adopted, then recorded.
+        let (st, _) = record_jobs(&st, &[manual(job(3, 20.0, None), "x")], I, t(21.0));
+        assert_eq!((st.history[0].r#loop, st.history[0].result, st.history[0].trigger), (3, LoopResult::Running, Trigger::Manual));
+        let (st, _) = record_jobs(&st, &[manual(job(3, 20.0, Some((22.0, true))), "x")], I, t(23.0));
+        assert_eq!(st.history.iter().map(|r| (r.r#loop, r.result)).collect::<Vec<_>>(), [
+            (3, LoopResult::Succeeded),
+            (2, LoopResult::Failed),
+            (1, LoopResult::Failed)
+        ]);
+        // A lost status is rebuilt from the Jobs left.
+        let jobs = [job(7, 70.0, Some((71.0, true))), job(8, 80.0, Some((81.0, false)))];
+        let (lost, _) = record_jobs(&LoopServiceStatus::default(), &jobs, I, t(85.0));
+        assert_eq!(lost.history.iter().map(|r| (r.r#loop, r.result)).collect::<Vec<_>>(), [(8, LoopResult::Failed), (7, LoopResult::Succeeded)]);
+    }
+
+    #[test]
+    fn the_previous_result_and_the_last_success_follow_the_recorded_loops() {
+        let mut st = LoopServiceStatus::default();
+        assert_eq!((previous_result(&st), st.last_success_scheduled_time), (PreviousResult::None, None));
+        // Loop 1 was due at 0 and started at 0.2; it succeeds.
+        launched(&mut st, 1, "r-1", t(0.0), t(0.2), None);
+        let j1 = ObservedJob { scheduled: Some(t(0.0)), ..job(1, 0.2, Some((1.0, true))) };
+        let (mut st, _) = record_jobs(&st, &[j1.clone()], I, t(1.5));
+        assert_eq!((previous_result(&st), st.last_success_scheduled_time), (PreviousResult::Succeeded, Some(Time(t(0.0)))));
+        // Loop 2 fails: the last success stays loop 1's due time.
+        launched(&mut st, 2, "r-2", t(10.0), t(10.0), None);
+        let (mut st, _) = record_jobs(&st, &[j1.clone(), job(2, 10.0, Some((11.0, false)))], I, t(11.5));
+        assert_eq!((previous_result(&st), st.last_success_scheduled_time), (PreviousResult::Failed, Some(Time(t(0.0)))));
+        launched(&mut st, 3, "r-3", t(20.0), t(20.0), None);
+        let (st, _) = record_jobs(&st, &[j1, job(2, 10.0, Some((11.0, false))), job(3, 20.0, Some((21.0, true)))], I, t(21.5));
+        assert_eq!((previous_result(&st), st.last_success_scheduled_time), (PreviousResult::Succeeded, Some(Time(t(20.0)))));
+        // A status rebuilt from Jobs that have not ended says None, not Succeeded.
+        let (lost, _) = record_jobs(&LoopServiceStatus::default(), &[job(7, 70.0, None)], I, t(71.0));
+        assert_eq!(previous_result(&lost), PreviousResult::None);
+    }
+
+    #[test]
+    fn jitter_delays_each_start_within_bounds_and_never_accumulates() {
+        let j = Jitter { uid: "u-1", max: Duration::from_secs(5), created: t(100.0) };
+        let mut st = LoopServiceStatus::default();
+        let mut jobs = vec![];
+        let mut now = 100.0;
+        for n in 1..=10i64 {
+            let off = j.offset(n).as_secs_f64();
+            // Looking early: wait until due + offset, whenever we look.
+            let due = 100.0 + 10.0 * (n - 1) as f64;
+            let d = decide(&st, None, false, None, I, Some(&j), None, t(now));
+            if off > 0.005 {
+                assert_eq!(d, Decision::Wait { until: t(due + off) }, "loop {n}");
+                assert_eq!(decide(&st, None, false, None, I, Some(&j), None, t(now + 0.5).min(t(due + off - 0.01))), d, "the same later");
+            }
+            now = due + off;
+            let d = decide(&st, None, false, None, I, Some(&j), None, t(now));
+            assert_eq!(d, Decision::Launch { loop_number: n, scheduled: t(due), run_request: None }, "loop {n}");
+            launched(&mut st, n, &format!("r-{n}"), t(due), t(now), None);
+            jobs.push(job(n, now, Some((now + 1.0, true))));
+            now += 1.5;
+            let (next, _) = record_jobs(&st, &jobs, I, t(now));
+            st = next;
+        }
+        // Ten loops later the due times are still exactly one interval apart: 100, 110, ... 190.
+        let next = decide(&st, None, false, None, I, Some(&j), None, t(now));
+        assert_eq!(next, Decision::Wait { until: t(200.0 + j.offset(11).as_secs_f64()) });
+    }
+
+    #[test]
+    fn a_manual_loop_is_not_delayed_and_anchors_the_next_on_its_start() {
+        let j = Jitter { uid: "u-1", max: Duration::from_secs(5), created: t(0.0) };
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
+        let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
+        assert!(matches!(decide(&st, None, false, Some("a"), I, Some(&j), None, t(3.0)), Decision::Launch { scheduled, .. } if scheduled == t(3.0)));
+        launched(&mut st, 2, "r-2", t(3.0), t(3.0), Some("a"));
+        let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, Some((4.0, true))), "a")];
+        let (st, _) = record_jobs(&st, &jobs, I, t(4.5));
+        assert_eq!(decide(&st, None, false, Some("a"), I, Some(&j), None, t(4.5)), Decision::Wait { until: t(13.0 + j.offset(3).as_secs_f64()) });
+    }
+
+    #[test]
+    fn failure_backoff_grows_with_each_failure_and_a_success_resets_it() {
+        let b = Some((Duration::from_secs(4), Duration::from_secs(12)));
+        let mut st = LoopServiceStatus::default();
+        let mut jobs = vec![];
+        let mut start = 0.0;
+        // Loops 1-4 fail after 2 s, loop 5 succeeds, loop 6 fails.
+        let mut waits = vec![];
+        for n in 1..=6i64 {
+            launched(&mut st, n, &format!("r-{n}"), t(start), t(start), None);
+            let end = start + 2.0;
+            jobs.push(job(n, start, Some((end, n == 5))));
+            let (next, _) = record_jobs(&st, &jobs, I, t(end + 0.1));
+            st = next;
+            let Decision::Wait { until } = decide(&st, None, false, None, I, None, b, t(end + 0.1)) else { panic!("loop {n}") };
+            waits.push((until.duration_since(t(start)).as_secs_f64(), until.duration_since(t(end)).as_secs_f64()));
+            // A run request is not held back.
+            assert!(matches!(decide(&st, None, false, Some("now"), I, None, b, t(end + 0.1)), Decision::Launch { .. }));
+            start = until.as_millisecond() as f64 / 1000.0;
+        }
+        // (after the start, after the end): the interval of 10 s, or the backoff after the end.
+        assert_eq!(waits, [(10.0, 8.0), (10.0, 8.0), (14.0, 12.0), (14.0, 12.0), (10.0, 8.0), (10.0, 8.0)]);
+        // With a 1 s interval the backoff itself shows: 4, 8, 12, 12 after each failed end,
+        // the interval after the success, and 4 again after the next failure.
+        let mut st = LoopServiceStatus::default();
+        let mut jobs = vec![];
+        let mut start = 0.0;
+        let mut after_end = vec![];
+        let one = Duration::from_secs(1);
+        for n in 1..=6i64 {
+            launched(&mut st, n, &format!("r-{n}"), t(start), t(start), None);
+            let end = start + 2.0;
+            jobs.push(job(n, start, Some((end, n == 5))));
+            st = record_jobs(&st, &jobs, one, t(end)).0;
+            let Decision::Wait { until } = decide(&st, None, false, None, one, None, b, t(end)) else {
+                after_end.push(0.0);
+                start = end;
+                continue;
+            };
+            after_end.push(until.duration_since(t(end)).as_secs_f64());
+            start = until.as_millisecond() as f64 / 1000.0;
+        }
+        assert_eq!(after_end, [4.0, 8.0, 12.0, 12.0, 0.0, 4.0]);
+    }
+
+    #[test]
+    fn suspends_itself_after_n_failures_and_a_spec_change_resumes_with_the_count_reset() {
+        let mut st = LoopServiceStatus::default();
+        let mut jobs = vec![];
+        let run = |st: &mut LoopServiceStatus, jobs: &mut Vec<ObservedJob>, n: i64, ok: bool, generation: i64| {
+            let start = n as f64 * 10.0;
+            launched(st, n, &format!("r-{n}"), t(start), t(start), None);
+            jobs.push(job(n, start, Some((start + 1.0, ok))));
+            *st = record_jobs(st, jobs, I, t(start + 2.0)).0;
+            suspend_after_failures(st, Some(2), Some(generation), t(start + 2.0))
+        };
+        assert_eq!(run(&mut st, &mut jobs, 1, false, 1), None);
+        let note = run(&mut st, &mut jobs, 2, false, 1).expect("suspended after 2");
+        assert!(note.warning && note.reason == REASON_SUSPENDED_AFTER_FAILURES && note.job.as_deref() == Some("r-2"), "{note:?}");
+        assert!(note.message.contains("after 2 loops failed in a row"), "{}", note.message);
+        let d = decide(&st, None, false, None, I, None, None, t(100.0));
+        assert_eq!(d, Decision::SuspendedAfterFailures { failures: 2, r#loop: 2 });
+        let mut shown = st.clone();
+        finalize(&mut shown, &d, None, Some(1), t(100.0));
+        let ready = shown.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!((shown.phase, ready.status.as_str(), ready.reason.as_str()), (Some(Phase::Suspended), "False", "SuspendedAfterFailures"));
+        // Seen again: no second Note, still suspended; a run request still runs.
+        assert_eq!(suspend_after_failures(&mut st, Some(2), Some(1), t(101.0)), None);
+        assert!(matches!(decide(&st, None, false, Some("r"), I, None, None, t(101.0)), Decision::Launch { .. }));
+        // The spec changes (generation 2): resumed, and the count starts again.
+        assert_eq!(suspend_after_failures(&mut st, Some(2), Some(2), t(102.0)), None);
+        assert!(!st.failure_suspension.as_ref().unwrap().active);
+        assert!(matches!(decide(&st, None, false, None, I, None, None, t(102.0)), Decision::Launch { loop_number: 3, .. }));
+        assert_eq!(run(&mut st, &mut jobs, 3, false, 2), None, "one failure since the resume");
+        assert_eq!(failures_toward_suspension(&st), 1);
+        assert_eq!(st.consecutive_failures, 3, "the streak itself is kept");
+        assert!(run(&mut st, &mut jobs, 4, false, 2).is_some(), "two failures since the resume");
+        // A success (a run request's loop, say) ends it too.
+        assert_eq!(run(&mut st, &mut jobs, 5, true, 2), None);
+        assert!(!st.failure_suspension.as_ref().unwrap().active);
+        assert_eq!(decide(&st, None, false, None, I, None, None, t(55.0)), Decision::Wait { until: t(60.0) });
     }
 
     #[test]

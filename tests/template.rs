@@ -246,6 +246,11 @@ fn rule_cases() -> Vec<(serde_json::Value, String)> {
         (json!({"image": "busybox:1.36", "template": {"metadata": {"labels": {"loops.dev/loop": "7"}}}}), spec::MSG_OWNED_LABELS.into()),
         (json!({"image": "busybox:1.36", "template": {"metadata": {"annotations": {"loops.dev/start-time": "x"}}}}), spec::MSG_OWNED_ANNOTATIONS.into()),
         (json!({"image": "busybox:1.36", "env": [{"name": "LOOP_NUMBER", "value": "1"}]}), spec::MSG_ENV_OWNED.into()),
+        (json!({"image": "busybox:1.36", "env": [{"name": "LOOP_LAST_SUCCESS_TIME", "value": "1"}]}), spec::MSG_ENV_OWNED.into()),
+        // The interval is 5s in every case.
+        (json!({"image": "busybox:1.36", "jitter": "5s"}), spec::MSG_JITTER.into()),
+        (json!({"image": "busybox:1.36", "jitter": "1m"}), spec::MSG_JITTER.into()),
+        (json!({"image": "busybox:1.36", "failureBackoff": {"initial": "1m", "max": "59s999ms"}}), spec::MSG_BACKOFF.into()),
         (
             json!({"template": t(json!({"containers": [{"name": "loop", "image": "busybox:1.36", "env": [{"name": "LOOPSERVICE_NAME", "value": "x"}]}]}))}),
             spec::MSG_TEMPLATE_ENV_OWNED.into(),
