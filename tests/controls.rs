@@ -332,13 +332,17 @@ async fn jitter_delays_each_start_within_bounds_and_does_not_drift_over_10_loops
     println!("due-time gaps (s): {:?}", gaps.iter().map(|g| (g * 1000.0).round() / 1000.0).collect::<Vec<_>>());
     let span = secs(dues[0], dues[9]);
     println!("loop 1 due {:.3}s after creation; loop 10 due {span:.3}s after loop 1 (9 intervals = 45 s)", secs(created, dues[0]));
-    // Loop 1 is due at creation (to the second the API server stamps it), and each next loop
-    // one interval after the previous one's due time: the offsets do not add up.
+    // Loop 1 is due at creation (to the second the API server stamps it). Loop 2 is anchored
+    // on when loop 1 really started, less its jitter (start-anchored: an operator that was
+    // slow to start loop 1 moves the anchor by as much); each later loop one interval after
+    // the previous one's due time: the offsets do not add up.
     assert!(secs(created, dues[0]).abs() < 1.0);
-    for g in &gaps {
+    let late_first = secs(ann_time(&jobs[0], "loops.dev/jittered-time"), start_time(&jobs[0]));
+    assert!((gaps[0] - 5.0 - late_first).abs() < 0.5, "loop 2 due {:.3}s after loop 1, which started {late_first:.3}s late", gaps[0]);
+    for g in &gaps[1..] {
         assert!((g - 5.0).abs() < 0.5, "due times {g:.3}s apart: {gaps:?}");
     }
-    assert!((span - 45.0).abs() < 1.0, "drifted: {span:.3}s");
+    assert!((span - 45.0 - late_first).abs() < 1.0, "drifted: {span:.3}s");
     // The offsets differ from loop to loop.
     let distinct: std::collections::BTreeSet<i64> = offsets.iter().map(|o| (o * 1000.0) as i64).collect();
     assert!(distinct.len() >= 5, "{offsets:?}");
