@@ -96,7 +96,7 @@ async fn a_loops_pod_has_the_templates_volumes_secrets_scheduling_security_init_
     let host = real.expect("a real node").labels()["kubernetes.io/hostname"].clone();
     let _op = Operator::start(&ns.name, &[]);
     let secure: serde_json::Value = serde_json::from_str(SECURE_CONTAINER).unwrap();
-    let script = "echo \"$(cat /work/ready) $(cat /settings/target) $PASSWORD\" > /dev/termination-log";
+    let script = "echo \"$(cat /scratch/ready) $(cat /settings/target) $PASSWORD\" > /dev/termination-log";
     create_raw(
         &ns,
         json!({
@@ -112,15 +112,15 @@ async fn a_loops_pod_has_the_templates_volumes_secrets_scheduling_security_init_
                         "volumes": [{"name": "settings", "configMap": {"name": "settings"}}, {"name": "work", "emptyDir": {}}],
                         "initContainers": [{
                             "name": "prepare", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent",
-                            "command": ["sh", "-c", "echo prepared > /work/ready"],
-                            "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                            "command": ["sh", "-c", "echo prepared > /scratch/ready"],
+                            "volumeMounts": [{"name": "work", "mountPath": "/scratch"}],
                             "securityContext": secure,
                         }],
                         "containers": [{
                             "name": "loop", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent",
                             "command": ["sh", "-c", script],
                             "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "credentials", "key": "password"}}}],
-                            "volumeMounts": [{"name": "settings", "mountPath": "/settings", "readOnly": true}, {"name": "work", "mountPath": "/work"}],
+                            "volumeMounts": [{"name": "settings", "mountPath": "/settings", "readOnly": true}, {"name": "work", "mountPath": "/scratch"}],
                             "securityContext": secure,
                         }],
                     }
