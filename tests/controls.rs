@@ -12,41 +12,6 @@ use loopservice_operator::crd::Phase;
 use serde_json::json;
 use support::*;
 
-const LONG: Duration = Duration::from_secs(90);
-
-fn ls(name: &str, interval: &str, script: &str) -> serde_json::Value {
-    json!({
-        "metadata": {"name": name},
-        "spec": {
-            "interval": interval,
-            "image": "busybox:1.36",
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["sh", "-c"],
-            "args": [script],
-            "successfulJobsHistoryLimit": 20,
-            "failedJobsHistoryLimit": 20,
-        }
-    })
-}
-
-async fn setup(prefix: &str) -> TestNs {
-    let ns = TestNs::new(prefix).await;
-    ensure_crd(&ns.client).await;
-    ns
-}
-
-async fn wait_jobs(ns: &TestNs, name: &str, n: usize) -> Vec<Job> {
-    wait_for(&format!("{n} jobs of {name}"), LONG, || async {
-        let jobs = loop_jobs(ns, name).await;
-        (jobs.len() >= n).then_some(jobs)
-    })
-    .await
-}
-
-fn secs(a: jiff::Timestamp, b: jiff::Timestamp) -> f64 {
-    b.duration_since(a).as_secs_f64()
-}
-
 /// What `kubectl annotate loopservice NAME loops.dev/run-requested-at=VALUE --overwrite` does.
 async fn request_run(ns: &TestNs, name: &str, value: &str) -> jiff::Timestamp {
     let patch = json!({"metadata": {"annotations": {"loops.dev/run-requested-at": value}}});
@@ -382,18 +347,6 @@ async fn failure_backoff_grows_after_each_failure_and_a_success_resets_it() {
     let gap = secs(start_time(&jobs[4]), start_time(&jobs[5]));
     println!("loop 6 started {gap:.3}s after loop 5 (succeeded) started");
     assert!((gap - 4.0).abs() < 0.5, "{gap:.3}");
-}
-
-async fn events(ns: &TestNs, name: &str) -> Vec<(String, String, String)> {
-    let api: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(ns.client.clone(), &ns.name);
-    api.list(&kube::api::ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect()
 }
 
 #[tokio::test]

@@ -4,59 +4,11 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use loopservice_operator::crd::Phase;
 use serde_json::json;
 use support::*;
-
-const LONG: Duration = Duration::from_secs(90);
-
-fn ls(name: &str, interval: &str, script: &str) -> serde_json::Value {
-    json!({
-        "metadata": {"name": name},
-        "spec": {
-            "interval": interval,
-            "image": "busybox:1.36",
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["sh", "-c"],
-            "args": [script],
-            "successfulJobsHistoryLimit": 20,
-            "failedJobsHistoryLimit": 20,
-        }
-    })
-}
-
-async fn setup(prefix: &str) -> TestNs {
-    let ns = TestNs::new(prefix).await;
-    ensure_crd(&ns.client).await;
-    ns
-}
-
-async fn wait_jobs(ns: &TestNs, name: &str, n: usize) -> Vec<k8s_openapi::api::batch::v1::Job> {
-    wait_for(&format!("{n} jobs of {name}"), LONG, || async {
-        let jobs = loop_jobs(ns, name).await;
-        (jobs.len() >= n).then_some(jobs)
-    })
-    .await
-}
-
-async fn events(ns: &TestNs, name: &str) -> Vec<(String, String, String)> {
-    let api: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
-    api.list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect()
-}
-
-fn secs(a: jiff::Timestamp, b: jiff::Timestamp) -> f64 {
-    b.duration_since(a).as_secs_f64()
-}
 
 #[tokio::test]
 #[ignore = "needs the local cluster: run `make test`"]
@@ -480,13 +432,7 @@ async fn kubectl_explain_documents_the_fields() {
 async fn a_job_name_taken_by_another_object_is_reported_and_the_loop_starts_once_it_is_free() {
     let ns = setup("taken").await;
     // A Job of the user's own, with the name loop 1 would use.
-    let foreign: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
-        "metadata": {"name": "taken-1"},
-        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
-            {"name": "c", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"]}]}}}
-    }))
-    .unwrap();
-    ns.jobs().create(&Default::default(), &foreign).await.unwrap();
+    create_foreign_job(&ns, "taken-1").await;
     let _op = Operator::start(&ns.name, &[]);
     create_ls(&ns, ls("taken", "2s", "echo hi")).await.unwrap();
     let st = wait_status(&ns, "taken", "Ready=False JobNameTaken", |st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "JobNameTaken")).await;

@@ -396,13 +396,7 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
     create_ls(&ns, ls("slow", "2s", "busybox:1.36", "sleep 4")).await.unwrap();
     create_ls(&ns, ls("typo", "5s", "loops.dev/no-such-image:1", "echo hi")).await.unwrap();
     // A Job of the user's own holds the name loop 1 of `taken` would use.
-    let foreign: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
-        "metadata": {"name": "taken-1"},
-        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
-            {"name": "c", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"]}]}}}
-    }))
-    .unwrap();
-    ns.jobs().create(&Default::default(), &foreign).await.unwrap();
+    create_foreign_job(&ns, "taken-1").await;
     create_ls(&ns, ls("taken", "5s", "busybox:1.36", "echo hi")).await.unwrap();
 
     // The operator's own /metrics has the series the alerts read, for each LoopService.

@@ -17,13 +17,6 @@ use loopservice_operator::spec;
 use serde_json::json;
 use support::*;
 
-const LONG: Duration = Duration::from_secs(90);
-
-async fn setup(prefix: &str) -> TestNs {
-    let ns = TestNs::new(prefix).await;
-    ensure_crd(&ns.client).await;
-    ns
-}
 
 /// Makes the namespace enforce PodSecurity `restricted` (Kubernetes 1.23 and later read it).
 async fn enforce_restricted(ns: &TestNs) {

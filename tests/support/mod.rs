@@ -150,6 +150,70 @@ pub async fn ensure_crd(client: &Client) {
     .await;
 }
 
+/// How long a cluster test waits for loops to happen.
+pub const LONG: Duration = Duration::from_secs(90);
+
+/// A LoopService running `script` in busybox every `interval`, keeping 20 Jobs of each kind.
+pub fn ls(name: &str, interval: &str, script: &str) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {
+            "interval": interval,
+            "image": "busybox:1.36",
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["sh", "-c"],
+            "args": [script],
+            "successfulJobsHistoryLimit": 20,
+            "failedJobsHistoryLimit": 20,
+        }
+    })
+}
+
+/// A test namespace with the CRD installed.
+pub async fn setup(prefix: &str) -> TestNs {
+    let ns = TestNs::new(prefix).await;
+    ensure_crd(&ns.client).await;
+    ns
+}
+
+/// Waits until LoopService `name` has at least `n` Jobs; returns them, oldest loop first.
+pub async fn wait_jobs(ns: &TestNs, name: &str, n: usize) -> Vec<Job> {
+    wait_for(&format!("{n} jobs of {name}"), LONG, || async {
+        let jobs = loop_jobs(ns, name).await;
+        (jobs.len() >= n).then_some(jobs)
+    })
+    .await
+}
+
+/// The (type, reason, note) of each events.k8s.io Event about object `name`.
+pub async fn events(ns: &TestNs, name: &str) -> Vec<(String, String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ns.client.clone(), &ns.name);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+/// Seconds from `a` to `b`.
+pub fn secs(a: jiff::Timestamp, b: jiff::Timestamp) -> f64 {
+    b.duration_since(a).as_secs_f64()
+}
+
+/// A Job of the user's own, not the operator's, named `name` (to hold a loop's Job name).
+pub async fn create_foreign_job(ns: &TestNs, name: &str) {
+    let foreign: Job = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "c", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"]}]}}}
+    }))
+    .unwrap();
+    ns.jobs().create(&PostParams::default(), &foreign).await.unwrap();
+}
+
 /// Creates a LoopService from JSON (`metadata.name` and `spec`).
 pub async fn create_ls(ns: &TestNs, value: serde_json::Value) -> Result<LoopService, kube::Error> {
     let mut v = value;
