@@ -13,14 +13,16 @@ use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, error, info, warn};
 
 use crate::crd::{LoopService, LoopServiceStatus, Phase};
 use crate::job::{self, JobParams, ObservedJob, Outcome, clip};
+use crate::observe::{self, Cache};
 use crate::metrics::{ErrorLabels, LsLabels, Metrics, ResultLabels};
 use crate::schedule;
 use crate::spec::ValidSpec;
@@ -59,6 +61,39 @@ const RECHECK_INVALID: Duration = Duration::from_secs(30);
 /// A loop's Pod gets this long to start before a waiting container counts as stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(10);
 
+/// Which Events the operator publishes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoopEvents {
+    /// What a person acts on: failures, overruns, stuck loops, invalid specs, suspensions,
+    /// adoptions. Every loop is still counted in status and metrics.
+    #[default]
+    Problems,
+    /// Also a Normal Event for each loop started and each loop succeeded (two per loop).
+    All,
+}
+
+/// How the controller runs: its limits and its choices.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Reconciles running at once, at most.
+    pub concurrency: u16,
+    /// API requests per second the reconciles make, at most, and the burst above it.
+    pub qps: u32,
+    pub burst: u32,
+    pub loop_events: LoopEvents,
+    /// A reconcile taking longer than this (a request hanging on a dead connection) fails and
+    /// is retried.
+    pub reconcile_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { concurrency: 32, qps: 500, burst: 1000, loop_events: LoopEvents::Problems, reconcile_timeout: Duration::from_secs(30) }
+    }
+}
+
+type Limiter = governor::DefaultDirectRateLimiter;
+
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
@@ -66,19 +101,58 @@ pub struct Context {
     /// Set on SIGTERM: no new loop starts, in-flight work finishes.
     pub draining: Arc<AtomicBool>,
     pub fault: Option<Fault>,
+    pub settings: Settings,
+    jobs: Option<Cache<Job>>,
+    pods: Option<Cache<Pod>>,
+    limiter: Limiter,
+    /// Set once the LoopService, Job and Pod caches have all synced.
+    synced: Arc<AtomicBool>,
     failures: Mutex<HashMap<ObjectRef<LoopService>, u32>>,
+    /// A fingerprint of the status this instance last wrote, by LoopService uid: a cached
+    /// object whose status differs may be a write behind, and is checked before a launch.
+    written: Mutex<HashMap<String, u64>>,
 }
 
 impl Context {
-    pub fn new(client: Client, reporter: Reporter, metrics: Arc<Metrics>, draining: Arc<AtomicBool>, fault: Option<Fault>) -> Self {
+    pub fn new(client: Client, reporter: Reporter, metrics: Arc<Metrics>, draining: Arc<AtomicBool>, fault: Option<Fault>, settings: Settings) -> Self {
+        let qps = std::num::NonZeroU32::new(settings.qps.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        let burst = std::num::NonZeroU32::new(settings.burst.max(settings.qps).max(1)).unwrap_or(std::num::NonZeroU32::MIN);
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
             draining,
             fault,
+            settings,
+            jobs: None,
+            pods: None,
+            limiter: governor::RateLimiter::direct(governor::Quota::per_second(qps).allow_burst(burst)),
+            synced: Arc::new(AtomicBool::new(false)),
             failures: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Waits for the client's rate limit before one API request.
+    async fn request(&self) {
+        self.limiter.until_ready().await;
+    }
+
+    fn jobs_of(&self, uid: &str) -> Vec<Arc<Job>> {
+        self.jobs.as_ref().map(|c| c.of(uid)).unwrap_or_default()
+    }
+
+    fn pods_of(&self, uid: &str) -> Vec<Arc<Pod>> {
+        self.pods.as_ref().map(|c| c.of(uid)).unwrap_or_default()
+    }
+
+    fn remember_written(&self, uid: &str, st: &LoopServiceStatus) {
+        self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.to_string(), fingerprint(st));
+    }
+
+    /// Whether the cached status is the one this instance last wrote (or it wrote none).
+    fn cache_has_last_write(&self, uid: &str, cached: &LoopServiceStatus) -> bool {
+        self.written.lock().unwrap_or_else(|p| p.into_inner()).get(uid).is_none_or(|h| *h == fingerprint(cached))
     }
 
     fn retries(&self, key: &ObjectRef<LoopService>, reset: bool) -> u32 {
@@ -96,9 +170,16 @@ impl Context {
 /// Reconciles one LoopService; the requeue is computed at the very end, since kube-runtime
 /// counts it from when reconcile returns.
 pub async fn reconcile(ls: Arc<LoopService>, ctx: Arc<Context>) -> Result<Action> {
+    // Nothing is decided before the Jobs and Pods are known.
+    if !ctx.synced.load(Ordering::SeqCst) {
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
     let began = Instant::now();
     ctx.metrics.reconciles.inc();
-    let res = reconcile_inner(&ls, &ctx).await;
+    let res = match tokio::time::timeout(ctx.settings.reconcile_timeout, reconcile_inner(&ls, &ctx)).await {
+        Ok(res) => res,
+        Err(_) => Err(Error::TimedOut(ctx.settings.reconcile_timeout)),
+    };
     ctx.metrics.reconcile_seconds.observe(began.elapsed().as_secs_f64());
     if res.is_ok() {
         ctx.retries(&ObjectRef::from_obj(ls.as_ref()), true);
@@ -125,6 +206,34 @@ pub fn error_policy(ls: Arc<LoopService>, err: &Error, ctx: Arc<Context>) -> Act
     Action::requeue(delay)
 }
 
+/// What one reconcile decided, from what it observed: the pure part (see [`plan`]).
+struct Plan<'a> {
+    st: LoopServiceStatus,
+    notes: Vec<Note>,
+    decision: Decision,
+    run_request: Option<&'a str>,
+    jitter: Option<schedule::Jitter<'a>>,
+}
+
+/// Plans one reconcile: a pure function of the spec, the previous status, the loops observed
+/// and `now`. It records the loops that ended and decides what comes next.
+fn plan<'a>(ls: &'a LoopService, valid: &ValidSpec, prev: &LoopServiceStatus, observed: &'a [ObservedJob], uid: &'a str, now: Timestamp) -> Plan<'a> {
+    let spec = &ls.spec;
+    let (mut st, mut notes) = status::record_jobs(prev, observed, valid.interval, now);
+    // A request whose Job is still here is handled, whatever the status says (it is written
+    // after the Job is created, and a CRD older than the operator would drop it).
+    let run_request = ls
+        .annotations()
+        .get(job::ANN_RUN_REQUESTED_AT)
+        .map(String::as_str)
+        .filter(|r| !observed.iter().any(|j| j.run_request.as_deref() == Some(*r)));
+    notes.extend(status::suspend_after_failures(&mut st, spec.suspend_after_failures, ls.metadata.generation, now));
+    let created = ls.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+    let jitter = valid.jitter.map(|max| schedule::Jitter { uid, max, created });
+    let decision = status::decide(&st, spec.loops, spec.is_suspended(), run_request, valid.interval, jitter.as_ref(), valid.failure_backoff, now);
+    Plan { st, notes, decision, run_request, jitter }
+}
+
 async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     let name = ls.name_any();
     let (Some(ns), Some(uid)) = (ls.namespace(), ls.uid()) else {
@@ -138,6 +247,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     let generation = ls.metadata.generation;
     let now = Timestamp::now();
 
+    // Validate.
     let spec = &ls.spec;
     let valid = match spec.validate() {
         Ok(v) => v,
@@ -151,73 +261,72 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     // is InvalidSpec now, not a failed loop later. While invalid, the check is repeated, since
     // the cause may lie outside the spec (an admission webhook, a quota).
     if prev.observed_generation != generation || prev.phase == Some(Phase::Invalid) {
+        ctx.request().await;
         if let Some(message) = dry_run(ls, &valid, &jobs_api, prev.loops_started.saturating_add(1), now).await? {
             invalid(ls, ctx, &prev, &message, generation, now).await?;
             return Ok(Action::requeue(RECHECK_INVALID));
         }
     }
-    let interval = valid.interval;
 
-    let jobs = jobs_api
-        .list(&ListParams::default().labels(&format!("{}={uid}", job::LABEL_UID)))
-        .await
-        .map_err(|e| Error::ListJobs(format!("{ns}/{name}"), e))?;
+    // Observe, from the caches.
     let owned = |j: &Job| j.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true));
-    let mut observed: Vec<ObservedJob> = jobs.items.iter().filter(|j| owned(j)).filter_map(job::observe).collect();
-
+    let jobs = ctx.jobs_of(&uid);
+    let mut observed: Vec<ObservedJob> = jobs.iter().filter(|j| owned(j)).filter_map(|j| job::observe(j)).collect();
+    observed.sort_by_key(|j| j.loop_number);
+    let pods = ctx.pods_of(&uid);
+    let pods_of_job = |job: &str| -> Vec<Pod> {
+        pods.iter().filter(|p| p.labels().get("job-name").map(String::as_str) == Some(job)).map(|p| Pod::clone(p)).collect()
+    };
     // A failed loop not yet recorded: ask its Pods why, so status says more than "failed".
     for j in observed.iter_mut().filter(|j| j.loop_number > prev.last_finished_loop) {
         if let Some((_, Outcome::Failed { message, .. })) = &mut j.end {
-            let pods = list_pods(ctx, &ns, &format!("job-name={}", j.name)).await.map_err(|e| Error::ListPods(j.name.clone(), e))?;
-            let detail = job::describe_pods(&pods);
+            let detail = job::describe_pods(&pods_of_job(&j.name));
             if !detail.is_empty() {
                 *message = format!("{detail}; {message}");
             }
         }
     }
 
-    let (mut st, mut notes) = status::record_jobs(&prev, &observed, interval, now);
-    let suspended = spec.is_suspended();
-    // A request whose Job is still here is handled, whatever the status says (it is written
-    // after the Job is created, and a CRD older than the operator would drop it).
-    let run_request = ls
-        .annotations()
-        .get(job::ANN_RUN_REQUESTED_AT)
-        .map(String::as_str)
-        .filter(|r| !observed.iter().any(|j| j.run_request.as_deref() == Some(*r)));
-    notes.extend(status::suspend_after_failures(&mut st, spec.suspend_after_failures, generation, now));
-    let created = ls.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
-    let jitter = valid.jitter.map(|max| schedule::Jitter { uid: &uid, max, created });
-    let mut decision = status::decide(&st, spec.loops, suspended, run_request, interval, jitter.as_ref(), valid.failure_backoff, now);
+    // Plan.
+    let Plan { mut st, mut notes, mut decision, run_request, jitter } = plan(ls, &valid, &prev, &observed, &uid, now);
+    let (interval, suspended) = (valid.interval, spec.is_suspended());
     let mut name_taken = None;
+    let mut waiting_for = None;
 
+    // Act.
     if let Decision::Launch { loop_number, scheduled, run_request: request } = decision.clone() {
+        // Loops never overlap: a Pod still running here has lost its Job (deleted while
+        // its loop ran) and is on its way out. The next loop waits for it.
+        let lingering = pods.iter().find(|p| {
+            let job = p.labels().get("job-name").map(String::as_str);
+            !observed.iter().any(|j| Some(j.name.as_str()) == job)
+                && matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running" | "Pending"))
+        });
         if ctx.draining.load(Ordering::SeqCst) {
             info!(namespace = %ns, %name, r#loop = loop_number, "draining: leaving the loop to the next operator instance");
+        } else if let Some(pod) = lingering {
+            info!(namespace = %ns, %name, r#loop = loop_number, pod = %pod.name_any(), "waiting for the pod of a deleted job to end");
+            waiting_for = Some((loop_number, pod.name_any(), pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()));
         } else {
-            // The decision rests on the cached object. Before acting on it, make sure it is
-            // the stored one: a status a write behind could start a loop that already ran.
-            let stored = Api::<LoopService>::namespaced(ctx.client.clone(), &ns)
-                .get(&name)
-                .await
-                .map_err(|e| Error::GetLoopService(format!("{ns}/{name}"), e))?;
-            if stored.resource_version() != ls.resource_version() {
-                debug!(namespace = %ns, %name, "cache is behind the stored object; reconciling again");
-                return Ok(Action::requeue(Duration::from_millis(100)));
-            }
-            // Loops never overlap: a Pod still running here has lost its Job (deleted while
-            // its loop ran) and is on its way out. The next loop waits for it.
-            let lingering = list_pods(ctx, &ns, &format!("{}={uid}", job::LABEL_UID))
-                .await
-                .map_err(|e| Error::ListPods(format!("{ns}/{name}"), e))?
-                .into_iter()
-                .find(|p| matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running" | "Pending")));
-            if let Some(pod) = lingering {
-                info!(namespace = %ns, %name, r#loop = loop_number, pod = %pod.name_any(), "waiting for the pod of a deleted job to end");
-                return Ok(Action::requeue(Duration::from_secs(1)));
+            // The decision rests on the cached object. A status a write behind could start a
+            // loop that already ran: when the cache does not show this instance's last write,
+            // read the stored object.
+            if !ctx.cache_has_last_write(&uid, &prev) {
+                ctx.request().await;
+                let stored = Api::<LoopService>::namespaced(ctx.client.clone(), &ns)
+                    .get(&name)
+                    .await
+                    .map_err(|e| Error::GetLoopService(format!("{ns}/{name}"), e))?;
+                if stored.resource_version() != ls.resource_version() {
+                    debug!(namespace = %ns, %name, "cache is behind the stored object; reconciling again");
+                    return Ok(Action::requeue(Duration::from_millis(100)));
+                }
+                // Someone else wrote it last; the cache is current.
+                ctx.remember_written(&uid, &prev);
             }
             // Run requests start at once; a scheduled loop with jitter was to start later than due.
             let jittered = jitter.filter(|_| request.is_none()).map(|j| schedule::add(scheduled, j.offset(loop_number)));
+            ctx.request().await;
             match launch(ls, ctx, &jobs_api, &valid, loop_number, scheduled, jittered, request.as_deref(), &mut st).await? {
                 Launched::Notes(launched) => notes.extend(launched),
                 Launched::NameTaken(job) => name_taken = Some((loop_number, job)),
@@ -233,22 +342,28 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
         );
         notes.extend(status::not_ready(&mut st, &prev, "JobNameTaken", message, Some(job), generation, Timestamp::now()));
     }
+    if let Some((n, pod, phase)) = &waiting_for {
+        let message = format!("loop {n} waits for Pod {pod} ({phase}) of a deleted Job of this LoopService to end; delete the Pod to go on");
+        notes.extend(status::not_ready(&mut st, &prev, "LoopStuck", message, None, generation, Timestamp::now()));
+    }
     if let Decision::Running { job } = &decision {
         let running_for = st.last_start_time.map_or(0.0, |s| schedule::seconds_between(s.0, Timestamp::now()));
         if running_for >= STUCK_AFTER.as_secs_f64() {
-            // Best effort: a failed look at the Pods must not hold back recording the loops.
-            match list_pods(ctx, &ns, &format!("job-name={job}")).await {
-                Ok(pods) => {
-                    if let Some(why) = job::stuck_reason(&pods) {
-                        let message = format!("loop {} is running as Job {job}, but {why}", st.loops_started);
-                        notes.extend(status::not_ready(&mut st, &prev, "LoopStuck", message, Some(job), generation, Timestamp::now()));
-                    }
-                }
-                Err(e) => warn!(namespace = %ns, %name, %job, error = %e, "could not read the pods of the running loop"),
+            let job_pods = pods_of_job(job);
+            let why = match job::stuck_reason(&job_pods) {
+                Some(why) => Some(("LoopStuck", why)),
+                // No Pod at all: the Job controller could not create one. Its Event says why.
+                None if job_pods.is_empty() => pod_create_failure(ctx, &ns, job).await.map(|m| ("PodCreateFailed", m)),
+                None => None,
+            };
+            if let Some((reason, why)) = why {
+                let message = format!("loop {} is running as Job {job}, but {why}", st.loops_started);
+                notes.extend(status::not_ready(&mut st, &prev, reason, message, Some(job), generation, Timestamp::now()));
             }
         }
     }
     if st != prev {
+        ctx.request().await;
         write_status(ls, &st, ctx).await?;
     }
     ctx.metrics.record_status(&LsLabels { namespace: ns.clone(), name: name.clone() }, &st);
@@ -263,6 +378,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     let keep_failed = spec.failed_jobs_history_limit.map_or(DEFAULT_HISTORY, |n| n.max(0) as usize);
     for old in status::jobs_to_delete(&observed, &prev, keep_ok, keep_failed) {
         let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+        ctx.request().await;
         match jobs_api.delete(&old, &dp).await {
             Ok(_) => debug!(namespace = %ns, %name, job = %old, "deleted old job"),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -273,6 +389,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     let now = Timestamp::now();
     Ok(match decision {
         _ if name_taken.is_some() => Action::requeue(NAME_TAKEN_RECHECK),
+        _ if waiting_for.is_some() => Action::requeue(Duration::from_secs(1)),
         Decision::Wait { until } => Action::requeue(schedule::until(until, now)),
         // Only while draining: the next instance starts it.
         Decision::Launch { .. } => Action::requeue(Duration::from_secs(1)),
@@ -287,10 +404,25 @@ enum Launched {
     NameTaken(String),
 }
 
-/// The Pods in `ns` matching a label selector.
-async fn list_pods(ctx: &Context, ns: &str, selector: &str) -> Result<Vec<Pod>, kube::Error> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    Ok(api.list(&ListParams::default().labels(selector)).await?.items)
+/// Why the Job controller could not create the Pod of `job`, from the Job's latest
+/// `FailedCreate` Event (a missing ServiceAccount, a PodSecurity or quota refusal). Read only
+/// for a loop that has run for a while without any Pod. Best effort: `None` when unknown.
+async fn pod_create_failure(ctx: &Context, ns: &str, job: &str) -> Option<String> {
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(ctx.client.clone(), ns);
+    let lp = ListParams::default().fields(&format!("involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"));
+    ctx.request().await;
+    match api.list(&lp).await {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0).or(e.event_time.as_ref().map(|t| t.0)))
+            .and_then(|e| e.message)
+            .map(|m| format!("its Pod cannot be created: {}", clip(&m))),
+        Err(e) => {
+            warn!(namespace = %ns, %job, error = %e, "could not read the events of the running loop's job");
+            None
+        }
+    }
 }
 
 /// Creates loop `n`'s Job and records the outcome in `st`.
@@ -425,7 +557,18 @@ async fn write_status(ls: &LoopService, st: &LoopServiceStatus, ctx: &Context) -
     if !dropped.is_empty() {
         return Err(Error::OutdatedCrd(format!("{ns}/{name}"), dropped.join(", ")));
     }
+    if let Some(uid) = ls.uid() {
+        ctx.remember_written(&uid, st);
+    }
     Ok(())
+}
+
+/// A fingerprint of a status, to tell whether a cached one is the one last written.
+fn fingerprint(st: &LoopServiceStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(st).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 fn count(ctx: &Context, ns: &str, name: &str, note: &Note) {
@@ -444,10 +587,18 @@ fn count(ctx: &Context, ns: &str, name: &str, note: &Note) {
     }
 }
 
+/// Whether a note becomes an Event. By default only what a person acts on does: a loop that
+/// started or succeeded is news in status and metrics, not an Event (two per loop would flood
+/// etcd with thousands of LoopServices).
+pub fn emits_event(note: &Note, events: LoopEvents) -> bool {
+    events == LoopEvents::All || !matches!(note.reason, "LoopStarted" | "LoopSucceeded")
+}
+
 /// Events are best effort: a refused Event is logged, never a reason to redo a reconcile.
 async fn publish(ls: &LoopService, ctx: &Context, notes: &[Note]) {
     let reference = ls.object_ref(&());
-    for n in notes {
+    for n in notes.iter().filter(|n| emits_event(n, ctx.settings.loop_events)) {
+        ctx.request().await;
         let ev = Event {
             type_: if n.warning { EventType::Warning } else { EventType::Normal },
             reason: n.reason.to_string(),
@@ -467,26 +618,62 @@ async fn publish(ls: &LoopService, ctx: &Context, notes: &[Note]) {
     }
 }
 
+/// Drops what the decisions never read from a cached LoopService.
+fn trim_loopservice(ls: &mut LoopService) {
+    ls.metadata.managed_fields = None;
+    if let Some(a) = ls.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// Whether a change to a LoopService can change a decision: its spec (generation), its
+/// annotations (a run request), its deletion. Status writes, the operator's own above all, do
+/// not re-run the plan.
+fn loopservice_fingerprint(ls: &LoopService) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ls.metadata.uid.hash(&mut h);
+    ls.metadata.generation.hash(&mut h);
+    ls.metadata.deletion_timestamp.is_some().hash(&mut h);
+    ls.metadata.annotations.hash(&mut h);
+    Some(h.finish())
+}
+
 /// Runs the controller until `shutdown` resolves and every in-flight reconcile has finished.
-/// `ready` is set once the LoopService cache has synced.
+/// `ready` is set once the caches have synced.
 pub async fn run(
-    ctx: Arc<Context>,
+    mut ctx: Context,
     namespace: Option<String>,
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (ls_api, jobs_api): (Api<LoopService>, Api<Job>) = match &namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
-        None => (Api::all(client.clone()), Api::all(client)),
+    let (ls_api, jobs_api, pods_api): (Api<LoopService>, Api<Job>, Api<Pod>) = match &namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
     };
-    let jobs_cfg = watcher::Config::default().labels(&format!("{}={}", job::LABEL_MANAGED_BY, job::MANAGER));
-    let controller = Controller::new(ls_api, watcher::Config::default())
-        .owns(jobs_api, jobs_cfg)
+    let (jobs, job_stream) = Cache::new(jobs_api, observe::owned_config(), observe::trim_job);
+    let (pods, pod_stream) = Cache::new(pods_api, observe::owned_config(), observe::trim_pod);
+    observe::drive(pod_stream, "pods");
+    let (store, writer) = reflector::store();
+    let ls_stream = watcher(ls_api, watcher::Config::default().timeout(observe::WATCH_TIMEOUT_SECS))
+        .backoff(observe::watch_backoff())
+        .modify(trim_loopservice)
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(loopservice_fingerprint, Default::default());
+    let (job_store, pod_store) = (jobs.store.clone(), pods.store.clone());
+    ctx.jobs = Some(jobs);
+    ctx.pods = Some(pods);
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
+    let synced = ctx.synced.clone();
+    let ctx = Arc::new(ctx);
+    let controller = Controller::for_stream(ls_stream, store.clone())
+        .owns_stream(observe::job_triggers(job_stream))
+        .with_config(config)
         .graceful_shutdown_on(shutdown);
-    let store = controller.store();
-    // Deleted LoopServices are never reconciled again: sweep their metric series and retry
-    // counters now and then.
+    // Deleted LoopServices are never reconciled again: sweep their metric series, retry
+    // counters and last writes now and then.
     let (sweep_store, sweep_ctx) = (store.clone(), ctx.clone());
     tokio::spawn(async move {
         loop {
@@ -496,15 +683,24 @@ pub async fn run(
                 debug!(namespace = %gone.namespace, name = %gone.name, "removed the metrics of a deleted loopservice");
             }
             sweep_ctx.failures.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| sweep_store.get(k).is_some());
+            let uids: std::collections::HashSet<String> = sweep_store.state().iter().filter_map(|l| l.uid()).collect();
+            sweep_ctx.written.lock().unwrap_or_else(|p| p.into_inner()).retain(|uid, _| uids.contains(uid));
         }
     });
     tokio::spawn(async move {
-        // The store's readiness signal wakes only the last task that polled it, and the
-        // controller polls it too: poll again now and then rather than wait to be woken.
+        // The stores' readiness signals wake only the last task that polled them, and the
+        // controller polls one too: poll again now and then rather than wait to be woken.
+        let all = async {
+            store.wait_until_ready().await?;
+            job_store.wait_until_ready().await?;
+            pod_store.wait_until_ready().await
+        };
+        let mut all = std::pin::pin!(all);
         loop {
-            match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+            match tokio::time::timeout(Duration::from_millis(100), &mut all).await {
                 Ok(Ok(())) => {
-                    info!("loopservice cache synced");
+                    info!("caches synced");
+                    synced.store(true, Ordering::SeqCst);
                     ready.store(true, Ordering::SeqCst);
                     return;
                 }
@@ -518,6 +714,8 @@ pub async fn run(
         .for_each(|res| async move {
             match res {
                 Ok((obj, _)) => debug!(name = %obj.name, namespace = obj.namespace.as_deref().unwrap_or(""), "reconciled"),
+                // Logged by error_policy already.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
                 // Watch failures (the API server unreachable, RBAC missing) land here; the
                 // watcher retries them with backoff.
                 Err(e) => warn!(error = %e, "controller stream error"),

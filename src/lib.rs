@@ -7,6 +7,7 @@ pub mod crd;
 pub mod http;
 pub mod job;
 pub mod metrics;
+pub mod observe;
 pub mod schedule;
 pub mod spec;
 pub mod status;
@@ -15,10 +16,6 @@ pub mod telemetry;
 /// Everything a reconcile can fail at, one variant per step.
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
-    #[error("listing the jobs of {0}: {1}")]
-    ListJobs(String, #[source] kube::Error),
-    #[error("listing the pods of job {0}: {1}")]
-    ListPods(String, #[source] kube::Error),
     #[error("creating job {0}: {1}")]
     CreateJob(String, #[source] kube::Error),
     #[error("checking job {0} with a dry run: {1}")]
@@ -33,6 +30,8 @@ pub enum Error {
     DeleteJob(String, #[source] kube::Error),
     #[error("loopservice {0} has no namespace or uid")]
     Incomplete(String),
+    #[error("the reconcile took longer than {0:?} (an API request hanging?)")]
+    TimedOut(std::time::Duration),
     #[error("the API server dropped {1} from the status of {0}: the LoopService CRD is older than this operator; apply crds/loopservice.yaml")]
     OutdatedCrd(String, String),
 }
@@ -41,23 +40,19 @@ impl Error {
     /// The API error underneath, if any.
     pub fn kube(&self) -> Option<&kube::Error> {
         match self {
-            Error::ListJobs(_, e)
-            | Error::ListPods(_, e)
-            | Error::CreateJob(_, e)
+            Error::CreateJob(_, e)
             | Error::CheckJob(_, e)
             | Error::GetJob(_, e)
             | Error::GetLoopService(_, e)
             | Error::WriteStatus(_, e)
             | Error::DeleteJob(_, e) => Some(e),
-            Error::Incomplete(_) | Error::OutdatedCrd(..) => None,
+            Error::Incomplete(_) | Error::OutdatedCrd(..) | Error::TimedOut(_) => None,
         }
     }
 
     /// A short label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::ListJobs(..) => "list_jobs",
-            Error::ListPods(..) => "list_pods",
             Error::CreateJob(..) => "create_job",
             Error::CheckJob(..) => "check_job",
             Error::GetJob(..) => "get_job",
@@ -66,6 +61,7 @@ impl Error {
             Error::DeleteJob(..) => "delete_job",
             Error::Incomplete(..) => "incomplete",
             Error::OutdatedCrd(..) => "outdated_crd",
+            Error::TimedOut(..) => "timed_out",
         }
     }
 }

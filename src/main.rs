@@ -16,7 +16,7 @@ use kube::{Api, Client, Config};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-use loopservice_operator::controller::{self, Context, Fault};
+use loopservice_operator::controller::{self, Context, Fault, LoopEvents, Settings};
 use loopservice_operator::http::{self, HttpState};
 use loopservice_operator::metrics::Metrics;
 use loopservice_operator::telemetry::{self, LogFormat};
@@ -60,6 +60,23 @@ struct Args {
     /// namespace, else `default`, when absent.
     #[arg(long, env = "POD_NAMESPACE")]
     lease_namespace: Option<String>,
+    /// Reconciles running at once, at most (each LoopService is reconciled by one at a time).
+    #[arg(long, env = "CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// API requests per second that reconciles make, at most (watches are not counted).
+    #[arg(long, env = "CLIENT_QPS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    client_qps: u32,
+    /// Requests allowed at once above the QPS, after a quiet spell.
+    #[arg(long, env = "CLIENT_BURST", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    client_burst: u32,
+    /// Which Events to publish: `problems` (failures, overruns, stuck or invalid, suspensions)
+    /// or `all` (also one per loop started and per loop succeeded).
+    #[arg(long, env = "LOOP_EVENTS", value_enum, default_value = "problems")]
+    loop_events: LoopEvents,
+    /// A reconcile that takes longer than this fails and is retried (a request hanging on a dead
+    /// connection, say).
+    #[arg(long, env = "RECONCILE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    reconcile_timeout: Duration,
     /// Fault injection for crash-safety tests; never set in production.
     #[arg(long, env = "LOOPSERVICE_FAULT", hide = true)]
     fault: Option<Fault>,
@@ -128,6 +145,10 @@ async fn client(args: &Args) -> anyhow::Result<Client> {
         }
         None => Config::infer().await?,
     };
+    // A connection that cannot be made fails fast; a request that hangs on a dead one is cut
+    // by the reconcile timeout, and a silent watch by the watch timeout.
+    let mut config = config;
+    config.connect_timeout = Some(Duration::from_secs(5));
     Ok(Client::try_from(config)?)
 }
 
@@ -151,7 +172,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         controller: "loopservice-operator".into(),
         instance: args.instance.clone(),
     };
-    let ctx = Arc::new(Context::new(client, reporter, metrics, draining.clone(), args.fault));
+    let settings = Settings {
+        concurrency: args.concurrency,
+        qps: args.client_qps,
+        burst: args.client_burst,
+        loop_events: args.loop_events,
+        reconcile_timeout: args.reconcile_timeout,
+    };
+    let ctx = Context::new(client, reporter, metrics, draining.clone(), args.fault, settings);
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

@@ -14,7 +14,8 @@ use support::*;
 #[ignore = "needs the local cluster: run `make test`"]
 async fn a_quick_loop_starts_its_jobs_one_interval_apart() {
     let ns = setup("spacing").await;
-    let _op = Operator::start(&ns.name, &[]);
+    // Per-loop Events are opt-in (the default publishes only what a person acts on).
+    let _op = Operator::start(&ns.name, &[("LOOP_EVENTS", "all")]);
     create_ls(&ns, ls("tick", "5s", "echo tick $LOOP_NUMBER")).await.unwrap();
     let jobs = wait_jobs(&ns, "tick", 4).await;
     let starts: Vec<_> = jobs.iter().map(start_time).collect();
@@ -89,6 +90,8 @@ async fn an_overrun_is_recorded_and_the_next_loop_starts_right_after_it() {
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "LoopOverran"));
     let evs = events(&ns, "slow").await;
     assert!(evs.iter().any(|(t, r, n)| t == "Warning" && r == "LoopOverrun" && n.contains("longer than its interval")), "{evs:?}");
+    // By default a loop that merely starts or succeeds is no Event: status and metrics count it.
+    assert!(!evs.iter().any(|(_, r, _)| r == "LoopStarted" || r == "LoopSucceeded"), "{evs:?}");
 }
 
 #[tokio::test]

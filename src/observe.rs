@@ -1,0 +1,286 @@
+//! What reconciles read: caches (reflector stores) of the operator's Jobs and their Pods, kept
+//! by watches, trimmed to the fields the decisions read, and indexed by the LoopService that
+//! owns them, so a reconcile makes no LIST and looks at its own objects only.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::batch::v1::{Job, JobStatus};
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::job;
+
+/// Watches are closed and re-opened by the server after this many seconds; a watch that hears
+/// nothing for this long (plus kube's margin) is taken for dead and re-opened.
+pub const WATCH_TIMEOUT_SECS: u32 = 60;
+
+/// How watches back off after a failure: 100 ms doubling to 3 s, with jitter, reset by the next
+/// event received. A short cap means the caches catch up within seconds of the API server
+/// answering again, however long it was away.
+pub fn watch_backoff() -> impl kube::runtime::utils::Backoff + Send + Sync + 'static {
+    let builder = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(3))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    kube::runtime::watcher::ExponentialBackoff::from(builder)
+}
+
+/// The watch configuration of the operator's own objects: labelled as managed by it.
+pub fn owned_config() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{}={}", job::LABEL_MANAGED_BY, job::MANAGER)).timeout(WATCH_TIMEOUT_SECS)
+}
+
+/// Names of cached objects by the uid of the LoopService they belong to (their
+/// `loops.dev/loopservice-uid` label). Entries of deleted objects may linger until looked up;
+/// lookups check the store, which is the truth.
+#[derive(Clone, Default)]
+pub struct OwnerIndex(Arc<Mutex<HashMap<String, HashSet<ObjectKey>>>>);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct ObjectKey {
+    namespace: String,
+    name: String,
+}
+
+impl OwnerIndex {
+    fn key<K: Resource>(obj: &K) -> Option<(String, ObjectKey)> {
+        let uid = obj.meta().labels.as_ref()?.get(job::LABEL_UID)?.clone();
+        let key = ObjectKey { namespace: obj.meta().namespace.clone()?, name: obj.meta().name.clone()? };
+        Some((uid, key))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<ObjectKey>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn saw<K: Resource>(&self, event: &Event<K>) {
+        match event {
+            Event::Apply(o) | Event::InitApply(o) => {
+                if let Some((uid, key)) = Self::key(o) {
+                    self.lock().entry(uid).or_default().insert(key);
+                }
+            }
+            Event::Delete(o) => {
+                if let Some((uid, key)) = Self::key(o) {
+                    let mut map = self.lock();
+                    if let Some(set) = map.get_mut(&uid) {
+                        set.remove(&key);
+                        if set.is_empty() {
+                            map.remove(&uid);
+                        }
+                    }
+                }
+            }
+            Event::Init | Event::InitDone => {}
+        }
+    }
+
+    /// The cached objects of the LoopService with this uid.
+    pub fn get<K>(&self, store: &Store<K>, uid: &str) -> Vec<Arc<K>>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let mut map = self.lock();
+        let Some(set) = map.get_mut(uid) else { return vec![] };
+        let mut found = Vec::with_capacity(set.len());
+        set.retain(|k| match store.get(&ObjectRef::new(&k.name).within(&k.namespace)) {
+            Some(o) if o.labels().get(job::LABEL_UID).map(String::as_str) == Some(uid) => {
+                found.push(o);
+                true
+            }
+            // Gone (or relabelled) while this watch was away: drop the entry.
+            _ => false,
+        });
+        if set.is_empty() {
+            map.remove(uid);
+        }
+        found
+    }
+}
+
+/// A cache of one kind: its store, its index by owner, and the watch stream that fills both
+/// (it must be polled; its items are the objects that changed).
+pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
+    pub store: Store<K>,
+    pub index: OwnerIndex,
+}
+
+impl<K> Clone for Cache<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    fn clone(&self) -> Self {
+        Cache { store: self.store.clone(), index: self.index.clone() }
+    }
+}
+
+impl<K> Cache<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    /// Starts a cache of `api`'s objects that `config` selects, each trimmed by `trim` before it
+    /// is stored. Returns the cache and the stream of changed objects that keeps it.
+    pub fn new(
+        api: Api<K>,
+        config: watcher::Config,
+        trim: fn(&mut K),
+    ) -> (Self, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static) {
+        let (store, writer) = reflector::store();
+        let index = OwnerIndex::default();
+        let indexer = index.clone();
+        let stream = watcher::watcher(api, config)
+            .backoff(watch_backoff())
+            .modify(trim)
+            .inspect(move |e| {
+                if let Ok(e) = e {
+                    indexer.saw(e);
+                }
+            })
+            .reflect(writer)
+            .applied_objects();
+        (Cache { store, index }, stream)
+    }
+
+    /// The cached objects labelled as the LoopService `uid`'s.
+    pub fn of(&self, uid: &str) -> Vec<Arc<K>> {
+        self.index.get(&self.store, uid)
+    }
+}
+
+/// Drops what the decisions never read from a Job: its spec (the Pod template is the largest
+/// part), managed fields and the status counters.
+pub fn trim_job(j: &mut Job) {
+    j.metadata.managed_fields = None;
+    j.spec = None;
+    if let Some(s) = j.status.take() {
+        j.status = Some(JobStatus { conditions: s.conditions, completion_time: s.completion_time, start_time: s.start_time, ..JobStatus::default() });
+    }
+}
+
+/// Drops what the decisions never read from a Pod: its spec, annotations, managed fields, and
+/// the status fields other than phase, conditions and the containers' states.
+pub fn trim_pod(p: &mut Pod) {
+    p.metadata.managed_fields = None;
+    p.metadata.annotations = None;
+    p.spec = None;
+    if let Some(s) = p.status.take() {
+        p.status = Some(PodStatus {
+            phase: s.phase,
+            conditions: s.conditions,
+            container_statuses: s.container_statuses,
+            init_container_statuses: s.init_container_statuses,
+            reason: s.reason,
+            message: s.message,
+            ..PodStatus::default()
+        });
+    }
+}
+
+/// Whether a change to a Job can change a decision: its loop's end (a terminal or
+/// failure-target condition), its creation or its deletion. Status counters (active, ready,
+/// the uncounted terminated Pods) move several times per loop and change nothing.
+pub fn job_fingerprint(j: &Job) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    j.metadata.uid.hash(&mut h);
+    j.metadata.deletion_timestamp.is_some().hash(&mut h);
+    for c in j.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten() {
+        (&c.type_, &c.status).hash(&mut h);
+    }
+    Some(h.finish())
+}
+
+/// A Job watch's changed objects, only those that can change a decision.
+pub fn job_triggers(
+    stream: impl Stream<Item = Result<Job, watcher::Error>> + Send + 'static,
+) -> impl Stream<Item = Result<Job, watcher::Error>> + Send + 'static {
+    stream.predicate_filter(job_fingerprint, Default::default())
+}
+
+/// Keeps polling a cache's stream (for caches that trigger nothing), logging its errors.
+pub fn drive<K: Send + 'static>(stream: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static, what: &'static str) {
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                tracing::warn!(error = %e, cache = what, "watch failed; retrying");
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::JobCondition;
+    use serde_json::json;
+
+    fn job(conditions: serde_json::Value) -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": "x-1", "namespace": "ns", "uid": "u1", "labels": {"loops.dev/loopservice-uid": "ls1"},
+                         "managedFields": [{"manager": "m"}]},
+            "spec": {"template": {"spec": {"containers": [{"name": "loop", "image": "busybox"}]}}},
+            "status": {"active": 1, "ready": 1, "conditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn trimming_keeps_what_decisions_read() {
+        let mut j = job(json!([{"type": "Complete", "status": "True"}]));
+        trim_job(&mut j);
+        assert!(j.spec.is_none() && j.metadata.managed_fields.is_none());
+        let s = j.status.unwrap();
+        assert_eq!(s.active, None);
+        assert_eq!(s.conditions.unwrap()[0].type_, "Complete");
+        assert_eq!(j.metadata.labels.unwrap()[job::LABEL_UID], "ls1");
+    }
+
+    #[test]
+    fn counters_do_not_change_the_fingerprint_but_conditions_do() {
+        let running = job(json!([]));
+        let mut more_active = running.clone();
+        more_active.status.as_mut().unwrap().active = Some(2);
+        assert_eq!(job_fingerprint(&running), job_fingerprint(&more_active));
+        let mut done = running.clone();
+        done.status.as_mut().unwrap().conditions =
+            Some(vec![JobCondition { type_: "Complete".into(), status: "True".into(), ..JobCondition::default() }]);
+        assert_ne!(job_fingerprint(&running), job_fingerprint(&done));
+    }
+
+    #[test]
+    fn the_index_finds_the_owners_objects_and_forgets_deleted_ones() {
+        let (store, mut writer) = reflector::store::<Job>();
+        let index = OwnerIndex::default();
+        let j = job(json!([]));
+        for e in [Event::Apply(j.clone())] {
+            index.saw(&e);
+            writer.apply_watcher_event(&e);
+        }
+        assert_eq!(index.get(&store, "ls1").len(), 1);
+        assert!(index.get(&store, "other").is_empty());
+        let e = Event::Delete(j);
+        index.saw(&e);
+        writer.apply_watcher_event(&e);
+        assert!(index.get(&store, "ls1").is_empty());
+    }
+
+    #[test]
+    fn stale_index_entries_are_checked_against_the_store() {
+        let (store, _writer) = reflector::store::<Job>();
+        let index = OwnerIndex::default();
+        index.saw(&Event::Apply(job(json!([]))));
+        // The store never saw it (say, deleted while the watch was away): not returned.
+        assert!(index.get(&store, "ls1").is_empty());
+    }
+}
