@@ -7,6 +7,7 @@ pub mod crd;
 pub mod http;
 pub mod job;
 pub mod metrics;
+pub mod plugin;
 pub mod schedule;
 pub mod spec;
 pub mod status;
