@@ -7,7 +7,7 @@ pub enum Error {
     NotFound { name: String, namespace: String },
     #[error("this cluster does not serve loopservices.loops.dev/v1alpha1: install the LoopService CRD (crds/loopservice.yaml)")]
     NoCrd,
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", describe(source))]
     Api {
         what: String,
         #[source]
@@ -44,4 +44,37 @@ impl Error {
 /// A 404 for the resource type rather than for an object: the API server names no object.
 fn no_such_resource(s: &kube::core::Status) -> bool {
     s.message.contains("could not find the requested resource")
+}
+
+/// An API error as a user should read it: the API server's message and its HTTP code, e.g.
+/// `no preferred addresses found; known addresses: [] (500 InternalError)`; other errors as
+/// kube words them.
+pub fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if !s.message.is_empty() => {
+            let code = if s.reason.is_empty() { s.code.to_string() } else { format!("{} {}", s.code, s.reason) };
+            format!("{} ({code})", s.message)
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, reason: &str, message: &str) -> kube::Error {
+        kube::Error::Api(kube::core::Status::failure(message, reason).with_code(code).boxed())
+    }
+
+    #[test]
+    fn a_404_names_the_loopservice_or_the_missing_crd_and_api_errors_read_plainly() {
+        let e = Error::loopservice("reading", "x", "y", api(404, "NotFound", "loopservices.loops.dev \"x\" not found"));
+        assert_eq!(e.to_string(), "loopservice \"x\" not found in namespace \"y\"");
+        let e = Error::loopservice("reading", "x", "y", api(404, "NotFound", "the server could not find the requested resource"));
+        assert!(matches!(e, Error::NoCrd), "{e}");
+        let e = Error::loopservice("suspending", "x", "y", api(403, "Forbidden", "loopservices.loops.dev \"x\" is forbidden"));
+        assert_eq!(e.to_string(), "suspending loopservice \"x\" in namespace \"y\": loopservices.loops.dev \"x\" is forbidden (403 Forbidden)");
+        assert_eq!(describe(&api(500, "", "no preferred addresses found; known addresses: []")), "no preferred addresses found; known addresses: [] (500)");
+    }
 }

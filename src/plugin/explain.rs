@@ -241,6 +241,12 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
         (None, None) => factor("runRequest", false, "none pending".into(), None),
     });
 
+    // The loop rule's time is what sets the start only when nothing later or stronger does.
+    let scheduled_start = matches!(decision, Decision::Wait { .. } | Decision::Launch { run_request: None, .. });
+    let overridden = e.factors.iter().any(|f| f.applies && matches!(f.factor, "overrun" | "failureBackoff"));
+    let running_within = matches!(decision, Decision::Running { .. }) && by_interval.is_some_and(|d| d > now);
+    e.factors[0].applies = (scheduled_start || running_within) && !overridden;
+
     e.next = match decision {
         Decision::Launch { loop_number, scheduled, run_request: Some(r) } => {
             Next { state: "Due".into(), loop_number: Some(loop_number), at: Some(Time(scheduled)), summary: format!("loop {loop_number} starts now, for run request {r:?}") }
@@ -284,7 +290,8 @@ pub fn render(e: &Explanation) -> String {
         e.next.summary
     );
     let differs = |w: Time, at: Time| schedule::seconds_between(w.0, at.0).abs() >= 1.0;
-    if let Some(written) = e.status_next_run_time.filter(|w| e.next.at.is_some_and(|at| differs(*w, at))) {
+    let waiting = e.next.state == "Waiting";
+    if let Some(written) = e.status_next_run_time.filter(|w| waiting && e.next.at.is_some_and(|at| differs(*w, at))) {
         out.push_str(&format!("note: status.nextRunTime says {written}; the operator writes it when it looks at the LoopService\n"));
     }
     if e.factors.is_empty() {
@@ -303,5 +310,110 @@ fn label(factor: &str) -> &str {
         "loopsLimit" => "loops limit",
         "runRequest" => "run request",
         f => f,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    const T0: i64 = 1_800_000_000;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(T0 + s).unwrap()
+    }
+
+    fn ts(s: i64) -> String {
+        Time(at(s)).format()
+    }
+
+    /// A LoopService with `spec` over a 30s interval, created at 0, whose loop 7 (scheduled)
+    /// started at 100, with `status` over that.
+    fn ls(spec: Value, status: Value, annotations: Value) -> LoopService {
+        let mut s = json!({"interval": "30s", "image": "busybox"});
+        s.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
+        let mut st = json!({
+            "phase": "Waiting", "loopsStarted": 7, "lastFinishedLoop": 7, "loopsSucceeded": 7,
+            "lastStartTime": ts(100), "lastCompletionTime": ts(103),
+            "history": [{"loop": 7, "jobName": "r-7", "trigger": "Scheduled", "dueTime": ts(100), "startTime": ts(100), "result": "Succeeded"}],
+        });
+        st.as_object_mut().unwrap().extend(status.as_object().unwrap().clone());
+        serde_json::from_value(json!({
+            "apiVersion": "loops.dev/v1alpha1", "kind": "LoopService",
+            "metadata": {"name": "r", "namespace": "ops", "uid": "0c4d2f7e-1111", "creationTimestamp": ts(0), "annotations": annotations},
+            "spec": s, "status": st,
+        }))
+        .unwrap()
+    }
+
+    fn applies(e: &Explanation) -> Vec<&str> {
+        e.factors.iter().filter(|f| f.applies).map(|f| f.factor).collect()
+    }
+
+    #[test]
+    fn the_next_loop_is_one_interval_after_the_previous_start() {
+        let e = explain(&ls(json!({}), json!({}), json!({})), at(110));
+        assert_eq!((e.next.state.as_str(), e.next.loop_number, e.next.at), ("Waiting", Some(8), Some(Time(at(130)))));
+        assert_eq!(applies(&e), ["interval"]);
+        assert_eq!(e.factors[0].at, Some(Time(at(130))));
+        let text = render(&e);
+        assert!(text.contains(&format!("next: loop 8 starts at {} (in 20s)", ts(130))), "{text}");
+        assert!(text.contains(&format!("interval          yes       loop 7 started at {}; one interval (30s) later is {} (in 20s)", ts(100), ts(130))), "{text}");
+        assert!(text.contains("overrun           no        loop 7 ended at"), "{text}");
+    }
+
+    #[test]
+    fn an_overrun_moves_the_next_loop_to_the_previous_end() {
+        let e = explain(&ls(json!({}), json!({"lastCompletionTime": ts(145)}), json!({})), at(146));
+        assert_eq!((e.next.state.as_str(), e.next.at), ("Due", Some(Time(at(145)))));
+        assert_eq!(applies(&e), ["overrun"]);
+        assert!(e.factors[1].detail.starts_with("loop 7 took 45s, longer than its interval of 30s"), "{}", e.factors[1].detail);
+    }
+
+    #[test]
+    fn failure_backoff_holds_the_next_loop_after_failures_in_a_row() {
+        let spec = json!({"failureBackoff": {"initial": "30s", "max": "10m"}});
+        let e = explain(&ls(spec, json!({"consecutiveFailures": 2, "lastFailureTime": ts(103)}), json!({})), at(110));
+        // 2 failures: 30s x 2 = 1m after the failed end at 103.
+        assert_eq!((e.next.state.as_str(), e.next.at), ("Waiting", Some(Time(at(163)))));
+        assert_eq!(applies(&e), ["failureBackoff"]);
+        assert!(e.factors[2].detail.starts_with("2 loop(s) failed in a row: the next waits min(30s x 2^1, 10m) = 1m after"), "{}", e.factors[2].detail);
+    }
+
+    #[test]
+    fn jitter_delays_the_due_time_by_the_loops_stable_offset() {
+        let e = explain(&ls(json!({"jitter": "10s"}), json!({}), json!({})), at(101));
+        let j = Jitter { uid: "0c4d2f7e-1111", max: Duration::from_secs(10), created: at(0) };
+        // Loop 7 was due at its start less its own delay; loop 8 is one interval after that, plus its delay.
+        let want = schedule::add(schedule::add(schedule::sub(at(100), j.offset(7)), Duration::from_secs(30)), j.offset(8));
+        assert_eq!(e.next.at, Some(Time(want)));
+        assert_eq!(applies(&e), ["interval", "jitter"]);
+        assert!(e.factors[3].detail.starts_with(&format!("loop 8 starts {} after it is due", dur(j.offset(8)))), "{}", e.factors[3].detail);
+    }
+
+    #[test]
+    fn a_pending_run_request_runs_a_loop_even_while_suspended() {
+        let e = explain(&ls(json!({"suspend": true}), json!({"phase": "Suspended"}), json!({"loops.dev/run-requested-at": "now-please"})), at(110));
+        assert_eq!((e.next.state.as_str(), e.next.loop_number), ("Due", Some(8)));
+        assert_eq!(e.next.summary, "loop 8 starts now, for run request \"now-please\"");
+        assert_eq!(applies(&e), ["suspend", "runRequest"]);
+        // Once handled, the suspension holds.
+        let handled = ls(json!({"suspend": true}), json!({"lastHandledRunRequest": "now-please"}), json!({"loops.dev/run-requested-at": "now-please"}));
+        let e = explain(&handled, at(110));
+        assert_eq!(e.next.state, "Suspended");
+        assert_eq!(e.factors[6].detail, "none pending (the latest handled: \"now-please\")");
+    }
+
+    #[test]
+    fn the_loops_limit_counts_scheduled_loops_only_and_a_bad_spec_is_invalid() {
+        let e = explain(&ls(json!({"loops": 6}), json!({"manualLoops": 1}), json!({})), at(110));
+        assert_eq!(e.next.state, "Finished");
+        assert_eq!(applies(&e), ["loopsLimit"]);
+        let e = explain(&ls(json!({"loops": 7}), json!({"manualLoops": 1}), json!({})), at(110));
+        assert_eq!((e.next.state.as_str(), e.factors[5].detail.as_str()), ("Waiting", "6 of 7 scheduled loops have run (spec.loops; run requests do not count)"));
+        let e = explain(&ls(json!({"interval": "5"}), json!({}), json!({})), at(110));
+        assert_eq!(e.next.state, "Invalid");
+        assert!(e.next.summary.contains("spec.interval \"5\" is not a duration"), "{}", e.next.summary);
     }
 }

@@ -37,7 +37,7 @@ pub async fn logs(t: &Target, name: &str, loop_number: Option<i64>, follow: bool
     let params = LogParams { container: Some(CONTAINER.to_string()), follow, ..LogParams::default() };
     let fetched = if follow { stream(&pods, &pod_name, &params).await } else { pods.logs(&pod_name, &params).await.map(|text| print!("{text}")) };
     let Err(e) = fetched else { return Ok(EXIT_OK) };
-    eprintln!("error: the API server could not serve the log of pod/{pod_name} container {CONTAINER:?}: {e}");
+    eprintln!("error: the API server could not serve the log of pod/{pod_name} container {CONTAINER:?}: {}", super::describe(&e));
     let ended = match termination(pod) {
         Some(t) => t,
         None if follow => {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use error::Error;
+pub use error::{Error, describe};
 pub use format::{human_duration, relative};
 
 /// Exit codes of the plugin.
