@@ -16,6 +16,15 @@ help: ## List the targets
 build: ## Build the release binaries
 	$(CARGO) build --release --bins
 
+.PHONY: plugin
+plugin: ## Build the kubectl plugin (kubectl loopservice) and say how to put it on PATH
+	$(CARGO) build --release --bin kubectl-loopservice
+	@dir="$${CARGO_TARGET_DIR:-target}/release"; case "$$dir" in /*) ;; *) dir="$$PWD/$$dir" ;; esac; \
+	echo "built $$dir/kubectl-loopservice"; \
+	echo "put it on PATH, e.g.: install -m 0755 $$dir/kubectl-loopservice ~/.local/bin/"; \
+	echo "  or for this shell:  export PATH=\"$$dir:\$$PATH\""; \
+	echo "then: kubectl loopservice --help"
+
 .PHONY: crd
 crd: ## Regenerate the CRD YAML (and the chart's copy) from src/crd.rs
 	$(CARGO) run --release --quiet --bin crdgen > crds/loopservice.yaml

@@ -8,6 +8,7 @@ pub mod http;
 pub mod job;
 pub mod metrics;
 pub mod observe;
+pub mod plugin;
 pub mod schedule;
 pub mod spec;
 pub mod status;

@@ -1,0 +1,104 @@
+//! `history NAME`: status.history as a table, newest loop first.
+
+use jiff::Timestamp;
+use kube::Api;
+
+use super::connect::Target;
+use super::format::{self, NONE};
+use super::{EXIT_OK, Error, Output};
+use crate::crd::{LoopRecord, LoopResult, LoopService};
+
+/// The longest message shown in the table; `-o json|yaml` has all of it.
+const MESSAGE_WIDTH: usize = 80;
+
+pub async fn history(t: &Target, name: &str, output: Option<Output>) -> Result<u8, Error> {
+    let api: Api<LoopService> = Api::namespaced(t.client.clone(), &t.namespace);
+    let ls = api.get(name).await.map_err(|e| Error::loopservice("reading", name, &t.namespace, e))?;
+    let history = ls.status.map(|s| s.history).unwrap_or_default();
+    match output {
+        Some(f) => print!("{}", format::data(&history, f)?),
+        None if history.is_empty() => eprintln!("No loops recorded for loopservice {name:?} yet."),
+        None => print!("{}", render(&history, Timestamp::now())),
+    }
+    Ok(EXIT_OK)
+}
+
+/// `Succeeded`, `Running`, or `Failed (REASON)`.
+pub fn result_text(result: LoopResult, reason: Option<&str>) -> String {
+    match (result, reason) {
+        (LoopResult::Failed, Some(r)) if !r.is_empty() => format!("Failed ({r})"),
+        (r, _) => format!("{r:?}"),
+    }
+}
+
+/// The table, with start times relative to `now`.
+pub fn render(history: &[LoopRecord], now: Timestamp) -> String {
+    let rows: Vec<Vec<String>> = history
+        .iter()
+        .map(|r| {
+            let duration = match r.duration_seconds {
+                Some(s) if r.overran => format!("{} (overrun)", format::seconds(s)),
+                Some(s) => format::seconds(s),
+                None => NONE.to_string(),
+            };
+            vec![
+                r.r#loop.to_string(),
+                r.trigger.as_str().to_string(),
+                format::relative(r.start_time.0, now),
+                duration,
+                result_text(r.result, r.reason.as_deref()),
+                r.job_name.clone(),
+                r.message.as_deref().map_or_else(|| NONE.to_string(), |m| format::cell(m, MESSAGE_WIDTH)),
+            ]
+        })
+        .collect();
+    format::table(&["LOOP", "TRIGGER", "STARTED", "DURATION", "RESULT", "JOB", "MESSAGE"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{Time, Trigger};
+
+    fn at(s: i64) -> Time {
+        Time(Timestamp::from_second(1_800_000_000 + s).unwrap())
+    }
+
+    #[test]
+    fn the_table_has_one_row_per_loop_with_result_reason_and_a_one_line_message() {
+        let h = vec![
+            LoopRecord {
+                r#loop: 3,
+                job_name: "report-3".into(),
+                trigger: Trigger::Manual,
+                due_time: at(-5),
+                start_time: at(-5),
+                end_time: None,
+                duration_seconds: None,
+                result: LoopResult::Running,
+                reason: None,
+                message: None,
+                overran: false,
+            },
+            LoopRecord {
+                r#loop: 2,
+                job_name: "report-2".into(),
+                trigger: Trigger::Scheduled,
+                due_time: at(-70),
+                start_time: at(-70),
+                end_time: Some(at(-28)),
+                duration_seconds: Some(41.23),
+                result: LoopResult::Failed,
+                reason: Some("JobFailed".into()),
+                message: Some("container exited with code 1 (Error):\nboom".into()),
+                overran: true,
+            },
+        ];
+        assert_eq!(
+            render(&h, at(0).0),
+            "LOOP   TRIGGER     STARTED   DURATION          RESULT               JOB        MESSAGE\n\
+             3      Manual      5s ago    <none>            Running              report-3   <none>\n\
+             2      Scheduled   70s ago   41.2s (overrun)   Failed (JobFailed)   report-2   container exited with code 1 (Error): boom\n"
+        );
+    }
+}

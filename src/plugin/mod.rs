@@ -1,0 +1,158 @@
+//! `kubectl loopservice`: the kubectl plugin that operates LoopServices (the binary
+//! `kubectl-loopservice`). One module per command; they share the connection, the errors and
+//! the output formatting.
+
+mod connect;
+mod error;
+mod explain;
+mod format;
+mod history;
+mod list;
+mod logs;
+mod run;
+mod suspend;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use error::{Error, describe};
+pub use format::{human_duration, relative};
+
+/// Exit codes of the plugin.
+pub const EXIT_OK: u8 = 0;
+/// An error: bad flags, the API server refused, not found, a timeout.
+pub const EXIT_ERROR: u8 = 1;
+/// `run --wait`: the loop ran and failed.
+pub const EXIT_LOOP_FAILED: u8 = 2;
+
+/// Operate LoopServices (loops.dev/v1alpha1): list them, run one now, suspend and resume,
+/// read their history and logs, and see why the next loop starts when it does.
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubectl-loopservice",
+    bin_name = "kubectl loopservice",
+    version,
+    after_help = "Exit codes: 0 ok; 1 an error (including a timeout); 2 `run --wait`: the loop failed."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The flags every command takes, as kubectl spells them.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Global {
+    /// Namespace of the LoopService (default: the namespace of the kubeconfig context, else "default").
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    /// The kubeconfig context to use (default: the current context).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List LoopServices: phase, loops, last result, last and next run (relative times).
+    #[command(visible_alias = "get")]
+    List {
+        /// List the LoopServices of every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[command(flatten)]
+        output: OutputFlag,
+    },
+    /// Start a loop now (the annotation loops.dev/run-requested-at), or as soon as the running one ends.
+    Run {
+        name: String,
+        /// Wait for the loop to finish and print its result; exit 2 when it failed.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (e.g. 30s, 5m); 0s waits for ever.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Pause a LoopService (spec.suspend: true): no new loop starts, a running loop finishes.
+    Suspend { name: String },
+    /// Resume a LoopService (spec.suspend: false); also ends a suspension after failures.
+    Resume { name: String },
+    /// The latest loops (status.history), newest first.
+    History {
+        name: String,
+        #[command(flatten)]
+        output: OutputFlag,
+    },
+    /// The logs of a loop's Pod (container `loop`): the latest loop's, or --loop N's.
+    Logs {
+        name: String,
+        /// The loop's number (default: the latest loop that has a Pod).
+        #[arg(long = "loop", value_name = "N")]
+        loop_number: Option<i64>,
+        /// Follow the log as it is written.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Why the next loop starts when it does: interval, overrun, failure backoff, jitter,
+    /// suspend, loops limit, pending run request.
+    ExplainTiming {
+        name: String,
+        #[command(flatten)]
+        output: OutputFlag,
+    },
+}
+
+/// `-o json|yaml`: the same information as data, times in RFC 3339; a table or text when absent.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct OutputFlag {
+    /// Output format: json or yaml (default: human-readable text).
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub format: Option<Output>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Json,
+    Yaml,
+}
+
+/// Runs one command; the exit code on success (0, or 2 for a failed loop with `run --wait`).
+pub async fn run(cli: Cli) -> Result<u8, Error> {
+    let target = connect::connect(&cli.global).await?;
+    match cli.command {
+        Command::List { all_namespaces, output } => list::list(&target, all_namespaces, output.format).await,
+        Command::Run { name, wait, timeout } => run::run(&target, &name, wait, timeout).await,
+        Command::Suspend { name } => suspend::set_suspend(&target, &name, true).await,
+        Command::Resume { name } => suspend::set_suspend(&target, &name, false).await,
+        Command::History { name, output } => history::history(&target, &name, output.format).await,
+        Command::Logs { name, loop_number, follow } => logs::logs(&target, &name, loop_number, follow).await,
+        Command::ExplainTiming { name, output } => explain::explain_timing(&target, &name, output.format).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubectl_flags_parse_before_and_after_the_command() {
+        let cli = Cli::try_parse_from(["kubectl-loopservice", "-n", "ops", "run", "report", "--wait", "--timeout", "2m", "--context", "prod"]).unwrap();
+        assert_eq!(cli.global.namespace.as_deref(), Some("ops"));
+        assert_eq!(cli.global.context.as_deref(), Some("prod"));
+        match cli.command {
+            Command::Run { name, wait, timeout } => assert_eq!((name.as_str(), wait, timeout), ("report", true, Duration::from_secs(120))),
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["kubectl-loopservice", "list", "-A", "-o", "yaml"]).unwrap();
+        assert!(matches!(cli.command, Command::List { all_namespaces: true, output: OutputFlag { format: Some(Output::Yaml) } }));
+        let cli = Cli::try_parse_from(["kubectl-loopservice", "logs", "report", "--loop", "3", "-f"]).unwrap();
+        assert!(matches!(cli.command, Command::Logs { loop_number: Some(3), follow: true, .. }));
+        assert!(Cli::try_parse_from(["kubectl-loopservice", "history", "report", "-o", "wide"]).is_err());
+        assert!(Cli::try_parse_from(["kubectl-loopservice", "run"]).is_err(), "run needs a name");
+    }
+}
