@@ -54,6 +54,18 @@ pub fn record_jobs(
     now: Timestamp,
 ) -> (LoopServiceStatus, Vec<Note>) {
     let mut st = prev.clone();
+    // Counts are never negative; a status edited to say so counts from zero.
+    for c in [
+        &mut st.loops_started,
+        &mut st.last_finished_loop,
+        &mut st.loops_succeeded,
+        &mut st.loops_failed,
+        &mut st.overruns,
+        &mut st.consecutive_failures,
+        &mut st.manual_loops,
+    ] {
+        *c = (*c).max(0);
+    }
     let mut notes = vec![];
     let find = |n: i64| jobs.iter().find(|j| j.loop_number == n);
 
@@ -122,7 +134,7 @@ pub fn record_jobs(
                 } else {
                     format!("the Jobs of loops {k} to {last} were deleted before their ends were recorded")
                 };
-                fail(&mut st, &mut notes, last, last - k + 1, None, now, "JobDeleted", message.clone());
+                fail(&mut st, &mut notes, last, last.saturating_sub(k).saturating_add(1), None, now, "JobDeleted", message.clone());
                 for r in st.history.iter_mut().filter(|r| r.r#loop >= k && r.r#loop <= last && r.result == LoopResult::Running) {
                     finish_record(r, now, Some(("JobDeleted", &message)), interval);
                 }
@@ -204,7 +216,7 @@ fn record_end(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, j: &ObservedJob
     remember(st, record);
     let took = schedule::seconds_between(start, end);
     if schedule::overran(start, end, interval) {
-        st.overruns += 1;
+        st.overruns = st.overruns.saturating_add(1);
         let message = schedule::overrun_message(k, took, interval);
         st.last_overrun = Some(Overrun {
             r#loop: k,
@@ -217,7 +229,7 @@ fn record_end(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, j: &ObservedJob
     }
     match outcome {
         Outcome::Succeeded => {
-            st.loops_succeeded += 1;
+            st.loops_succeeded = st.loops_succeeded.saturating_add(1);
             st.consecutive_failures = 0;
             st.last_success_time = Some(Time(end));
             st.last_completion_time = Some(Time(end));
@@ -485,7 +497,7 @@ pub fn finalize(st: &mut LoopServiceStatus, decision: &Decision, loops: Option<i
         }
         Decision::Wait { until } => {
             let phase = if st.consecutive_failures > 0 { Phase::Failing } else { Phase::Waiting };
-            (phase, true, "Waiting", format!("loop {} is due at {}", st.loops_started + 1, Time(*until)))
+            (phase, true, "Waiting", format!("loop {} is due at {}", st.loops_started.saturating_add(1), Time(*until)))
         }
         Decision::Suspended => (Phase::Suspended, false, "Suspended", format!("spec.suspend is true; {} loops ran", st.loops_started)),
         Decision::SuspendedAfterFailures { failures, r#loop } => {
