@@ -17,13 +17,16 @@ use sha2::{Digest, Sha256};
 /// The CRD schema already refuses anything that does not match
 /// [`crate::crd::DURATION_PATTERN`]; this also refuses what a pattern cannot see (a value too
 /// large to represent) and holds the one-second floor for objects written before the schema.
-pub fn parse_duration(field: &str, value: &str) -> Result<Duration, String> {
-    if !matches_pattern(value) {
+pub fn parse_duration(field: &str, raw: &str) -> Result<Duration, String> {
+    // Quoted in the messages: a value the schema did not bound (an object stored before the
+    // CRD had its maxLength) is cut.
+    let value = &crate::job::clip_to(raw, 40);
+    if !matches_pattern(raw) {
         return Err(format!(
             "spec.{field} {value:?} is not a duration such as 30s, 1m30s or 2h (integer parts in the order h, m, s, ms)"
         ));
     }
-    let d = humantime::parse_duration(value)
+    let d = humantime::parse_duration(raw)
         .map_err(|e| format!("spec.{field} {value:?} is not a duration: {e}"))?;
     if d < Duration::from_secs(1) {
         return Err(format!("spec.{field} {value:?} is shorter than the minimum of 1s"));
