@@ -57,6 +57,11 @@ test: cluster build image ## All tests on the local cluster (KUBERNETES_VERSION=
 	hack/check-alive.sh "$$apiserver_pid" || status=1; \
 	exit $$status
 
+.PHONY: fuzz
+fuzz: ## Property tests with many cases: FUZZ_CASES per property (100000), at most FUZZ_SECONDS each (60)
+	PROPTEST_CASES=$${FUZZ_CASES:-100000} FUZZ_SECONDS=$${FUZZ_SECONDS:-60} \
+	  $(CARGO) test --release --test fuzz -- --nocapture --test-threads 1
+
 .PHONY: bench
 bench: cluster build ## Print scale and timing figures of the operator on the local cluster
 	eval "$$($(CLUSTER) env)"; $(CARGO) bench --bench scale

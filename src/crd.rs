@@ -14,10 +14,18 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// `30s`, `1m30s`, `2h`, `1s500ms`. At least one of the hour, minute or second parts must be
 /// non-zero. Kubernetes 1.20 has no CEL rules, so this regular expression is what makes the
 /// API server refuse a shorter or malformed duration.
+///
+/// Each part has a bounded number of significant digits (leading zeros aside): at most 5 for
+/// hours, 7 for minutes, 9 for seconds and 12 for milliseconds. A value with more is longer
+/// than a year, which the operator refuses anyway ([`crate::schedule::MAX_DURATION`]), and
+/// the bound keeps every value the pattern lets through inside the range of Go's durations,
+/// so the CEL rules that compare durations (`duration(self.jitter) < duration(self.interval)`)
+/// never fail to evaluate: a value such as `99999999999h` is refused here, with the field's
+/// name, and not by a CEL conversion error.
 pub const DURATION_PATTERN: &str = concat!(
-    r"^([0-9]*[1-9][0-9]*h([0-9]+m)?([0-9]+s)?",
-    r"|([0-9]+h)?[0-9]*[1-9][0-9]*m([0-9]+s)?",
-    r"|([0-9]+h)?([0-9]+m)?[0-9]*[1-9][0-9]*s)([0-9]+ms)?$"
+    r"^(0*[1-9][0-9]{0,4}h(0*[0-9]{1,7}m)?(0*[0-9]{1,9}s)?",
+    r"|(0*[0-9]{1,5}h)?0*[1-9][0-9]{0,6}m(0*[0-9]{1,9}s)?",
+    r"|(0*[0-9]{1,5}h)?(0*[0-9]{1,7}m)?0*[1-9][0-9]{0,8}s)(0*[0-9]{1,12}ms)?$"
 );
 
 /// What a LoopService asks for: a Job image to run once per loop, on start-anchored timing.

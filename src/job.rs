@@ -48,14 +48,29 @@ const MAX_NAME: usize = 63;
 /// and an Event's note is limited to 1 kB.
 pub const MAX_MESSAGE: usize = 900;
 
-/// The Job name of loop `n`: `<name>-<n>`, or, when that would pass 63 characters, a
-/// truncated name, a hash of the full name (so two long names never share Jobs) and `-<n>`.
-pub fn job_name(loopservice: &str, n: i64) -> String {
-    let suffix = format!("-{n}");
+/// How many hex digits of the LoopService's uid go into its Job names.
+pub const UID_FRAGMENT: usize = 5;
+
+/// The Job name of loop `n` of the LoopService `loopservice` with uid `uid`:
+/// `<name>-<fragment>-<n>`, the fragment being the first 5 hex digits of the uid's SHA-256.
+/// When that would pass 63 characters, the name is cut and a hash of the full name added (so
+/// two long names never share Jobs).
+///
+/// The fragment keeps a LoopService deleted and created again under the same name from
+/// meeting the Jobs of the old one (kept by `--cascade=orphan`, or not yet collected): the new
+/// one starts afresh at loop 1 at once. The name stays deterministic, so a loop still never
+/// runs twice.
+pub fn job_name(loopservice: &str, uid: &str, n: i64) -> String {
+    let suffix = format!("-{}-{n}", uid_fragment(uid));
     if loopservice.len() + suffix.len() <= MAX_NAME {
         return format!("{loopservice}{suffix}");
     }
     format!("{}{suffix}", short_name(loopservice, MAX_NAME - suffix.len()))
+}
+
+/// The first [`UID_FRAGMENT`] hex digits of the SHA-256 of a uid.
+pub fn uid_fragment(uid: &str) -> String {
+    hex8(uid)[..UID_FRAGMENT].to_string()
 }
 
 /// A value of at most `max` characters naming `name`: `name` itself when it fits, else a
@@ -125,6 +140,7 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
     let ls = p.ls;
     let name = ls.metadata.name.clone()?;
     let uid = ls.metadata.uid.clone()?;
+    let uid_for_name = uid.clone();
     let owner = ls.controller_owner_ref(&())?;
     let labels = BTreeMap::from([
         (LABEL_NAME.to_string(), short_name(&name, MAX_NAME)),
@@ -171,7 +187,7 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
     pod_annotations.entry(ANN_DEFAULT_CONTAINER.to_string()).or_insert_with(|| CONTAINER.to_string());
     Some(Job {
         metadata: ObjectMeta {
-            name: Some(job_name(&name, p.loop_number)),
+            name: Some(job_name(&name, &uid_for_name, p.loop_number)),
             namespace: ls.metadata.namespace.clone(),
             labels: Some(labels),
             annotations: Some(annotations),
@@ -215,8 +231,10 @@ pub enum Outcome {
 pub struct ObservedJob {
     pub name: String,
     pub loop_number: i64,
-    /// When the operator created it (the start-time annotation, to the millisecond).
+    /// When the operator created it: the start-time annotation, to the millisecond, held to
+    /// the Job's creationTimestamp (see [`observe`]).
     pub start: Timestamp,
+    /// When the loop was due: the scheduled-time annotation, never after `start`.
     pub scheduled: Option<Timestamp>,
     /// The run request it answers, for a manual loop.
     pub run_request: Option<String>,
@@ -224,14 +242,30 @@ pub struct ObservedJob {
     pub end: Option<(Timestamp, Outcome)>,
 }
 
+/// How far the start-time annotation may be from the Job's creationTimestamp: the API server
+/// stamps creation to the whole second, after the operator read its clock, and the two clocks
+/// may disagree a little.
+pub const START_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Reads a Job of this operator's; `None` for a Job that is not a loop's.
+///
+/// The annotations are the operator's, but anyone who may edit the Job may change them, by
+/// hand or by a tool that rewrites annotations. They are trusted only as far as the API
+/// server's own stamps allow: the start is held within [`START_SLACK`] of the
+/// creationTimestamp (an annotation saying the loop started an hour from now, or an hour ago,
+/// can neither stall the loop nor hurry it along), the due time is never after the start, and
+/// an unreadable annotation falls back to the creationTimestamp.
 pub fn observe(job: &Job) -> Option<ObservedJob> {
     let name = job.metadata.name.clone()?;
     let loop_number: i64 = job.labels().get(LABEL_LOOP)?.parse().ok().filter(|n| *n > 0)?;
     let ann = job.annotations();
     let parse = |k: &str| ann.get(k).and_then(|v| v.parse::<Timestamp>().ok());
-    let start = parse(ANN_STARTED).or_else(|| job.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
-    let scheduled = parse(ANN_SCHEDULED);
+    let created = job.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let start = match (parse(ANN_STARTED), created) {
+        (Some(s), Some(c)) => s.clamp(crate::schedule::sub(c, START_SLACK), crate::schedule::add(c, START_SLACK)),
+        (s, c) => s.or(c)?,
+    };
+    let scheduled = parse(ANN_SCHEDULED).map(|t| t.min(start));
     let status = job.status.as_ref();
     let cond = |type_: &str| {
         status
@@ -331,22 +365,30 @@ pub fn stuck_reason(pods: &[Pod]) -> Option<String> {
     None
 }
 
-/// Cuts a message to [`MAX_MESSAGE`] bytes on a character boundary, keeping its end (a log
-/// tail's last lines say the most).
+/// Cuts a message to [`MAX_MESSAGE`] bytes on character boundaries, keeping its start (which
+/// names what it is about: the loop, the field the API server refused) and most of its end (a
+/// log tail's last lines say the most).
 pub fn clip(message: &str) -> String {
     clip_to(message, MAX_MESSAGE)
 }
 
-/// Cuts a message to `max` bytes (at least 4) on a character boundary, keeping its end.
+/// Cuts a message to at most `max` bytes (at least 16) on character boundaries: its first
+/// quarter, ` ... `, and the rest from its end.
 pub fn clip_to(message: &str, max: usize) -> String {
+    const GAP: &str = " ... ";
     if message.len() <= max {
         return message.to_string();
     }
-    let mut start = message.len() - (max.max(4) - 3);
-    while !message.is_char_boundary(start) {
-        start += 1;
+    let budget = max.max(16) - GAP.len();
+    let mut head = budget / 4;
+    while !message.is_char_boundary(head) {
+        head -= 1;
     }
-    format!("...{}", &message[start..])
+    let mut tail = message.len() - (budget - budget / 4);
+    while !message.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}{GAP}{}", &message[..head], &message[tail..])
 }
 
 #[cfg(test)]
@@ -400,9 +442,16 @@ mod tests {
         s.parse().unwrap()
     }
 
+    const UID: &str = "0c4d2f7e-1111-2222-3333-444455556666";
+
     #[test]
-    fn short_names_are_name_and_loop() {
-        assert_eq!(job_name("report", 12), "report-12");
+    fn short_names_are_name_uid_fragment_and_loop() {
+        let f = uid_fragment(UID);
+        assert_eq!(f.len(), UID_FRAGMENT);
+        assert!(f.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{f}");
+        assert_eq!(job_name("report", UID, 12), format!("report-{f}-12"));
+        // A LoopService of the same name made again (another uid) has other Job names.
+        assert_ne!(job_name("report", UID, 1), job_name("report", "9a1b6c3d-0000-4000-8000-000000000001", 1));
     }
 
     #[test]
@@ -410,22 +459,26 @@ mod tests {
         let a = "a".repeat(250);
         let b = format!("{}b", "a".repeat(249));
         for n in [1, 999_999, i64::MAX] {
-            let (ja, jb) = (job_name(&a, n), job_name(&b, n));
+            let (ja, jb) = (job_name(&a, UID, n), job_name(&b, UID, n));
             assert!(ja.len() <= 63 && jb.len() <= 63, "{ja} {jb}");
             assert_ne!(ja, jb);
-            assert!(ja.ends_with(&format!("-{n}")));
-            assert_eq!(ja, job_name(&a, n), "deterministic");
+            assert!(ja.ends_with(&format!("-{}-{n}", uid_fragment(UID))));
+            assert_eq!(ja, job_name(&a, UID, n), "deterministic");
         }
         // A name that fits exactly is kept as it is.
-        let exact = "x".repeat(61);
-        assert_eq!(job_name(&exact, 1), format!("{exact}-1"));
-        assert_ne!(job_name(&format!("{exact}y"), 1), format!("{exact}y-1"));
+        let exact = "x".repeat(55);
+        let f = uid_fragment(UID);
+        assert_eq!(job_name(&exact, UID, 1), format!("{exact}-{f}-1"));
+        assert_eq!(job_name(&exact, UID, 1).len(), 63);
+        assert_ne!(job_name(&format!("{exact}y"), UID, 1), format!("{exact}y-{f}-1"));
     }
 
     #[test]
     fn truncation_never_leaves_a_trailing_separator() {
-        let name = format!("{}-.{}", "a".repeat(50), "b".repeat(40));
-        let j = job_name(&name, 7);
+        // Cut at 46 characters (63, less "-<fragment>-7", less "-<hash>"): right after "-.".
+        let name = format!("{}-.{}", "a".repeat(44), "b".repeat(40));
+        let j = job_name(&name, UID, 7);
+        assert!(j.starts_with(&format!("{}-", "a".repeat(44))), "{j}");
         assert!(!j.contains("-.") && !j.contains(".-") && !j.contains("--"), "{j}");
         assert!(j.len() <= 63);
     }
@@ -434,7 +487,7 @@ mod tests {
     fn job_has_one_attempt_owner_labels_and_timing_annotations() {
         let l = ls("report");
         let job = job_of(&l, 3, "2026-11-25T10:00:30.012Z", "2026-11-25T10:00:30.020Z");
-        assert_eq!(job.metadata.name.as_deref(), Some("report-3"));
+        assert_eq!(job.metadata.name, Some(format!("report-{}-3", uid_fragment(UID))));
         assert_eq!(job.metadata.namespace.as_deref(), Some("ns"));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("LoopService", "report", Some(true)));
@@ -570,7 +623,7 @@ mod tests {
 
         finished(&mut job, "Failed", Some("BackoffLimitExceeded"), Some("Job has reached the specified backoff limit"), "2026-01-01T00:00:05Z");
         let (_, o) = observe(&job).unwrap().end.unwrap();
-        assert_eq!(o, Outcome::Failed { reason: "JobFailed".into(), message: "Job r-1 failed: BackoffLimitExceeded (Job has reached the specified backoff limit)".into() });
+        assert_eq!(o, Outcome::Failed { reason: "JobFailed".into(), message: format!("Job r-{}-1 failed: BackoffLimitExceeded (Job has reached the specified backoff limit)", uid_fragment(UID)) });
 
         finished(&mut job, "Failed", Some("DeadlineExceeded"), None, "2026-01-01T00:00:05Z");
         let (_, o) = observe(&job).unwrap().end.unwrap();
@@ -579,6 +632,35 @@ mod tests {
         // An end stamped (to the second) before the millisecond start is read as the start.
         finished(&mut job, "Complete", None, None, "2026-01-01T00:00:00Z");
         assert_eq!(observe(&job).unwrap().end.unwrap().0, ts("2026-01-01T00:00:00.5Z"));
+    }
+
+    #[test]
+    fn edited_time_annotations_can_neither_stall_nor_hurry_a_loop() {
+        let l = ls("r");
+        let created = ts("2026-01-01T00:00:00Z");
+        let with = |start: &str, scheduled: &str| {
+            let mut job = job_of(&l, 1, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00.4Z");
+            job.metadata.creation_timestamp = Some(KTime(created));
+            let ann = job.metadata.annotations.as_mut().unwrap();
+            ann.insert(ANN_STARTED.into(), start.into());
+            ann.insert(ANN_SCHEDULED.into(), scheduled.into());
+            observe(&job).unwrap()
+        };
+        // As the operator wrote it: kept to the millisecond.
+        let seen = with("2026-01-01T00:00:00.4Z", "2026-01-01T00:00:00Z");
+        assert_eq!((seen.start, seen.scheduled), (ts("2026-01-01T00:00:00.4Z"), Some(created)));
+        // A start a day ahead would hold the next loop back a day; a day behind would start
+        // it at once: both are held to the creationTimestamp, within the slack.
+        assert_eq!(with("2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z").start, ts("2026-01-01T00:00:02Z"));
+        assert_eq!(with("2025-12-31T00:00:00Z", "2025-12-31T00:00:00Z").start, ts("2025-12-31T23:59:58Z"));
+        // Unreadable: the creationTimestamp. A due time after the start: the start.
+        let odd = with("soon", "2030-01-01T00:00:00Z");
+        assert_eq!((odd.start, odd.scheduled), (created, Some(created)));
+        // An end stamped by the API server is not moved past the held start either.
+        let mut job = job_of(&l, 1, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z");
+        job.metadata.creation_timestamp = Some(KTime(created));
+        finished(&mut job, "Complete", None, None, "2026-01-01T00:00:03Z");
+        assert_eq!(observe(&job).unwrap().end.unwrap().0, ts("2026-01-01T00:00:03Z"));
     }
 
     #[test]
@@ -639,10 +721,13 @@ mod tests {
     }
 
     #[test]
-    fn clip_keeps_the_tail_on_a_char_boundary() {
-        let m = format!("{}é-end", "x".repeat(2000));
+    fn clip_keeps_the_start_and_the_tail_on_char_boundaries() {
+        let m = format!("spec.x: {}é-end", "é".repeat(2000));
         let c = clip(&m);
-        assert!(c.len() <= MAX_MESSAGE && c.ends_with("é-end") && c.starts_with("..."));
+        assert!(c.len() <= MAX_MESSAGE && c.ends_with("é-end") && c.starts_with("spec.x: é") && c.contains(" ... "), "{c}");
         assert_eq!(clip("short"), "short");
+        for max in [0, 5, 16, 17, 100] {
+            assert!(clip_to(&m, max).len() <= max.max(16), "{max}");
+        }
     }
 }

@@ -17,13 +17,16 @@ use sha2::{Digest, Sha256};
 /// The CRD schema already refuses anything that does not match
 /// [`crate::crd::DURATION_PATTERN`]; this also refuses what a pattern cannot see (a value too
 /// large to represent) and holds the one-second floor for objects written before the schema.
-pub fn parse_duration(field: &str, value: &str) -> Result<Duration, String> {
-    if !matches_pattern(value) {
+pub fn parse_duration(field: &str, raw: &str) -> Result<Duration, String> {
+    // Quoted in the messages: a value the schema did not bound (an object stored before the
+    // CRD had its maxLength) is cut.
+    let value = &crate::job::clip_to(raw, 40);
+    if !matches_pattern(raw) {
         return Err(format!(
             "spec.{field} {value:?} is not a duration such as 30s, 1m30s or 2h (integer parts in the order h, m, s, ms)"
         ));
     }
-    let d = humantime::parse_duration(value)
+    let d = humantime::parse_duration(raw)
         .map_err(|e| format!("spec.{field} {value:?} is not a duration: {e}"))?;
     if d < Duration::from_secs(1) {
         return Err(format!("spec.{field} {value:?} is shorter than the minimum of 1s"));
@@ -172,10 +175,34 @@ mod tests {
             let e = parse_duration("interval", s).unwrap_err();
             assert!(e.contains("spec.interval"), "{s}: {e}");
         }
-        let e = parse_duration("timeout", "9999999999h").unwrap_err();
+        let e = parse_duration("timeout", "8761h").unwrap_err();
+        assert!(e.contains("spec.timeout") && e.contains("longer than the maximum"), "{e}");
+        let e = parse_duration("timeout", "99999h").unwrap_err();
         assert!(e.contains("longer than the maximum"), "{e}");
-        let e = parse_duration("interval", "99999999999999999999999s").unwrap_err();
-        assert!(e.contains("not a duration"), "{e}");
+        // More significant digits than the pattern allows: refused as malformed, by the API
+        // server's schema too, before a CEL rule could fail to convert it.
+        for s in ["100000h", "9999999999h", "99999999999h", "10000000m", "1000000000s", "1s1000000000000ms", "99999999999999999999999s"] {
+            let e = parse_duration("interval", s).unwrap_err();
+            assert!(e.contains("spec.interval") && e.contains("not a duration"), "{s}: {e}");
+        }
+        // Leading zeros do not count.
+        assert_eq!(parse_duration("interval", "0000000001s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_duration("interval", "00008760h").unwrap(), MAX_DURATION);
+    }
+
+    #[test]
+    fn the_pattern_refuses_only_what_is_longer_than_a_year() {
+        // The largest value of each part the pattern lets through, and the smallest it refuses.
+        let re = Regex::new(crate::crd::DURATION_PATTERN).unwrap();
+        for (ok, refused) in [("99999h", "100000h"), ("9999999m", "10000000m"), ("999999999s", "1000000000s"), ("1s999999999999ms", "1s1000000000000ms")] {
+            assert!(re.is_match(ok), "{ok}");
+            assert!(!re.is_match(refused), "{refused}");
+            assert!(humantime::parse_duration(refused).unwrap() > MAX_DURATION, "{refused}");
+        }
+        // The longest value it lets through is inside Go's duration range (about 2562047h),
+        // so the API server's CEL duration() never overflows on it.
+        let longest = humantime::parse_duration("99999h9999999m999999999s999999999999ms").unwrap();
+        assert!(longest < Duration::from_secs(2_562_047 * 3600), "{longest:?}");
     }
 
     #[test]

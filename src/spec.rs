@@ -7,15 +7,19 @@
 //! reported as `Ready=False`, reason `InvalidSpec`, and never runs.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
+use regex::Regex;
+
 use k8s_openapi::api::batch::v1::PodFailurePolicy;
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use schemars::Schema;
 use serde_json::{Value, json};
 
 use crate::crd::{LoopServiceSpec, PodTemplate};
-use crate::job::{CONTAINER, LOOP_ENV};
+use crate::job::{CONTAINER, LOOP_ENV, clip_to};
 use crate::schedule::parse_duration;
 
 /// The shorthand fields that shape the container built from `spec.image`.
@@ -138,9 +142,14 @@ impl std::fmt::Display for SpecError {
     }
 }
 
+/// The longest message of one problem: a value quoted in it (an unknown field's name, a label
+/// key) may be as long as the object, and the message goes into status and an Event.
+pub const MAX_SPEC_ERROR: usize = 400;
+
 impl SpecError {
+    /// The message, cut to [`MAX_SPEC_ERROR`] bytes keeping its start, which names the field.
     fn new(message: impl Into<String>) -> Self {
-        SpecError { message: message.into() }
+        SpecError { message: clip_to(&message.into(), MAX_SPEC_ERROR) }
     }
 }
 
@@ -265,6 +274,15 @@ impl LoopServiceSpec {
         if let Some(e) = self.env.iter().flatten().find(|e| is_loop_env(&e.name)) {
             errors.push(SpecError::new(format!("{MSG_ENV_OWNED} (found {})", e.name)));
         }
+        if let Some(image) = &self.image {
+            check_image("spec.image", image, &mut errors);
+        }
+        if let Some(r) = &self.resources {
+            check_resources("spec.resources", r, &mut errors);
+        }
+        if let Some(t) = &template {
+            check_pod(&t.pod, &mut errors);
+        }
 
         match (interval, template) {
             (Some(interval), Some(t)) if errors.is_empty() => Ok(ValidSpec {
@@ -306,6 +324,83 @@ impl LoopServiceSpec {
             pod.service_account_name = Some(sa);
         }
         pod
+    }
+}
+
+/// The longest image reference accepted: a repository name is at most 255 characters, a tag
+/// 128, a digest 135 (sha512), with registry host and separators well inside this.
+pub const MAX_IMAGE: usize = 1024;
+
+/// An image reference the kubelet could never pull (the API server takes any string) is
+/// refused here, rather than as a loop stuck on InvalidImageName.
+fn check_image(field: &str, image: &str, errors: &mut Vec<SpecError>) {
+    if image.trim().is_empty() {
+        errors.push(SpecError::new(format!("{field} must not be empty")));
+    } else if image.len() > MAX_IMAGE {
+        errors.push(SpecError::new(format!(
+            "{field} is {} bytes long: an image reference is at most {MAX_IMAGE} (a repository name at most 255 characters)",
+            image.len()
+        )));
+    } else if let Some(c) = image.chars().find(|c| !c.is_ascii_graphic()) {
+        errors.push(SpecError::new(format!(
+            "{field} {image:?} is not an image reference: it contains {c:?} (whitespace, a control character or a character outside ASCII)"
+        )));
+    }
+}
+
+/// Kubernetes' quantity syntax (resource.ParseQuantity): a decimal number, then a binary
+/// (Ki..Ei) or decimal (n, u, m, k, M..E) suffix or a decimal exponent.
+fn quantity_ok(q: &str) -> bool {
+    static QUANTITY: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$").expect("a valid regex")
+    });
+    QUANTITY.is_match(q)
+}
+
+/// A quantity the API server cannot read makes it refuse the Job with a message that names no
+/// field ("quantities must match the regular expression ..."): name it here.
+fn check_quantity(field: &str, q: &Quantity, errors: &mut Vec<SpecError>) {
+    let v = q.0.as_str();
+    if !quantity_ok(v) {
+        errors.push(SpecError::new(format!("{field} {v:?} is not a quantity such as 500m, 2, 1.5Gi or 128Mi")));
+    } else if v.starts_with('-') && v.chars().any(|c| c.is_ascii_digit() && c != '0') {
+        errors.push(SpecError::new(format!("{field} {v:?} must not be negative")));
+    }
+}
+
+fn check_quantities(at: &str, map: Option<&BTreeMap<String, Quantity>>, errors: &mut Vec<SpecError>) {
+    for (k, q) in map.into_iter().flatten() {
+        check_quantity(&format!("{at}.{k}"), q, errors);
+    }
+}
+
+fn check_resources(at: &str, r: &ResourceRequirements, errors: &mut Vec<SpecError>) {
+    check_quantities(&format!("{at}.limits"), r.limits.as_ref(), errors);
+    check_quantities(&format!("{at}.requests"), r.requests.as_ref(), errors);
+}
+
+/// The template's images and quantities, named by their paths in the LoopService.
+fn check_pod(pod: &PodSpec, errors: &mut Vec<SpecError>) {
+    let lists = [("containers", Some(&pod.containers)), ("initContainers", pod.init_containers.as_ref())];
+    for (list, containers) in lists {
+        for (i, c) in containers.into_iter().flatten().enumerate() {
+            let at = format!("spec.template.spec.{list}[{i}]");
+            if let Some(image) = &c.image {
+                check_image(&format!("{at}.image"), image, errors);
+            }
+            if let Some(r) = &c.resources {
+                check_resources(&format!("{at}.resources"), r, errors);
+            }
+        }
+    }
+    if let Some(r) = &pod.resources {
+        check_resources("spec.template.spec.resources", r, errors);
+    }
+    check_quantities("spec.template.spec.overhead", pod.overhead.as_ref(), errors);
+    for (i, v) in pod.volumes.iter().flatten().enumerate() {
+        if let Some(q) = v.empty_dir.as_ref().and_then(|e| e.size_limit.as_ref()) {
+            check_quantity(&format!("spec.template.spec.volumes[{i}].emptyDir.sizeLimit"), q, errors);
+        }
     }
 }
 
@@ -561,6 +656,49 @@ mod tests {
         .unwrap();
         // Nulls are absent values, not unknown fields.
         spec(json!({"image": "a", "template": {"metadata": null, "spec": {"nodeSelector": null}}})).validate().unwrap();
+    }
+
+    #[test]
+    fn images_the_kubelet_could_never_pull_are_named() {
+        for (image, what) in [(" ", "must not be empty"), (" busybox", "contains ' '"), ("busybox:1.36\n", "contains '\\n'"), ("busyböx", "contains 'ö'")] {
+            let e = errors(json!({"image": image}));
+            assert!(e.starts_with("spec.image ") && e.contains(what), "{image:?}: {e}");
+        }
+        let e = errors(json!({"image": format!("busybox:{}", "x".repeat(5000))}));
+        assert!(e.starts_with("spec.image is 5008 bytes long") && e.len() < 200, "{e}");
+        let e = errors(json!({"template": {"spec": {"containers": [{"name": "side", "image": "a"}, {"name": "loop", "image": "a b"}]}}}));
+        assert!(e.starts_with("spec.template.spec.containers[1].image "), "{e}");
+        let e = errors(json!({"image": "a", "template": {"spec": {"initContainers": [{"name": "init", "image": ""}]}}}));
+        assert!(e.starts_with("spec.template.spec.initContainers[0].image must not be empty"), "{e}");
+        spec(json!({"image": "registry.example:5000/team/app:v1.2@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"})).validate().unwrap();
+    }
+
+    #[test]
+    fn quantities_the_api_server_cannot_read_are_named() {
+        let e = errors(json!({"image": "a", "resources": {"limits": {"cpu": "lots"}}}));
+        assert!(e.starts_with("spec.resources.limits.cpu \"lots\" is not a quantity"), "{e}");
+        let e = errors(json!({"image": "a", "resources": {"requests": {"memory": "-64Mi"}}}));
+        assert!(e.starts_with("spec.resources.requests.memory \"-64Mi\" must not be negative"), "{e}");
+        let e = errors(json!({"image": "a", "template": {"spec": {"containers": [{"name": "x", "image": "a", "resources": {"limits": {"memory": "1 Gi"}}}]}}}));
+        assert!(e.starts_with("spec.template.spec.containers[0].resources.limits.memory"), "{e}");
+        let e = errors(json!({"image": "a", "template": {"spec": {"volumes": [{"name": "s", "emptyDir": {"sizeLimit": "big"}}]}}}));
+        assert!(e.starts_with("spec.template.spec.volumes[0].emptyDir.sizeLimit"), "{e}");
+        let e = errors(json!({"image": "a", "template": {"spec": {"overhead": {"cpu": "1.2.3"}}}}));
+        assert!(e.starts_with("spec.template.spec.overhead.cpu"), "{e}");
+        // What Kubernetes reads is accepted.
+        for q in ["1", "0.5", ".5", "500m", "128Mi", "1Gi", "1e3", "2E", "+1", "1.5k", "-0"] {
+            spec(json!({"image": "a", "resources": {"limits": {"cpu": q}}})).validate().unwrap_or_else(|e| panic!("{q}: {e}"));
+        }
+        spec(json!({"image": "a", "resources": {"limits": {"cpu": 2, "memory": 1.5}}})).validate().unwrap();
+    }
+
+    #[test]
+    fn a_huge_value_in_an_error_is_cut_but_the_field_is_named() {
+        let key = format!("loops.dev/{}", "k".repeat(200_000));
+        let e = errors(json!({"image": "a", "template": {"metadata": {"labels": {key: "x"}}}}));
+        assert!(e.starts_with("spec.template.metadata.labels") && e.len() <= MAX_SPEC_ERROR, "{}", e.len());
+        let e = errors(json!({"image": "a", "template": {"spec": {"k".repeat(100_000): 1}}}));
+        assert!(e.starts_with("spec.template.spec.kkk") && e.contains("unknown field") && e.len() <= MAX_SPEC_ERROR, "{e}");
     }
 
     #[test]

@@ -40,6 +40,13 @@ impl Note {
 
 /// Records what the Jobs say: adopts a started loop the status does not know of yet, and
 /// counts every finished loop not yet counted, in order.
+///
+/// `interval` is the spec's interval now, and it judges whether each loop recorded here
+/// overran: when `spec.interval` is changed while a loop runs, the new interval judges it. That
+/// is the interval that places the next loop (max(start + interval, end)), so a loop counts as
+/// an overrun exactly when the next loop had to wait for its end: a 20 s loop started under a
+/// 30 s interval that was then lowered to 10 s overran (the next loop starts when it ends),
+/// and a 20 s loop started under 10 s that was raised to 30 s did not.
 pub fn record_jobs(
     prev: &LoopServiceStatus,
     jobs: &[ObservedJob],
@@ -47,6 +54,18 @@ pub fn record_jobs(
     now: Timestamp,
 ) -> (LoopServiceStatus, Vec<Note>) {
     let mut st = prev.clone();
+    // Counts are never negative; a status edited to say so counts from zero.
+    for c in [
+        &mut st.loops_started,
+        &mut st.last_finished_loop,
+        &mut st.loops_succeeded,
+        &mut st.loops_failed,
+        &mut st.overruns,
+        &mut st.consecutive_failures,
+        &mut st.manual_loops,
+    ] {
+        *c = (*c).max(0);
+    }
     let mut notes = vec![];
     let find = |n: i64| jobs.iter().find(|j| j.loop_number == n);
 
@@ -115,7 +134,7 @@ pub fn record_jobs(
                 } else {
                     format!("the Jobs of loops {k} to {last} were deleted before their ends were recorded")
                 };
-                fail(&mut st, &mut notes, last, last - k + 1, None, now, "JobDeleted", message.clone());
+                fail(&mut st, &mut notes, last, last.saturating_sub(k).saturating_add(1), None, now, "JobDeleted", message.clone());
                 for r in st.history.iter_mut().filter(|r| r.r#loop >= k && r.r#loop <= last && r.result == LoopResult::Running) {
                     finish_record(r, now, Some(("JobDeleted", &message)), interval);
                 }
@@ -197,7 +216,7 @@ fn record_end(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, j: &ObservedJob
     remember(st, record);
     let took = schedule::seconds_between(start, end);
     if schedule::overran(start, end, interval) {
-        st.overruns += 1;
+        st.overruns = st.overruns.saturating_add(1);
         let message = schedule::overrun_message(k, took, interval);
         st.last_overrun = Some(Overrun {
             r#loop: k,
@@ -210,7 +229,7 @@ fn record_end(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, j: &ObservedJob
     }
     match outcome {
         Outcome::Succeeded => {
-            st.loops_succeeded += 1;
+            st.loops_succeeded = st.loops_succeeded.saturating_add(1);
             st.consecutive_failures = 0;
             st.last_success_time = Some(Time(end));
             st.last_completion_time = Some(Time(end));
@@ -353,14 +372,17 @@ pub fn decide(
     if let Some(s) = status.failure_suspension.as_ref().filter(|s| s.active) {
         return Decision::SuspendedAfterFailures { failures: s.failures, r#loop: s.r#loop };
     }
-    let previous = status.last_start_time.map(|start| PreviousLoop {
+    // No recorded instant is taken to lie in the future: a clock ahead of this one (another
+    // instance's) or an edited status must not hold the loop back longer than one interval.
+    let past = |t: Time| t.0.min(now);
+    let previous = status.last_start_time.map(past).map(|start| PreviousLoop {
         // With jitter, the next loop is anchored on the previous start without its offset
         // (manual loops have none), so offsets never add up.
         start: match jitter {
-            Some(j) if !manual(status, status.loops_started) => schedule::sub(start.0, j.offset(status.loops_started)),
-            _ => start.0,
+            Some(j) if !manual(status, status.loops_started) => schedule::sub(start, j.offset(status.loops_started)),
+            _ => start,
         },
-        end: Some(status.last_completion_time.map_or(start.0, |e| e.0.max(start.0))),
+        end: Some(status.last_completion_time.map(past).map_or(start, |e| e.max(start))),
     });
     let n = status.loops_started.saturating_add(1);
     let due = match (previous, jitter) {
@@ -370,9 +392,9 @@ pub fn decide(
     };
     // After failures in a row, the next loop waits at least the backoff after the latest
     // failed loop's end.
-    let due = match (backoff, status.last_failure_time) {
+    let due = match (backoff, status.last_failure_time.map(past)) {
         (Some((initial, max)), Some(failed)) if status.consecutive_failures > 0 => {
-            due.max(schedule::add(failed.0, schedule::failure_backoff(status.consecutive_failures, initial, max)))
+            due.max(schedule::add(failed, schedule::failure_backoff(status.consecutive_failures, initial, max)))
         }
         _ => due,
     };
@@ -475,13 +497,13 @@ pub fn finalize(st: &mut LoopServiceStatus, decision: &Decision, loops: Option<i
         }
         Decision::Wait { until } => {
             let phase = if st.consecutive_failures > 0 { Phase::Failing } else { Phase::Waiting };
-            (phase, true, "Waiting", format!("loop {} is due at {}", st.loops_started + 1, Time(*until)))
+            (phase, true, "Waiting", format!("loop {} is due at {}", st.loops_started.saturating_add(1), Time(*until)))
         }
         Decision::Suspended => (Phase::Suspended, false, "Suspended", format!("spec.suspend is true; {} loops ran", st.loops_started)),
         Decision::SuspendedAfterFailures { failures, r#loop } => {
             (Phase::Suspended, false, REASON_SUSPENDED_AFTER_FAILURES, suspension_message(*failures, *r#loop))
         }
-        Decision::Finished => (Phase::Finished, true, "Finished", format!("all {} loops ran", loops.unwrap_or(st.loops_started))),
+        Decision::Finished => (Phase::Finished, true, "Finished", finished_message(st, loops)),
     };
     st.phase = Some(phase);
     set_condition(st, "Ready", ready, reason, message, generation, now);
@@ -502,6 +524,23 @@ pub fn finalize(st: &mut LoopServiceStatus, decision: &Decision, loops: Option<i
         _ => (false, "NoFailures", "the latest loop did not fail".to_string()),
     };
     set_condition(st, "Failing", failing, reason, message, generation, now);
+}
+
+/// What Ready says once spec.loops ran out. `spec.loops` may have been lowered below the
+/// loops already started: those ran (a running one ends as usual), none starts after them,
+/// and the message says how many ran rather than claiming `spec.loops` did.
+fn finished_message(st: &LoopServiceStatus, loops: Option<i64>) -> String {
+    let scheduled = st.loops_started.saturating_sub(st.manual_loops);
+    let limit = loops.unwrap_or(scheduled);
+    let mut message = if scheduled > limit {
+        format!("{scheduled} scheduled loops ran, more than spec.loops ({limit}): it was lowered after they started; no more loops start")
+    } else {
+        format!("all {limit} loops ran")
+    };
+    if st.manual_loops > 0 {
+        message.push_str(&format!(" (and {} on request)", st.manual_loops));
+    }
+    message
 }
 
 /// Turns Ready False for a reason found after [`finalize`] (the running loop's Pod cannot
@@ -535,12 +574,16 @@ pub fn not_ready(
 /// server's dry run refused it).
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 
+/// The longest InvalidSpec message kept in the Ready condition: what is wrong with a spec
+/// can quote the spec, and the status must stay far below the object size limit.
+pub const MAX_INVALID_MESSAGE: usize = 4 * crate::job::MAX_MESSAGE;
+
 /// The status of a LoopService whose spec cannot be run: nothing is launched until it is fixed.
 pub fn invalid(st: &mut LoopServiceStatus, message: &str, generation: Option<i64>, now: Timestamp) {
     st.observed_generation = generation;
     st.phase = Some(Phase::Invalid);
     st.next_run_time = None;
-    set_condition(st, "Ready", false, REASON_INVALID_SPEC, message.to_string(), generation, now);
+    set_condition(st, "Ready", false, REASON_INVALID_SPEC, clip_to(message, MAX_INVALID_MESSAGE), generation, now);
 }
 
 fn set_condition(
@@ -1123,6 +1166,81 @@ mod tests {
         assert_eq!(run(&mut st, &mut jobs, 5, true, 2), None);
         assert!(!st.failure_suspension.as_ref().unwrap().active);
         assert_eq!(decide(&st, None, false, None, I, None, None, t(55.0)), Decision::Wait { until: t(60.0) });
+    }
+
+    #[test]
+    fn the_interval_in_force_when_a_loop_is_recorded_judges_its_overrun() {
+        // Loop 1 starts at 0 under a 30 s interval and takes 20 s.
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
+        let jobs = [job(1, 0.0, Some((20.0, true)))];
+        // The interval was lowered to 10 s while it ran: it overran, and the next loop starts
+        // as soon as it ended, as the overrun rule says.
+        let ten = Duration::from_secs(10);
+        let (lowered, notes) = record_jobs(&st, &jobs, ten, t(20.5));
+        assert_eq!((lowered.overruns, lowered.last_overrun.as_ref().map(|o| o.interval_seconds)), (1, Some(10.0)));
+        assert!(lowered.history[0].overran);
+        assert!(notes.iter().any(|n| n.reason == "LoopOverrun" && n.message.contains("interval of 10 seconds")), "{notes:?}");
+        assert_eq!(decide(&lowered, None, false, None, ten, None, None, t(20.5)), Decision::Launch { loop_number: 2, scheduled: t(20.0), run_request: None });
+        // Raised to 30 s instead: on time, and the next loop is 30 s after its start.
+        let thirty = Duration::from_secs(30);
+        let (raised, _) = record_jobs(&st, &jobs, thirty, t(20.5));
+        assert_eq!(raised.overruns, 0);
+        assert!(!raised.history[0].overran);
+        assert_eq!(decide(&raised, None, false, None, thirty, None, None, t(20.5)), Decision::Wait { until: t(30.0) });
+    }
+
+    #[test]
+    fn loops_lowered_below_the_loops_started_finish_cleanly_with_a_true_message() {
+        // Five loops started (loop 5 runs) when spec.loops is lowered from 10 to 2.
+        let mut st = LoopServiceStatus::default();
+        let mut jobs = vec![];
+        for n in 1..=5i64 {
+            let start = n as f64 * 10.0;
+            launched(&mut st, n, &format!("r-{n}"), t(start), t(start), None);
+            jobs.push(job(n, start, (n < 5).then_some((start + 1.0, true))));
+            st = record_jobs(&st, &jobs, I, t(start + 2.0)).0;
+            assert_ne!(decide(&st, Some(10), false, None, I, None, None, t(start + 2.0)), Decision::Finished);
+        }
+        // The running loop is left to end as usual.
+        let d = decide(&st, Some(2), false, None, I, None, None, t(53.0));
+        assert_eq!(d, Decision::Running { job: "r-5".into() });
+        jobs[4] = job(5, 50.0, Some((54.0, true)));
+        let (mut st, _) = record_jobs(&st, &jobs, I, t(55.0));
+        assert_eq!((st.loops_succeeded, st.last_finished_loop, st.active_job.as_deref()), (5, 5, None));
+        // Then nothing more starts, now or ever after.
+        for now in [55.0, 60.0, 3600.0] {
+            assert_eq!(decide(&st, Some(2), false, None, I, None, None, t(now)), Decision::Finished, "at {now}");
+        }
+        finalize(&mut st, &Decision::Finished, Some(2), Some(2), t(55.0));
+        let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!((st.phase, ready.status.as_str(), ready.reason.as_str()), (Some(Phase::Finished), "True", "Finished"));
+        assert_eq!(ready.message, "5 scheduled loops ran, more than spec.loops (2): it was lowered after they started; no more loops start");
+        assert_eq!(st.next_run_time, None);
+        // Exactly spec.loops, with a loop run on request: says both.
+        let exact = LoopServiceStatus { loops_started: 3, manual_loops: 1, last_finished_loop: 3, ..Default::default() };
+        assert_eq!(finished_message(&exact, Some(2)), "all 2 loops ran (and 1 on request)");
+    }
+
+    #[test]
+    fn recorded_instants_in_the_future_hold_the_loop_back_at_most_one_interval() {
+        // A status whose times lie an hour ahead (an instance with a clock ahead, an edit):
+        // the next loop is due at most one interval (plus backoff) from now.
+        let future = Time(t(3600.0));
+        let st = LoopServiceStatus {
+            loops_started: 1,
+            last_finished_loop: 1,
+            last_start_time: Some(future),
+            last_completion_time: Some(future),
+            last_failure_time: Some(future),
+            consecutive_failures: 1,
+            ..Default::default()
+        };
+        assert_eq!(decide(&st, None, false, None, I, None, None, t(100.0)), Decision::Wait { until: t(110.0) });
+        let backoff = Some((Duration::from_secs(4), Duration::from_secs(60)));
+        assert_eq!(decide(&st, None, false, None, I, None, backoff, t(100.0)), Decision::Wait { until: t(110.0) });
+        let long = Some((Duration::from_secs(30), Duration::from_secs(60)));
+        assert_eq!(decide(&st, None, false, None, I, None, long, t(100.0)), Decision::Wait { until: t(130.0) });
     }
 
     #[test]

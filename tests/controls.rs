@@ -262,7 +262,8 @@ async fn each_loop_sees_the_previous_result_and_the_last_success_time() {
     assert_eq!(seen[2], format!("previous=Failed since={} scheduled={}", due(1), due(3)), "a failure does not move the last success");
     assert_eq!(seen[3], format!("previous=Failed since={} scheduled={}", due(1), due(4)));
     let st = wait_status(&ns, "incremental", "loop 5 ended", |st| st.last_finished_loop >= 5).await;
-    let (_, fifth) = wait_for("loop 5's termination message", LONG, || termination_message(&ns, "incremental-5")).await;
+    let fifth_job = loop_job_name(&ns, "incremental", 5).await;
+    let (_, fifth) = wait_for("loop 5's termination message", LONG, || termination_message(&ns, &fifth_job)).await;
     assert_eq!(fifth.trim(), format!("previous=Succeeded since={} scheduled={}", due(4), loop_jobs(&ns, "incremental").await[4].annotations()["loops.dev/scheduled-time"]));
     assert!(st.last_success_scheduled_time.is_some());
 }

@@ -61,7 +61,7 @@ async fn a_quick_loop_starts_its_jobs_one_interval_apart() {
 
     let evs = events(&ns, "tick").await;
     for n in 1..=3 {
-        let started = format!("started loop {n} as Job tick-{n}");
+        let started = format!("started loop {n} as Job {}", loop_job_name(&ns, "tick", n).await);
         assert!(evs.iter().any(|(t, r, m)| t == "Normal" && r == "LoopStarted" && *m == started), "{started}: {evs:?}");
     }
     assert!(evs.iter().any(|(t, r, _)| t == "Normal" && r == "LoopSucceeded"), "{evs:?}");
@@ -319,7 +319,8 @@ async fn invalid_specs_are_refused_by_the_api_server_with_a_readable_message() {
 async fn what_the_schema_cannot_catch_is_reported_in_status_and_nothing_runs() {
     let ns = setup("semantic").await;
     let _op = Operator::start(&ns.name, &[]);
-    create_ls(&ns, ls("huge", "99999999999h", "echo hi")).await.unwrap();
+    // Longer than a year: the pattern lets it through (it bounds digits, not the total).
+    create_ls(&ns, ls("huge", "9999h", "echo hi")).await.unwrap();
     let st = wait_status(&ns, "huge", "phase Invalid", |st| st.phase == Some(Phase::Invalid)).await;
     let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     println!("Ready: {} {} {}", ready.status, ready.reason, ready.message);
@@ -393,7 +394,7 @@ async fn a_loop_whose_pod_cannot_start_is_reported_not_silent() {
     let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     println!("Ready: {} {}: {}", ready.status, ready.reason, ready.message);
     assert_eq!(ready.status, "False");
-    assert!(ready.message.contains("ErrImageNeverPull") && ready.message.contains("typo-1"), "{}", ready.message);
+    assert!(ready.message.contains("ErrImageNeverPull") && ready.message.contains(&loop_job_name(&ns, "typo", 1).await), "{}", ready.message);
     assert_eq!(st.phase, Some(Phase::Running), "the loop is still running: no second Job");
     assert_eq!(loop_jobs(&ns, "typo").await.len(), 1);
     // One recheck later (every 15 s while a loop runs) it is still reported, and only once.
@@ -434,18 +435,20 @@ async fn kubectl_explain_documents_the_fields() {
 #[ignore = "needs the local cluster: run `make test`"]
 async fn a_job_name_taken_by_another_object_is_reported_and_the_loop_starts_once_it_is_free() {
     let ns = setup("taken").await;
-    // A Job of the user's own, with the name loop 1 would use.
-    create_foreign_job(&ns, "taken-1").await;
     let _op = Operator::start(&ns.name, &[]);
-    create_ls(&ns, ls("taken", "2s", "echo hi")).await.unwrap();
+    // A Job of the user's own, with the name loop 1 would use.
+    let taken = create_ls_with_first_job_name_taken(&ns, ls("taken", "2s", "echo hi")).await;
     let st = wait_status(&ns, "taken", "Ready=False JobNameTaken", |st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "JobNameTaken")).await;
     let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-    assert!(ready.message.contains("taken-1"), "{}", ready.message);
+    assert!(ready.message.contains(&taken), "{}", ready.message);
     assert_eq!(st.loops_started, 0);
-    let evs = events(&ns, "taken").await;
-    assert!(evs.iter().any(|(t, r, _)| t == "Warning" && r == "JobNameTaken"), "{evs:?}");
+    // The Event is published just after the status that records it is written.
+    wait_for("a Warning Event JobNameTaken", Duration::from_secs(10), || async {
+        events(&ns, "taken").await.iter().any(|(t, r, _)| t == "Warning" && r == "JobNameTaken").then_some(())
+    })
+    .await;
 
-    ns.jobs().delete("taken-1", &kube::api::DeleteParams::foreground()).await.unwrap();
+    ns.jobs().delete(&taken, &kube::api::DeleteParams::foreground()).await.unwrap();
     let jobs = wait_jobs(&ns, "taken", 2).await;
     assert_eq!(jobs.iter().map(loop_number).collect::<Vec<_>>()[..2], [1, 2]);
     let st = status(&ns, "taken").await;
@@ -460,13 +463,15 @@ async fn a_job_deleted_mid_loop_is_a_failure_and_the_next_loop_waits_for_its_pod
     let _op = Operator::start(&ns.name, &[]);
     // On SIGTERM the container takes 3 s more to stop, as real work winding down would.
     create_ls(&ns, ls("cut", "2s", "trap 'sleep 3; exit 0' TERM; while true; do sleep 1; done")).await.unwrap();
+    let first = loop_job_name(&ns, "cut", 1).await;
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let selector = format!("job-name={first}");
     let running = || async {
-        let list = pods.list(&ListParams::default().labels("job-name=cut-1")).await.ok()?;
+        let list = pods.list(&ListParams::default().labels(&selector)).await.ok()?;
         list.items.into_iter().find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
     };
     wait_for("loop 1's pod to run", LONG, || async { running().await }).await;
-    ns.jobs().delete("cut-1", &kube::api::DeleteParams::background()).await.unwrap();
+    ns.jobs().delete(&first, &kube::api::DeleteParams::background()).await.unwrap();
     wait_for("the pod of loop 1 to be gone", LONG, || async { running().await.is_none().then_some(()) }).await;
     let gone = jiff::Timestamp::now();
     let jobs = wait_jobs(&ns, "cut", 1).await;

@@ -396,8 +396,7 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
     create_ls(&ns, ls("slow", "2s", "busybox:1.36", "sleep 4")).await.unwrap();
     create_ls(&ns, ls("typo", "5s", "loops.dev/no-such-image:1", "echo hi")).await.unwrap();
     // A Job of the user's own holds the name loop 1 of `taken` would use.
-    create_foreign_job(&ns, "taken-1").await;
-    create_ls(&ns, ls("taken", "5s", "busybox:1.36", "echo hi")).await.unwrap();
+    create_ls_with_first_job_name_taken(&ns, ls("taken", "5s", "busybox:1.36", "echo hi")).await;
 
     // The operator's own /metrics has the series the alerts read, for each LoopService.
     for name in ["fails", "slow", "typo", "taken"] {

@@ -214,6 +214,26 @@ pub async fn create_foreign_job(ns: &TestNs, name: &str) {
     ns.jobs().create(&PostParams::default(), &foreign).await.unwrap();
 }
 
+/// The name of the Job of loop `n` of LoopService `name` (it carries a fragment of the uid).
+pub async fn loop_job_name(ns: &TestNs, name: &str, n: i64) -> String {
+    let ls = ns.loopservices().get(name).await.expect("get loopservice");
+    loopservice_operator::job::job_name(name, ls.metadata.uid.as_deref().expect("uid"), n)
+}
+
+/// Creates LoopService `value` with the name of its loop 1's Job taken by a Job of the user's
+/// own: created suspended, the foreign Job made under the name, then resumed. Returns the name.
+pub async fn create_ls_with_first_job_name_taken(ns: &TestNs, value: serde_json::Value) -> String {
+    let mut v = value;
+    v["spec"]["suspend"] = json!(true);
+    let name = v["metadata"]["name"].as_str().expect("metadata.name").to_string();
+    create_ls(ns, v).await.expect("create loopservice");
+    let job = loop_job_name(ns, &name, 1).await;
+    create_foreign_job(ns, &job).await;
+    let resume = json!({"spec": {"suspend": null}});
+    ns.loopservices().patch(&name, &PatchParams::default(), &Patch::Merge(&resume)).await.expect("resume loopservice");
+    job
+}
+
 /// Creates a LoopService from JSON (`metadata.name` and `spec`).
 pub async fn create_ls(ns: &TestNs, value: serde_json::Value) -> Result<LoopService, kube::Error> {
     let mut v = value;
