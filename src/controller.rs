@@ -338,7 +338,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     status::finalize(&mut st, &decision, spec.loops, generation, Timestamp::now());
     if let Some((n, job)) = &name_taken {
         let message = format!(
-            "loop {n} cannot start: Job {job} exists and is not this LoopService's; delete it (or, if a LoopService of this name was just deleted, wait for its Jobs to be collected)"
+            "loop {n} cannot start: Job {job} exists and is not this LoopService's; delete it or rename it"
         );
         notes.extend(status::not_ready(&mut st, &prev, "JobNameTaken", message, Some(job), generation, Timestamp::now()));
     }
