@@ -181,10 +181,35 @@ pub async fn reconcile(ls: Arc<LoopService>, ctx: Arc<Context>) -> Result<Action
         Err(_) => Err(Error::TimedOut(ctx.settings.reconcile_timeout)),
     };
     ctx.metrics.reconcile_seconds.observe(began.elapsed().as_secs_f64());
-    if res.is_ok() {
-        ctx.retries(&ObjectRef::from_obj(ls.as_ref()), true);
+    match &res {
+        Ok(_) => {
+            ctx.retries(&ObjectRef::from_obj(ls.as_ref()), true);
+        }
+        // A conflict is the cache a step behind a write of our own: no news.
+        Err(e) if !matches!(e.kube(), Some(kube::Error::Api(s)) if s.code == 409) => report_failure(&ls, &ctx, e).await,
+        Err(_) => {}
     }
     res
+}
+
+/// Shows a failing reconcile in status (`Reconciled=False` with the error), so that it is seen
+/// with `kubectl describe`, not only in the operator's log. Best effort: the cause may forbid
+/// the status write too. A transient error shows only once it repeats.
+async fn report_failure(ls: &LoopService, ctx: &Context, err: &Error) {
+    let failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner()).get(&ObjectRef::from_obj(ls)).copied().unwrap_or(0) + 1;
+    let transient = err.kube().is_some_and(is_transient);
+    if transient && failures < 3 {
+        return;
+    }
+    let prev = ls.status.clone().unwrap_or_default();
+    let mut st = prev.clone();
+    status::reconcile_failed(&mut st, &err.plain(), failures, Timestamp::now());
+    if st != prev {
+        ctx.request().await;
+        if let Err(e) = write_status(ls, &st, ctx).await {
+            debug!(name = %ls.name_any(), error = %e, "could not record the reconcile error in status");
+        }
+    }
 }
 
 /// Retries failed reconciles with exponential backoff per LoopService: 250 ms doubling to a
@@ -201,7 +226,7 @@ pub fn error_policy(ls: Arc<LoopService>, err: &Error, ctx: Arc<Context>) -> Act
         // The cache was a step behind a write of our own; the retry reads the new version.
         debug!(%namespace, %name, error = %err, retry_in_ms, "reconcile conflicted");
     } else {
-        warn!(%namespace, %name, error = %err, transient, retry_in_ms, "reconcile failed");
+        warn!(%namespace, %name, error = %err.plain(), transient, retry_in_ms, "reconcile failed");
     }
     Action::requeue(delay)
 }
@@ -477,12 +502,23 @@ async fn launch(
             }
         }
         Err(e) if is_transient(&e) => Err(Error::CreateJob(job_name, e)),
+        // The operator's own credentials (not this loop) are refused: a reconcile error, shown
+        // as Reconciled=False and retried; no loop number is used up.
+        Err(kube::Error::Api(s)) if forbids_the_operator(&s) => {
+            Err(Error::CreateJob(job_name, kube::Error::Api(s)))
+        }
         Err(kube::Error::Api(s)) => {
             warn!(namespace = %ns, %name, r#loop = n, job = %job_name, message = %s.message, "the API server refused the job");
             Ok(Launched::Notes(status::rejected(st, n, &job_name, scheduled, start, run_request, &s.message, spec.interval)))
         }
         Err(e) => Err(Error::CreateJob(job_name, e)),
     }
+}
+
+/// Whether the API server refused the operator's own credentials (unauthenticated, or RBAC
+/// forbids the request), rather than what was asked (a webhook or quota also answer 403).
+fn forbids_the_operator(s: &kube::core::Status) -> bool {
+    s.code == 401 || (s.code == 403 && s.message.contains("cannot create resource"))
 }
 
 /// Records that the spec cannot run, with why: Ready=False, reason InvalidSpec, and a Warning
@@ -529,6 +565,7 @@ async fn dry_run(ls: &LoopService, spec: &ValidSpec, jobs_api: &Api<Job>, n: i64
         // A Job of that name exists: not the spec's fault (the launch reports whose it is).
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
         Err(e) if is_transient(&e) => Err(Error::CheckJob(job_name, e)),
+        Err(kube::Error::Api(s)) if forbids_the_operator(&s) => Err(Error::CheckJob(job_name, kube::Error::Api(s))),
         Err(kube::Error::Api(s)) => Ok(Some(clip(&format!("the API server refuses the Job this spec makes: {}", s.message)))),
         Err(e) => Err(Error::CheckJob(job_name, e)),
     }

@@ -51,6 +51,19 @@ impl Error {
         }
     }
 
+    /// The error as a person reads it: for an API error, the server's message and code
+    /// rather than the whole response.
+    pub fn plain(&self) -> String {
+        let full = self.to_string();
+        match self.kube() {
+            Some(kube::Error::Api(s)) => {
+                let step = full.split(": ApiError").next().unwrap_or(&full);
+                format!("{step}: {} ({} {})", s.message, s.code, s.reason)
+            }
+            _ => full,
+        }
+    }
+
     /// A short label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {

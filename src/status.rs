@@ -524,6 +524,28 @@ pub fn finalize(st: &mut LoopServiceStatus, decision: &Decision, loops: Option<i
         _ => (false, "NoFailures", "the latest loop did not fail".to_string()),
     };
     set_condition(st, "Failing", failing, reason, message, generation, now);
+    reconciled(st, generation, now);
+}
+
+/// The condition that says whether the operator's own work on the LoopService succeeds: False
+/// (reason [`REASON_RECONCILE_ERROR`]) while reconciles keep failing (RBAC forbids a request,
+/// a webhook refuses a write), with the error; True again after the next success.
+pub const CONDITION_RECONCILED: &str = "Reconciled";
+pub const REASON_RECONCILE_ERROR: &str = "ReconcileError";
+pub const REASON_RECONCILED: &str = "Reconciled";
+
+/// Records that reconciles of this LoopService fail: `failures` in a row, the latest with `error`.
+pub fn reconcile_failed(st: &mut LoopServiceStatus, error: &str, failures: u32, now: Timestamp) {
+    let generation = st.observed_generation;
+    let message = clip(&format!("{failures} reconcile(s) failed in a row; the latest: {error}"));
+    set_condition(st, CONDITION_RECONCILED, false, REASON_RECONCILE_ERROR, message, generation, now);
+}
+
+/// Clears [`CONDITION_RECONCILED`] after a success; a LoopService that never failed has none.
+fn reconciled(st: &mut LoopServiceStatus, generation: Option<i64>, now: Timestamp) {
+    if st.conditions.iter().any(|c| c.type_ == CONDITION_RECONCILED && c.status == "False") {
+        set_condition(st, CONDITION_RECONCILED, true, REASON_RECONCILED, "the latest reconcile succeeded".to_string(), generation, now);
+    }
 }
 
 /// What Ready says once spec.loops ran out. `spec.loops` may have been lowered below the
@@ -584,6 +606,7 @@ pub fn invalid(st: &mut LoopServiceStatus, message: &str, generation: Option<i64
     st.phase = Some(Phase::Invalid);
     st.next_run_time = None;
     set_condition(st, "Ready", false, REASON_INVALID_SPEC, clip_to(message, MAX_INVALID_MESSAGE), generation, now);
+    reconciled(st, generation, now);
 }
 
 fn set_condition(
@@ -665,6 +688,20 @@ mod tests {
         let d = decide(&st, None, false, None, I, None, None, t(now));
         finalize(&mut st, &d, None, Some(1), t(now));
         (st, d, notes)
+    }
+
+    #[test]
+    fn a_failing_reconcile_shows_in_a_condition_that_the_next_success_clears() {
+        let (mut st, _, _) = step(&LoopServiceStatus::default(), &[], 5.0);
+        assert!(!st.conditions.iter().any(|c| c.type_ == CONDITION_RECONCILED), "none until something fails");
+        reconcile_failed(&mut st, "creating job r-1: jobs.batch is forbidden", 3, t(6.0));
+        let c = st.conditions.iter().find(|c| c.type_ == CONDITION_RECONCILED).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", REASON_RECONCILE_ERROR));
+        assert!(c.message.contains("3 reconcile(s) failed in a row") && c.message.contains("forbidden"), "{}", c.message);
+        assert_eq!(st.loops_started, 0, "a reconcile error is not a loop");
+        let (st, _, _) = step(&st, &[], 7.0);
+        let c = st.conditions.iter().find(|c| c.type_ == CONDITION_RECONCILED).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str(), c.last_transition_time), ("True", REASON_RECONCILED, Time(t(7.0))));
     }
 
     #[test]
