@@ -14,7 +14,7 @@ use kube::runtime::events::Reporter;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client, Config};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use loopservice_operator::controller::{self, Context, Fault, LoopEvents, Settings};
 use loopservice_operator::http::{self, HttpState};
@@ -156,7 +156,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let client = client(&args).await?;
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let draining = Arc::new(AtomicBool::new(false));
 
     let (addr, server) = http::bind(args.http_addr, HttpState { metrics: metrics.clone(), ready: ready.clone() })
         .await
@@ -179,104 +178,94 @@ async fn run(args: Args) -> anyhow::Result<()> {
         loop_events: args.loop_events,
         reconcile_timeout: args.reconcile_timeout,
     };
-    let ctx = Context::new(client, reporter, metrics, draining.clone(), args.fault, settings);
+    // One term of work: a controller with fresh caches, until told to stop.
+    let term = |draining: Arc<AtomicBool>, stop: tokio::sync::oneshot::Receiver<()>| {
+        let ctx = Context::new(client.clone(), reporter.clone(), metrics.clone(), draining, args.fault, settings.clone());
+        let shutdown = async move {
+            let _ = stop.await;
+        };
+        tokio::spawn(controller::run(ctx, args.namespace.clone(), ready.clone(), shutdown))
+    };
+    let mut signals = Signals::new()?;
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
+    if !args.leader_elect {
+        let draining = Arc::new(AtomicBool::new(false));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        info!(namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting controller");
+        let mut controller = term(draining.clone(), stop_rx);
+        tokio::select! {
+            name = signals.next() => info!(signal = name, "draining"),
+            res = &mut controller => {
+                // The controller only ends on shutdown; ending early means its watch streams died.
+                res?;
+                anyhow::bail!("controller stopped unexpectedly");
+            }
+        }
+        let began = Instant::now();
+        if !drain(&draining, &ready, stop_tx, &mut controller, &mut signals, args.drain_timeout).await? {
+            anyhow::bail!("drain did not finish within {:?}", args.drain_timeout);
+        }
+        info!(elapsed_ms = began.elapsed().as_millis() as u64, "drained; exiting");
+        return Ok(());
+    }
 
     // Leader election: stand by until this instance holds the Lease. A standby counts as
-    // ready: it is healthy and takes over as soon as the Lease is free.
-    let mut lease = None;
-    if args.leader_elect {
-        let namespace = args.lease_namespace.clone().or(args.namespace.clone()).unwrap_or_else(|| "default".into());
-        let identity = args.instance.clone().unwrap_or_else(|| format!("loopservice-operator-{}", std::process::id()));
-        let manager = LeaseManagerBuilder::new(ctx.client.clone(), &args.lease_name)
-            .with_namespace(&namespace)
-            .with_identity(&identity)
-            .with_duration(LEASE_SECONDS)
-            .with_grace(LEASE_GRACE_SECONDS)
-            .build()
-            .await?;
-        let (mut leader, task) = manager.watch().await;
+    // ready: it is healthy and takes over as soon as the Lease is free. A leader that cannot
+    // renew stops starting loops before the Lease could pass to another instance, and stands
+    // by again rather than exit: an API server that is away (an upgrade, say) does not make
+    // it crash-loop.
+    let namespace = args.lease_namespace.clone().or(args.namespace.clone()).unwrap_or_else(|| "default".into());
+    let identity = args.instance.clone().unwrap_or_else(|| format!("loopservice-operator-{}", std::process::id()));
+    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&namespace)
+        .with_identity(&identity)
+        .with_duration(LEASE_SECONDS)
+        .with_grace(LEASE_GRACE_SECONDS)
+        .build()
+        .await?;
+    let (mut leader, task) = manager.watch().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
+    loop {
         info!(lease = %args.lease_name, %namespace, %identity, "standing by for the leader lease");
         ready.store(true, Ordering::SeqCst);
-        while !*leader.borrow_and_update() {
-            tokio::select! {
-                changed = leader.changed() => if changed.is_err() {
-                    anyhow::bail!("leader election stopped: {:?}", task.await);
-                },
-                _ = sigterm.recv() => { info!("stopped while standing by"); return Ok(()); }
-                _ = sigint.recv() => { info!("stopped while standing by"); return Ok(()); }
-            }
+        tokio::select! {
+            held = wait_for_lease(&mut leader, &leases, &args.lease_name, &identity) => if !held {
+                anyhow::bail!("leader election stopped: {:?}", task.await);
+            },
+            name = signals.next() => { info!(signal = name, "stopped while standing by"); return Ok(()); }
         }
         ready.store(false, Ordering::SeqCst);
         info!(lease = %args.lease_name, %identity, "became the leader");
-        let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &namespace);
-        lease = Some((leader, task, lease_watchdog(leases, args.lease_name.clone(), identity)));
-    }
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        let _ = stop_rx.await;
-    };
-
-    info!(namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting controller");
-    let mut controller = tokio::spawn(controller::run(ctx, args.namespace.clone(), ready.clone(), shutdown));
-
-    let lost = async {
-        match lease.as_mut() {
-            Some((leader, _, watchdog)) => {
-                let released = async {
-                    while *leader.borrow_and_update() {
-                        if leader.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                tokio::select! {
-                    _ = released => {},
-                    _ = watchdog => {},
+        let draining = Arc::new(AtomicBool::new(false));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let mut controller = term(draining.clone(), stop_rx);
+        let watchdog = lease_watchdog(leases.clone(), args.lease_name.clone(), identity.clone());
+        let released = async {
+            while *leader.borrow_and_update() {
+                if leader.changed().await.is_err() {
+                    break;
                 }
             }
-            None => std::future::pending().await,
+        };
+        let stopping = tokio::select! {
+            name = signals.next() => { info!(signal = name, "draining"); true }
+            _ = released => { warn!("lost the leader lease; stopping loops and standing by"); false }
+            _ = watchdog => { warn!("lost the leader lease; stopping loops and standing by"); false }
+            res = &mut controller => {
+                res?;
+                anyhow::bail!("controller stopped unexpectedly");
+            }
+        };
+        let began = Instant::now();
+        let drained = drain(&draining, &ready, stop_tx, &mut controller, &mut signals, args.drain_timeout).await?;
+        if !stopping {
+            if !drained {
+                // Reconciles hung past the limit: a clean slate is safer than a second term
+                // beside them.
+                anyhow::bail!("lost the leader lease and could not drain within {:?}", args.drain_timeout);
+            }
+            continue;
         }
-    };
-    let mut lost_leadership = false;
-    tokio::select! {
-        _ = sigterm.recv() => info!(signal = "SIGTERM", "draining"),
-        _ = sigint.recv() => info!(signal = "SIGINT", "draining"),
-        _ = lost => {
-            // Another instance may lead now: stop at once starting loops, drain, and exit so
-            // that the Pod restarts and stands by again.
-            warn!("lost the leader lease; draining");
-            lost_leadership = true;
-        }
-        res = &mut controller => {
-            // The controller only ends on shutdown; ending early means its watch streams died.
-            res?;
-            anyhow::bail!("controller stopped unexpectedly");
-        }
-    }
-    let began = Instant::now();
-    draining.store(true, Ordering::SeqCst);
-    ready.store(false, Ordering::SeqCst);
-    let _ = stop_tx.send(());
-
-    // A second signal exits at once; otherwise wait for in-flight reconciles, up to the limit.
-    let second = async {
-        tokio::select! {
-            _ = sigterm.recv() => {},
-            _ = sigint.recv() => {},
-        }
-    };
-    let drained = tokio::select! {
-        res = &mut controller => { res?; true }
-        _ = second => {
-            warn!("second signal: exiting at once");
-            std::process::exit(130);
-        }
-        _ = tokio::time::sleep(args.drain_timeout) => false,
-    };
-    if let Some((leader, task, _)) = lease {
         // Closing the channel makes the lease manager release the Lease and finish.
         drop(leader);
         let left = args.drain_timeout.saturating_sub(began.elapsed()).max(Duration::from_secs(1));
@@ -284,13 +273,77 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Ok(Ok(Ok(_))) => info!("released the leader lease"),
             other => warn!(result = ?other.map(|r| r.map(|r| r.map(|_| ()))), "could not release the leader lease; it expires by itself"),
         }
+        if !drained {
+            anyhow::bail!("drain did not finish within {:?}", args.drain_timeout);
+        }
+        info!(elapsed_ms = began.elapsed().as_millis() as u64, "drained; exiting");
+        return Ok(());
     }
-    if !drained {
-        anyhow::bail!("drain did not finish within {:?}", args.drain_timeout);
+}
+
+/// SIGTERM and SIGINT, as one stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
     }
-    info!(elapsed_ms = began.elapsed().as_millis() as u64, "drained; exiting");
-    if lost_leadership {
-        anyhow::bail!("lost the leader lease");
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
-    Ok(())
+}
+
+/// Stops a term: no new loop starts, in-flight reconciles finish (up to `limit`). A second
+/// signal exits at once. Returns whether the controller finished in time.
+async fn drain(
+    draining: &AtomicBool,
+    ready: &AtomicBool,
+    stop: tokio::sync::oneshot::Sender<()>,
+    controller: &mut tokio::task::JoinHandle<()>,
+    signals: &mut Signals,
+    limit: Duration,
+) -> anyhow::Result<bool> {
+    draining.store(true, Ordering::SeqCst);
+    ready.store(false, Ordering::SeqCst);
+    let _ = stop.send(());
+    tokio::select! {
+        res = controller => { res?; Ok(true) }
+        _ = signals.next() => {
+            warn!("second signal: exiting at once");
+            std::process::exit(130);
+        }
+        _ = tokio::time::sleep(limit) => Ok(false),
+    }
+}
+
+/// Waits until this instance holds the Lease and has renewed it lately (the lease manager's
+/// flag alone may lag a renewal that failed). `false` when leader election stopped.
+async fn wait_for_lease(leader: &mut tokio::sync::watch::Receiver<bool>, api: &Api<Lease>, name: &str, identity: &str) -> bool {
+    loop {
+        if *leader.borrow_and_update() {
+            match api.get(name).await {
+                Ok(l) => {
+                    let spec = l.spec.unwrap_or_default();
+                    let fresh = spec.renew_time.is_some_and(|t| {
+                        jiff::Timestamp::now().duration_since(t.0).as_secs_f64() < LEASE_SECONDS.saturating_sub(1) as f64
+                    });
+                    if spec.holder_identity.as_deref() == Some(identity) && fresh {
+                        return true;
+                    }
+                }
+                Err(e) => debug!(error = %e, "could not read the leader lease"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        } else if leader.changed().await.is_err() {
+            return false;
+        }
+    }
 }

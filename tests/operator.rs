@@ -486,18 +486,47 @@ async fn a_job_deleted_mid_loop_is_a_failure_and_the_next_loop_waits_for_its_pod
 
 #[tokio::test]
 #[ignore = "needs the local cluster: run `make test`"]
-async fn a_leader_that_sees_another_holder_on_its_lease_stops_at_once() {
+async fn a_leader_that_loses_its_lease_stops_loops_stands_by_and_leads_again_without_exiting() {
     let ns = setup("steal").await;
     let env = [("LEADER_ELECT", "true"), ("POD_NAMESPACE", ns.name.as_str())];
     let mut a = Operator::start(&ns.name, &env);
     wait_for("a to lead", LONG, || async { a.log_text().contains("became the leader").then_some(()) }).await;
-    // Something else takes the Lease (as a standby would after renewals failed unnoticed).
+    create_ls(&ns, ls("steady", "3s", "true")).await.unwrap();
+    wait_jobs(&ns, "steady", 1).await;
+    // Something else takes the Lease (as a standby would after renewals failed unnoticed),
+    // and never renews it.
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(ns.client.clone(), &ns.name);
-    let now = jiff::Timestamp::now();
-    let patch = json!({"spec": {"holderIdentity": "intruder", "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now)}});
+    let stolen = jiff::Timestamp::now();
+    let patch = json!({"spec": {"holderIdentity": "intruder", "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(stolen)}});
     leases.patch("loopservice-operator", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    let (code, took) = a.wait_exit(Duration::from_secs(20)).await;
-    println!("the leader stopped {} ms after its Lease was taken", took.as_millis());
-    assert_eq!(code, Some(1), "{}", a.log_text());
+    wait_for("a to stop its loops", Duration::from_secs(20), || async {
+        a.log_text().contains("lost the leader lease; stopping loops and standing by").then_some(())
+    })
+    .await;
+    let stopped = jiff::Timestamp::now();
+    println!("the leader stopped its loops {:.3}s after its Lease was taken", secs(stolen, stopped));
     assert!(a.log_text().contains("another holder"), "{}", a.log_text());
+    // It stands by instead of exiting, and leads again once the intruder's Lease expires.
+    wait_for("a to lead again", Duration::from_secs(40), || async {
+        (a.log_text().matches("became the leader").count() >= 2).then_some(())
+    })
+    .await;
+    let again = jiff::Timestamp::now();
+    assert!(a.child.try_wait().unwrap().is_none(), "the operator exited: {}", a.log_text());
+    println!("led again {:.3}s after the Lease was taken", secs(stolen, again));
+    // No loop started while another instance held the Lease; loops go on afterwards.
+    let before = loop_jobs(&ns, "steady").await;
+    let during: Vec<_> = before.iter().filter(|j| start_time(j) > stopped && start_time(j) < again).map(|j| j.name_any()).collect();
+    assert!(during.is_empty(), "loops started while standing by: {during:?}");
+    let n = before.iter().map(loop_number).max().unwrap();
+    wait_for("a loop after leading again", Duration::from_secs(20), || async {
+        let jobs = loop_jobs(&ns, "steady").await;
+        (jobs.iter().map(loop_number).max() > Some(n)).then_some(())
+    })
+    .await;
+    let numbers: Vec<i64> = loop_jobs(&ns, "steady").await.iter().map(loop_number).collect();
+    let mut sorted = numbers.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), numbers.len(), "no loop ran twice: {numbers:?}");
 }
