@@ -108,9 +108,18 @@ impl Metrics {
         let condition = |type_: &str| st.conditions.iter().find(|c| c.type_ == type_);
         let overrunning = condition("Overrun").is_some_and(|c| c.status == "True");
         let stuck = condition("Ready").is_some_and(|c| c.status == "False" && matches!(c.reason.as_str(), "LoopStuck" | "JobNameTaken"));
-        self.consecutive_failures.get_or_create(ls).set(st.consecutive_failures);
-        self.overrunning.get_or_create(ls).set(i64::from(overrunning));
-        self.stuck.get_or_create(ls).set(i64::from(stuck));
+        // Sparse: a series only while its value is not 0, so that thousands of healthy or idle
+        // LoopServices add nothing to /metrics (absent reads as 0 in every alert and panel).
+        let set = |family: &Family<LsLabels, Gauge>, value: i64| {
+            if value == 0 {
+                family.remove(ls);
+            } else {
+                family.get_or_create(ls).set(value);
+            }
+        };
+        set(&self.consecutive_failures, st.consecutive_failures);
+        set(&self.overrunning, i64::from(overrunning));
+        set(&self.stuck, i64::from(stuck));
     }
 
     /// Removes the series of LoopServices for which `exists` is false; returns them.
@@ -254,15 +263,14 @@ mod tests {
         st.conditions = vec![cond("Ready", "True", "Running"), cond("Overrun", "False", "OnTime")];
         m.record_status(&ls, &st);
         let text = m.render();
-        assert!(text.contains(r#"loopservice_consecutive_failures{namespace="ns",name="a"} 0"#), "{text}");
-        assert!(text.contains(r#"loopservice_overrunning{namespace="ns",name="a"} 0"#), "{text}");
-        assert!(text.contains(r#"loopservice_stuck{namespace="ns",name="a"} 0"#), "{text}");
+        // Sparse: a healthy LoopService has no gauge series (absent reads as 0).
+        assert!(!text.contains(r#"name="a""#), "{text}");
         st.conditions = vec![cond("Ready", "False", "JobNameTaken")];
         m.record_status(&ls, &st);
         assert!(m.render().contains(r#"loopservice_stuck{namespace="ns",name="a"} 1"#));
         st.conditions = vec![cond("Ready", "False", "Suspended")];
         m.record_status(&ls, &st);
-        assert!(m.render().contains(r#"loopservice_stuck{namespace="ns",name="a"} 0"#), "suspended on purpose is not stuck");
+        assert!(!m.render().contains(r#"loopservice_stuck{namespace="ns",name="a"}"#), "suspended on purpose is not stuck");
         m.forget_missing(|_| false);
         assert!(!m.render().contains(r#"name="a""#));
     }

@@ -42,7 +42,14 @@ fn exported_metrics() -> BTreeSet<String> {
     m.reconciles.inc();
     m.reconcile_seconds.observe(0.01);
     m.start_delay_seconds.observe(0.01);
-    m.record_status(&ls, &LoopServiceStatus::default());
+    // The per-LoopService gauges are sparse (present while not 0): a failing, overrunning, stuck one.
+    let cond = |t: &str, s: &str, r: &str| json!({"type": t, "status": s, "reason": r, "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"});
+    let st: LoopServiceStatus = serde_json::from_value(json!({
+        "consecutiveFailures": 2,
+        "conditions": [cond("Ready", "False", "LoopStuck"), cond("Overrun", "True", "LoopOverran")],
+    }))
+    .unwrap();
+    m.record_status(&ls, &st);
     let names: BTreeSet<String> = m
         .render()
         .lines()
@@ -398,9 +405,11 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
     // A Job of the user's own holds the name loop 1 of `taken` would use.
     create_ls_with_first_job_name_taken(&ns, ls("taken", "5s", "busybox:1.36", "echo hi")).await;
 
-    // The operator's own /metrics has the series the alerts read, for each LoopService.
-    for name in ["fails", "slow", "typo", "taken"] {
-        let series = format!("loopservice_consecutive_failures{{namespace=\"{}\",name=\"{name}\"}}", ns.name);
+    // The operator's own /metrics has the series the alerts read, for each LoopService (they
+    // are sparse: present while not 0).
+    for (gauge, name) in [("consecutive_failures", "fails"), ("overrunning", "slow"), ("stuck", "typo"), ("stuck", "taken")] {
+        let series = format!("loopservice_{gauge}{{namespace=\"{}\",name=\"{name}\"}} 1", ns.name);
+        let series = if gauge == "consecutive_failures" { series.trim_end_matches(" 1").to_string() } else { series };
         wait_for(&format!("{series} on the operator's /metrics"), Duration::from_secs(30), || async {
             op.get("/metrics").await.filter(|m| m.contains(&series)).map(|_| ())
         })
