@@ -49,7 +49,7 @@ test: cluster build image ## All tests on the local cluster (KUBERNETES_VERSION=
 	exit $$status
 
 .PHONY: bench
-bench: cluster build ## Print scale and timing figures of the operator on the local cluster
+bench: fake-nodes build ## Scale figures beside CronJobs on fake nodes (about 15 min; BENCH_* sizes in benches/scale.rs), plots in target/bench
 	eval "$$($(CLUSTER) env)"; $(CARGO) bench --bench scale
 
 .PHONY: bench-fake-nodes

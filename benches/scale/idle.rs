@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use loopservice_operator::crd::Phase;
@@ -53,9 +53,10 @@ pub async fn run(total: usize) -> IdleResult {
     let suspended: Arc<Mutex<HashMap<String, bool>>> = Arc::default();
     let (map, api) = (suspended.clone(), ns.loopservices());
     let watch = tokio::spawn(async move {
-        let stream = watcher(api, watcher::Config::default()).applied_objects();
+        let stream = watcher(api, watcher::Config::default()).default_backoff().applied_objects();
         futures::pin_mut!(stream);
-        while let Ok(Some(ls)) = stream.try_next().await {
+        while let Some(ls) = stream.next().await {
+            let Ok(ls) = ls else { continue };
             let done = ls.status.as_ref().and_then(|s| s.phase) == Some(Phase::Suspended);
             map.lock().unwrap().insert(ls.name_any(), done);
         }

@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::apiserver::{self, Counts};
 use crate::proc;
 use crate::support::{create_ls, ensure_crd, TestNs};
-use crate::watch::JobWatch;
+use crate::watch::{JobWatch, LsWrites};
 
 pub const CRON_SCHEDULED: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
 const INTERVAL_S: f64 = 60.0;
@@ -57,6 +57,9 @@ pub struct LsResult {
     pub loops: usize,
     pub api: Counts,
     pub operator_events: f64,
+    /// Writes to the LoopServices seen by the bench's watch of them: status, other.
+    pub status_writes: usize,
+    pub other_writes: usize,
     pub bench_creates: usize,
     pub seconds: f64,
 }
@@ -67,6 +70,7 @@ pub async fn loopservices(n: usize, minutes: usize) -> LsResult {
     let watch = JobWatch::start(&ns.name);
     let (mut op, addr) = proc::start(&ns.name).await;
     proc::wait_ready(&mut op, &addr, Duration::from_secs(60)).await;
+    let writes = LsWrites::start(ns.loopservices()).await;
     let before = apiserver::scrape(&ns.client).await;
     let start = Instant::now();
     create_many(&ns, "loop-", 0..n, "60s", false).await;
@@ -80,6 +84,7 @@ pub async fn loopservices(n: usize, minutes: usize) -> LsResult {
     }
     let after = apiserver::scrape(&ns.client).await;
     let seconds = start.elapsed().as_secs_f64();
+    let (status_writes, other_writes) = writes.counts();
     drop(op);
     let jobs = watch.snapshot();
     drop(watch);
@@ -109,6 +114,8 @@ pub async fn loopservices(n: usize, minutes: usize) -> LsResult {
         loops: jobs.len(),
         api: apiserver::diff(&before, &after),
         operator_events,
+        status_writes,
+        other_writes,
         bench_creates: n,
         seconds,
     };

@@ -57,7 +57,7 @@ pub fn cdf(file: &str, title: &str, series: &[(&str, &[f64], RGBColor)]) -> anyh
             let l = if x < 1.0 { format!("{}ms", x * 1000.0) } else { format!("{x}s") };
             text(&root, (px - label_w(&l) / 2, py + 8), &l, &BLACK, 1);
         }
-        for y in [0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0] {
+        for y in [0.0, 0.25, 0.5, 0.75, 0.9, 0.99] {
             chart.draw_series(LineSeries::new([(lo, y), (hi, y)], GRID))?;
             let (px, py) = chart.backend_coord(&(lo, y));
             let l = format!("{y}");

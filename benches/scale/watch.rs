@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
+use kube::runtime::WatchStreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event};
@@ -100,5 +101,59 @@ impl Drop for JobWatch {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// Counts the writes to LoopServices in a namespace after it started, from a watch of them:
+/// each MODIFIED event is one write; it is a status write when the status changed.
+pub struct LsWrites {
+    counts: Arc<Mutex<(usize, usize)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LsWrites {
+    pub async fn start(api: Api<loopservice_operator::crd::LoopService>) -> LsWrites {
+        let counts: Arc<Mutex<(usize, usize)>> = Arc::default();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let c = counts.clone();
+        let task = tokio::spawn(async move {
+            let mut last: HashMap<String, serde_json::Value> = HashMap::new();
+            let mut ready_tx = Some(ready_tx);
+            // A watch error is retried with backoff: the stream goes on after it.
+            let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+            futures::pin_mut!(stream);
+            while let Some(ev) = stream.next().await {
+                match ev {
+                    Err(e) => eprintln!("bench LoopService watch: {e} (retrying)"),
+                    Ok(Event::InitDone) => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Apply(ls)) => {
+                        let name = ls.metadata.name.clone().unwrap_or_default();
+                        let status = serde_json::to_value(&ls.status).unwrap_or_default();
+                        if let Some(prev) = last.insert(name, status.clone()) {
+                            let mut c = c.lock().unwrap();
+                            if prev != status { c.0 += 1 } else { c.1 += 1 }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(30), ready_rx).await;
+        LsWrites { counts, task }
+    }
+
+    /// (status writes, other writes) seen so far.
+    pub fn counts(&self) -> (usize, usize) {
+        *self.counts.lock().unwrap()
+    }
+}
+
+impl Drop for LsWrites {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
