@@ -60,6 +60,7 @@ pub struct LsResult {
     /// Writes to the LoopServices seen by the bench's watch of them: status, other.
     pub status_writes: usize,
     pub other_writes: usize,
+    pub relisted: usize,
     pub bench_creates: usize,
     pub seconds: f64,
 }
@@ -84,7 +85,7 @@ pub async fn loopservices(n: usize, minutes: usize) -> LsResult {
     }
     let after = apiserver::scrape(&ns.client).await;
     let seconds = start.elapsed().as_secs_f64();
-    let (status_writes, other_writes) = writes.counts();
+    let (status_writes, other_writes, relisted) = writes.counts();
     drop(op);
     let jobs = watch.snapshot();
     drop(watch);
@@ -116,6 +117,7 @@ pub async fn loopservices(n: usize, minutes: usize) -> LsResult {
         operator_events,
         status_writes,
         other_writes,
+        relisted,
         bench_creates: n,
         seconds,
     };

@@ -59,6 +59,9 @@ pub fn api(ls: &LsResult) {
         "     Jobs created (the loops) {}, LoopService status writes {} ({} per loop), other LoopService writes {}, Events by loopservice-operator {:.0} ({} per loop)",
         ls.loops, ls.status_writes, fmt(ls.status_writes as f64 / loops), ls.other_writes, ls.operator_events, fmt(ls.operator_events / loops)
     );
+    if ls.relisted > 0 {
+        println!("     (the LoopService watch relisted after a gap, {} objects: writes in a gap count once)", ls.relisted);
+    }
     println!("{}", target("(4) no LIST per loop (a, all clients)", &format!("{} per loop", fmt(lists / loops)), lists == 0.0));
     let creates = s(&["POST"], "jobs") / loops;
     println!("{}", target("(4) <= 1 Job create per loop (a, all clients)", &fmt(creates), creates <= 1.0));

@@ -46,7 +46,9 @@ impl JobWatch {
             rt.block_on(async move {
                 let client = Client::try_default().await.expect("a client for the Job watch");
                 let api: Api<PartialObjectMeta<Job>> = Api::namespaced(client, &ns);
-                let stream = watcher::watcher(api, watcher::Config::default());
+                // Lists from the watch cache, so that the watch resumes at a resourceVersion it
+                // still holds (a quorum list's can be older than its window: 410 Expired).
+                let stream = watcher::watcher(api, watcher::Config::default().any_semantic());
                 futures::pin_mut!(stream);
                 let mut synced = false;
                 loop {
@@ -107,25 +109,27 @@ impl Drop for JobWatch {
 /// Counts the writes to LoopServices in a namespace after it started, from a watch of them:
 /// each MODIFIED event is one write; it is a status write when the status changed.
 pub struct LsWrites {
-    counts: Arc<Mutex<(usize, usize)>>,
+    counts: Arc<Mutex<(usize, usize, usize)>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl LsWrites {
     pub async fn start(api: Api<loopservice_operator::crd::LoopService>) -> LsWrites {
-        let counts: Arc<Mutex<(usize, usize)>> = Arc::default();
+        let counts: Arc<Mutex<(usize, usize, usize)>> = Arc::default();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let c = counts.clone();
         let task = tokio::spawn(async move {
             let mut last: HashMap<String, serde_json::Value> = HashMap::new();
             let mut ready_tx = Some(ready_tx);
             // A watch error is retried with backoff: the stream goes on after it.
-            let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+            let stream = watcher::watcher(api, watcher::Config::default().any_semantic()).default_backoff();
+            let mut synced = false;
             futures::pin_mut!(stream);
             while let Some(ev) = stream.next().await {
                 match ev {
                     Err(e) => eprintln!("bench LoopService watch: {e} (retrying)"),
                     Ok(Event::InitDone) => {
+                        synced = true;
                         if let Some(tx) = ready_tx.take() {
                             let _ = tx.send(());
                         }
@@ -138,6 +142,15 @@ impl LsWrites {
                             if prev != status { c.0 += 1 } else { c.1 += 1 }
                         }
                     }
+                    // After a watch gap, a changed status counts as one write (there may have been more).
+                    Ok(Event::InitApply(ls)) if synced => {
+                        let status = serde_json::to_value(&ls.status).unwrap_or_default();
+                        let mut c = c.lock().unwrap();
+                        c.2 += 1;
+                        if last.insert(ls.metadata.name.clone().unwrap_or_default(), status.clone()).is_some_and(|p| p != status) {
+                            c.0 += 1;
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -146,8 +159,8 @@ impl LsWrites {
         LsWrites { counts, task }
     }
 
-    /// (status writes, other writes) seen so far.
-    pub fn counts(&self) -> (usize, usize) {
+    /// (status writes, other writes, objects seen again in a relist) so far.
+    pub fn counts(&self) -> (usize, usize, usize) {
         *self.counts.lock().unwrap()
     }
 }
