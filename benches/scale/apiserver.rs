@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use kube::Client;
 
-/// (verb, resource with `/subresource`, group) -> requests.
+/// (verb, resource with `/subresource` and, unless 2xx, ` (code)`, group) -> requests.
 pub type Counts = BTreeMap<(String, String, String), f64>;
 
 pub const RESOURCES: [&str; 5] = ["loopservices", "jobs", "pods", "events", "leases"];
@@ -24,7 +24,12 @@ pub async fn scrape(client: &Client) -> Counts {
             continue;
         }
         let sub = get("subresource");
-        let res = if sub.is_empty() { resource } else { format!("{resource}/{sub}") };
+        let mut res = if sub.is_empty() { resource } else { format!("{resource}/{sub}") };
+        // Refused requests (409 AlreadyExists, 404, ...) are counted apart.
+        let code = get("code");
+        if !code.starts_with('2') {
+            res = format!("{res} ({code})");
+        }
         *out.entry((get("verb"), res, get("group"))).or_default() += value.parse::<f64>().unwrap_or(0.0);
     }
     assert!(!out.is_empty(), "the API server's /metrics has no apiserver_request_total for {RESOURCES:?}");

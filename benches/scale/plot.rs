@@ -8,6 +8,9 @@ use plotters::prelude::*;
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
+/// A named, coloured line of (x, y) points.
+pub type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+
 /// `$CARGO_TARGET_DIR/bench`, else the cargo target directory the bench was built in.
 pub fn out_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -84,7 +87,7 @@ pub fn cdf(file: &str, title: &str, series: &[(&str, &[f64], RGBColor)]) -> anyh
 }
 
 /// Lines of y against x, each series named and coloured.
-pub fn lines(file: &str, title: &str, x_name: &str, series: &[(&str, Vec<(f64, f64)>, RGBColor)]) -> anyhow::Result<PathBuf> {
+pub fn lines(file: &str, title: &str, x_name: &str, series: &[Series]) -> anyhow::Result<PathBuf> {
     let path = out_dir().join(file);
     std::fs::create_dir_all(out_dir())?;
     let xmax = series.iter().flat_map(|(_, v, _)| v.iter().map(|p| p.0)).fold(1.0, f64::max);
