@@ -77,14 +77,14 @@ pub async fn run(total: usize) -> IdleResult {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let statuses_s = t.elapsed().as_secs_f64();
-        proc::settle(op.pid(), Duration::from_secs(120)).await;
+        proc::settle(op.pid(), Duration::from_secs(60)).await;
         let (rss, hwm) = proc::memory(op.pid());
 
         drop(op);
         let spawned = jiff::Timestamp::now();
         (op, addr) = proc::start(&ns.name).await;
         let ready = proc::wait_ready(&mut op, &addr, Duration::from_secs(300)).await;
-        let (settle, settled) = proc::settle(op.pid(), Duration::from_secs(180)).await;
+        let (settle, settled) = proc::settle(op.pid(), Duration::from_secs(90)).await;
         let (rss_restart, hwm_restart) = proc::memory(op.pid());
         let row = IdleRow {
             n,
