@@ -48,6 +48,8 @@ pub fn fmt(v: f64) -> String {
     if !v.is_finite() {
         return "-".into();
     }
+    // An empty float sum is -0.0: print it as 0.
+    let v = v + 0.0;
     let a = v.abs();
     if a >= 100.0 {
         format!("{v:.0}")
