@@ -63,7 +63,7 @@ fuzz: ## Property tests with many cases: FUZZ_CASES per property (100000), at mo
 	  $(CARGO) test --release --test fuzz -- --nocapture --test-threads 1
 
 .PHONY: bench
-bench: cluster build ## Print scale and timing figures of the operator on the local cluster
+bench: fake-nodes build ## Scale figures beside CronJobs on fake nodes (about 15 min; BENCH_* sizes in benches/scale.rs), plots in target/bench
 	eval "$$($(CLUSTER) env)"; $(CARGO) bench --bench scale
 
 .PHONY: bench-fake-nodes

@@ -1,0 +1,105 @@
+//! The printed figures, each with its sample count, and the targets beside them.
+
+use crate::apiserver::{self, RESOURCES};
+use crate::idle::IdleResult;
+use crate::overdue::OverdueResult;
+use crate::peers::{CronResult, LsResult};
+use crate::stats::{fmt, target, Sample};
+
+pub fn peers(ls: &LsResult, cron: &CronResult) {
+    let (l, c) = (Sample::new(ls.skew.clone()), Sample::new(cron.skew.clone()));
+    println!("\n1. Job created after its due time, as the bench's Job watch saw it");
+    println!("  LoopService (loops 2.., {} Jobs seen in {:.0} s)  {}", ls.loops, ls.seconds, l.line(1000.0, " ms"));
+    println!("  CronJob ({} minutes x {}, {:.0} s)              {}", cron.schedules, cron.expected / cron.schedules.max(1), cron.seconds, c.line(1000.0, " ms"));
+    if c.n() < cron.expected {
+        println!("  CronJob Jobs not seen within 55 s of their minute: {}", cron.expected - c.n());
+    }
+    println!(
+        "  ratio CronJob / LoopService: p50 {}x  p99 {}x  max {}x",
+        fmt(c.p(0.5) / l.p(0.5)),
+        fmt(c.p(0.99) / l.p(0.99)),
+        fmt(c.max() / l.max())
+    );
+    println!(
+        "  due time = previous loop's start + 60 s (to the ms): {} of {} loops{}",
+        ls.anchored,
+        ls.anchored + ls.not_anchored.len(),
+        if ls.not_anchored.is_empty() { String::new() } else { format!("; not: {}", ls.not_anchored.iter().take(5).cloned().collect::<Vec<_>>().join("; ")) }
+    );
+    println!("  LoopService start spacing error (start - previous start - 60 s)  {}", Sample::new(ls.spacing_err_ms.clone()).line(1.0, " ms"));
+    println!("{}", target("(1) LoopService skew p99 <= 250 ms", &format!("p99 {} ms", fmt(l.p(0.99) * 1000.0)), l.p(0.99) <= 0.25));
+}
+
+pub fn api(ls: &LsResult) {
+    let loops = ls.loops.max(1) as f64;
+    println!("\n2. API calls during the LoopService phase ({} loops in {:.0} s; the CronJob phase ran after it)", ls.loops, ls.seconds);
+    println!("  a) the API server's apiserver_request_total, diffed over the phase, for {RESOURCES:?}: every client of the");
+    println!("     cluster is in it (the operator; the Job controller, scheduler and kwok running its Jobs; the bench's watches;");
+    println!("     anything else using the cluster then); the bench's own {} LoopService creates are subtracted", ls.bench_creates);
+    println!("  {:<8} {:<20} {:<20} {:>7} {:>9}", "verb", "resource", "group", "count", "per loop");
+    for ((verb, res, group), n) in &ls.api {
+        let n = if verb == "POST" && res == "loopservices" { n - ls.bench_creates as f64 } else { *n };
+        if n > 0.0 {
+            println!("  {verb:<8} {res:<20} {:<20} {n:>7.0} {:>9}", if group.is_empty() { "core" } else { group }, fmt(n / loops));
+        }
+    }
+    let s = |verbs: &[&str], res: &str| apiserver::sum(&ls.api, verbs, res, None);
+    let writes = ["PATCH", "APPLY", "PUT"];
+    let lists = s(&["LIST"], "loopservices") + s(&["LIST"], "jobs") + s(&["LIST"], "pods");
+    println!(
+        "  per loop: LIST loopservices {}, jobs {}, pods {}; GET loopservices {}, jobs {}, pods {}; WATCH {}; create job {}; loopservices/status writes {}; Events created {}",
+        fmt(s(&["LIST"], "loopservices") / loops), fmt(s(&["LIST"], "jobs") / loops), fmt(s(&["LIST"], "pods") / loops),
+        fmt(s(&["GET"], "loopservices") / loops), fmt(s(&["GET"], "jobs") / loops), fmt(s(&["GET"], "pods") / loops),
+        fmt((s(&["WATCH"], "loopservices") + s(&["WATCH"], "jobs") + s(&["WATCH"], "pods")) / loops),
+        fmt(s(&["POST"], "jobs") / loops), fmt(s(&writes, "loopservices/status") / loops),
+        fmt(apiserver::sum(&ls.api, &["POST"], "events", Some("events.k8s.io")) / loops),
+    );
+    println!("  b) in the bench's namespace only, from the bench's own watches and an Event list:");
+    println!(
+        "     Jobs created (the loops) {}, LoopService status writes {} ({} per loop), other LoopService writes {}, Events by loopservice-operator {:.0} ({} per loop)",
+        ls.loops, ls.status_writes, fmt(ls.status_writes as f64 / loops), ls.other_writes, ls.operator_events, fmt(ls.operator_events / loops)
+    );
+    if ls.relisted > 0 {
+        println!("     (the LoopService watch relisted after a gap, {} objects: writes in a gap count once)", ls.relisted);
+    }
+    println!("{}", target("(4) no LIST per loop (a, all clients)", &format!("{} per loop", fmt(lists / loops)), lists == 0.0));
+    let creates = s(&["POST"], "jobs") / loops;
+    println!("{}", target("(4) <= 1 Job create per loop (a, all clients)", &fmt(creates), creates <= 1.0));
+    let st = ls.status_writes as f64 / loops;
+    println!("{}", target("(4) <= 2 status writes per loop (b)", &fmt(st), st <= 2.0));
+    let ev = ls.operator_events / loops;
+    println!("{}", target("(4) <= 1 Event per loop (b)", &fmt(ev), ev <= 1.0));
+}
+
+pub fn overdue(o: &OverdueResult) {
+    let s = Sample::new(o.lat.clone());
+    println!("\n3. {} LoopServices overdue at operator start (created in {:.1} s with no operator)", o.m, o.create_s);
+    println!("  operator start to /readyz 200: {:.2} s", o.ready_s);
+    println!("  ready to Job seen   {}", s.line(1000.0, " ms"));
+    println!("  all {} Jobs seen {} s after ready{}", s.n(), fmt(s.max()), if s.n() < o.m { format!(" (only {} of {} within 300 s)", s.n(), o.m) } else { String::new() });
+    let all = s.n() == o.m && s.max() <= 2.0;
+    println!("{}", target(&format!("(2) all {} Jobs within 2 s of ready", o.m), &format!("max {} s", fmt(s.max())), all));
+    println!("{}", target("(2) p99 <= 1 s", &format!("p99 {} s", fmt(s.p(0.99))), s.p(0.99) <= 1.0));
+}
+
+pub fn idle(r: &IdleResult) {
+    println!("\n4. Suspended LoopServices: operator memory (VmRSS, peak VmHWM) and time to ready after a restart");
+    println!("  {:>6} {:>9} {:>10} {:>9} {:>9} | {:>9} {:>10} {:>10} {:>10}", "N", "create s", "statuses s", "RSS MiB", "peak MiB", "ready s", "settled s", "RSS MiB", "peak MiB");
+    for w in &r.rows {
+        println!("  {:>6} {:>9.1} {:>10.1} {:>9.1} {:>9.1} | {:>9.2} {:>10} {:>10.1} {:>10.1}", w.n, w.create_s, w.statuses_s, w.rss, w.hwm, w.ready_s,
+            if w.settled { format!("{:.0}", w.settle_s) } else { format!(">{:.0}", w.settle_s) }, w.rss_restart, w.hwm_restart);
+    }
+    println!("  (left: the operator that saw them created; right: a new operator started with them present)");
+    let last = r.rows.last().expect("an idle step");
+    println!("  idle CPU with {}: {:.2}% of a core over {:.0} s", last.n, r.cpu_pct, r.cpu_window_s);
+    println!("  /metrics with {}: {} bytes, {} series", last.n, r.metrics_bytes, r.series);
+    println!("{}", target(&format!("(3) RSS <= 50 MiB settled at {}", last.n), &format!("{:.1} MiB", last.rss_restart), last.rss_restart <= 50.0));
+    println!("{}", target("(3) peak <= 2x settled", &format!("{:.1} MiB ({:.2}x)", last.hwm_restart, last.hwm_restart / last.rss_restart), last.hwm_restart <= 2.0 * last.rss_restart));
+    if let Some(w) = r.rows.iter().rfind(|w| w.n <= 1000) {
+        println!("{}", target(&format!("(3) ready <= 2 s at 1,000 (measured at {})", w.n), &format!("{:.2} s", w.ready_s), w.ready_s <= 2.0));
+    }
+    if let Some(w) = r.rows.iter().rfind(|w| w.n > 1000 && w.n <= 10000) {
+        println!("{}", target(&format!("(3) ready <= 10 s at 10,000 (measured at {})", w.n), &format!("{:.2} s", w.ready_s), w.ready_s <= 10.0));
+    }
+    println!("{}", target("(3) idle CPU <= 2% of a core", &format!("{:.2}%", r.cpu_pct), r.cpu_pct <= 2.0));
+}
