@@ -318,7 +318,9 @@ impl Operator {
         let log = dir.join(format!("{ns}-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_loopservice-operator"));
-        cmd.args(["--namespace", ns, "--http-addr", "127.0.0.1:0", "--log-level", "info,loopservice_operator=debug"])
+        cmd.args(["--namespace", ns, "--http-addr", "127.0.0.1:0"])
+            // Debug logs help a failing test, unless the caller chose a level (a bench does).
+            .env("LOG_LEVEL", "info,loopservice_operator=debug")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file);
