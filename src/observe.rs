@@ -25,7 +25,7 @@ pub const WATCH_TIMEOUT_SECS: u32 = 60;
 /// How watches back off after a failure: 100 ms doubling to 3 s, with jitter, reset by the next
 /// event received. A short cap means the caches catch up within seconds of the API server
 /// answering again, however long it was away.
-pub fn watch_backoff() -> impl kube::runtime::utils::Backoff + Send + Sync + 'static {
+pub fn watch_backoff() -> impl kube::runtime::utils::Backoff + 'static {
     let builder = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(3))
@@ -263,10 +263,9 @@ mod tests {
         let (store, mut writer) = reflector::store::<Job>();
         let index = OwnerIndex::default();
         let j = job(json!([]));
-        for e in [Event::Apply(j.clone())] {
-            index.saw(&e);
-            writer.apply_watcher_event(&e);
-        }
+        let e = Event::Apply(j.clone());
+        index.saw(&e);
+        writer.apply_watcher_event(&e);
         assert_eq!(index.get(&store, "ls1").len(), 1);
         assert!(index.get(&store, "other").is_empty());
         let e = Event::Delete(j);

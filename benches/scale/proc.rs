@@ -19,7 +19,7 @@ pub fn extra_env() -> Vec<(String, String)> {
 /// Starts the operator for namespace `ns` and returns it with its HTTP address.
 pub async fn start(ns: &str) -> (Operator, String) {
     let extra = extra_env();
-    let mut env: Vec<(&str, &str)> = vec![("LOG_LEVEL", "warn")];
+    let mut env: Vec<(&str, &str)> = vec![("LOG_LEVEL", "warn,loopservice_operator=info")];
     env.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let op = Operator::start(ns, &env);
     let addr = op.http_addr().await;
