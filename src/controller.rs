@@ -176,6 +176,12 @@ pub async fn reconcile(ls: Arc<LoopService>, ctx: Arc<Context>) -> Result<Action
     }
     let began = Instant::now();
     ctx.metrics.reconciles.inc();
+    let ls = match fresh(&ls, &ctx).await {
+        Ok(Some(stored)) => Arc::new(stored),
+        Ok(None) => ls,
+        Err(Error::GetLoopService(_, kube::Error::Api(s))) if s.code == 404 => return Ok(Action::await_change()),
+        Err(e) => return Err(e),
+    };
     let res = match tokio::time::timeout(ctx.settings.reconcile_timeout, reconcile_inner(&ls, &ctx)).await {
         Ok(res) => res,
         Err(_) => Err(Error::TimedOut(ctx.settings.reconcile_timeout)),
@@ -190,6 +196,31 @@ pub async fn reconcile(ls: Arc<LoopService>, ctx: Arc<Context>) -> Result<Action
         Err(_) => {}
     }
     res
+}
+
+/// The stored LoopService when the cached one does not show this instance's last status write
+/// (the watch is a step behind it): a reconcile on the cached one would decide on an old
+/// status and its status write would only conflict. `None` when the cache is current.
+async fn fresh(ls: &LoopService, ctx: &Context) -> Result<Option<LoopService>> {
+    let (Some(ns), Some(uid)) = (ls.namespace(), ls.uid()) else { return Ok(None) };
+    let cached = ls.status.clone().unwrap_or_default();
+    if ctx.cache_has_last_write(&uid, &cached) {
+        return Ok(None);
+    }
+    let name = ls.name_any();
+    ctx.request().await;
+    let mut stored = Api::<LoopService>::namespaced(ctx.client.clone(), &ns)
+        .get(&name)
+        .await
+        .map_err(|e| Error::GetLoopService(format!("{ns}/{name}"), e))?;
+    if stored.resource_version() == ls.resource_version() {
+        // Someone else wrote it last; the cache is current.
+        ctx.remember_written(&uid, &cached);
+        return Ok(None);
+    }
+    trim_loopservice(&mut stored);
+    ctx.metrics.stale_reads.inc();
+    Ok(Some(stored))
 }
 
 /// Shows a failing reconcile in status (`Reconciled=False` with the error), so that it is seen

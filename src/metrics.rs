@@ -37,6 +37,9 @@ pub struct Metrics {
     pub overruns: Family<LsLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconciles: Counter,
+    /// Reconciles that found the cached LoopService behind the operator's own last status
+    /// write, and read the stored one instead.
+    pub stale_reads: Counter,
     pub reconcile_seconds: Histogram,
     pub start_delay_seconds: Histogram,
     /// From each LoopService's stored status, set after every reconcile that read or wrote it.
@@ -57,6 +60,7 @@ impl Default for Metrics {
             overruns: Family::default(),
             reconcile_errors: Family::default(),
             reconciles: Counter::default(),
+            stale_reads: Counter::default(),
             // 1 ms .. ~16 s
             reconcile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             start_delay_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
@@ -71,6 +75,11 @@ impl Default for Metrics {
         registry.register("overruns", "Loops that ran longer than their interval", m.overruns.clone());
         registry.register("reconcile_errors", "Reconciles that failed, by step; they are retried with backoff", m.reconcile_errors.clone());
         registry.register("reconciles", "Reconciles run", m.reconciles.clone());
+        registry.register(
+            "stale_cache_reads",
+            "Reconciles that found the cached LoopService behind the operator's own last status write and read the stored one",
+            m.stale_reads.clone(),
+        );
         registry.register("reconcile_duration_seconds", "Time one reconcile took", m.reconcile_seconds.clone());
         registry.register(
             "start_delay_seconds",
