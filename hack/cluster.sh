@@ -8,6 +8,10 @@
 #   hack/cluster.sh status|down|env
 #   hack/cluster.sh fake-nodes N       N Ready fake nodes (kwok) for scale tests
 #   hack/cluster.sh import-image <dir-or-static-binary> <image-ref> [--entrypoint X] [--cmd X] [--user U] [--env K=V]
+#   hack/cluster.sh stop|start <component>   one control-plane component of the running
+#                                      cluster (etcd, kube-apiserver, kube-controller-manager,
+#                                      kube-scheduler), for tests of outages; start waits
+#                                      until it is healthy again
 #
 # eval "$(hack/cluster.sh env)" gives a shell kubectl and helm against the cluster.
 # Each part lives in hack/cluster/: one file per component, and one per Kubernetes version
@@ -139,6 +143,38 @@ cmd_env() {
   echo "export LOOPS_CONTAINERD_ADDRESS=\"$CTRD_SOCK\""
 }
 
+# The components `stop` and `start` handle, each with its start function and health check.
+RESTARTABLE=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+
+restartable() {
+  local c
+  for c in "${RESTARTABLE[@]}"; do [[ "$c" == "$1" ]] && return 0; done
+  die "usage: $0 stop|start {${RESTARTABLE[*]}} (got '${1:-}')"
+}
+
+cmd_stop() {
+  local c="${1:-}"
+  restartable "$c"
+  need_root
+  [[ -n "$running_version" ]] || die "no cluster is up"
+  stop_component "$c"
+  log "$c stopped"
+}
+
+cmd_start() {
+  local c="${1:-}"
+  restartable "$c"
+  need_root
+  [[ -n "$running_version" ]] || die "no cluster is up"
+  case "$c" in
+    etcd) start_etcd; wait_for etcd 60 etcd_healthy ;;
+    kube-apiserver) start_apiserver; wait_for kube-apiserver 120 apiserver_healthy ;;
+    kube-controller-manager) start_kcm; wait_for kube-controller-manager 60 kcm_healthy ;;
+    kube-scheduler) start_scheduler; wait_for kube-scheduler 60 sched_healthy ;;
+  esac
+  log "$c running (pid $(pid_of "$c")), healthy"
+}
+
 main() {
   local cmd="${1:-}"
   (($#)) && shift
@@ -149,7 +185,9 @@ main() {
     env) cmd_env "$@" ;;
     fake-nodes) cmd_fake_nodes "$@" ;;
     import-image) cmd_import_image "$@" ;;
-    *) echo "usage: $0 {up|down|status|env|fake-nodes N|import-image <dir-or-binary> <image-ref> [opts]}" >&2; exit 2 ;;
+    stop) cmd_stop "$@" ;;
+    start) cmd_start "$@" ;;
+    *) echo "usage: $0 {up|down|status|env|fake-nodes N|import-image <dir-or-binary> <image-ref> [opts]|stop <component>|start <component>}" >&2; exit 2 ;;
   esac
 }
 

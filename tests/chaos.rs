@@ -1,0 +1,440 @@
+//! Chaos on the local cluster: the API server or etcd stopped and started, the operator
+//! SIGKILLed again and again, the leader killed while 50 LoopServices loop. Each test checks
+//! what a user relies on: no loop runs twice (loop numbers unique and contiguous from 1, no two
+//! Jobs of a LoopService overlapping in time) and none is lost (the loops go on at their
+//! interval afterwards).
+//!
+//! These tests stop parts of the shared cluster: they must run alone, after the rest of the
+//! suite (`make test` runs them in a second, serial nextest run), and only on the newest
+//! Kubernetes the cluster script builds. Whatever happens, a stopped component is started again.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use support::*;
+
+/// The newest Kubernetes minor version the cluster script brings up (its default).
+fn newest_minor() -> u32 {
+    let script = std::fs::read_to_string(repo_root().join("hack/cluster.sh")).expect("read hack/cluster.sh");
+    let line = script.lines().find(|l| l.starts_with("DEFAULT_KUBERNETES_VERSION=")).expect("DEFAULT_KUBERNETES_VERSION in hack/cluster.sh");
+    let v = line.split('=').nth(1).unwrap().trim_matches('"');
+    v.split('.').nth(1).and_then(|m| m.parse().ok()).expect("a version like 1.37")
+}
+
+/// Whether the cluster runs the newest Kubernetes; prints why the test is skipped when not.
+async fn on_newest(client: &Client) -> bool {
+    let (minor, newest) = (server_minor(client).await, newest_minor());
+    if minor < newest {
+        println!("skipped: the chaos tests run on the newest Kubernetes (1.{newest}) only; this cluster is 1.{minor}");
+    }
+    minor >= newest
+}
+
+/// A benchmark of this repository (`make bench`, `make bench-fake-nodes`) running against the
+/// cluster would be broken by an outage: wait for it to finish (up to 20 minutes).
+async fn wait_until_no_benchmark_runs() {
+    let busy = || {
+        Command::new("pgrep").args(["-f", "deps/scale-|deps/fake_nodes-"]).output().map(|o| o.status.success()).unwrap_or(false)
+    };
+    let start = Instant::now();
+    while busy() {
+        assert!(start.elapsed() < Duration::from_secs(20 * 60), "a benchmark has been running against the cluster for 20 minutes");
+        println!("a benchmark runs against the cluster; waiting for it to end before stopping a component");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+}
+
+fn cluster_sh(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(repo_root().join("hack/cluster.sh")).args(args).output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("hack/cluster.sh {}: {}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// A control-plane component stopped by a test. It is started again by [`Outage::end`], or
+/// when dropped (a failed assertion, a panic), so that no test leaves the cluster broken.
+struct Outage {
+    component: &'static str,
+    restarting: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl Outage {
+    fn begin(component: &'static str) -> Outage {
+        let outage = Outage { component, restarting: None };
+        cluster_sh(&["stop", component]).unwrap();
+        outage
+    }
+
+    /// Starts the component again in the background (`hack/cluster.sh start` returns once it
+    /// is healthy).
+    fn end(&mut self) {
+        let component = self.component;
+        self.restarting = Some(std::thread::spawn(move || cluster_sh(&["start", component])));
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        match self.restarting.take() {
+            Some(t) => t.join().unwrap_or_else(|_| Err("the restart thread panicked".into())),
+            None => cluster_sh(&["start", self.component]),
+        }
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        let mut result = self.finish();
+        if result.is_err() {
+            // Once more: a start that failed while something else was still coming back.
+            result = cluster_sh(&["start", self.component]);
+        }
+        if let Err(e) = result {
+            eprintln!("could not start {} again: {e}", self.component);
+            if !std::thread::panicking() {
+                panic!("could not start {} again: {e}", self.component);
+            }
+        }
+    }
+}
+
+/// Polls the API server's /readyz (a new connection each time) until it answers `ok`.
+async fn wait_ready(limit: Duration) -> (Instant, Timestamp) {
+    let start = Instant::now();
+    loop {
+        let ok = async {
+            let client = Client::try_default().await.ok()?;
+            let req = http::Request::get("/readyz").body(vec![]).ok()?;
+            let text = tokio::time::timeout(Duration::from_secs(1), client.request_text(req)).await.ok()?.ok()?;
+            (text.trim() == "ok").then_some(())
+        };
+        if ok.await.is_some() {
+            return (Instant::now(), Timestamp::now());
+        }
+        assert!(start.elapsed() < limit, "the API server did not answer /readyz within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Watches the Jobs of LoopService `name` until one of a loop after `after` appears; returns it
+/// and when the watch saw it.
+async fn next_job(ns: &str, name: &str, after: i64, limit: Duration) -> (Job, Timestamp) {
+    let client = Client::try_default().await.unwrap();
+    let api: Api<Job> = Api::namespaced(client, ns);
+    let config = watcher::Config::default().labels(&format!("loops.dev/loopservice={name}"));
+    let stream = watcher(api, config).default_backoff().applied_objects();
+    let mut stream = std::pin::pin!(stream);
+    let found = tokio::time::timeout(limit, async {
+        while let Some(item) = stream.next().await {
+            if let Ok(j) = item {
+                if loop_number(&j) > after {
+                    return (j, Timestamp::now());
+                }
+            }
+        }
+        panic!("the job watch ended");
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no Job of {name} after loop {after} within {limit:?}"))
+}
+
+/// One loop as its Job shows it.
+#[derive(Debug)]
+struct Loop {
+    n: i64,
+    start: Timestamp,
+    due: Timestamp,
+    /// When it was to start: its due time plus its jitter (the due time without jitter).
+    jittered: Timestamp,
+    /// The Job's end as Kubernetes stamps it (to the second, rounded down).
+    end: Option<Timestamp>,
+}
+
+async fn loops(ns: &TestNs, name: &str) -> Vec<Loop> {
+    loop_jobs(ns, name)
+        .await
+        .iter()
+        .map(|j| Loop {
+            n: loop_number(j),
+            start: start_time(j),
+            due: ann_time(j, "loops.dev/scheduled-time"),
+            jittered: if j.annotations().contains_key("loops.dev/jittered-time") { ann_time(j, "loops.dev/jittered-time") } else { ann_time(j, "loops.dev/scheduled-time") },
+            end: finished(j).map(|(_, t)| t),
+        })
+        .collect()
+}
+
+/// No loop ran twice: loop numbers 1..n each once, and each loop's Job started after the Job
+/// before it had ended. Also the status counts the same loops.
+async fn assert_each_loop_once(ns: &TestNs, name: &str) -> Vec<Loop> {
+    let all = loops(ns, name).await;
+    let numbers: Vec<i64> = all.iter().map(|l| l.n).collect();
+    assert_eq!(numbers, (1..=all.len() as i64).collect::<Vec<_>>(), "{name}: loop numbers are not 1..n, each once: {numbers:?}");
+    for w in all.windows(2) {
+        let end = w[0].end.unwrap_or_else(|| panic!("{name}: loop {} started while loop {} had not ended: {all:#?}", w[1].n, w[0].n));
+        assert!(w[1].start >= end, "{name}: loop {} started at {} before loop {} ended at {end}", w[1].n, w[1].start, w[0].n);
+    }
+    let st = status(ns, name).await;
+    assert!(st.loops_started >= all.len() as i64 && st.loops_started <= all.len() as i64 + 1, "{name}: status counts {} loops, Jobs {}", st.loops_started, all.len());
+    all
+}
+
+/// Waits for LoopService `name` to have started loop `n`.
+async fn wait_loop(ns: &TestNs, name: &str, n: i64, limit: Duration) {
+    wait_for(&format!("loop {n} of {name}"), limit, || async {
+        let jobs = loop_jobs(ns, name).await;
+        jobs.iter().any(|j| loop_number(j) >= n).then_some(())
+    })
+    .await;
+}
+
+fn looping(name: &str, interval: &str) -> serde_json::Value {
+    let mut v = ls(name, interval, "echo loop $LOOP_NUMBER");
+    v["spec"]["successfulJobsHistoryLimit"] = json!(100);
+    v["spec"]["failedJobsHistoryLimit"] = json!(100);
+    v
+}
+
+/// The seconds between consecutive starts of the loops numbered from `from` on.
+fn spacings(all: &[Loop], from: i64) -> Vec<f64> {
+    all.windows(2).filter(|w| w[0].n >= from).map(|w| secs(w[0].start, w[1].start)).collect()
+}
+
+/// Stops `component` for `outage` while a LoopService loops every 6 s, starts it again, and
+/// checks: the next loop's Job within 10 s of the API server answering /readyz, one loop only
+/// right after the outage, then loops at the interval, and none twice.
+async fn outage(component: &'static str, outage: Duration, prefix: &str) {
+    let ns = setup(prefix).await;
+    if !on_newest(&ns.client).await {
+        return;
+    }
+    wait_until_no_benchmark_runs().await;
+    const INTERVAL: f64 = 6.0;
+    let _op = Operator::start(&ns.name, &[]);
+    create_ls(&ns, looping("steady", "6s")).await.unwrap();
+    // Stop right after a loop has ended and been recorded: the next one is due in the outage.
+    let st = wait_status(&ns, "steady", "loop 2 recorded, loop 3 not yet due", |st| {
+        st.last_finished_loop >= 2
+            && st.last_finished_loop == st.loops_started
+            && st.next_run_time.is_some_and(|t| secs(Timestamp::now(), t.0) > 1.5)
+    })
+    .await;
+    let before = st.loops_started;
+
+    let stopped = Instant::now();
+    let mut down = Outage::begin(component);
+    println!("{component} stopped after loop {before}; staying down {outage:?}");
+    tokio::time::sleep(outage.saturating_sub(stopped.elapsed())).await;
+    down.end();
+    let (ready_at, ready_ts) = wait_ready(Duration::from_secs(120)).await;
+    let down_for = ready_at.duration_since(stopped).as_secs_f64();
+    let (job, seen) = next_job(&ns.name, "steady", before, Duration::from_secs(60)).await;
+    down.finish().expect("the component is healthy again");
+    drop(down);
+    let created = secs(ready_ts, start_time(&job));
+    let watched = secs(ready_ts, seen);
+    println!(
+        "{component} down {:.1}s (stop to /readyz); loop {}'s Job seen by a watch {watched:.3}s after the API server answered /readyz (its start stamped {created:.3}s after)",
+        down_for,
+        loop_number(&job)
+    );
+    assert_eq!(loop_number(&job), before + 1);
+    assert!(watched <= 10.0, "the next loop's Job came {watched:.3}s after the API server answered again");
+
+    // Three more loops, each started by the loop rule, max(previous start + interval, previous
+    // end): never sooner (no burst of loops for the time lost), never much later (none lost).
+    wait_loop(&ns, "steady", before + 3, Duration::from_secs(40)).await;
+    wait_status(&ns, "steady", "the status to catch up", |st| st.loops_started >= before + 3).await;
+    let all = assert_each_loop_once(&ns, "steady").await;
+    let after = spacings(&all, before + 1);
+    println!("starts after the outage, seconds apart: {after:.3?}");
+    assert!(after.len() >= 2, "{all:#?}");
+    assert_loop_rule(&all, before + 1, INTERVAL, 2.0);
+}
+
+/// Each loop from `from` on started when the loop rule says: at max(previous start + interval,
+/// previous end), within `slack` seconds after (and the end is stamped to the second, rounded
+/// down).
+fn assert_loop_rule(all: &[Loop], from: i64, interval: f64, slack: f64) {
+    for w in all.windows(2).filter(|w| w[0].n >= from) {
+        let end = w[0].end.map_or(0.0, |e| secs(w[0].start, e));
+        let earliest = interval.max(end) - 0.05;
+        let latest = interval.max(end + 1.0) + slack;
+        let gap = secs(w[0].start, w[1].start);
+        assert!(
+            (earliest..latest).contains(&gap),
+            "loop {} started {gap:.3}s after loop {} (which ended {end:.3}s after its start), not by the loop rule: {all:#?}",
+            w[1].n,
+            w[0].n
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn the_api_server_down_30s_no_loop_twice_none_lost_next_loop_within_10s() {
+    outage("kube-apiserver", Duration::from_secs(30), "chaos-api").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn etcd_down_15s_no_loop_twice_none_lost() {
+    outage("etcd", Duration::from_secs(15), "chaos-etcd").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn fifteen_sigkills_of_the_operator_no_loop_twice_none_lost() {
+    let ns = setup("chaos-kill").await;
+    if !on_newest(&ns.client).await {
+        return;
+    }
+    const NAMES: [&str; 4] = ["k1", "k2", "k3", "k4"];
+    const INTERVAL: f64 = 4.0;
+    for name in NAMES {
+        create_ls(&ns, looping(name, "4s")).await.unwrap();
+    }
+    let mut op = Operator::start(&ns.name, &[]);
+    // Kills at different instants of the loops: some right after a loop's Job is created (before
+    // its status is written), some a while after the operator came up.
+    let pauses = [0.0, 0.3, 0.9, 1.6, 2.4, 3.3];
+    for i in 0..15 {
+        wait_for("the operator's caches to sync", Duration::from_secs(30), || async { op.log_text().contains("caches synced").then_some(()) }).await;
+        if i % 3 == 2 {
+            let started = op.log_text().matches("started loop").count();
+            wait_for("a loop to start", Duration::from_secs(20), || async { (op.log_text().matches("started loop").count() > started).then_some(()) }).await;
+        } else {
+            tokio::time::sleep(Duration::from_secs_f64(pauses[i % pauses.len()])).await;
+        }
+        op.signal("KILL");
+        let (code, _) = op.wait_exit(Duration::from_secs(10)).await;
+        assert_eq!(code, None, "killed by a signal");
+        op = Operator::start(&ns.name, &[]);
+    }
+    let killed = Timestamp::now();
+    let counts: Vec<i64> = futures::future::join_all(NAMES.iter().map(|n| async { loop_jobs(&ns, n).await.len() as i64 })).await;
+    println!("15 SIGKILLs done; loops started so far: {counts:?}");
+    // Two more loops each with the last instance: at the interval again.
+    for (name, n) in NAMES.iter().zip(&counts) {
+        wait_loop(&ns, name, n + 2, Duration::from_secs(30)).await;
+    }
+    for (name, n) in NAMES.iter().zip(&counts) {
+        wait_status(&ns, name, "the status to catch up", |st| st.loops_started >= n + 2).await;
+        let all = assert_each_loop_once(&ns, name).await;
+        println!("{name}: {} loops, each once; seconds between starts {:.3?}", all.len(), spacings(&all, 1));
+        // None lost: while the operator was killed again and again a loop is late by a few
+        // restarts at most; with the last instance up, the loops follow the loop rule again.
+        assert_loop_rule(&all, 1, INTERVAL, 5.0);
+        let first_after = all.iter().find(|l| l.start > killed).map_or(i64::MAX, |l| l.n);
+        assert_loop_rule(&all, first_after, INTERVAL, 2.0);
+    }
+}
+
+/// Places a loop's Pod on the cluster's fake (kwok) nodes, which complete it at once.
+fn on_fake_nodes(name: &str, interval: &str, jitter: &str) -> serde_json::Value {
+    json!({"metadata": {"name": name}, "spec": {
+        "interval": interval, "jitter": jitter,
+        "successfulJobsHistoryLimit": 100, "failedJobsHistoryLimit": 100,
+        "template": {"spec": {
+            "nodeSelector": {"loops.dev/fake-node": "true"},
+            "tolerations": [{"key": "loops.dev/fake-node", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{"name": "loop", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"]}],
+        }},
+    }})
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn leader_killed_while_50_loopservices_loop_the_standby_takes_over_no_loop_twice_none_lost() {
+    let ns = setup("chaos-leader").await;
+    if !on_newest(&ns.client).await {
+        return;
+    }
+    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(ns.client.clone())
+        .list(&kube::api::ListParams::default().labels("loops.dev/fake-node=true"))
+        .await
+        .unwrap();
+    assert!(!nodes.items.is_empty(), "no fake nodes: run `hack/cluster.sh fake-nodes 5` (make test does)");
+    const N: usize = 50;
+    const INTERVAL: f64 = 20.0;
+    let env = [("LEADER_ELECT", "true"), ("POD_NAMESPACE", ns.name.as_str())];
+    let a = Operator::start(&ns.name, &env);
+    wait_for("a to lead", LONG, || async { a.log_text().contains("became the leader").then_some(()) }).await;
+    let b = Operator::start(&ns.name, &env);
+    wait_for("b to stand by", LONG, || async { b.log_text().contains("standing by").then_some(()) }).await;
+    let names: Vec<String> = (0..N).map(|i| format!("fleet-{i:02}")).collect();
+    for name in &names {
+        create_ls(&ns, on_fake_nodes(name, "20s", "15s")).await.unwrap();
+    }
+    let created = Instant::now();
+    // Every LoopService has run its first loop under the leader.
+    wait_for("loop 1 of each LoopService to be recorded", LONG, || async {
+        let list = ns.loopservices().list(&Default::default()).await.ok()?;
+        list.items.iter().all(|l| l.status.as_ref().is_some_and(|s| s.last_finished_loop >= 1)).then_some(())
+    })
+    .await;
+    // Killed 2 s before the first second loops are due: the failover (about 7 s) takes in
+    // the jittered start times of a good part of them.
+    tokio::time::sleep(Duration::from_secs_f64(INTERVAL - 2.0).saturating_sub(created.elapsed())).await;
+    a.signal("KILL");
+    let killed = Instant::now();
+    let killed_ts = Timestamp::now();
+    wait_for("b to lead", Duration::from_secs(40), || async { b.log_text().contains("became the leader").then_some(()) }).await;
+    let took_over = killed.elapsed().as_secs_f64();
+    let took_over_ts = Timestamp::now();
+    println!("the standby led {took_over:.3}s after the leader was SIGKILLed");
+    drop(a);
+
+    // Every LoopService's loops go on under the new leader: wait for one more loop each after
+    // the first loop the new leader started.
+    let mut counts = Vec::new();
+    for name in &names {
+        let jobs = loop_jobs(&ns, name).await;
+        counts.push(jobs.iter().filter(|j| start_time(j) < took_over_ts).count() as i64);
+    }
+    for (name, n) in names.iter().zip(&counts) {
+        wait_loop(&ns, name, n + 2, Duration::from_secs(90)).await;
+    }
+    let mut late = Vec::new();
+    for (name, n) in names.iter().zip(&counts) {
+        let all = assert_each_loop_once(&ns, name).await;
+        assert!(all.len() as i64 >= n + 2);
+        for l in &all {
+            // A loop starts at its jittered time, or, when that fell in the failover, right at
+            // the takeover: late by the failover at most, never skipped.
+            let in_failover = l.jittered > killed_ts && l.jittered < took_over_ts;
+            let from = if in_failover { took_over_ts } else { l.jittered };
+            let lateness = secs(from, l.start);
+            if in_failover {
+                late.push(lateness);
+            }
+            assert!(lateness < 5.0, "{name}: loop {} started {lateness:.3}s after {}: {all:#?}", l.n, if in_failover { "the takeover" } else { "its time" });
+        }
+        for w in all.windows(2) {
+            // The loop rule: due one interval after the previous loop's start without its jitter
+            // (or at its end, stamped to the second, if it overran), so a late loop moves the
+            // schedule on, and nothing is made up.
+            let want = secs(w[0].due, w[0].start) - secs(w[0].due, w[0].jittered) + INTERVAL;
+            let due_gap = secs(w[0].due, w[1].due);
+            let overran = w[0].end.is_some_and(|e| secs(w[0].due, e) + 1.0 > want && due_gap <= secs(w[0].due, e) + 1.0);
+            assert!(due_gap > want - 0.05 && (due_gap < want + 0.05 || overran), "{name}: loop {} due {due_gap:.3}s after loop {}, not {want:.3}s: {all:#?}", w[1].n, w[0].n);
+        }
+    }
+    late.sort_by(f64::total_cmp);
+    println!(
+        "{N} LoopServices, each loop once across the failover; {} loops due during the failover started {:.3?}s after the takeover",
+        late.len(),
+        late
+    );
+    for l in &late {
+        assert!(*l < 10.0, "a loop due during the failover started {l:.3}s after the takeover");
+    }
+}
