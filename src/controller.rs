@@ -58,6 +58,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 const NAME_TAKEN_RECHECK: Duration = Duration::from_secs(5);
 /// How often a spec the API server refused is checked again (the cause may be outside it).
 const RECHECK_INVALID: Duration = Duration::from_secs(30);
+/// How long after a watch failure the caches are not trusted alone.
+const SUSPECT_AFTER_WATCH_FAILURE: Duration = Duration::from_secs(60);
+/// The recheck of a running loop while the caches are suspect.
+const SUSPECT_RECHECK: Duration = Duration::from_secs(2);
 /// A loop's Pod gets this long to start before a waiting container counts as stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(10);
 
@@ -107,6 +111,10 @@ pub struct Context {
     limiter: Limiter,
     /// Set once the LoopService, Job and Pod caches have all synced.
     synced: Arc<AtomicBool>,
+    /// When a watch last failed (ms since the Unix epoch): for a while after, the caches may
+    /// miss changes (a watch resumed on a restarted API server), and the running loop's Job
+    /// is read from the API server too.
+    watch_failed_at: Arc<std::sync::atomic::AtomicI64>,
     failures: Mutex<HashMap<ObjectRef<LoopService>, u32>>,
     /// A fingerprint of the status this instance last wrote, by LoopService uid: a cached
     /// object whose status differs may be a write behind, and is checked before a launch.
@@ -128,6 +136,7 @@ impl Context {
             pods: None,
             limiter: governor::RateLimiter::direct(governor::Quota::per_second(qps).allow_burst(burst)),
             synced: Arc::new(AtomicBool::new(false)),
+            watch_failed_at: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
         }
@@ -136,6 +145,12 @@ impl Context {
     /// Waits for the client's rate limit before one API request.
     async fn request(&self) {
         self.limiter.until_ready().await;
+    }
+
+    /// Whether a watch failed lately (in the last minute), so the caches may be behind.
+    fn caches_suspect(&self) -> bool {
+        let at = self.watch_failed_at.load(Ordering::SeqCst);
+        at > 0 && Timestamp::now().as_millisecond().saturating_sub(at) < SUSPECT_AFTER_WATCH_FAILURE.as_millis() as i64
     }
 
     fn jobs_of(&self, uid: &str) -> Vec<Arc<Job>> {
@@ -248,9 +263,12 @@ async fn report_failure(ls: &LoopService, ctx: &Context, err: &Error) {
 /// being retried hot, and is short enough that it recovers soon after the cause is fixed.
 pub fn error_policy(ls: Arc<LoopService>, err: &Error, ctx: Arc<Context>) -> Action {
     let n = ctx.retries(&ObjectRef::from_obj(ls.as_ref()), false);
-    let delay = Duration::from_millis(250u64.saturating_mul(1 << n.clamp(1, 9).saturating_sub(1))).min(Duration::from_secs(60));
-    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { step: err.metric_label().to_string() }).inc();
     let transient = err.kube().is_some_and(is_transient);
+    // A transient error (the API server away) is retried within 2 s, so that a due loop starts
+    // soon after the API server answers again, however long it was away.
+    let cap = if transient { Duration::from_secs(2) } else { Duration::from_secs(60) };
+    let delay = Duration::from_millis(250u64.saturating_mul(1 << n.clamp(1, 9).saturating_sub(1))).min(cap);
+    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { step: err.metric_label().to_string() }).inc();
     let conflict = matches!(err.kube(), Some(kube::Error::Api(s)) if s.code == 409);
     let (namespace, name, retry_in_ms) = (ls.namespace().unwrap_or_default(), ls.name_any(), delay.as_millis() as u64);
     if conflict {
@@ -328,6 +346,19 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     let owned = |j: &Job| j.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true));
     let jobs = ctx.jobs_of(&uid);
     let mut observed: Vec<ObservedJob> = jobs.iter().filter(|j| owned(j)).filter_map(|j| job::observe(j)).collect();
+    // The running loop's Job missing from the cache is either deleted or not yet seen by a watch
+    // that is catching up (after an API server restart): ask, rather than count it deleted and
+    // start the next loop beside it. While a watch failed lately, ask anyway: the cached Job
+    // may not show that it ended.
+    let suspect = ctx.caches_suspect();
+    if let Some(active) = prev.active_job.as_deref().filter(|a| suspect || !observed.iter().any(|j| j.name == *a)) {
+        ctx.request().await;
+        let stored = jobs_api.get_opt(active).await.map_err(|e| Error::GetJob(active.to_string(), e))?;
+        observed.retain(|j| j.name != active);
+        if let Some(j) = stored.filter(|j| owned(j)) {
+            observed.extend(job::observe(&j));
+        }
+    }
     observed.sort_by_key(|j| j.loop_number);
     let pods = ctx.pods_of(&uid);
     let pods_of_job = |job: &str| -> Vec<Pod> {
@@ -449,6 +480,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
         Decision::Wait { until } => Action::requeue(schedule::until(until, now)),
         // Only while draining: the next instance starts it.
         Decision::Launch { .. } => Action::requeue(Duration::from_secs(1)),
+        Decision::Running { .. } if suspect => Action::requeue(SUSPECT_RECHECK),
         Decision::Running { .. } => Action::requeue(RUNNING_RECHECK),
         Decision::Suspended | Decision::SuspendedAfterFailures { .. } | Decision::Finished => Action::await_change(),
     })
@@ -722,7 +754,7 @@ pub async fn run(
     };
     let (jobs, job_stream) = Cache::new(jobs_api, observe::owned_config(), observe::trim_job);
     let (pods, pod_stream) = Cache::new(pods_api, observe::owned_config(), observe::trim_pod);
-    observe::drive(pod_stream, "pods");
+    observe::drive(pod_stream, "pods", ctx.watch_failed_at.clone());
     let (store, writer) = reflector::store();
     let ls_stream = watcher(ls_api, watcher::Config::default().timeout(observe::WATCH_TIMEOUT_SECS))
         .backoff(observe::watch_backoff())
@@ -735,6 +767,7 @@ pub async fn run(
     ctx.pods = Some(pods);
     let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
     let synced = ctx.synced.clone();
+    let watch_failed_at = ctx.watch_failed_at.clone();
     let ctx = Arc::new(ctx);
     let controller = Controller::for_stream(ls_stream, store.clone())
         .owns_stream(observe::job_triggers(job_stream))
@@ -779,14 +812,20 @@ pub async fn run(
     });
     controller
         .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => debug!(name = %obj.name, namespace = obj.namespace.as_deref().unwrap_or(""), "reconciled"),
-                // Logged by error_policy already.
-                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
-                // Watch failures (the API server unreachable, RBAC missing) land here; the
-                // watcher retries them with backoff.
-                Err(e) => warn!(error = %e, "controller stream error"),
+        .for_each(|res| {
+            let watch_failed_at = watch_failed_at.clone();
+            async move {
+                match res {
+                    Ok((obj, _)) => debug!(name = %obj.name, namespace = obj.namespace.as_deref().unwrap_or(""), "reconciled"),
+                    // Logged by error_policy already.
+                    Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                    // Watch failures (the API server unreachable, RBAC missing) land here; the
+                    // watcher retries them with backoff.
+                    Err(e) => {
+                        watch_failed_at.store(Timestamp::now().as_millisecond(), Ordering::SeqCst);
+                        warn!(error = %e, "controller stream error");
+                    }
+                }
             }
         })
         .await;

@@ -208,11 +208,17 @@ pub fn job_triggers(
 }
 
 /// Keeps polling a cache's stream (for caches that trigger nothing), logging its errors.
-pub fn drive<K: Send + 'static>(stream: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static, what: &'static str) {
+/// Records in `failed_at` when a watch last failed (ms since the Unix epoch).
+pub fn drive<K: Send + 'static>(
+    stream: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    what: &'static str,
+    failed_at: Arc<std::sync::atomic::AtomicI64>,
+) {
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
             if let Err(e) = item {
+                failed_at.store(jiff::Timestamp::now().as_millisecond(), std::sync::atomic::Ordering::SeqCst);
                 tracing::warn!(error = %e, cache = what, "watch failed; retrying");
             }
         }

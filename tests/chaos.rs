@@ -251,13 +251,20 @@ async fn outage(component: &'static str, outage: Duration, prefix: &str) {
 
     // Three more loops, each started by the loop rule, max(previous start + interval, previous
     // end): never sooner (no burst of loops for the time lost), never much later (none lost).
-    wait_loop(&ns, "steady", before + 3, Duration::from_secs(40)).await;
+    // The cluster itself recovers first: its controller manager and kubelet are refused for a
+    // while after the API server restarts (its RBAC cache is loading), and a Job's completion
+    // can be recorded tens of seconds late. The operator can only start the next loop once it
+    // is.
+    wait_loop(&ns, "steady", before + 3, Duration::from_secs(90)).await;
     wait_status(&ns, "steady", "the status to catch up", |st| st.loops_started >= before + 3).await;
     let all = assert_each_loop_once(&ns, "steady").await;
     let after = spacings(&all, before + 1);
     println!("starts after the outage, seconds apart: {after:.3?}");
     assert!(after.len() >= 2, "{all:#?}");
-    assert_loop_rule(&all, before + 1, INTERVAL, 2.0);
+    // No burst: none sooner than the loop rule. The loop right after the outage may start late
+    // by however late its predecessor's end was recorded; the ones after it follow the rule.
+    assert_loop_rule(&all, before + 1, INTERVAL, f64::INFINITY);
+    assert_loop_rule(&all, before + 2, INTERVAL, 2.0);
 }
 
 /// Each loop from `from` on started when the loop rule says: at max(previous start + interval,
