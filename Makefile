@@ -70,6 +70,10 @@ fuzz: ## Property tests with many cases: FUZZ_CASES per property (100000), at mo
 bench: fake-nodes build ## Scale figures beside CronJobs on fake nodes (about 15 min; BENCH_* sizes in benches/scale.rs), plots in target/bench
 	eval "$$($(CLUSTER) env)"; $(CARGO) bench --bench scale
 
+.PHONY: bench-memory
+bench-memory: ## Print the memory one LoopService costs in the operator's store, metrics and bookkeeping (no cluster)
+	$(CARGO) bench --bench memory
+
 .PHONY: bench-fake-nodes
 bench-fake-nodes: fake-nodes ## Print how many fake-node Jobs per second the local cluster completes
 	eval "$$($(CLUSTER) env)"; $(CARGO) bench --bench fake_nodes
