@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
@@ -718,6 +718,89 @@ async fn publish(ls: &LoopService, ctx: &Context, notes: &[Note]) {
     }
 }
 
+/// A watch event of untyped LoopServices as typed ones. One that cannot be decoded leaves the
+/// cache (a Delete of its name), and its status says why.
+fn decode_event(event: watcher::Event<DynamicObject>, api: &Api<DynamicObject>) -> Option<watcher::Event<LoopService>> {
+    use watcher::Event as E;
+    let decode = |obj: DynamicObject| -> std::result::Result<LoopService, (DynamicObject, String)> {
+        let value = serde_json::to_value(&obj).unwrap_or_default();
+        serde_path_to_error::deserialize::<_, LoopService>(value).map_err(|e| (obj, format!("{}: {}", e.path(), e.inner())))
+    };
+    let apply = |obj: DynamicObject, init: bool| match decode(obj) {
+        Ok(ls) if init => Some(E::InitApply(ls)),
+        Ok(ls) => Some(E::Apply(ls)),
+        Err((obj, why)) => {
+            report_undecodable(api, &obj, &why);
+            // The cache drops it (during a list, by leaving it out): with a spec it cannot read,
+            // nothing runs.
+            if init { None } else { placeholder(&obj).map(E::Delete) }
+        }
+    };
+    match event {
+        E::Apply(o) => apply(o, false),
+        E::InitApply(o) => apply(o, true),
+        E::Delete(o) => match decode(o) {
+            Ok(ls) => Some(E::Delete(ls)),
+            Err((o, _)) => placeholder(&o).map(E::Delete),
+        },
+        E::Init => Some(E::Init),
+        E::InitDone => Some(E::InitDone),
+    }
+}
+
+/// A LoopService with only the name and namespace of `obj`, to remove it from the cache.
+fn placeholder(obj: &DynamicObject) -> Option<LoopService> {
+    let mut ls = LoopService::new(obj.metadata.name.as_deref()?, serde_json::from_value(json!({"interval": "1h", "image": "-"})).ok()?);
+    ls.metadata.namespace = obj.metadata.namespace.clone();
+    ls.metadata.uid = obj.metadata.uid.clone();
+    Some(ls)
+}
+
+/// Writes `Ready=False InvalidSpec` with why the LoopService cannot be read, unless its status
+/// says so already (its own status write comes back through the watch).
+fn report_undecodable(api: &Api<DynamicObject>, obj: &DynamicObject, why: &str) {
+    let (Some(ns), Some(name)) = (obj.metadata.namespace.clone(), obj.metadata.name.clone()) else { return };
+    let message = clip(&format!("the operator cannot read this LoopService: {why}"));
+    let conditions = obj.data.pointer("/status/conditions").and_then(|c| c.as_array());
+    if conditions.is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["message"] == message.as_str())) {
+        return;
+    }
+    warn!(namespace = %ns, %name, error = %why, "cannot decode a loopservice");
+    let api = Api::<DynamicObject>::namespaced_with(api.clone().into_client(), &ns, &ApiResource::erase::<LoopService>(&()));
+    let patch = json!({"status": {
+        "phase": Phase::Invalid,
+        "observedGeneration": obj.metadata.generation,
+        "conditions": [{
+            "type": "Ready", "status": "False", "reason": status::REASON_INVALID_SPEC, "message": message,
+            "lastTransitionTime": crate::crd::Time(Timestamp::now()), "observedGeneration": obj.metadata.generation,
+        }],
+    }});
+    tokio::spawn(async move {
+        if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            warn!(namespace = %ns, %name, error = %e, "could not report an unreadable loopservice");
+        }
+    });
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    #[test]
+    fn a_placeholder_can_always_be_made_to_drop_an_unreadable_loopservice() {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "loops.dev/v1alpha1", "kind": "LoopService",
+            "metadata": {"name": "x", "namespace": "ns", "uid": "u"},
+            "spec": {"interval": "1h", "image": "busybox", "ttlSecondsAfterFinished": 2147483648u64},
+        }))
+        .unwrap();
+        let value = serde_json::to_value(&obj).unwrap();
+        assert!(serde_json::from_value::<LoopService>(value).is_err(), "an i32 past its range does not decode");
+        let p = placeholder(&obj).expect("a placeholder");
+        assert_eq!((p.metadata.name.as_deref(), p.metadata.namespace.as_deref()), (Some("x"), Some("ns")));
+    }
+}
+
 /// Drops what the decisions never read from a cached LoopService.
 fn trim_loopservice(ls: &mut LoopService) {
     ls.metadata.managed_fields = None;
@@ -756,8 +839,18 @@ pub async fn run(
     let (pods, pod_stream) = Cache::new(pods_api, observe::owned_config(), observe::trim_pod);
     observe::drive(pod_stream, "pods", ctx.watch_failed_at.clone());
     let (store, writer) = reflector::store();
-    let ls_stream = watcher(ls_api, watcher::Config::default().timeout(observe::WATCH_TIMEOUT_SECS))
+    // Read untyped and decoded one by one: a LoopService the operator cannot decode (a value the
+    // schema let through) is reported in its own status, and never keeps the others from a list.
+    let ar = ApiResource::erase::<LoopService>(&());
+    let raw_api: Api<DynamicObject> = match &namespace {
+        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
+        None => Api::all_with(ctx.client.clone(), &ar),
+    };
+    let _ = ls_api;
+    let undecodable = raw_api.clone();
+    let ls_stream = watcher(raw_api, watcher::Config::default().timeout(observe::WATCH_TIMEOUT_SECS))
         .backoff(observe::watch_backoff())
+        .try_filter_map(move |event| std::future::ready(Ok(decode_event(event, &undecodable))))
         .modify(trim_loopservice)
         .reflect(writer)
         .applied_objects()

@@ -186,7 +186,7 @@ pub struct LoopServiceSpec {
     /// them. A Job deleted before the operator saw it finish (say, the operator was down longer
     /// than this) is recorded as a failed loop, reason JobDeleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub ttl_seconds_after_finished: Option<i32>,
 
     /// Finished Jobs of successful loops to keep for inspection (default 3); older ones are deleted.

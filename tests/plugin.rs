@@ -66,8 +66,8 @@ async fn list_shows_phase_last_result_and_relative_times() {
     // Rows in name order; one interval of 1h after a start a few seconds ago is "in 59m".
     let names: Vec<&str> = out.stdout.lines().skip(1).map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(names, ["broken", "paused", "quick"]);
-    assert_matches(r"^quick +1h +Waiting +1 +0 +Succeeded +\d+s ago +in 59m +\d+s$", line(&out.stdout, "quick "));
-    assert_matches(r"^broken +1h +Failing +1 +1 +Failed \(JobFailed\) +\d+s ago +in 59m +\d+s$", line(&out.stdout, "broken "));
+    assert_matches(r"^quick +1h +Waiting +1 +0 +Succeeded +(\d+s ago|now) +in 59m +\d+s$", line(&out.stdout, "quick "));
+    assert_matches(r"^broken +1h +Failing +1 +1 +Failed \(JobFailed\) +(\d+s ago|now) +in 59m +\d+s$", line(&out.stdout, "broken "));
     assert_matches(r"^paused +1h +Suspended +0 +0 +<none> +<none> +<none> +\d+s$", line(&out.stdout, "paused "));
 
     // -o json: the same rows, with absolute times.
@@ -112,18 +112,19 @@ async fn run_wait_prints_the_loops_result_and_exits_2_when_it_failed() {
     let requested = Regex::new(r"^loopservice.loops.dev/manual run requested \(loops.dev/run-requested-at=(\S+)\)$").unwrap();
     let value = requested.captures(out.stdout.lines().next().unwrap()).expect("the request line")[1].to_string();
     let result: Vec<&str> = out.stdout.lines().skip(1).collect();
-    assert_eq!(result[..3], ["loop:      1", "job:       manual-1", "result:    Succeeded"]);
+    let (job1, job2) = (loop_job_name(&ns, "manual", 1).await, loop_job_name(&ns, "manual", 2).await);
+    assert_eq!(result[..3], ["loop:      1", &format!("job:       {job1}"), "result:    Succeeded"]);
     assert_matches(r"^duration:  \d+(\.\d)?s$", result[3]);
     assert_eq!(result[4..], ["message:   42 rows"]);
-    assert!(out.stderr.contains("loop 1 started: job/manual-1"), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("loop 1 started: job/{job1}")), "{}", out.stderr);
     // The Job answers exactly that request.
-    let job = ns.jobs().get("manual-1").await.unwrap();
+    let job = ns.jobs().get(&job1).await.unwrap();
     assert_eq!(job.annotations()["loops.dev/run-request"], value);
 
     let out = plugin(&["run", "manual", "-n", &ns.name, "--wait"]).await;
     assert_eq!(out.code, 2, "a failed loop exits 2: {out:?}");
-    assert!(out.stdout.contains("loop:      2\njob:       manual-2\nresult:    Failed (JobFailed)\n"), "{}", out.stdout);
-    assert_matches(r"(?m)^message:   container exited with code 3 \(Error\): disk full\s*; Job manual-2 failed: BackoffLimitExceeded", &out.stdout);
+    assert!(out.stdout.contains(&format!("loop:      2\njob:       {job2}\nresult:    Failed (JobFailed)\n")), "{}", out.stdout);
+    assert_matches(r"(?m)^message:   container exited with code 3 \(Error\): disk full\s*; Job manual-[0-9a-f]{5}-2 failed: BackoffLimitExceeded", &out.stdout);
 
     let out = plugin(&["run", "nosuch", "-n", &ns.name]).await;
     assert_eq!((out.code, out.stderr.trim()), (1, format!("error: loopservice \"nosuch\" not found in namespace \"{}\"", ns.name).as_str()));
@@ -191,9 +192,9 @@ async fn history_lists_the_latest_loops_newest_first() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_matches(r"^LOOP +TRIGGER +STARTED +DURATION +RESULT +JOB +MESSAGE$", lines[0]);
     assert_eq!(lines.len(), 4, "{}", out.stdout);
-    assert_matches(r"^3 +Scheduled +\d+s ago +\d+(\.\d)?s( \(overrun\))? +Succeeded +three-3 +<none>$", lines[1]);
-    assert_matches(r"^2 +Scheduled +\d+s ago +\d+(\.\d)?s( \(overrun\))? +Failed \(JobFailed\) +three-2 +container exited with code 1 \(Error\): broken", lines[2]);
-    assert_matches(r"^1 +Scheduled +\d+s ago +\d+(\.\d)?s( \(overrun\))? +Succeeded +three-1 +<none>$", lines[3]);
+    assert_matches(r"^3 +Scheduled +(\d+s ago|now) +\d+(\.\d)?s( \(overrun\))? +Succeeded +three-[0-9a-f]{5}-3 +<none>$", lines[1]);
+    assert_matches(r"^2 +Scheduled +(\d+s ago|now) +\d+(\.\d)?s( \(overrun\))? +Failed \(JobFailed\) +three-[0-9a-f]{5}-2 +container exited with code 1 \(Error\): broken", lines[2]);
+    assert_matches(r"^1 +Scheduled +(\d+s ago|now) +\d+(\.\d)?s( \(overrun\))? +Succeeded +three-[0-9a-f]{5}-1 +<none>$", lines[3]);
 
     for format in ["json", "yaml"] {
         let out = plugin(&["history", "three", "-n", &ns.name, "-o", format]).await;
@@ -226,9 +227,11 @@ async fn logs_picks_the_loops_pod_and_falls_back_to_its_termination_message() {
     let served = pods.logs(&pod2, &Default::default()).await.is_ok();
     println!("this cluster serves Pod logs: {served}");
 
-    let expect = |out: &Ran, pod_prefix: &str, log: &str, code: i32, message: &str| {
+    let (talk1, talk2) = (loop_job_name(&ns, "talk", 1).await, loop_job_name(&ns, "talk", 2).await);
+    let expect = |out: &Ran, n: i64, log: &str, code: i32, message: &str| {
+        let pod_prefix = format!("{}-", if n == 1 { &talk1 } else { &talk2 });
         assert_eq!(out.code, 0, "{out:?}");
-        assert!(out.stderr.starts_with(&format!("loop {}: pod/{pod_prefix}", &pod_prefix[5..6])), "{}", out.stderr);
+        assert!(out.stderr.starts_with(&format!("loop {n}: pod/{pod_prefix}")), "{}", out.stderr);
         if served {
             assert_eq!(out.stdout, format!("{log}\n"));
         } else {
@@ -240,12 +243,12 @@ async fn logs_picks_the_loops_pod_and_falls_back_to_its_termination_message() {
     };
     // Without --loop: the latest loop's Pod.
     let out = plugin(&["logs", "talk", "-n", &ns.name]).await;
-    expect(&out, "talk-2-", "log of loop 2", 1, "log of loop 2");
+    expect(&out, 2, "log of loop 2", 1, "log of loop 2");
     let out = plugin(&["logs", "talk", "-n", &ns.name, "--loop", "1"]).await;
-    expect(&out, "talk-1-", "log of loop 1", 0, "result of loop 1");
+    expect(&out, 1, "log of loop 1", 0, "result of loop 1");
     // -f on an ended container: the same.
     let out = plugin(&["logs", "talk", "-n", &ns.name, "--loop", "1", "-f"]).await;
-    expect(&out, "talk-1-", "log of loop 1", 0, "result of loop 1");
+    expect(&out, 1, "log of loop 1", 0, "result of loop 1");
 
     let out = plugin(&["logs", "talk", "-n", &ns.name, "--loop", "5"]).await;
     assert_eq!(out.code, 1);

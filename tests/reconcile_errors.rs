@@ -95,3 +95,26 @@ async fn an_operator_forbidden_to_create_jobs_says_so_in_status_and_loses_no_loo
     assert_eq!(loop_jobs(&ns, "guarded").await.iter().map(loop_number).min(), Some(1), "{st:?}");
     let _ = std::fs::remove_file(path);
 }
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn a_loopservice_the_operator_cannot_decode_is_invalid_spec_and_blocks_no_other() {
+    let ns = setup("undecodable").await;
+    // The template's Pod fields beyond what the schema declares are preserved as they are, so
+    // the API server takes a port that is not a number; the operator cannot read it.
+    let mut bad = ls("garbled", "5s", "echo hi");
+    bad["spec"]["template"] = json!({"spec": {"containers": [{"name": "loop", "ports": [{"containerPort": "eighty"}]}]}});
+    create_raw(&ns, bad).await.expect("the API server takes it");
+    create_ls(&ns, ls("fine", "5s", "echo fine")).await.unwrap();
+    // Both exist before the operator's first list.
+    let _op = Operator::start(&ns.name, &[]);
+    let st = wait_status(&ns, "garbled", "Ready=False InvalidSpec", |st| {
+        st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "InvalidSpec")
+    })
+    .await;
+    let c = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    println!("{}", c.message);
+    assert!(c.message.contains("spec.template.spec.containers[0].ports[0].containerPort"), "names the field: {}", c.message);
+    assert!(loop_jobs(&ns, "garbled").await.is_empty());
+    wait_status(&ns, "fine", "the other LoopService's first loop", |st| st.loops_started >= 1).await;
+}
