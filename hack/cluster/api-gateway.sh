@@ -24,6 +24,11 @@ start_api_gateway() {
   fi
   ip link set "$CNI_BRIDGE" up
   ip netns list | grep -qw "$API_NETNS" || ip netns add "$API_NETNS"
+  # A veth left from a namespace that is gone has no peer with the address: make it again.
+  if ip link show "$API_VETH" >/dev/null 2>&1 &&
+    ! ip -n "$API_NETNS" addr show eth0 2>/dev/null | grep -q "$API_GATEWAY_IP/"; then
+    ip link del "$API_VETH" 2>/dev/null || true
+  fi
   if ! ip link show "$API_VETH" >/dev/null 2>&1; then
     ip link add "$API_VETH" type veth peer name eth0 netns "$API_NETNS"
     ip link set "$API_VETH" master "$CNI_BRIDGE" up
