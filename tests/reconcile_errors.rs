@@ -103,7 +103,12 @@ async fn a_loopservice_the_operator_cannot_decode_is_invalid_spec_and_blocks_no_
     // The template's Pod fields beyond what the schema declares are preserved as they are, so
     // the API server takes a port that is not a number; the operator cannot read it.
     let mut bad = ls("garbled", "5s", "echo hi");
-    bad["spec"]["template"] = json!({"spec": {"containers": [{"name": "loop", "ports": [{"containerPort": "eighty"}]}]}});
+    let spec = bad["spec"].as_object_mut().unwrap();
+    let mut container = json!({"name": "loop", "ports": [{"containerPort": "eighty"}]});
+    for key in ["image", "imagePullPolicy", "command", "args"] {
+        container[key] = spec.remove(key).unwrap();
+    }
+    bad["spec"]["template"] = json!({"spec": {"containers": [container]}});
     create_raw(&ns, bad).await.expect("the API server takes it");
     create_ls(&ns, ls("fine", "5s", "echo fine")).await.unwrap();
     // Both exist before the operator's first list.
