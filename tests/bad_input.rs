@@ -26,6 +26,10 @@ enum Answer {
     Cel,
     /// Accepted; the operator reports InvalidSpec.
     Invalid,
+    /// A field the schema does not have: strict field validation (Kubernetes 1.25 and later, as
+    /// `kubectl` asks for it) refuses it; before, the API server drops the field as it stores
+    /// the object, and nothing of it reaches the operator.
+    Unknown,
 }
 use Answer::*;
 
@@ -168,7 +172,7 @@ fn cases() -> Vec<Case> {
         case("label value not a string", spec(json!({"template": {"metadata": {"labels": {"team": 5}}}})), "spec.template.metadata.labels.team", Refused),
         case("huge annotation", spec(json!({"template": {"metadata": {"annotations": {"note": "n".repeat(300_000)}}}})), "annotations", Invalid),
         case("huge loops.dev label key", spec(json!({"template": {"metadata": {"labels": {format!("loops.dev/{}", "k".repeat(100_000)): "v"}}}})), "spec.template.metadata.labels", Cel),
-        case("template name", spec(json!({"template": {"metadata": {"name": "x"}}})), "spec.template.metadata.name", Refused),
+        case("template name", spec(json!({"template": {"metadata": {"name": "x"}}})), "spec.template.metadata.name", Unknown),
         case("template a string", spec(json!({"template": "pod"})), "spec.template", Refused),
         case("template spec a string", spec(json!({"template": {"spec": "pod"}})), "spec.template.spec", Refused),
         case("invalid variable name", spec(json!({"env": [{"name": "A=B", "value": "x"}]})), "env[0].name", Invalid),
@@ -176,8 +180,8 @@ fn cases() -> Vec<Case> {
         case("env a string", spec(json!({"env": "A=b"})), "spec.env", Refused),
         case("command a string", spec(json!({"command": "sh"})), "spec.command", Refused),
         case("args of numbers", spec(json!({"args": [1, 2]})), "spec.args[0]", Refused),
-        case("misspelt field", spec(json!({"intervall": "30s"})), "spec.intervall", Refused),
-        case("unknown backoff field", spec(json!({"failureBackoff": {"initial": "1s", "max": "2s", "maximum": "3s"}})), "spec.failureBackoff.maximum", Refused),
+        case("misspelt field", spec(json!({"intervall": "30s"})), "spec.intervall", Unknown),
+        case("unknown backoff field", spec(json!({"failureBackoff": {"initial": "1s", "max": "2s", "maximum": "3s"}})), "spec.failureBackoff.maximum", Unknown),
         case("spec a string", json!({"spec": "run every 30s"}), "spec", Refused),
         // names
         case("name with an underscore", json!({"metadata": {"name": "bad_name"}, "spec": base()}), "metadata.name", Refused),
@@ -218,7 +222,11 @@ async fn every_bad_input_is_refused_or_invalid_spec_naming_the_field_and_nothing
         if obj["metadata"]["name"].is_null() {
             obj["metadata"]["name"] = json!(format!("case-{i}"));
         }
-        let expect_refused = c.answer == Refused || (c.answer == Cel && cel);
+        if c.answer == Unknown && !cel {
+            println!("skipped  {:<40} this API server has no strict field validation: it drops the unknown field", c.what);
+            continue;
+        }
+        let expect_refused = c.answer == Refused || c.answer == Unknown || (c.answer == Cel && cel);
         match create_strict(&ns.client, &ns.name, &obj).await {
             Err(kube::Error::Api(s)) => {
                 let message = s.message.chars().take(400).collect::<String>();
