@@ -173,6 +173,12 @@ async fn a_loop_whose_pod_is_refused_ends_at_its_timeout_as_a_failed_loop() {
     let applied = Instant::now();
     let (st, took) = apply_and_wait_not_ready(&ns, v, "PodCreateFailed").await;
     assert_reported(&ns, "capped", &st, took, "exceeded quota: no-pods").await;
+    if server_minor(&ns.client).await < 25 {
+        // Seen on 1.20: its Job controller does not enforce activeDeadlineSeconds while every
+        // Pod creation is refused; the loop stays reported as PodCreateFailed.
+        println!("skipped: this Kubernetes's Job controller does not end a Job at its deadline while its Pods cannot be created");
+        return;
+    }
     // The Job controller fails the Job at its deadline; while its Pod creations are refused it
     // retries them with a growing backoff, and on a busy machine its deadline check can wait
     // on that backoff.
