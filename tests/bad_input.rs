@@ -69,6 +69,11 @@ fn template_spec(patch: Value) -> Value {
     v
 }
 
+/// A field path without its list indices: older API servers (1.20) name `a.b[0].c` as `a.b.c`.
+fn without_indices(field: &str) -> String {
+    regex::Regex::new(r"\[\d+\]").unwrap().replace_all(field, "").into_owned()
+}
+
 fn case(what: &'static str, body: Value, field: &'static str, answer: Answer) -> Case {
     Case { what, body, field, answer }
 }
@@ -233,7 +238,7 @@ async fn every_bad_input_is_refused_or_invalid_spec_naming_the_field_and_nothing
                 println!("refused  {:<40} {message}", c.what);
                 if !expect_refused {
                     failures.push(format!("{}: refused, expected InvalidSpec: {message}", c.what));
-                } else if !s.message.contains(c.field) {
+                } else if !s.message.contains(c.field) && !s.message.contains(&without_indices(c.field)) {
                     failures.push(format!("{}: the refusal does not name {}: {message}", c.what, c.field));
                 }
                 refused.push(c.what);
