@@ -54,6 +54,15 @@ alive() {
   [[ "$(basename -- "$argv0")" == "$want" ]]
 }
 
+# running PID: the process exists and has not exited (a zombie not yet reaped has exited).
+# Unlike alive, it holds while a just-started component still execs its way to its program
+# (setsid, then `ip netns exec`, then socat), when its name is not yet the program's.
+running() {
+  local state
+  state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z && "$state" != X ]]
+}
+
 # start_bg NAME CMD...: run CMD in its own session, log to $LOGS/NAME.log, pid to $RUN/NAME.pid
 start_bg() {
   local name="$1"; shift
@@ -99,7 +108,8 @@ wait_for() {
   local name="$1" timeout="$2"; shift 2
   local deadline=$((SECONDS + timeout))
   while ! "$@" >/dev/null 2>&1; do
-    if [[ -n "$(pid_of "$name")" ]] && ! alive "$name"; then
+    local pid; pid="$(pid_of "$name")"
+    if [[ -n "$pid" ]] && ! running "$pid"; then
       fail_component "$name" "process exited"
     fi
     if ((SECONDS >= deadline)); then
