@@ -1,6 +1,6 @@
 //! Where the operator's memory per LoopService goes, without a cluster (`cargo bench --bench
-//! memory`): N suspended LoopServices as the API server returns them (managed fields included),
-//! decoded and kept in a reflector store as the operator keeps them (trimmed), then their
+//! memory`): N suspended LoopServices as the API server returns them (managed fields included,
+//! and the Pod template that puts the scale bench's Pods on the fake nodes), decoded and kept in a reflector store as the operator keeps them (trimmed), then their
 //! metric series and per-object bookkeeping. Prints resident memory after each step.
 
 use std::collections::HashMap;
@@ -36,7 +36,9 @@ fn stored(i: usize) -> serde_json::Value {
                  "fieldsV1": {"f:status": {".": {}, "f:conditions": {}, "f:observedGeneration": {}, "f:phase": {}}}}
             ]
         },
-        "spec": {"interval": "1h", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"], "suspend": true, "successfulJobsHistoryLimit": 100},
+        "spec": {"interval": "1h", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"], "suspend": true, "successfulJobsHistoryLimit": 100,
+                 "template": {"spec": {"nodeSelector": {"loops.dev/fake-node": "true"},
+                              "tolerations": [{"key": "loops.dev/fake-node", "operator": "Exists", "effect": "NoSchedule"}]}}},
         "status": {"phase": "Suspended", "observedGeneration": 1, "conditions": [
             cond("Ready", "False", "Suspended", "spec.suspend is true; 0 loops ran"),
             cond("Overrun", "False", "NoLoopFinished", "no loop has finished yet"),

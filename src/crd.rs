@@ -219,9 +219,47 @@ pub struct FailureBackoff {
 /// `kubectl explain` should show and that CEL rules look at, and keeps the rest of the Pod
 /// spec as it is (`x-kubernetes-preserve-unknown-fields`): the full Pod spec schema would make
 /// the CRD too large for a client-side `kubectl apply` (see README).
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
-#[serde(transparent)]
-pub struct PodTemplate(pub serde_json::Map<String, serde_json::Value>);
+///
+/// Kept as its JSON text (keys sorted), read when a reconcile needs it: a tree of JSON maps
+/// costs kilobytes for a few fields, and every LoopService in the cache holds one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PodTemplate(Box<str>);
+
+impl PodTemplate {
+    pub fn new(map: serde_json::Map<String, serde_json::Value>) -> PodTemplate {
+        PodTemplate(serde_json::Value::Object(map).to_string().into_boxed_str())
+    }
+
+    /// The template as a JSON object.
+    pub fn map(&self) -> serde_json::Map<String, serde_json::Value> {
+        // Made by `new` from a map, so it reads back as one.
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+}
+
+impl Default for PodTemplate {
+    fn default() -> PodTemplate {
+        PodTemplate::new(serde_json::Map::new())
+    }
+}
+
+impl std::fmt::Debug for PodTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PodTemplate({})", self.0)
+    }
+}
+
+impl Serialize for PodTemplate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.map().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PodTemplate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<PodTemplate, D::Error> {
+        serde_json::Map::deserialize(d).map(PodTemplate::new)
+    }
+}
 
 /// The most containers (and init containers) a template may list. CEL rules walk these
 /// lists, and the API server needs a bound to cap their cost; a Pod has no such limit, but a

@@ -415,12 +415,13 @@ fn owned_label(k: &str) -> bool {
 /// Reads the template as a Pod template: a field of the wrong type, or one a Pod spec does
 /// not have, is an error that names it.
 fn read_template(t: &PodTemplate, errors: &mut Vec<SpecError>) -> Option<Template> {
+    let t = t.map();
     let mut ok = true;
-    for key in t.0.keys().filter(|k| *k != "metadata" && *k != "spec") {
+    for key in t.keys().filter(|k| *k != "metadata" && *k != "spec") {
         errors.push(SpecError::new(format!("spec.template.{key}: unknown field (a Pod template has metadata and spec)")));
         ok = false;
     }
-    let meta = t.0.get("metadata").cloned().unwrap_or(Value::Null);
+    let meta = t.get("metadata").cloned().unwrap_or(Value::Null);
     let mut labels = BTreeMap::new();
     let mut annotations = BTreeMap::new();
     if let Value::Object(m) = &meta {
@@ -444,7 +445,7 @@ fn read_template(t: &PodTemplate, errors: &mut Vec<SpecError>) -> Option<Templat
         errors.push(SpecError::new("spec.template.metadata: must be an object with labels and annotations"));
         ok = false;
     }
-    let raw = t.0.get("spec").cloned().unwrap_or(Value::Null);
+    let raw = t.get("spec").cloned().unwrap_or(Value::Null);
     let raw = if raw.is_null() { json!({}) } else { raw };
     let pod: Option<PodSpec> = match serde_path_to_error::deserialize(&raw) {
         Ok(pod) => Some(pod),
