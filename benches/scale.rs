@@ -4,6 +4,8 @@
 //! speed, but stops loudly when nothing happens at all. Needs the fake nodes
 //! (`hack/cluster.sh fake-nodes 5`).
 //!
+//! 0. A bare client creating `BENCH_N` and then `BENCH_OVERDUE` Jobs at once, without the
+//!    operator: the fastest this cluster lets any controller create them (the floor).
 //! 1. `BENCH_N` (100) loops as LoopServices (interval 60 s) and then as CronJobs
 //!    (`* * * * *`), each for `BENCH_MINUTES` (3) minutes: Job creation after its due time.
 //! 2. The API server's request counters over the LoopService phase, per loop.
@@ -12,7 +14,7 @@
 //! 4. `BENCH_IDLE` (10000) suspended LoopServices: memory, time to ready after a restart at a
 //!    tenth, a half and all of them, idle CPU, /metrics size.
 //!
-//! `BENCH_PHASES` (default `peers,overdue,idle`) picks phases; `BENCH_OPERATOR_ENV="K=V,K=V"`
+//! `BENCH_PHASES` (default `floor,peers,overdue,idle`) picks phases; `BENCH_OPERATOR_ENV="K=V,K=V"`
 //! passes extra environment to the operator. Plots go to `<target dir>/bench/`.
 
 #[path = "../tests/support/mod.rs"]
@@ -20,6 +22,8 @@ mod support;
 
 #[path = "scale/apiserver.rs"]
 mod apiserver;
+#[path = "scale/floor.rs"]
+mod floor;
 #[path = "scale/idle.rs"]
 mod idle;
 #[path = "scale/overdue.rs"]
@@ -68,7 +72,7 @@ async fn main() {
     let minutes = env_num("BENCH_MINUTES", 3).max(1);
     let overdue_n = env_num("BENCH_OVERDUE", 1000);
     let idle_n = env_num("BENCH_IDLE", 10000);
-    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "peers,overdue,idle".into());
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "floor,peers,overdue,idle".into());
     let client = support::client().await;
     let fake = Api::<Node>::all(client.clone()).list(&ListParams::default().labels("loops.dev/fake-node=true")).await.expect("list nodes").items;
     assert!(!fake.is_empty(), "no fake nodes: run `hack/cluster.sh fake-nodes 5` first");
@@ -81,6 +85,15 @@ async fn main() {
     println!("  operator env: LOG_LEVEL=warn{}", proc::extra_env().iter().map(|(k, v)| format!(" {k}={v}")).collect::<String>());
 
     let mut plots = vec![];
+    if phases.contains("floor") {
+        let mut rows = vec![];
+        for size in [n, overdue_n].into_iter().filter(|s| *s > 0) {
+            let (r, ns) = floor::run(size).await;
+            rows.push(r);
+            delete_and_wait(ns).await;
+        }
+        report::floor(&rows);
+    }
     if phases.contains("peers") {
         println!("\nLoopService phase: {n} LoopServices, interval 60 s, Jobs on the fake nodes");
         let ls = peers::loopservices(n, minutes).await;

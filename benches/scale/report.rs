@@ -1,6 +1,7 @@
 //! The printed figures, each with its sample count, and the targets beside them.
 
 use crate::apiserver::{self, RESOURCES};
+use crate::floor::FloorResult;
 use crate::idle::IdleResult;
 use crate::overdue::OverdueResult;
 use crate::peers::{CronResult, LsResult};
@@ -102,4 +103,12 @@ pub fn idle(r: &IdleResult) {
         println!("{}", target(&format!("(3) ready <= 10 s at 10,000 (measured at {})", w.n), &format!("{:.2} s", w.ready_s), w.ready_s <= 10.0));
     }
     println!("{}", target("(3) idle CPU <= 2% of a core", &format!("{:.2}%", r.cpu_pct), r.cpu_pct <= 2.0));
+}
+
+pub fn floor(rows: &[FloorResult]) {
+    println!("\n0. The floor: a bare client (no operator) creates N Jobs at one instant, 32 at a time; first create to each seen");
+    for r in rows {
+        let s = Sample::new(r.lat.clone());
+        println!("  {:>5} Jobs  {}{}", r.n, s.line(1000.0, " ms"), if s.n() < r.n { format!(" (only {} of {} seen)", s.n(), r.n) } else { String::new() });
+    }
 }

@@ -1,0 +1,75 @@
+//! Phase 0: what this machine's API server allows at all. A bare client, no operator, creates
+//! N Jobs at one instant, each the Job the operator makes for a loop of the bench's
+//! LoopServices, at the operator's default concurrency; the same Job watch sees them. No
+//! controller of Jobs can create them faster than this on the same cluster, so it is the floor
+//! under targets (1) and (2).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::PostParams;
+use kube::Api;
+use loopservice_operator::crd::LoopService;
+use loopservice_operator::job::{build_job, JobParams, PreviousResult};
+
+use crate::peers::loopservice;
+use crate::support::TestNs;
+use crate::watch::JobWatch;
+
+/// The operator's default number of reconciles at once.
+const CONCURRENCY: usize = 32;
+
+pub struct FloorResult {
+    pub n: usize,
+    /// Seconds from the first create to each Job seen by the watch.
+    pub lat: Vec<f64>,
+}
+
+/// The Job of loop 1 of bench LoopService `name`, without its owner (there is none here).
+fn loop_job(name: &str, now: jiff::Timestamp) -> Job {
+    let mut ls: LoopService = serde_json::from_value(loopservice(name, "60s", false)).expect("a bench LoopService");
+    ls.metadata.namespace = Some("bench".into());
+    ls.metadata.uid = Some(format!("00000000-0000-4000-8000-{:012x}", name.len()));
+    let spec = ls.spec.validate().expect("the bench's spec is valid");
+    let params = JobParams {
+        ls: &ls,
+        spec: &spec,
+        loop_number: 1,
+        scheduled: now,
+        start: now,
+        run_request: None,
+        jittered: None,
+        previous: PreviousResult::None,
+        last_success: None,
+    };
+    let mut job = build_job(&params).expect("the operator's Job");
+    job.metadata.owner_references = None;
+    job.metadata.namespace = None;
+    job
+}
+
+/// Creates `n` Jobs at once, `CONCURRENCY` at a time, in a namespace of its own.
+pub async fn run(n: usize) -> (FloorResult, TestNs) {
+    let ns = TestNs::new("bench-floor").await;
+    let watch = JobWatch::start(&ns.name);
+    let now = jiff::Timestamp::now();
+    let jobs: Vec<Job> = (0..n).map(|i| loop_job(&format!("floor-{i}"), now)).collect();
+    let api: Api<Job> = Api::namespaced(ns.client.clone(), &ns.name);
+    let began = jiff::Timestamp::now();
+    let creates = futures::stream::iter(jobs)
+        .map(|job| {
+            let api = api.clone();
+            async move { api.create(&PostParams::default(), &job).await.map(|_| ()) }
+        })
+        .buffer_unordered(CONCURRENCY);
+    let results: Vec<_> = creates.collect().await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(failed, 0, "{failed} of {n} Job creates failed: {:?}", results.iter().find(|r| r.is_err()));
+    let t = std::time::Instant::now();
+    while watch.count() < n && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lat = watch.snapshot().iter().filter(|(_, s)| !s.relisted).map(|(_, s)| s.at.duration_since(began).as_secs_f64()).collect();
+    (FloorResult { n, lat }, ns)
+}
