@@ -27,6 +27,8 @@ use crate::metrics::{ErrorLabels, LsLabels, Metrics, ResultLabels};
 use crate::schedule;
 use crate::spec::ValidSpec;
 use crate::status::{self, Decision, Note};
+use crate::turns::{Priority, Turn, Turns};
+use crate::verdicts::Verdicts;
 use crate::{Error, Result, is_transient};
 
 /// A fault to inject, for tests of crash safety.
@@ -79,8 +81,11 @@ pub enum LoopEvents {
 /// How the controller runs: its limits and its choices.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Reconciles running at once, at most.
+    /// API requests of reconciles in flight at once, at most ([`Priority`] says which go first).
     pub concurrency: u16,
+    /// Reconciles running at once, at most. Far more than `concurrency`, so that due launches
+    /// are not stuck in the controller's queue behind reconciles waiting for a request.
+    pub max_reconciles: u16,
     /// API requests per second the reconciles make, at most, and the burst above it.
     pub qps: u32,
     pub burst: u32,
@@ -92,7 +97,14 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { concurrency: 32, qps: 500, burst: 1000, loop_events: LoopEvents::Problems, reconcile_timeout: Duration::from_secs(30) }
+        Settings {
+            concurrency: 32,
+            max_reconciles: 1024,
+            qps: 500,
+            burst: 1000,
+            loop_events: LoopEvents::Problems,
+            reconcile_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -119,10 +131,15 @@ pub struct Context {
     /// A fingerprint of the status this instance last wrote, by LoopService uid: a cached
     /// object whose status differs may be a write behind, and is checked before a launch.
     written: Mutex<HashMap<String, u64>>,
+    /// Turns to make an API request: `settings.concurrency` of them, launches first.
+    turns: Turns,
+    /// Dry-run answers of specs lately checked, by namespace and spec.
+    verdicts: Verdicts,
 }
 
 impl Context {
     pub fn new(client: Client, reporter: Reporter, metrics: Arc<Metrics>, draining: Arc<AtomicBool>, fault: Option<Fault>, settings: Settings) -> Self {
+        let turns = usize::from(settings.concurrency.max(1));
         let qps = std::num::NonZeroU32::new(settings.qps.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
         let burst = std::num::NonZeroU32::new(settings.burst.max(settings.qps).max(1)).unwrap_or(std::num::NonZeroU32::MIN);
         Context {
@@ -139,12 +156,17 @@ impl Context {
             watch_failed_at: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            turns: Turns::new(turns),
+            verdicts: Verdicts::default(),
         }
     }
 
-    /// Waits for the client's rate limit before one API request.
-    async fn request(&self) {
+    /// Waits for a turn (launches first) and the client's rate limit before one API request;
+    /// the turn is held until it is dropped, after the request.
+    async fn request(&self, priority: Priority) -> Turn<'_> {
+        let turn = self.turns.take(priority).await;
         self.limiter.until_ready().await;
+        turn
     }
 
     /// Whether a watch failed lately (in the last minute), so the caches may be behind.
@@ -223,7 +245,7 @@ async fn fresh(ls: &LoopService, ctx: &Context) -> Result<Option<LoopService>> {
         return Ok(None);
     }
     let name = ls.name_any();
-    ctx.request().await;
+    let _turn = ctx.request(Priority::Bookkeeping).await;
     let mut stored = Api::<LoopService>::namespaced(ctx.client.clone(), &ns)
         .get(&name)
         .await
@@ -251,7 +273,7 @@ async fn report_failure(ls: &LoopService, ctx: &Context, err: &Error) {
     let mut st = prev.clone();
     status::reconcile_failed(&mut st, &err.plain(), failures, Timestamp::now());
     if st != prev {
-        ctx.request().await;
+        let _turn = ctx.request(Priority::Bookkeeping).await;
         if let Err(e) = write_status(ls, &st, ctx).await {
             debug!(name = %ls.name_any(), error = %e, "could not record the reconcile error in status");
         }
@@ -335,8 +357,14 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     // is InvalidSpec now, not a failed loop later. While invalid, the check is repeated, since
     // the cause may lie outside the spec (an admission webhook, a quota).
     if prev.observed_generation != generation || prev.phase == Some(Phase::Invalid) {
-        ctx.request().await;
-        if let Some(message) = dry_run(ls, &valid, &jobs_api, prev.loops_started.saturating_add(1), now).await? {
+        let verdict = ctx.verdicts.cell(&ns, spec);
+        let checked = verdict
+            .get_or_try_init(|| async {
+                let _turn = ctx.request(Priority::Launch).await;
+                dry_run(ls, &valid, &jobs_api, prev.loops_started.saturating_add(1), now).await
+            })
+            .await?;
+        if let Some(message) = checked {
             invalid(ls, ctx, &prev, &message, generation, now).await?;
             return Ok(Action::requeue(RECHECK_INVALID));
         }
@@ -352,7 +380,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     // may not show that it ended.
     let suspect = ctx.caches_suspect();
     if let Some(active) = prev.active_job.as_deref().filter(|a| suspect || !observed.iter().any(|j| j.name == *a)) {
-        ctx.request().await;
+        let _turn = ctx.request(Priority::Bookkeeping).await;
         let stored = jobs_api.get_opt(active).await.map_err(|e| Error::GetJob(active.to_string(), e))?;
         observed.retain(|j| j.name != active);
         if let Some(j) = stored.filter(|j| owned(j)) {
@@ -399,7 +427,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
             // loop that already ran: when the cache does not show this instance's last write,
             // read the stored object.
             if !ctx.cache_has_last_write(&uid, &prev) {
-                ctx.request().await;
+                let _turn = ctx.request(Priority::Launch).await;
                 let stored = Api::<LoopService>::namespaced(ctx.client.clone(), &ns)
                     .get(&name)
                     .await
@@ -413,8 +441,10 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
             }
             // Run requests start at once; a scheduled loop with jitter was to start later than due.
             let jittered = jitter.filter(|_| request.is_none()).map(|j| schedule::add(scheduled, j.offset(loop_number)));
-            ctx.request().await;
-            match launch(ls, ctx, &jobs_api, &valid, loop_number, scheduled, jittered, request.as_deref(), &mut st).await? {
+            let turn = ctx.request(Priority::Launch).await;
+            let launched = launch(ls, ctx, &jobs_api, &valid, loop_number, scheduled, jittered, request.as_deref(), &mut st).await;
+            drop(turn);
+            match launched? {
                 Launched::Notes(launched) => notes.extend(launched),
                 Launched::NameTaken(job) => name_taken = Some((loop_number, job)),
             }
@@ -450,7 +480,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
         }
     }
     if st != prev {
-        ctx.request().await;
+        let _turn = ctx.request(Priority::Bookkeeping).await;
         write_status(ls, &st, ctx).await?;
     }
     ctx.metrics.record_status(&LsLabels { namespace: ns.clone(), name: name.clone() }, &st);
@@ -465,7 +495,7 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     let keep_failed = spec.failed_jobs_history_limit.map_or(DEFAULT_HISTORY, |n| n.max(0) as usize);
     for old in status::jobs_to_delete(&observed, &prev, keep_ok, keep_failed) {
         let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
-        ctx.request().await;
+        let _turn = ctx.request(Priority::Bookkeeping).await;
         match jobs_api.delete(&old, &dp).await {
             Ok(_) => debug!(namespace = %ns, %name, job = %old, "deleted old job"),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -498,7 +528,7 @@ enum Launched {
 async fn pod_create_failure(ctx: &Context, ns: &str, job: &str) -> Option<String> {
     let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(ctx.client.clone(), ns);
     let lp = ListParams::default().fields(&format!("involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"));
-    ctx.request().await;
+    let _turn = ctx.request(Priority::Bookkeeping).await;
     match api.list(&lp).await {
         Ok(list) => list
             .items
@@ -698,7 +728,7 @@ pub fn emits_event(note: &Note, events: LoopEvents) -> bool {
 async fn publish(ls: &LoopService, ctx: &Context, notes: &[Note]) {
     let reference = ls.object_ref(&());
     for n in notes.iter().filter(|n| emits_event(n, ctx.settings.loop_events)) {
-        ctx.request().await;
+        let _turn = ctx.request(Priority::Bookkeeping).await;
         let ev = Event {
             type_: if n.warning { EventType::Warning } else { EventType::Normal },
             reason: n.reason.to_string(),
@@ -858,7 +888,7 @@ pub async fn run(
     let (job_store, pod_store) = (jobs.store.clone(), pods.store.clone());
     ctx.jobs = Some(jobs);
     ctx.pods = Some(pods);
-    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.max_reconciles.max(ctx.settings.concurrency));
     let synced = ctx.synced.clone();
     let watch_failed_at = ctx.watch_failed_at.clone();
     let ctx = Arc::new(ctx);

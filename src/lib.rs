@@ -13,6 +13,8 @@ pub mod schedule;
 pub mod spec;
 pub mod status;
 pub mod telemetry;
+pub mod turns;
+pub mod verdicts;
 
 /// Everything a reconcile can fail at, one variant per step.
 #[derive(thiserror::Error, Debug)]

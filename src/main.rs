@@ -60,9 +60,14 @@ struct Args {
     /// namespace, else `default`, when absent.
     #[arg(long, env = "POD_NAMESPACE")]
     lease_namespace: Option<String>,
-    /// Reconciles running at once, at most (each LoopService is reconciled by one at a time).
+    /// API requests that reconciles make at once, at most. Due loops' Job creates go first;
+    /// status writes, deletes of old Jobs and Events wait while any is waiting.
     #[arg(long, env = "CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
+    /// Reconciles running at once, at most (each LoopService is reconciled by one at a time).
+    /// Most of them wait for a turn to make a request; a waiting reconcile costs a few KiB.
+    #[arg(long, env = "MAX_RECONCILES", default_value_t = 1024, value_parser = clap::value_parser!(u16).range(1..))]
+    max_reconciles: u16,
     /// API requests per second that reconciles make, at most (watches are not counted).
     #[arg(long, env = "CLIENT_QPS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     client_qps: u32,
@@ -173,6 +178,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let settings = Settings {
         concurrency: args.concurrency,
+        max_reconciles: args.max_reconciles,
         qps: args.client_qps,
         burst: args.client_burst,
         loop_events: args.loop_events,

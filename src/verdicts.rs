@@ -1,0 +1,72 @@
+//! What the API server said of a dry-run create of a spec's Job, by namespace and spec, kept
+//! for [`VERDICT_TTL`]: LoopServices stamped from one spec (hundreds made at once, or all
+//! overdue when the operator starts) are checked once, not once each. Those checking the same
+//! spec at the same time wait for one answer. Only "the API server takes it as it is" is kept;
+//! a refusal is asked again next time, since its cause (a quota, a webhook) may go.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::OnceCell;
+
+use crate::crd::LoopServiceSpec;
+
+pub const VERDICT_TTL: Duration = Duration::from_secs(10);
+
+/// `None`: the API server takes the spec's Job as it is; `Some(why)`: it refuses or drops
+/// part of it.
+pub type Verdict = Option<String>;
+
+#[derive(Default)]
+pub struct Verdicts(Mutex<HashMap<u64, (Instant, Arc<OnceCell<Verdict>>)>>);
+
+impl Verdicts {
+    /// The answer for `spec` in `ns`: filled already, or to be filled by the first caller
+    /// (`OnceCell::get_or_try_init`), whom the others wait for.
+    pub fn cell(&self, ns: &str, spec: &LoopServiceSpec) -> Arc<OnceCell<Verdict>> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        ns.hash(&mut h);
+        serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
+        let key = h.finish();
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (at, cell)| at.elapsed() < VERDICT_TTL && cell.get().is_none_or(|v| v.is_none()));
+        map.entry(key).or_insert_with(|| (Instant::now(), Arc::default())).1.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(image: &str) -> LoopServiceSpec {
+        serde_json::from_value(serde_json::json!({"interval": "1m", "image": image})).unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_check_per_spec_and_namespace_and_refusals_are_asked_again() {
+        let v = Verdicts::default();
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let check = |ns: &'static str, image: &'static str, answer: Verdict| {
+            let cell = v.cell(ns, &spec(image));
+            let asked = &asked;
+            async move {
+                cell.get_or_try_init(|| async {
+                    asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok::<_, ()>(answer)
+                })
+                .await
+                .unwrap()
+                .clone()
+            }
+        };
+        assert_eq!(check("a", "busybox", None).await, None);
+        assert_eq!(check("a", "busybox", Some("not asked".into())).await, None, "the same spec is answered from before");
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(check("b", "busybox", Some("quota".into())).await.as_deref(), Some("quota"), "another namespace is asked");
+        assert_eq!(check("b", "busybox", None).await, None, "a refusal is asked again");
+        assert_eq!(check("a", "alpine", None).await, None);
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+}
