@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use kube::Client;
 
-/// (verb, resource with `/subresource` and, unless 2xx, ` (code)`, group) -> requests.
+/// (verb, resource with `/subresource`, ` (dry run)` for one, and, unless 2xx, ` (code)`,
+/// group) -> requests.
 pub type Counts = BTreeMap<(String, String, String), f64>;
 
 pub const RESOURCES: [&str; 5] = ["loopservices", "jobs", "pods", "events", "leases"];
@@ -25,6 +26,10 @@ pub async fn scrape(client: &Client) -> Counts {
         }
         let sub = get("subresource");
         let mut res = if sub.is_empty() { resource } else { format!("{resource}/{sub}") };
+        // Dry runs (the operator's check of a new spec) change nothing: counted apart.
+        if !get("dry_run").is_empty() {
+            res = format!("{res} (dry run)");
+        }
         // Refused requests (409 AlreadyExists, 404, ...) are counted apart.
         let code = get("code");
         if !code.starts_with('2') {
