@@ -213,13 +213,15 @@ pub async fn reconcile(ls: Arc<LoopService>, ctx: Arc<Context>) -> Result<Action
     }
     let began = Instant::now();
     ctx.metrics.reconciles.inc();
-    let ls = match fresh(&ls, &ctx).await {
+    // The work is boxed, and so allocated only once the reconcile runs: the controller makes up
+    // to `max_reconciles` of these at once, and most finish in their first poll.
+    let ls = match Box::pin(fresh(&ls, &ctx)).await {
         Ok(Some(stored)) => Arc::new(stored),
         Ok(None) => ls,
         Err(Error::GetLoopService(_, kube::Error::Api(s))) if s.code == 404 => return Ok(Action::await_change()),
         Err(e) => return Err(e),
     };
-    let res = match tokio::time::timeout(ctx.settings.reconcile_timeout, reconcile_inner(&ls, &ctx)).await {
+    let res = match tokio::time::timeout(ctx.settings.reconcile_timeout, Box::pin(reconcile_inner(&ls, &ctx))).await {
         Ok(res) => res,
         Err(_) => Err(Error::TimedOut(ctx.settings.reconcile_timeout)),
     };
