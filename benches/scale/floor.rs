@@ -10,15 +10,13 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::PostParams;
 use kube::Api;
+use loopservice_operator::controller::Settings;
 use loopservice_operator::crd::LoopService;
 use loopservice_operator::job::{build_job, JobParams, PreviousResult};
 
 use crate::peers::loopservice;
 use crate::support::TestNs;
 use crate::watch::JobWatch;
-
-/// The operator's default number of reconciles at once.
-const CONCURRENCY: usize = 32;
 
 pub struct FloorResult {
     pub n: usize,
@@ -49,7 +47,8 @@ fn loop_job(name: &str, now: jiff::Timestamp) -> Job {
     job
 }
 
-/// Creates `n` Jobs at once, `CONCURRENCY` at a time, in a namespace of its own.
+/// Creates `n` Jobs at once, as many at a time as the operator's default API requests in
+/// flight (`--concurrency`), in a namespace of its own.
 pub async fn run(n: usize) -> (FloorResult, TestNs) {
     let ns = TestNs::new("bench-floor").await;
     let watch = JobWatch::start(&ns.name);
@@ -62,7 +61,7 @@ pub async fn run(n: usize) -> (FloorResult, TestNs) {
             let api = api.clone();
             async move { api.create(&PostParams::default(), &job).await.map(|_| ()) }
         })
-        .buffer_unordered(CONCURRENCY);
+        .buffer_unordered(usize::from(Settings::default().concurrency));
     let results: Vec<_> = creates.collect().await;
     let failed = results.iter().filter(|r| r.is_err()).count();
     assert_eq!(failed, 0, "{failed} of {n} Job creates failed: {:?}", results.iter().find(|r| r.is_err()));

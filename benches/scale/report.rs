@@ -106,7 +106,8 @@ pub fn idle(r: &IdleResult) {
 }
 
 pub fn floor(rows: &[FloorResult]) {
-    println!("\n0. The floor: a bare client (no operator) creates N Jobs at one instant, 32 at a time; first create to each seen");
+    let at_once = loopservice_operator::controller::Settings::default().concurrency;
+    println!("\n0. The floor: a bare client (no operator) creates N Jobs at one instant, {at_once} at a time; first create to each seen");
     for r in rows {
         let s = Sample::new(r.lat.clone());
         println!("  {:>5} Jobs  {}{}", r.n, s.line(1000.0, " ms"), if s.n() < r.n { format!(" (only {} of {} seen)", s.n(), r.n) } else { String::new() });
