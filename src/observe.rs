@@ -7,7 +7,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -200,11 +200,21 @@ pub fn job_fingerprint(j: &Job) -> Option<u64> {
     Some(h.finish())
 }
 
-/// A Job watch's changed objects, only those that can change a decision.
+/// A Job watch's changed objects, only those that can change a decision. A Job still running
+/// and not being deleted is not news: the operator created it and wrote so in status in the
+/// same reconcile, and a reconcile woken by its creation would only find the cache a status
+/// write behind. Such a Job wakes its LoopService once it ends or is deleted.
 pub fn job_triggers(
     stream: impl Stream<Item = Result<Job, watcher::Error>> + Send + 'static,
 ) -> impl Stream<Item = Result<Job, watcher::Error>> + Send + 'static {
-    stream.predicate_filter(job_fingerprint, Default::default())
+    stream
+        .try_filter(|j| std::future::ready(!is_running_untouched(j)))
+        .predicate_filter(job_fingerprint, Default::default())
+}
+
+/// A Job with no condition yet and no deletion under way.
+fn is_running_untouched(j: &Job) -> bool {
+    j.metadata.deletion_timestamp.is_none() && j.status.as_ref().and_then(|s| s.conditions.as_ref()).is_none_or(|c| c.is_empty())
 }
 
 /// Keeps polling a cache's stream (for caches that trigger nothing), logging its errors.
@@ -262,6 +272,24 @@ mod tests {
         done.status.as_mut().unwrap().conditions =
             Some(vec![JobCondition { type_: "Complete".into(), status: "True".into(), ..JobCondition::default() }]);
         assert_ne!(job_fingerprint(&running), job_fingerprint(&done));
+    }
+
+    #[tokio::test]
+    async fn a_job_wakes_its_loopservice_when_it_ends_or_is_deleted_not_when_it_appears() {
+        let created = job(json!([]));
+        let mut counted = created.clone();
+        counted.status.as_mut().unwrap().active = Some(2);
+        let done = job(json!([{"type": "Complete", "status": "True"}]));
+        let mut other = job(json!([]));
+        other.metadata.name = Some("x-2".into());
+        other.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+        let seen = [created, counted, done.clone(), done, other];
+        let woke: Vec<(String, bool)> = job_triggers(futures::stream::iter(seen.map(Ok)))
+            .map(|j| j.map(|j| (j.name_any(), j.status.and_then(|s| s.conditions).is_some_and(|c| !c.is_empty()))))
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(woke, vec![("x-1".to_string(), true), ("x-2".to_string(), false)]);
     }
 
     #[test]
