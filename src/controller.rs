@@ -26,6 +26,7 @@ use crate::observe::{self, Cache};
 use crate::metrics::{ErrorLabels, LsLabels, Metrics, ResultLabels};
 use crate::schedule;
 use crate::spec::ValidSpec;
+use crate::cached::CachedLoopService;
 use crate::status::{self, Decision, Note};
 use crate::turns::{Priority, Turn, Turns};
 use crate::verdicts::Verdicts;
@@ -56,6 +57,8 @@ const DEFAULT_HISTORY: usize = 3;
 const RUNNING_RECHECK: Duration = Duration::from_secs(15);
 /// How often the series of deleted LoopServices are swept from /metrics.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How long no reconcile runs before freed heap is handed back.
+const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(2);
 /// How often a loop blocked by a Job name that is taken tries again.
 const NAME_TAKEN_RECHECK: Duration = Duration::from_secs(5);
 /// How often a spec the API server refused is checked again (the cause may be outside it).
@@ -206,11 +209,12 @@ impl Context {
 
 /// Reconciles one LoopService; the requeue is computed at the very end, since kube-runtime
 /// counts it from when reconcile returns.
-pub async fn reconcile(ls: Arc<LoopService>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(cached: Arc<CachedLoopService>, ctx: Arc<Context>) -> Result<Action> {
     // Nothing is decided before the Jobs and Pods are known.
     if !ctx.synced.load(Ordering::SeqCst) {
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
+    let ls = Arc::new(cached.expand().map_err(|e| Error::Cached(cached.name_any(), e))?);
     let began = Instant::now();
     ctx.metrics.reconciles.inc();
     // The work is boxed, and so allocated only once the reconcile runs: the controller makes up
@@ -228,7 +232,7 @@ pub async fn reconcile(ls: Arc<LoopService>, ctx: Arc<Context>) -> Result<Action
     ctx.metrics.reconcile_seconds.observe(began.elapsed().as_secs_f64());
     match &res {
         Ok(_) => {
-            ctx.retries(&ObjectRef::from_obj(ls.as_ref()), true);
+            ctx.retries(&key(ls.as_ref()), true);
         }
         // A conflict is the cache a step behind a write of our own: no news.
         Err(e) if !matches!(e.kube(), Some(kube::Error::Api(s)) if s.code == 409) => report_failure(&ls, &ctx, e).await,
@@ -266,7 +270,7 @@ async fn fresh(ls: &LoopService, ctx: &Context) -> Result<Option<LoopService>> {
 /// with `kubectl describe`, not only in the operator's log. Best effort: the cause may forbid
 /// the status write too. A transient error shows only once it repeats.
 async fn report_failure(ls: &LoopService, ctx: &Context, err: &Error) {
-    let failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner()).get(&ObjectRef::from_obj(ls)).copied().unwrap_or(0) + 1;
+    let failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner()).get(&key(ls)).copied().unwrap_or(0) + 1;
     let transient = err.kube().is_some_and(is_transient);
     if transient && failures < 3 {
         return;
@@ -282,11 +286,16 @@ async fn report_failure(ls: &LoopService, ctx: &Context, err: &Error) {
     }
 }
 
+/// The key of a LoopService's retry count.
+fn key(ls: &impl ResourceExt) -> ObjectRef<LoopService> {
+    ObjectRef::new(&ls.name_any()).within(ls.namespace().as_deref().unwrap_or_default())
+}
+
 /// Retries failed reconciles with exponential backoff per LoopService: 250 ms doubling to a
 /// minute. The cap keeps a LoopService that cannot be reconciled (say, RBAC is missing) from
 /// being retried hot, and is short enough that it recovers soon after the cause is fixed.
-pub fn error_policy(ls: Arc<LoopService>, err: &Error, ctx: Arc<Context>) -> Action {
-    let n = ctx.retries(&ObjectRef::from_obj(ls.as_ref()), false);
+pub fn error_policy(ls: Arc<CachedLoopService>, err: &Error, ctx: Arc<Context>) -> Action {
+    let n = ctx.retries(&key(ls.as_ref()), false);
     let transient = err.kube().is_some_and(is_transient);
     // A transient error (the API server away) is retried within 2 s, so that a due loop starts
     // soon after the API server answers again, however long it was away.
@@ -780,6 +789,18 @@ fn decode_event(event: watcher::Event<DynamicObject>, api: &Api<DynamicObject>) 
     }
 }
 
+/// A watch event of LoopServices as the cache keeps them.
+fn to_cached(event: watcher::Event<LoopService>) -> watcher::Event<CachedLoopService> {
+    use watcher::Event as E;
+    match event {
+        E::Apply(ls) => E::Apply(ls.into()),
+        E::InitApply(ls) => E::InitApply(ls.into()),
+        E::Delete(ls) => E::Delete(ls.into()),
+        E::Init => E::Init,
+        E::InitDone => E::InitDone,
+    }
+}
+
 /// A LoopService with only the name and namespace of `obj`, to remove it from the cache.
 fn placeholder(obj: &DynamicObject) -> Option<LoopService> {
     let mut ls = LoopService::new(obj.metadata.name.as_deref()?, serde_json::from_value(json!({"interval": "1h", "image": "-"})).ok()?);
@@ -844,7 +865,7 @@ fn trim_loopservice(ls: &mut LoopService) {
 /// Whether a change to a LoopService can change a decision: its spec (generation), its
 /// annotations (a run request), its deletion. Status writes, the operator's own above all, do
 /// not re-run the plan.
-fn loopservice_fingerprint(ls: &LoopService) -> Option<u64> {
+fn loopservice_fingerprint(ls: &CachedLoopService) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     ls.metadata.uid.hash(&mut h);
@@ -884,6 +905,7 @@ pub async fn run(
         .backoff(observe::watch_backoff())
         .try_filter_map(move |event| std::future::ready(Ok(decode_event(event, &undecodable))))
         .modify(trim_loopservice)
+        .map_ok(to_cached)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(loopservice_fingerprint, Default::default());
@@ -908,9 +930,28 @@ pub async fn run(
             for gone in sweep_ctx.metrics.forget_missing(exists) {
                 debug!(namespace = %gone.namespace, name = %gone.name, "removed the metrics of a deleted loopservice");
             }
-            sweep_ctx.failures.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| sweep_store.get(k).is_some());
+            sweep_ctx.failures.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| {
+                sweep_store.get(&ObjectRef::new(&k.name).within(k.namespace.as_deref().unwrap_or_default())).is_some()
+            });
             let uids: std::collections::HashSet<String> = sweep_store.state().iter().filter_map(|l| l.uid()).collect();
             sweep_ctx.written.lock().unwrap_or_else(|p| p.into_inner()).retain(|uid, _| uids.contains(uid));
+            drop(uids);
+            let _ = tokio::task::spawn_blocking(crate::heap::trim).await;
+        }
+    });
+    // Freed heap is handed back once a burst of reconciles (a start, a wave of due loops) is
+    // over: when none ran for a while after some did.
+    let heap_ctx = ctx.clone();
+    tokio::spawn(async move {
+        let (mut seen, mut trimmed) = (0, 0);
+        loop {
+            tokio::time::sleep(QUIET_BEFORE_TRIM).await;
+            let now = heap_ctx.metrics.reconciles.get();
+            if now == seen && now != trimmed {
+                let _ = tokio::task::spawn_blocking(crate::heap::trim).await;
+                trimmed = now;
+            }
+            seen = now;
         }
     });
     tokio::spawn(async move {
@@ -928,6 +969,8 @@ pub async fn run(
                     info!("caches synced");
                     synced.store(true, Ordering::SeqCst);
                     ready.store(true, Ordering::SeqCst);
+                    // The initial lists' decoding is over: hand its freed pages back.
+                    tokio::task::spawn_blocking(crate::heap::trim);
                     return;
                 }
                 Ok(Err(_)) => return,

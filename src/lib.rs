@@ -1,8 +1,10 @@
 //! loopservice-operator: runs one Kubernetes Job per loop of a `LoopService`, on
 //! start-anchored timing, and writes what happened into the resource's status.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod cached;
 pub mod controller;
+pub mod heap;
 pub mod crd;
 pub mod http;
 pub mod job;
@@ -33,6 +35,8 @@ pub enum Error {
     DeleteJob(String, #[source] kube::Error),
     #[error("loopservice {0} has no namespace or uid")]
     Incomplete(String),
+    #[error("decoding the cached loopservice {0}: {1}")]
+    Cached(String, #[source] serde_json::Error),
     #[error("the reconcile took longer than {0:?} (an API request hanging?)")]
     TimedOut(std::time::Duration),
     #[error("the API server dropped {1} from the status of {0}: the LoopService CRD is older than this operator; apply crds/loopservice.yaml")]
@@ -49,7 +53,7 @@ impl Error {
             | Error::GetLoopService(_, e)
             | Error::WriteStatus(_, e)
             | Error::DeleteJob(_, e) => Some(e),
-            Error::Incomplete(_) | Error::OutdatedCrd(..) | Error::TimedOut(_) => None,
+            Error::Incomplete(_) | Error::OutdatedCrd(..) | Error::TimedOut(_) | Error::Cached(..) => None,
         }
     }
 
@@ -78,6 +82,7 @@ impl Error {
             Error::Incomplete(..) => "incomplete",
             Error::OutdatedCrd(..) => "outdated_crd",
             Error::TimedOut(..) => "timed_out",
+            Error::Cached(..) => "cached",
         }
     }
 }
