@@ -2,8 +2,19 @@
 //! create (and the reads and checks right before it) takes the next free turn before any
 //! status write, delete of an old Job or Event. When thousands of loops are due at once, every
 //! Job is created before the bookkeeping of any.
+//!
+//! Bookkeeping also holds back, for at most `HOLD_FOR_LAUNCHES`, while launches are still in
+//! flight: the API server answers the last Job creates of a burst sooner when the burst's
+//! status writes do not compete with them. The bound keeps bookkeeping moving when launches
+//! never stop (thousands of LoopServices on short intervals).
+
+use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore, SemaphorePermit};
+
+/// The longest bookkeeping waits for launches in flight (not for launches waiting for a turn:
+/// those always go first).
+pub const HOLD_FOR_LAUNCHES: Duration = Duration::from_millis(500);
 
 /// Which requests take the next turn when many wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,28 +27,37 @@ pub struct Turns {
     permits: Semaphore,
     /// Launch requests waiting for a turn; bookkeeping waits while there are any.
     launches_waiting: watch::Sender<usize>,
+    /// Launch requests holding a turn.
+    launches_in_flight: watch::Sender<usize>,
 }
 
 /// One request's turn, held until dropped.
 pub struct Turn<'a> {
     _permit: Option<SemaphorePermit<'a>>,
+    _launch: Option<Waiting<'a>>,
 }
 
 impl Turns {
     /// `n` turns at once (at least one).
     pub fn new(n: usize) -> Turns {
-        Turns { permits: Semaphore::new(n.max(1)), launches_waiting: watch::Sender::new(0) }
+        Turns { permits: Semaphore::new(n.max(1)), launches_waiting: watch::Sender::new(0), launches_in_flight: watch::Sender::new(0) }
     }
 
     pub async fn take(&self, priority: Priority) -> Turn<'_> {
         let permit = match priority {
             Priority::Launch => {
-                self.launches_waiting.send_modify(|n| *n += 1);
-                // Counted out again even if this future is dropped while it waits.
-                let _waiting = Waiting(&self.launches_waiting);
-                self.permits.acquire().await.ok()
+                let permit = {
+                    self.launches_waiting.send_modify(|n| *n += 1);
+                    // Counted out again even if this future is dropped while it waits.
+                    let _waiting = Waiting(&self.launches_waiting);
+                    self.permits.acquire().await.ok()
+                };
+                self.launches_in_flight.send_modify(|n| *n += 1);
+                return Turn { _permit: permit, _launch: Some(Waiting(&self.launches_in_flight)) };
             }
             Priority::Bookkeeping => loop {
+                let mut in_flight = self.launches_in_flight.subscribe();
+                let _ = tokio::time::timeout(HOLD_FOR_LAUNCHES, in_flight.wait_for(|n| *n == 0)).await;
                 let mut launches = self.launches_waiting.subscribe();
                 // The sender lives as long as `self`: the wait cannot fail.
                 let _ = launches.wait_for(|n| *n == 0).await;
@@ -48,7 +68,7 @@ impl Turns {
                 }
             },
         };
-        Turn { _permit: permit }
+        Turn { _permit: permit, _launch: None }
     }
 }
 
@@ -120,6 +140,23 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(*peak.lock().unwrap(), 3);
+    }
+
+    /// Bookkeeping waits for a launch in flight to end although turns are free, and goes
+    /// ahead after `HOLD_FOR_LAUNCHES` if it does not.
+    #[tokio::test(start_paused = true)]
+    async fn bookkeeping_holds_back_for_launches_in_flight_for_a_bounded_time() {
+        let turns = Turns::new(8);
+        let launch = turns.take(Priority::Launch).await;
+        let early = tokio::time::timeout(Duration::from_millis(100), turns.take(Priority::Bookkeeping)).await;
+        assert!(early.is_err(), "bookkeeping took a turn while a launch was in flight");
+        drop(launch);
+        let after = tokio::time::timeout(Duration::from_millis(1), turns.take(Priority::Bookkeeping)).await;
+        assert!(after.is_ok(), "bookkeeping still waited once the launch ended");
+        let _stuck = turns.take(Priority::Launch).await;
+        let started = tokio::time::Instant::now();
+        let _book = turns.take(Priority::Bookkeeping).await;
+        assert_eq!(started.elapsed(), HOLD_FOR_LAUNCHES);
     }
 
     /// A launch that gives up waiting (its reconcile timed out) no longer holds back bookkeeping.
