@@ -57,8 +57,8 @@ const DEFAULT_HISTORY: usize = 3;
 const RUNNING_RECHECK: Duration = Duration::from_secs(15);
 /// How often the series of deleted LoopServices are swept from /metrics.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// How long no reconcile runs before freed heap is handed back.
-const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(2);
+/// How long no reconcile runs (give or take half of it) before freed heap is handed back.
+const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(1);
 /// How often a loop blocked by a Job name that is taken tries again.
 const NAME_TAKEN_RECHECK: Duration = Duration::from_secs(5);
 /// How often a spec the API server refused is checked again (the cause may be outside it).
@@ -945,7 +945,7 @@ pub async fn run(
     tokio::spawn(async move {
         let (mut seen, mut trimmed) = (0, 0);
         loop {
-            tokio::time::sleep(QUIET_BEFORE_TRIM).await;
+            tokio::time::sleep(QUIET_BEFORE_TRIM / 2).await;
             let now = heap_ctx.metrics.reconciles.get();
             if now == seen && now != trimmed {
                 let _ = tokio::task::spawn_blocking(crate::heap::trim).await;

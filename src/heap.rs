@@ -4,12 +4,25 @@
 //! trees that are freed between the objects the caches keep. glibc's allocator keeps those
 //! freed pages mapped: after a start with 10,000 LoopServices that was about a quarter of the
 //! resident memory. `malloc_trim` hands whole free pages back; it is called once the caches
-//! have synced and then now and then.
+//! have synced and then now and then. All threads share one heap, so that what one thread
+//! frees is reused by all.
 
 /// Returns free heap pages to the system; true when some were returned. A no-op returning
 /// false where the allocator is not glibc's.
 pub fn trim() -> bool {
     imp::trim()
+}
+
+/// Has every thread allocate from one heap (glibc's `M_ARENA_MAX` = 1), as if
+/// `MALLOC_ARENA_MAX=1` were set, unless that variable is set. By default each thread that
+/// allocates gets a heap of its own, and what one thread decoded and another freed stays in
+/// the first one's heap: with 10,000 LoopServices, one heap was 44 MiB resident against
+/// 48–52 MiB for the default. The operator's threads spend their time waiting on the API
+/// server, so they seldom contend for the one heap. Call it before any thread starts.
+pub fn one_arena() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        imp::one_arena();
+    }
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -20,6 +33,14 @@ mod imp {
         // no pointers and is safe to call from any thread at any time.
         unsafe { libc::malloc_trim(0) == 1 }
     }
+
+    #[allow(unsafe_code)]
+    pub fn one_arena() {
+        // SAFETY: mallopt sets an allocator parameter; it takes no pointers.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -27,6 +48,8 @@ mod imp {
     pub fn trim() -> bool {
         false
     }
+
+    pub fn one_arena() {}
 }
 
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]

@@ -125,8 +125,20 @@ fn lease_watchdog(api: Api<Lease>, name: String, identity: String) -> std::pin::
     })
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // Before any thread starts: one heap for all threads (see `heap::one_arena`).
+    loopservice_operator::heap::one_arena();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loopservice-operator: cannot start the async runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    runtime.block_on(operate());
+}
+
+async fn operate() {
     let args = Args::parse();
     if let Err(e) = telemetry::init(&args.log_level, args.log_format) {
         eprintln!("loopservice-operator: {e}");
