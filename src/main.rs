@@ -62,7 +62,7 @@ struct Args {
     lease_namespace: Option<String>,
     /// API requests that reconciles make at once, at most. Due loops' Job creates go first;
     /// status writes, deletes of old Jobs and Events wait while any is waiting.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "CONCURRENCY", default_value_t = Settings::default().concurrency, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
     /// Reconciles running at once, at most (each LoopService is reconciled by one at a time).
     /// Most of them wait for a turn to make a request; a waiting reconcile costs a few KiB.
