@@ -85,9 +85,10 @@ pub enum LoopEvents {
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// API requests of reconciles in flight at once, at most ([`Priority`] says which go first).
-    /// The default, 64, measured on a 2-core cluster: 100 Jobs due at once were created p99
-    /// 218 ms late (351 ms at 32, queued in the operator; 175 ms at 100), and 1,000 overdue
-    /// ones all within 1.81 s (1.58 s at 32; 2.08 s at 100, the API server overloaded).
+    /// The default, 64, from `make bench` on a 2-core cluster, one run each: 100 Jobs due at
+    /// once were created p99 218 ms late (351 ms at 32, queued in the operator; 175 ms at 100),
+    /// and 1,000 overdue ones all within 1.81 s (1.58 s at 32; 2.08 s at 100, the API server
+    /// overloaded). Runs spread widely: another at 64 gave p99 415 ms.
     pub concurrency: u16,
     /// Reconciles running at once, at most. Far more than `concurrency`, so that due launches
     /// are not stuck in the controller's queue behind reconciles waiting for a request.
