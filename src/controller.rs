@@ -505,10 +505,13 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
     }
     publish(ls, ctx, &notes).await;
 
-    // Old Jobs go only once their loop is counted in the status already stored.
+    // Old Jobs go only once their loop is counted in the status already stored: `st`, written
+    // above (or equal to the stored one). The loop this reconcile recorded is counted there
+    // already, so its Job is not left for a later reconcile to delete (the next loop's
+    // Job, whose creation wakes none, would not bring one).
     let keep_ok = spec.successful_jobs_history_limit.map_or(DEFAULT_HISTORY, |n| n.max(0) as usize);
     let keep_failed = spec.failed_jobs_history_limit.map_or(DEFAULT_HISTORY, |n| n.max(0) as usize);
-    for old in status::jobs_to_delete(&observed, &prev, keep_ok, keep_failed) {
+    for old in status::jobs_to_delete(&observed, &st, keep_ok, keep_failed) {
         let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
         let _turn = ctx.request(Priority::Bookkeeping).await;
         match jobs_api.delete(&old, &dp).await {
