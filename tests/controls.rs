@@ -363,11 +363,13 @@ async fn suspends_itself_after_n_failures_and_resuming_resets_the_count() {
     println!("Ready: {} {}: {}", ready.status, ready.reason, ready.message);
     assert_eq!((st.phase, ready.status.as_str(), ready.reason.as_str()), (Some(Phase::Suspended), "False", "SuspendedAfterFailures"));
     assert_eq!((st.loops_failed, st.consecutive_failures), (2, 2));
-    let evs = events(&ns, "fragile").await;
-    assert_eq!(evs.iter().filter(|(t, r, _)| t == "Warning" && r == "SuspendedAfterFailures").count(), 1, "{evs:?}");
+    // The Event follows the status write that it reports.
+    suspension_events(&ns, 1).await;
     // Nothing more starts, and the user's spec is untouched.
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(loop_jobs(&ns, "fragile").await.len(), 2, "no loop while suspended");
+    let evs = events(&ns, "fragile").await;
+    assert_eq!(evs.iter().filter(|(t, r, _)| t == "Warning" && r == "SuspendedAfterFailures").count(), 1, "{evs:?}");
     let obj = ns.loopservices().get("fragile").await.unwrap();
     assert_eq!((obj.spec.suspend, obj.metadata.generation), (None, Some(1)), "the operator did not write the spec");
 
@@ -382,8 +384,17 @@ async fn suspends_itself_after_n_failures_and_resuming_resets_the_count() {
     println!("after the resume: {} loops failed, suspended after loop {}", st.loops_failed, st.failure_suspension.as_ref().unwrap().r#loop);
     assert_eq!((st.loops_failed, st.consecutive_failures, st.failure_suspension.as_ref().unwrap().failures), (4, 4, 2));
     assert_eq!(loop_jobs(&ns, "fragile").await.len(), 4);
-    let evs = events(&ns, "fragile").await;
+    let evs = suspension_events(&ns, 2).await;
     assert_eq!(evs.iter().filter(|(t, r, _)| t == "Warning" && r == "SuspendedAfterFailures").count(), 2, "{evs:?}");
+}
+
+/// The LoopService `fragile`'s Events once `n` of them say it suspended itself.
+async fn suspension_events(ns: &TestNs, n: usize) -> Vec<(String, String, String)> {
+    wait_for(&format!("{n} SuspendedAfterFailures Event(s)"), Duration::from_secs(10), || async {
+        let evs = events(ns, "fragile").await;
+        (evs.iter().filter(|(t, r, _)| t == "Warning" && r == "SuspendedAfterFailures").count() >= n).then_some(evs)
+    })
+    .await
 }
 
 #[tokio::test]
