@@ -67,6 +67,12 @@ const RECHECK_INVALID: Duration = Duration::from_secs(30);
 const SUSPECT_AFTER_WATCH_FAILURE: Duration = Duration::from_secs(60);
 /// The recheck of a running loop while the caches are suspect.
 const SUSPECT_RECHECK: Duration = Duration::from_secs(2);
+/// A reconcile that finds the cache without this instance's last status write (the watch a
+/// step behind it) runs again after `OWN_WRITE_RECHECK`, for up to `OWN_WRITE_WAIT` after the
+/// write, before it reads the stored object instead: the watch almost always brings the write
+/// within milliseconds, and a read per loop costs the API server more than a short wait.
+const OWN_WRITE_RECHECK: Duration = Duration::from_millis(50);
+const OWN_WRITE_WAIT: Duration = Duration::from_secs(2);
 /// A loop's Pod gets this long to start before a waiting container counts as stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(10);
 
@@ -137,7 +143,7 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<LoopService>, u32>>,
     /// A fingerprint of the status this instance last wrote, by LoopService uid: a cached
     /// object whose status differs may be a write behind, and is checked before a launch.
-    written: Mutex<HashMap<String, u64>>,
+    written: Mutex<HashMap<String, (u64, Instant)>>,
     /// Turns to make an API request: `settings.concurrency` of them, launches first.
     turns: Turns,
     /// Dry-run answers of specs lately checked, by namespace and spec.
@@ -191,12 +197,20 @@ impl Context {
     }
 
     fn remember_written(&self, uid: &str, st: &LoopServiceStatus) {
-        self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.to_string(), fingerprint(st));
+        self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.to_string(), (fingerprint(st), Instant::now()));
     }
 
     /// Whether the cached status is the one this instance last wrote (or it wrote none).
     fn cache_has_last_write(&self, uid: &str, cached: &LoopServiceStatus) -> bool {
-        self.written.lock().unwrap_or_else(|p| p.into_inner()).get(uid).is_none_or(|h| *h == fingerprint(cached))
+        self.behind_last_write(uid, cached).is_none()
+    }
+
+    /// How long ago this instance wrote a status the cache does not show yet; `None` when the
+    /// cached status is the last one written (or it wrote none).
+    fn behind_last_write(&self, uid: &str, cached: &LoopServiceStatus) -> Option<Duration> {
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let (hash, at) = written.get(uid)?;
+        (*hash != fingerprint(cached)).then(|| at.elapsed())
     }
 
     fn retries(&self, key: &ObjectRef<LoopService>, reset: bool) -> u32 {
@@ -224,8 +238,12 @@ pub async fn reconcile(cached: Arc<CachedLoopService>, ctx: Arc<Context>) -> Res
     // The work is boxed, and so allocated only once the reconcile runs: the controller makes up
     // to `max_reconciles` of these at once, and most finish in their first poll.
     let ls = match Box::pin(fresh(&ls, &ctx)).await {
-        Ok(Some(stored)) => Arc::new(stored),
-        Ok(None) => ls,
+        Ok(Fresh::Stored(stored)) => Arc::new(stored),
+        Ok(Fresh::Current) => ls,
+        Ok(Fresh::Wait) => {
+            ctx.metrics.own_write_waits.inc();
+            return Ok(Action::requeue(OWN_WRITE_RECHECK));
+        }
         Err(Error::GetLoopService(_, kube::Error::Api(s))) if s.code == 404 => return Ok(Action::await_change()),
         Err(e) => return Err(e),
     };
@@ -245,14 +263,27 @@ pub async fn reconcile(cached: Arc<CachedLoopService>, ctx: Arc<Context>) -> Res
     res
 }
 
-/// The stored LoopService when the cached one does not show this instance's last status write
-/// (the watch is a step behind it): a reconcile on the cached one would decide on an old
-/// status and its status write would only conflict. `None` when the cache is current.
-async fn fresh(ls: &LoopService, ctx: &Context) -> Result<Option<LoopService>> {
-    let (Some(ns), Some(uid)) = (ls.namespace(), ls.uid()) else { return Ok(None) };
+/// What a reconcile decides on: the cached LoopService, or the stored one.
+enum Fresh {
+    /// The cache shows this instance's last status write (or it wrote none).
+    Current,
+    /// The cache lacks a status write made a moment ago: run again shortly.
+    Wait,
+    /// The cache lacked a write for longer than a watch takes: the stored object, read.
+    Stored(LoopService),
+}
+
+/// Whether the cached LoopService shows this instance's last status write. When it does not
+/// (the watch is a step behind it), a reconcile on it would decide on an old status and its
+/// status write would only conflict: it waits for the watch for a moment, then reads the
+/// stored object.
+async fn fresh(ls: &LoopService, ctx: &Context) -> Result<Fresh> {
+    let (Some(ns), Some(uid)) = (ls.namespace(), ls.uid()) else { return Ok(Fresh::Current) };
     let cached = ls.status.clone().unwrap_or_default();
-    if ctx.cache_has_last_write(&uid, &cached) {
-        return Ok(None);
+    match ctx.behind_last_write(&uid, &cached) {
+        None => return Ok(Fresh::Current),
+        Some(ago) if ago < OWN_WRITE_WAIT && !ctx.caches_suspect() => return Ok(Fresh::Wait),
+        Some(_) => {}
     }
     let name = ls.name_any();
     let _turn = ctx.request(Priority::Bookkeeping).await;
@@ -263,11 +294,11 @@ async fn fresh(ls: &LoopService, ctx: &Context) -> Result<Option<LoopService>> {
     if stored.resource_version() == ls.resource_version() {
         // Someone else wrote it last; the cache is current.
         ctx.remember_written(&uid, &cached);
-        return Ok(None);
+        return Ok(Fresh::Current);
     }
     trim_loopservice(&mut stored);
     ctx.metrics.stale_reads.inc();
-    Ok(Some(stored))
+    Ok(Fresh::Stored(stored))
 }
 
 /// Shows a failing reconcile in status (`Reconciled=False` with the error), so that it is seen

@@ -40,6 +40,7 @@ pub struct Metrics {
     /// Reconciles that found the cached LoopService behind the operator's own last status
     /// write, and read the stored one instead.
     pub stale_reads: Counter,
+    pub own_write_waits: Counter,
     pub reconcile_seconds: Histogram,
     pub start_delay_seconds: Histogram,
     /// From each LoopService's stored status, set after every reconcile that read or wrote it.
@@ -61,6 +62,7 @@ impl Default for Metrics {
             reconcile_errors: Family::default(),
             reconciles: Counter::default(),
             stale_reads: Counter::default(),
+            own_write_waits: Counter::default(),
             // 1 ms .. ~16 s
             reconcile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             start_delay_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
@@ -79,6 +81,11 @@ impl Default for Metrics {
             "stale_cache_reads",
             "Reconciles that found the cached LoopService behind the operator's own last status write and read the stored one",
             m.stale_reads.clone(),
+        );
+        registry.register(
+            "own_write_waits",
+            "Reconciles put off for a moment because the cache did not show the operator's own status write of a moment ago yet",
+            m.own_write_waits.clone(),
         );
         registry.register("reconcile_duration_seconds", "Time one reconcile took", m.reconcile_seconds.clone());
         registry.register(
