@@ -21,6 +21,7 @@ start_etcd() {
     --quota-backend-bytes 2147483648
 }
 
+# LOOPS_APISERVER_PROFILING=true serves /debug/pprof (for `go tool pprof` on a bench run).
 start_apiserver() {
   alive kube-apiserver && return 0
   local extra; read -ra extra <<<"$(apiserver_version_args)"
@@ -36,7 +37,7 @@ start_apiserver() {
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --allow-privileged=true \
     --cert-dir "$STATE_DIR/apiserver-certs" \
-    --profiling=false \
+    --profiling="${LOOPS_APISERVER_PROFILING:-false}" \
     --v=1 "${extra[@]}"
 }
 
