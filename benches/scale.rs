@@ -14,8 +14,10 @@
 //! 4. `BENCH_IDLE` (10000) suspended LoopServices: memory, time to ready after a restart at a
 //!    tenth, a half and all of them, idle CPU, /metrics size.
 //!
-//! `BENCH_PHASES` (default `floor,peers,overdue,idle`) picks phases; `BENCH_OPERATOR_ENV="K=V,K=V"`
-//! passes extra environment to the operator. Plots go to `<target dir>/bench/`.
+//! `BENCH_PHASES` (default `floor,peers,overdue,idle`; `loopservices` is `peers` without the
+//! CronJobs) picks phases. `BENCH_FLOOR_AT_ONCE` (a comma list; default `--concurrency`'s) sets
+//! the floor's creates in flight at once. `BENCH_OPERATOR_ENV="K=V,K=V"` passes extra
+//! environment to the operator. Plots go to `<target dir>/bench/`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -77,6 +79,9 @@ async fn main() {
     let fake = Api::<Node>::all(client.clone()).list(&ListParams::default().labels("loops.dev/fake-node=true")).await.expect("list nodes").items;
     assert!(!fake.is_empty(), "no fake nodes: run `hack/cluster.sh fake-nodes 5` first");
     let version = client.apiserver_version().await.expect("server version");
+    // The CRD first, so that a cluster just brought up has known it for a while when the
+    // LoopService phase begins.
+    support::ensure_crd(&client).await;
     let began = Instant::now();
     println!("\nloopservice-operator scale bench: Kubernetes {}, {} fake nodes, {} cores", version.git_version, fake.len(),
         std::thread::available_parallelism().map_or(0, |n| n.get()));
@@ -87,23 +92,34 @@ async fn main() {
     let mut plots = vec![];
     if phases.contains("floor") {
         let mut rows = vec![];
-        for size in [n, overdue_n].into_iter().filter(|s| *s > 0) {
-            let (r, ns) = floor::run(size).await;
-            rows.push(r);
-            delete_and_wait(ns).await;
+        for at_once in floor::at_once() {
+            for size in [n, overdue_n].into_iter().filter(|s| *s > 0) {
+                let (r, ns) = floor::run(size, at_once).await;
+                rows.push(r);
+                delete_and_wait(ns).await;
+            }
         }
         report::floor(&rows);
     }
-    if phases.contains("peers") {
+    // `loopservices` alone runs the LoopService phase without the CronJob one after it.
+    if phases.contains("peers") || phases.contains("loopservices") {
         println!("\nLoopService phase: {n} LoopServices, interval 60 s, Jobs on the fake nodes");
         let ls = peers::loopservices(n, minutes).await;
         assert!(!ls.skew.is_empty(), "no LoopService loop after the first was seen: the operator did not loop");
-        println!("CronJob phase: {n} CronJobs, `* * * * *`, Jobs on the fake nodes");
-        let cron = peers::cronjobs(n, minutes).await;
-        assert!(!cron.skew.is_empty(), "no CronJob Job was seen for the minutes measured");
-        report::peers(&ls, &cron);
+        let cron = if phases.contains("peers") {
+            println!("CronJob phase: {n} CronJobs, `* * * * *`, Jobs on the fake nodes");
+            let cron = peers::cronjobs(n, minutes).await;
+            assert!(!cron.skew.is_empty(), "no CronJob Job was seen for the minutes measured");
+            Some(cron)
+        } else {
+            None
+        };
+        report::peers(&ls, cron.as_ref());
         report::api(&ls);
-        let series = [("LoopService", &ls.skew[..], RGBColor(30, 90, 200)), ("CronJob", &cron.skew[..], RGBColor(210, 40, 40))];
+        let mut series = vec![("LoopService", &ls.skew[..], RGBColor(30, 90, 200))];
+        if let Some(c) = &cron {
+            series.push(("CronJob", &c.skew[..], RGBColor(210, 40, 40)));
+        }
         plots.push(plot::cdf("skew-cdf.png", "Job creation after due: CDF", &series));
     }
     if phases.contains("overdue") && overdue_n > 0 {

@@ -20,6 +20,8 @@ use crate::watch::JobWatch;
 
 pub struct FloorResult {
     pub n: usize,
+    /// Creates in flight at once.
+    pub at_once: usize,
     /// Seconds from the first create to each Job seen by the watch.
     pub lat: Vec<f64>,
 }
@@ -47,21 +49,33 @@ fn loop_job(name: &str, now: jiff::Timestamp) -> Job {
     job
 }
 
-/// Creates `n` Jobs at once, as many at a time as the operator's default API requests in
-/// flight (`--concurrency`), in a namespace of its own.
-pub async fn run(n: usize) -> (FloorResult, TestNs) {
+/// How many creates the floor keeps in flight at once: `BENCH_FLOOR_AT_ONCE` (a comma list),
+/// by default the operator's default API requests in flight (`--concurrency`).
+pub fn at_once() -> Vec<usize> {
+    let default = usize::from(Settings::default().concurrency);
+    std::env::var("BENCH_FLOOR_AT_ONCE")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).filter(|x| *x > 0).collect::<Vec<usize>>())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| vec![default])
+}
+
+/// Creates `n` Jobs at once, `at_once` at a time, with a new client (so with the connections
+/// it must open), in a namespace of its own.
+pub async fn run(n: usize, at_once: usize) -> (FloorResult, TestNs) {
     let ns = TestNs::new("bench-floor").await;
     let watch = JobWatch::start(&ns.name);
     let now = jiff::Timestamp::now();
     let jobs: Vec<Job> = (0..n).map(|i| loop_job(&format!("floor-{i}"), now)).collect();
-    let api: Api<Job> = Api::namespaced(ns.client.clone(), &ns.name);
+    let client = kube::Client::try_default().await.expect("a client");
+    let api: Api<Job> = Api::namespaced(client, &ns.name);
     let began = jiff::Timestamp::now();
     let creates = futures::stream::iter(jobs)
         .map(|job| {
             let api = api.clone();
             async move { api.create(&PostParams::default(), &job).await.map(|_| ()) }
         })
-        .buffer_unordered(usize::from(Settings::default().concurrency));
+        .buffer_unordered(at_once);
     let results: Vec<_> = creates.collect().await;
     let failed = results.iter().filter(|r| r.is_err()).count();
     assert_eq!(failed, 0, "{failed} of {n} Job creates failed: {:?}", results.iter().find(|r| r.is_err()));
@@ -70,5 +84,5 @@ pub async fn run(n: usize) -> (FloorResult, TestNs) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let lat = watch.snapshot().iter().filter(|(_, s)| !s.relisted).map(|(_, s)| s.at.duration_since(began).as_secs_f64()).collect();
-    (FloorResult { n, lat }, ns)
+    (FloorResult { n, at_once, lat }, ns)
 }

@@ -54,6 +54,8 @@ pub struct LsResult {
     pub anchored: usize,
     pub not_anchored: Vec<String>,
     pub spacing_err_ms: Vec<f64>,
+    /// For each loop number from 2: how far apart the due times of that wave of loops were.
+    pub due_spread_ms: Vec<(i64, f64)>,
     pub loops: usize,
     pub api: Counts,
     pub operator_events: f64,
@@ -61,6 +63,8 @@ pub struct LsResult {
     pub status_writes: usize,
     pub other_writes: usize,
     pub relisted: usize,
+    /// The operator's own counters at the end: (name, value).
+    pub operator_counters: Vec<(String, f64)>,
     pub bench_creates: usize,
     pub seconds: f64,
 }
@@ -69,13 +73,17 @@ pub async fn loopservices(n: usize, minutes: usize) -> LsResult {
     let ns = TestNs::new("bench-ls").await;
     ensure_crd(&ns.client).await;
     let watch = JobWatch::start(&ns.name);
-    let (mut op, addr) = proc::start(&ns.name).await;
-    proc::wait_ready(&mut op, &addr, Duration::from_secs(60)).await;
     let writes = LsWrites::start(ns.loopservices()).await;
     let before = apiserver::scrape(&ns.client).await;
     let start = Instant::now();
+    // Created before the operator starts, so that it starts every first loop in one burst and
+    // each later wave of loops is due within that burst's spread (printed), not over however
+    // long the creates took.
     create_many(&ns, "loop-", 0..n, "60s", false).await;
-    println!("  created {n} LoopServices in {:.1} s; running {minutes} min", start.elapsed().as_secs_f64());
+    let created = start.elapsed().as_secs_f64();
+    let (mut op, addr) = proc::start(&ns.name).await;
+    proc::wait_ready(&mut op, &addr, Duration::from_secs(60)).await;
+    println!("  created {n} LoopServices in {created:.1} s, then started the operator; running {minutes} min");
     let run_for = Duration::from_secs(minutes as u64 * 60 + 15);
     while start.elapsed() < run_for {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -86,6 +94,7 @@ pub async fn loopservices(n: usize, minutes: usize) -> LsResult {
     let after = apiserver::scrape(&ns.client).await;
     let seconds = start.elapsed().as_secs_f64();
     let (status_writes, other_writes, relisted) = writes.counts();
+    let operator_counters = proc::http_get(&addr, "/metrics").map(|(_, body)| counters(&body)).unwrap_or_default();
     drop(op);
     let jobs = watch.snapshot();
     drop(watch);
@@ -112,20 +121,24 @@ pub async fn loopservices(n: usize, minutes: usize) -> LsResult {
         anchored: 0,
         not_anchored: vec![],
         spacing_err_ms: vec![],
+        due_spread_ms: vec![],
         loops: jobs.len(),
-        api: apiserver::diff(&before, &after),
+        api: without_startup(apiserver::diff(&before, &after), n),
         operator_events,
         status_writes,
         other_writes,
         relisted,
+        operator_counters,
         bench_creates: n,
         seconds,
     };
+    let mut waves: std::collections::BTreeMap<i64, Vec<jiff::Timestamp>> = Default::default();
     for (name, mut loops) in by_ls {
         loops.sort_by_key(|(l, _)| *l);
         for w in loops.windows(2) {
             let ((pl, prev), (l, cur)) = (&w[0], &w[1]);
             let due = cur.ann_time(ANN_SCHEDULED).unwrap_or_else(|| panic!("Job of {name} loop {l} has no {ANN_SCHEDULED}"));
+            waves.entry(*l).or_default().push(due);
             r.skew.push(cur.at.duration_since(due).as_secs_f64());
             let (Some(ps), Some(cs)) = (prev.ann_time(ANN_STARTED), cur.ann_time(ANN_STARTED)) else { continue };
             let off_ms = (ps.duration_since(due).as_secs_f64() + INTERVAL_S) * 1000.0;
@@ -137,7 +150,44 @@ pub async fn loopservices(n: usize, minutes: usize) -> LsResult {
             }
         }
     }
+    for (l, due) in waves {
+        if let (Some(first), Some(last)) = (due.iter().min(), due.iter().max()) {
+            r.due_spread_ms.push((l, last.duration_since(*first).as_secs_f64() * 1000.0));
+        }
+    }
     r
+}
+
+/// The phase's requests less those that are not the loops': the bench's own LoopService
+/// creates, and the operator's first LIST of each of its caches (LoopServices, Jobs, Pods)
+/// at its start.
+fn without_startup(mut api: Counts, bench_creates: usize) -> Counts {
+    for ((verb, res, _), n) in api.iter_mut() {
+        let not_loops = match (verb.as_str(), res.as_str()) {
+            ("POST", "loopservices") => bench_creates as f64,
+            ("LIST", "loopservices" | "jobs" | "pods") => 1.0,
+            _ => 0.0,
+        };
+        *n = (*n - not_loops).max(0.0);
+    }
+    api
+}
+
+/// The operator's counters that say how much work a loop took it: reconciles, reconciles put
+/// off for the cache, reads of the stored LoopService past a stale cache, and failed
+/// reconciles by step.
+fn counters(metrics: &str) -> Vec<(String, f64)> {
+    const NAMES: [&str; 4] = [
+        "loopservice_reconciles_total",
+        "loopservice_own_write_waits_total",
+        "loopservice_stale_cache_reads_total",
+        "loopservice_reconcile_errors_total",
+    ];
+    metrics
+        .lines()
+        .filter(|l| NAMES.iter().any(|n| l.starts_with(n)))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?))))
+        .collect()
 }
 
 pub struct CronResult {

@@ -7,25 +7,32 @@ use crate::overdue::OverdueResult;
 use crate::peers::{CronResult, LsResult};
 use crate::stats::{fmt, target, Sample};
 
-pub fn peers(ls: &LsResult, cron: &CronResult) {
-    let (l, c) = (Sample::new(ls.skew.clone()), Sample::new(cron.skew.clone()));
+pub fn peers(ls: &LsResult, cron: Option<&CronResult>) {
+    let l = Sample::new(ls.skew.clone());
     println!("\n1. Job created after its due time, as the bench's Job watch saw it");
     println!("  LoopService (loops 2.., {} Jobs seen in {:.0} s)  {}", ls.loops, ls.seconds, l.line(1000.0, " ms"));
-    println!("  CronJob ({} minutes x {}, {:.0} s)              {}", cron.schedules, cron.expected / cron.schedules.max(1), cron.seconds, c.line(1000.0, " ms"));
-    if c.n() < cron.expected {
-        println!("  CronJob Jobs not seen within 55 s of their minute: {}", cron.expected - c.n());
+    if let Some(cron) = cron {
+        let c = Sample::new(cron.skew.clone());
+        println!("  CronJob ({} minutes x {}, {:.0} s)              {}", cron.schedules, cron.expected / cron.schedules.max(1), cron.seconds, c.line(1000.0, " ms"));
+        if c.n() < cron.expected {
+            println!("  CronJob Jobs not seen within 55 s of their minute: {}", cron.expected - c.n());
+        }
+        println!(
+            "  ratio CronJob / LoopService: p50 {}x  p99 {}x  max {}x",
+            fmt(c.p(0.5) / l.p(0.5)),
+            fmt(c.p(0.99) / l.p(0.99)),
+            fmt(c.max() / l.max())
+        );
     }
-    println!(
-        "  ratio CronJob / LoopService: p50 {}x  p99 {}x  max {}x",
-        fmt(c.p(0.5) / l.p(0.5)),
-        fmt(c.p(0.99) / l.p(0.99)),
-        fmt(c.max() / l.max())
-    );
     println!(
         "  due time = previous loop's start + 60 s (to the ms): {} of {} loops{}",
         ls.anchored,
         ls.anchored + ls.not_anchored.len(),
         if ls.not_anchored.is_empty() { String::new() } else { format!("; not: {}", ls.not_anchored.iter().take(5).cloned().collect::<Vec<_>>().join("; ")) }
+    );
+    println!(
+        "  each wave's due times spread over (loop: ms) {}",
+        ls.due_spread_ms.iter().map(|(l, ms)| format!("{l}: {ms:.0}")).collect::<Vec<_>>().join(", ")
     );
     println!("  LoopService start spacing error (start - previous start - 60 s)  {}", Sample::new(ls.spacing_err_ms.clone()).line(1.0, " ms"));
     println!("{}", target("(1) LoopService skew p99 <= 250 ms", &format!("p99 {} ms", fmt(l.p(0.99) * 1000.0)), l.p(0.99) <= 0.25));
@@ -36,10 +43,11 @@ pub fn api(ls: &LsResult) {
     println!("\n2. API calls during the LoopService phase ({} loops in {:.0} s; the CronJob phase ran after it)", ls.loops, ls.seconds);
     println!("  a) the API server's apiserver_request_total, diffed over the phase, for {RESOURCES:?}: every client of the");
     println!("     cluster is in it (the operator; the Job controller, scheduler and kwok running its Jobs; the bench's watches;");
-    println!("     anything else using the cluster then); the bench's own {} LoopService creates are subtracted", ls.bench_creates);
+    println!("     anything else using the cluster then); the bench's own {} LoopService creates and the operator's first LIST", ls.bench_creates);
+    println!("     of each of its three caches, at its start, are subtracted");
     println!("  {:<8} {:<20} {:<20} {:>7} {:>9}", "verb", "resource", "group", "count", "per loop");
     for ((verb, res, group), n) in &ls.api {
-        let n = if verb == "POST" && res == "loopservices" { n - ls.bench_creates as f64 } else { *n };
+        let n = *n;
         if n > 0.0 {
             println!("  {verb:<8} {res:<20} {:<20} {n:>7.0} {:>9}", if group.is_empty() { "core" } else { group }, fmt(n / loops));
         }
@@ -63,6 +71,10 @@ pub fn api(ls: &LsResult) {
     if ls.relisted > 0 {
         println!("     (the LoopService watch relisted after a gap, {} objects: writes in a gap count once)", ls.relisted);
     }
+    println!(
+        "  c) the operator's own counters: {}",
+        ls.operator_counters.iter().map(|(k, v)| format!("{k} {v:.0} ({} per loop)", fmt(v / loops))).collect::<Vec<_>>().join(", ")
+    );
     println!("{}", target("(4) no LIST per loop (a, all clients)", &format!("{} per loop", fmt(lists / loops)), lists == 0.0));
     let creates = s(&["POST"], "jobs") / loops;
     println!("{}", target("(4) <= 1 Job create per loop (a, all clients)", &fmt(creates), creates <= 1.0));
@@ -106,10 +118,9 @@ pub fn idle(r: &IdleResult) {
 }
 
 pub fn floor(rows: &[FloorResult]) {
-    let at_once = loopservice_operator::controller::Settings::default().concurrency;
-    println!("\n0. The floor: a bare client (no operator) creates N Jobs at one instant, {at_once} at a time; first create to each seen");
+    println!("\n0. The floor: a bare client (no operator) creates N Jobs at one instant, K at a time; first create to each seen");
     for r in rows {
         let s = Sample::new(r.lat.clone());
-        println!("  {:>5} Jobs  {}{}", r.n, s.line(1000.0, " ms"), if s.n() < r.n { format!(" (only {} of {} seen)", s.n(), r.n) } else { String::new() });
+        println!("  {:>5} Jobs, {:>4} at a time  {}{}", r.n, r.at_once, s.line(1000.0, " ms"), if s.n() < r.n { format!(" (only {} of {} seen)", s.n(), r.n) } else { String::new() });
     }
 }
