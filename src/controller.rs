@@ -91,10 +91,12 @@ pub enum LoopEvents {
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// API requests of reconciles in flight at once, at most ([`Priority`] says which go first).
-    /// The default, 64, from `make bench` on a 2-core cluster, one run each: 100 Jobs due at
-    /// once were created p99 218 ms late (351 ms at 32, queued in the operator; 175 ms at 100),
-    /// and 1,000 overdue ones all within 1.81 s (1.58 s at 32; 2.08 s at 100, the API server
-    /// overloaded). Runs spread widely: another at 64 gave p99 415 ms.
+    /// The default, 128, from `make bench` on a 2-core cluster: 100 Jobs due at one instant
+    /// go out in one round and were created p99 197 ms late (n=300; 478 ms at 64, in two
+    /// rounds), and 1,000 overdue ones all within 1.76 s (p99 1.68 s, as a bare client creating
+    /// them 64 at a time did on the same cluster). Far more made a bare client's 1,000 creates
+    /// slower in the bench's floor: all after 1.62 s at 256 and 2.28 s at 1,000 at a time,
+    /// against 1.46 s at 128.
     pub concurrency: u16,
     /// Reconciles running at once, at most. Far more than `concurrency`, so that due launches
     /// are not stuck in the controller's queue behind reconciles waiting for a request.
@@ -111,7 +113,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            concurrency: 64,
+            concurrency: 128,
             max_reconciles: 1024,
             qps: 500,
             burst: 1000,
