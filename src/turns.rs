@@ -34,7 +34,7 @@ pub struct Turns {
 /// One request's turn, held until dropped.
 pub struct Turn<'a> {
     _permit: Option<SemaphorePermit<'a>>,
-    _launch: Option<Waiting<'a>>,
+    _launch: Option<Counted<'a>>,
 }
 
 impl Turns {
@@ -49,11 +49,11 @@ impl Turns {
                 let permit = {
                     self.launches_waiting.send_modify(|n| *n += 1);
                     // Counted out again even if this future is dropped while it waits.
-                    let _waiting = Waiting(&self.launches_waiting);
+                    let _waiting = Counted(&self.launches_waiting);
                     self.permits.acquire().await.ok()
                 };
                 self.launches_in_flight.send_modify(|n| *n += 1);
-                return Turn { _permit: permit, _launch: Some(Waiting(&self.launches_in_flight)) };
+                return Turn { _permit: permit, _launch: Some(Counted(&self.launches_in_flight)) };
             }
             Priority::Bookkeeping => loop {
                 let mut in_flight = self.launches_in_flight.subscribe();
@@ -72,9 +72,10 @@ impl Turns {
     }
 }
 
-struct Waiting<'a>(&'a watch::Sender<usize>);
+/// One launch counted in a gauge (waiting, or in flight) for as long as it lives.
+struct Counted<'a>(&'a watch::Sender<usize>);
 
-impl Drop for Waiting<'_> {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
