@@ -59,11 +59,14 @@ async fn a_quick_loop_starts_its_jobs_one_interval_apart() {
     let cols: Vec<&str> = row.0.split("  ").map(str::trim).filter(|s| !s.is_empty()).collect();
     assert_eq!(cols, ["NAME", "INTERVAL", "PHASE", "LOOPS", "FAILED", "OVERRUNS", "LAST RUN", "NEXT RUN", "AGE"]);
 
-    let evs = events(&ns, "tick").await;
+    let mut started = vec![];
     for n in 1..=3 {
-        let started = format!("started loop {n} as Job {}", loop_job_name(&ns, "tick", n).await);
-        assert!(evs.iter().any(|(t, r, m)| t == "Normal" && r == "LoopStarted" && *m == started), "{started}: {evs:?}");
+        started.push(format!("started loop {n} as Job {}", loop_job_name(&ns, "tick", n).await));
     }
+    events_where(&ns, "tick", "a LoopStarted Event naming the Job of each of loops 1 to 3", |evs| {
+        started.iter().all(|s| evs.iter().any(|(t, r, m)| t == "Normal" && r == "LoopStarted" && m == s))
+    })
+    .await;
     assert!(evs.iter().any(|(t, r, _)| t == "Normal" && r == "LoopSucceeded"), "{evs:?}");
 }
 
@@ -88,8 +91,10 @@ async fn an_overrun_is_recorded_and_the_next_loop_starts_right_after_it() {
     assert!(o.message.contains("seconds, which is longer than its interval of 2 seconds"), "{}", o.message);
     let c = st.conditions.iter().find(|c| c.type_ == "Overrun").unwrap();
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "LoopOverran"));
-    let evs = events(&ns, "slow").await;
-    assert!(evs.iter().any(|(t, r, n)| t == "Warning" && r == "LoopOverrun" && n.contains("longer than its interval")), "{evs:?}");
+    let evs = events_where(&ns, "slow", "a LoopOverrun Warning", |evs| {
+        evs.iter().any(|(t, r, n)| t == "Warning" && r == "LoopOverrun" && n.contains("longer than its interval"))
+    })
+    .await;
     // By default a loop that merely starts or succeeds is no Event: status and metrics count it.
     assert!(!evs.iter().any(|(_, r, _)| r == "LoopStarted" || r == "LoopSucceeded"), "{evs:?}");
 }
@@ -110,8 +115,10 @@ async fn a_failing_loop_records_exit_code_and_message_and_goes_on() {
     let c = st.conditions.iter().find(|c| c.type_ == "Failing").unwrap();
     assert_eq!(c.status, "True");
     assert!(loop_jobs(&ns, "broken").await.len() >= 2, "the loop went on after a failure");
-    let evs = events(&ns, "broken").await;
-    assert!(evs.iter().any(|(t, r, n)| t == "Warning" && r == "LoopFailed" && n.contains("code 1")), "{evs:?}");
+    events_where(&ns, "broken", "a LoopFailed Warning with the exit code", |evs| {
+        evs.iter().any(|(t, r, n)| t == "Warning" && r == "LoopFailed" && n.contains("code 1"))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -192,8 +199,7 @@ async fn killed_between_job_create_and_status_write_adopts_the_job() {
     let gap = secs(start_time(&jobs[0]), start_time(&jobs[1]));
     assert_eq!(jobs.iter().map(loop_number).collect::<Vec<_>>(), [1, 2]);
     assert!(gap > 2.5, "loop 2 came one interval after the adopted loop 1, not as a duplicate: {gap:.3}s");
-    let evs = events(&ns, "adoptee").await;
-    assert!(evs.iter().any(|(_, r, _)| r == "LoopAdopted"), "{evs:?}");
+    events_where(&ns, "adoptee", "a LoopAdopted Event", |evs| evs.iter().any(|(_, r, _)| r == "LoopAdopted")).await;
     let st = wait_status(&ns, "adoptee", "loop 1 recorded", |st| st.last_finished_loop >= 1).await;
     assert!(st.loops_succeeded >= 1);
 }
@@ -283,8 +289,7 @@ async fn a_job_the_api_server_would_refuse_is_invalid_spec_with_its_message_and_
     let st = status(&ns, "refused").await;
     assert_eq!((st.loops_started, st.loops_failed), (0, 0));
     assert!(loop_jobs(&ns, "refused").await.is_empty());
-    let evs = events(&ns, "refused").await;
-    assert!(evs.iter().any(|(t, r, _)| t == "Warning" && r == "InvalidSpec"), "{evs:?}");
+    events_where(&ns, "refused", "an InvalidSpec Warning", |evs| evs.iter().any(|(t, r, _)| t == "Warning" && r == "InvalidSpec")).await;
 }
 
 #[tokio::test]
@@ -402,7 +407,7 @@ async fn a_loop_whose_pod_cannot_start_is_reported_not_silent() {
     let again = status(&ns, "typo").await;
     let still = again.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!((still.reason.as_str(), still.last_transition_time), ("LoopStuck", ready.last_transition_time));
-    let evs = events(&ns, "typo").await;
+    let evs = events_where(&ns, "typo", "a LoopStuck Warning", |evs| evs.iter().any(|(t, r, _)| t == "Warning" && r == "LoopStuck")).await;
     assert_eq!(evs.iter().filter(|(t, r, _)| t == "Warning" && r == "LoopStuck").count(), 1, "{evs:?}");
 }
 

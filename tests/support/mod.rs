@@ -185,6 +185,23 @@ pub async fn wait_jobs(ns: &TestNs, name: &str, n: usize) -> Vec<Job> {
     .await
 }
 
+/// The Events about object `name` once `pred` holds of them, waiting up to 10 s: the operator
+/// publishes an Event after the status write it reports, so a test that has seen the status
+/// may list the Events a moment before it.
+pub async fn events_where(ns: &TestNs, name: &str, what: &str, pred: impl Fn(&[(String, String, String)]) -> bool) -> Vec<(String, String, String)> {
+    let start = Instant::now();
+    loop {
+        let evs = events(ns, name).await;
+        if pred(&evs) {
+            return evs;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            panic!("timed out after 10 s waiting for Events of {name}: {what}; the Events: {evs:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The (type, reason, note) of each events.k8s.io Event about object `name`.
 pub async fn events(ns: &TestNs, name: &str) -> Vec<(String, String, String)> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ns.client.clone(), &ns.name);
