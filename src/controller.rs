@@ -143,8 +143,9 @@ pub struct Context {
     /// is read from the API server too.
     watch_failed_at: Arc<std::sync::atomic::AtomicI64>,
     failures: Mutex<HashMap<ObjectRef<LoopService>, u32>>,
-    /// A fingerprint of the status this instance last wrote, by LoopService uid: a cached
-    /// object whose status differs may be a write behind, and is checked before a launch.
+    /// A fingerprint of the status this instance last wrote, and when, by LoopService uid: a
+    /// cached object whose status differs may be a write behind, and is waited for a moment
+    /// (see `OWN_WRITE_WAIT`) and checked before a launch.
     written: Mutex<HashMap<String, (u64, Instant)>>,
     /// Turns to make an API request: `settings.concurrency` of them, launches first.
     turns: Turns,

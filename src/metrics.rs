@@ -40,6 +40,8 @@ pub struct Metrics {
     /// Reconciles that found the cached LoopService behind the operator's own last status
     /// write, and read the stored one instead.
     pub stale_reads: Counter,
+    /// Reconciles put off for a moment because the cache did not show the operator's own
+    /// status write yet.
     pub own_write_waits: Counter,
     pub reconcile_seconds: Histogram,
     pub start_delay_seconds: Histogram,
