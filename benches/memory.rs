@@ -16,12 +16,7 @@ use serde_json::json;
 
 fn rss_kib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0.0)
 }
 
 /// A suspended LoopService as a LIST returns it after the operator wrote its status.
@@ -63,7 +58,11 @@ fn main() {
     }
     loopservice_operator::heap::trim();
     let after_store = rss_kib();
-    println!("  reflector store (cached objects)      {:8.1} MiB  {:6.0} bytes each", (after_store - base) / 1024.0, per(after_store - base));
+    println!(
+        "  reflector store (cached objects)      {:8.1} MiB  {:6.0} bytes each",
+        (after_store - base) / 1024.0,
+        per(after_store - base)
+    );
     let metrics = Metrics::default();
     for ls in store.state() {
         let l = LsLabels { namespace: "bench".into(), name: ls.metadata.name.clone().unwrap_or_default() };
@@ -83,7 +82,15 @@ fn main() {
         books.insert(ls.metadata.uid.clone().unwrap_or_default(), (1, 2, std::time::Instant::now()));
     }
     let after_books = rss_kib();
-    println!("  per-object bookkeeping (hash maps)    {:8.1} MiB  {:6.0} bytes each", (after_books - after_metrics) / 1024.0, per(after_books - after_metrics));
-    println!("  total                                 {:8.1} MiB  {:6.0} bytes each", (after_books - base) / 1024.0, per(after_books - base));
+    println!(
+        "  per-object bookkeeping (hash maps)    {:8.1} MiB  {:6.0} bytes each",
+        (after_books - after_metrics) / 1024.0,
+        per(after_books - after_metrics)
+    );
+    println!(
+        "  total                                 {:8.1} MiB  {:6.0} bytes each",
+        (after_books - base) / 1024.0,
+        per(after_books - base)
+    );
     std::hint::black_box((store, metrics, books));
 }

@@ -76,15 +76,20 @@ async fn main() {
     let idle_n = env_num("BENCH_IDLE", 10000);
     let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "floor,peers,overdue,idle".into());
     let client = support::client().await;
-    let fake = Api::<Node>::all(client.clone()).list(&ListParams::default().labels("loops.dev/fake-node=true")).await.expect("list nodes").items;
+    let fake =
+        Api::<Node>::all(client.clone()).list(&ListParams::default().labels("loops.dev/fake-node=true")).await.expect("list nodes").items;
     assert!(!fake.is_empty(), "no fake nodes: run `hack/cluster.sh fake-nodes 5` first");
     let version = client.apiserver_version().await.expect("server version");
     // The CRD first, so that a cluster just brought up has known it for a while when the
     // LoopService phase begins.
     support::ensure_crd(&client).await;
     let began = Instant::now();
-    println!("\nloopservice-operator scale bench: Kubernetes {}, {} fake nodes, {} cores", version.git_version, fake.len(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "\nloopservice-operator scale bench: Kubernetes {}, {} fake nodes, {} cores",
+        version.git_version,
+        fake.len(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!("  kube-controller-manager client: {}", peers::kcm_qps());
     println!("  BENCH_N={n} BENCH_MINUTES={minutes} BENCH_OVERDUE={overdue_n} BENCH_IDLE={idle_n} BENCH_PHASES={phases}");
     println!("  operator env: LOG_LEVEL=warn{}", proc::extra_env().iter().map(|(k, v)| format!(" {k}={v}")).collect::<String>());

@@ -20,17 +20,17 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, error, info, warn};
 
+use crate::cached::CachedLoopService;
 use crate::crd::{LoopService, LoopServiceStatus, Phase};
-use crate::job::{self, JobParams, ObservedJob, Outcome, clip};
-use crate::observe::{self, Cache};
+use crate::job::{self, clip, JobParams, ObservedJob, Outcome};
 use crate::metrics::{ErrorLabels, LsLabels, Metrics, ResultLabels};
+use crate::observe::{self, Cache};
 use crate::schedule;
 use crate::spec::ValidSpec;
-use crate::cached::CachedLoopService;
 use crate::status::{self, Decision, Note};
 use crate::turns::{Priority, Turn, Turns};
 use crate::verdicts::Verdicts;
-use crate::{Error, Result, is_transient};
+use crate::{is_transient, Error, Result};
 
 /// A fault to inject, for tests of crash safety.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,7 +154,14 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, reporter: Reporter, metrics: Arc<Metrics>, draining: Arc<AtomicBool>, fault: Option<Fault>, settings: Settings) -> Self {
+    pub fn new(
+        client: Client,
+        reporter: Reporter,
+        metrics: Arc<Metrics>,
+        draining: Arc<AtomicBool>,
+        fault: Option<Fault>,
+        settings: Settings,
+    ) -> Self {
         let turns = usize::from(settings.concurrency.max(1));
         let qps = std::num::NonZeroU32::new(settings.qps.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
         let burst = std::num::NonZeroU32::new(settings.burst.max(settings.qps).max(1)).unwrap_or(std::num::NonZeroU32::MIN);
@@ -362,7 +369,14 @@ struct Plan<'a> {
 
 /// Plans one reconcile: a pure function of the spec, the previous status, the loops observed
 /// and `now`. It records the loops that ended and decides what comes next.
-fn plan<'a>(ls: &'a LoopService, valid: &ValidSpec, prev: &LoopServiceStatus, observed: &'a [ObservedJob], uid: &'a str, now: Timestamp) -> Plan<'a> {
+fn plan<'a>(
+    ls: &'a LoopService,
+    valid: &ValidSpec,
+    prev: &LoopServiceStatus,
+    observed: &'a [ObservedJob],
+    uid: &'a str,
+    now: Timestamp,
+) -> Plan<'a> {
     let spec = &ls.spec;
     let (mut st, mut notes) = status::record_jobs(prev, observed, valid.interval, now);
     // A request whose Job is still here is handled, whatever the status says (it is written
@@ -375,7 +389,8 @@ fn plan<'a>(ls: &'a LoopService, valid: &ValidSpec, prev: &LoopServiceStatus, ob
     notes.extend(status::suspend_after_failures(&mut st, spec.suspend_after_failures, ls.metadata.generation, now));
     let created = ls.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
     let jitter = valid.jitter.map(|max| schedule::Jitter { uid, max, created });
-    let decision = status::decide(&st, spec.loops, spec.is_suspended(), run_request, valid.interval, jitter.as_ref(), valid.failure_backoff, now);
+    let decision =
+        status::decide(&st, spec.loops, spec.is_suspended(), run_request, valid.interval, jitter.as_ref(), valid.failure_backoff, now);
     Plan { st, notes, decision, run_request, jitter }
 }
 
@@ -497,19 +512,19 @@ async fn reconcile_inner(ls: &LoopService, ctx: &Context) -> Result<Action> {
                 Launched::Notes(launched) => notes.extend(launched),
                 Launched::NameTaken(job) => name_taken = Some((loop_number, job)),
             }
-            decision = status::decide(&st, spec.loops, suspended, run_request, interval, jitter.as_ref(), valid.failure_backoff, Timestamp::now());
+            decision =
+                status::decide(&st, spec.loops, suspended, run_request, interval, jitter.as_ref(), valid.failure_backoff, Timestamp::now());
         }
     }
 
     status::finalize(&mut st, &decision, spec.loops, generation, Timestamp::now());
     if let Some((n, job)) = &name_taken {
-        let message = format!(
-            "loop {n} cannot start: Job {job} exists and is not this LoopService's; delete it or rename it"
-        );
+        let message = format!("loop {n} cannot start: Job {job} exists and is not this LoopService's; delete it or rename it");
         notes.extend(status::not_ready(&mut st, &prev, "JobNameTaken", message, Some(job), generation, Timestamp::now()));
     }
     if let Some((n, pod, phase)) = &waiting_for {
-        let message = format!("loop {n} waits for Pod {pod} ({phase}) of a deleted Job of this LoopService to end; delete the Pod to go on");
+        let message =
+            format!("loop {n} waits for Pod {pod} ({phase}) of a deleted Job of this LoopService to end; delete the Pod to go on");
         notes.extend(status::not_ready(&mut st, &prev, "LoopStuck", message, None, generation, Timestamp::now()));
     }
     if let Decision::Running { job } = &decision {
@@ -642,16 +657,21 @@ async fn launch(
             let existing = jobs_api.get(&job_name).await.map_err(|e| Error::GetJob(job_name.clone(), e))?;
             let ours = existing.owner_references().iter().any(|o| Some(&o.uid) == ls.metadata.uid.as_ref());
             match job::observe(&existing).filter(|_| ours) {
-                Some(seen) => Ok(Launched::Notes(vec![status::launched(st, n, &job_name, seen.scheduled.unwrap_or(seen.start), seen.start, seen.run_request.as_deref())])),
+                Some(seen) => Ok(Launched::Notes(vec![status::launched(
+                    st,
+                    n,
+                    &job_name,
+                    seen.scheduled.unwrap_or(seen.start),
+                    seen.start,
+                    seen.run_request.as_deref(),
+                )])),
                 None => Ok(Launched::NameTaken(job_name)),
             }
         }
         Err(e) if is_transient(&e) => Err(Error::CreateJob(job_name, e)),
         // The operator's own credentials (not this loop) are refused: a reconcile error, shown
         // as Reconciled=False and retried; no loop number is used up.
-        Err(kube::Error::Api(s)) if forbids_the_operator(&s) => {
-            Err(Error::CreateJob(job_name, kube::Error::Api(s)))
-        }
+        Err(kube::Error::Api(s)) if forbids_the_operator(&s) => Err(Error::CreateJob(job_name, kube::Error::Api(s))),
         Err(kube::Error::Api(s)) => {
             warn!(namespace = %ns, %name, r#loop = n, job = %job_name, message = %s.message, "the API server refused the job");
             Ok(Launched::Notes(status::rejected(st, n, &job_name, scheduled, start, run_request, &s.message, spec.interval)))
@@ -668,7 +688,14 @@ fn forbids_the_operator(s: &kube::core::Status) -> bool {
 
 /// Records that the spec cannot run, with why: Ready=False, reason InvalidSpec, and a Warning
 /// Event when that is news.
-async fn invalid(ls: &LoopService, ctx: &Context, prev: &LoopServiceStatus, message: &str, generation: Option<i64>, now: Timestamp) -> Result<()> {
+async fn invalid(
+    ls: &LoopService,
+    ctx: &Context,
+    prev: &LoopServiceStatus,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Result<()> {
     let mut st = prev.clone();
     status::invalid(&mut st, message, generation, now);
     if st != *prev {
@@ -703,9 +730,8 @@ async fn dry_run(ls: &LoopService, spec: &ValidSpec, jobs_api: &Api<Job>, n: i64
             let sent = serde_json::to_value(&job.spec).unwrap_or_default();
             let back = serde_json::to_value(&stored.spec).unwrap_or_default();
             let dropped = crate::spec::dropped_paths(&sent, &back, "spec");
-            Ok((!dropped.is_empty()).then(|| {
-                format!("this Kubernetes API server drops {}: a field or feature it does not have", dropped.join(", "))
-            }))
+            Ok((!dropped.is_empty())
+                .then(|| format!("this Kubernetes API server drops {}: a field or feature it does not have", dropped.join(", "))))
         }
         // A Job of that name exists: not the spec's fault (the launch reports whose it is).
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
@@ -815,7 +841,11 @@ fn decode_event(event: watcher::Event<DynamicObject>, api: &Api<DynamicObject>) 
             report_undecodable(api, &obj, &why);
             // The cache drops it (during a list, by leaving it out): with a spec it cannot read,
             // nothing runs.
-            if init { None } else { placeholder(&obj).map(E::Delete) }
+            if init {
+                None
+            } else {
+                placeholder(&obj).map(E::Delete)
+            }
         }
     };
     match event {
@@ -971,9 +1001,11 @@ pub async fn run(
             for gone in sweep_ctx.metrics.forget_missing(exists) {
                 debug!(namespace = %gone.namespace, name = %gone.name, "removed the metrics of a deleted loopservice");
             }
-            sweep_ctx.failures.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| {
-                sweep_store.get(&ObjectRef::new(&k.name).within(k.namespace.as_deref().unwrap_or_default())).is_some()
-            });
+            sweep_ctx
+                .failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|k, _| sweep_store.get(&ObjectRef::new(&k.name).within(k.namespace.as_deref().unwrap_or_default())).is_some());
             let uids: std::collections::HashSet<String> = sweep_store.state().iter().filter_map(|l| l.uid()).collect();
             sweep_ctx.written.lock().unwrap_or_else(|p| p.into_inner()).retain(|uid, _| uids.contains(uid));
             drop(uids);

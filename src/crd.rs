@@ -6,9 +6,9 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::PodFailurePolicy;
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use kube::CustomResource;
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde_json::json;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::json;
 
 /// A duration of at least one second, written as integer parts in the order h, m, s, ms:
 /// `30s`, `1m30s`, `2h`, `1s500ms`. At least one of the hour, minute or second parts must be
@@ -46,11 +46,21 @@ pub const DURATION_PATTERN: &str = concat!(
     namespaced,
     status = "LoopServiceStatus",
     doc = "A LoopService runs one Kubernetes Job per loop, forever or for spec.loops loops, on start-anchored timing: the next loop starts one interval after the previous one started, or at once when the previous loop ran longer than the interval.",
-    printcolumn(name = "Interval", type_ = "string", json_path = ".spec.interval", description = "Time from the start of one loop to the start of the next"),
+    printcolumn(
+        name = "Interval",
+        type_ = "string",
+        json_path = ".spec.interval",
+        description = "Time from the start of one loop to the start of the next"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "What the LoopService is doing now"),
     printcolumn(name = "Loops", type_ = "integer", json_path = ".status.loopsStarted", description = "Loops started"),
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.loopsFailed", description = "Loops that failed"),
-    printcolumn(name = "Overruns", type_ = "integer", json_path = ".status.overruns", description = "Loops that ran longer than the interval"),
+    printcolumn(
+        name = "Overruns",
+        type_ = "integer",
+        json_path = ".status.overruns",
+        description = "Loops that ran longer than the interval"
+    ),
     printcolumn(name = "Last Run", type_ = "date", json_path = ".status.lastStartTime", description = "When the latest loop started"),
     printcolumn(name = "Next Run", type_ = "string", json_path = ".status.nextRunTime", description = "When the next loop is due"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -443,7 +453,9 @@ fn not_nullable(schema: &mut Schema) {
                 o.insert("type".into(), only);
             }
         }
-        let is_null = |v: &serde_json::Value| v.get("type").is_some_and(|t| t == "null") || v.get("enum").is_some_and(|e| e == &serde_json::json!([null]));
+        let is_null = |v: &serde_json::Value| {
+            v.get("type").is_some_and(|t| t == "null") || v.get("enum").is_some_and(|e| e == &serde_json::json!([null]))
+        };
         if let Some(any) = o.get_mut("anyOf").and_then(|a| a.as_array_mut()) {
             any.retain(|v| !is_null(v));
             if any.len() == 1 {
@@ -631,9 +643,7 @@ impl Time {
         // Round to whole milliseconds first so that what is written is what is read back.
         let ms = self.0.as_millisecond();
         let t = Timestamp::from_millisecond(ms).unwrap_or(self.0);
-        jiff::fmt::temporal::DateTimePrinter::new()
-            .precision(Some(3))
-            .timestamp_to_string(&t)
+        jiff::fmt::temporal::DateTimePrinter::new().precision(Some(3)).timestamp_to_string(&t)
     }
 }
 
@@ -652,9 +662,7 @@ impl Serialize for Time {
 impl<'de> Deserialize<'de> for Time {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse::<Timestamp>()
-            .map(Time)
-            .map_err(|e| serde::de::Error::custom(format!("invalid time {s:?}: {e}")))
+        s.parse::<Timestamp>().map(Time).map_err(|e| serde::de::Error::custom(format!("invalid time {s:?}: {e}")))
     }
 }
 

@@ -1,13 +1,13 @@
 //! /healthz (alive), /readyz (caches synced, not draining) and /metrics.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
@@ -33,9 +33,7 @@ pub fn router(state: HttpState) -> Router {
         )
         .route(
             "/metrics",
-            get(|State(s): State<HttpState>| async move {
-                ([("content-type", "text/plain; version=0.0.4")], s.metrics.render())
-            }),
+            get(|State(s): State<HttpState>| async move { ([("content-type", "text/plain; version=0.0.4")], s.metrics.render()) }),
         )
         .with_state(state)
 }

@@ -1,13 +1,13 @@
 //! Pure Job building and reading: names, labels, annotations, owner reference, and what a
 //! Job (and its Pods) say about how a loop went.
 
-use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{EnvVar, Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 use crate::crd::{LoopService, Time, Trigger};
 use crate::spec::ValidSpec;
@@ -201,11 +201,7 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
             pod_failure_policy: spec.pod_failure_policy.clone(),
             ttl_seconds_after_finished: spec.ttl_seconds_after_finished,
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(pod_annotations),
-                    ..ObjectMeta::default()
-                }),
+                metadata: Some(ObjectMeta { labels: Some(pod_labels), annotations: Some(pod_annotations), ..ObjectMeta::default() }),
                 spec: Some(pod),
             },
             ..JobSpec::default()
@@ -223,7 +219,10 @@ fn env_var(name: &str, value: &str) -> EnvVar {
 pub enum Outcome {
     Succeeded,
     /// `reason` is JobFailed or DeadlineExceeded; `message` says what the Job said.
-    Failed { reason: String, message: String },
+    Failed {
+        reason: String,
+        message: String,
+    },
 }
 
 /// One loop's Job as the operator reads it.
@@ -267,17 +266,10 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
     };
     let scheduled = parse(ANN_SCHEDULED).map(|t| t.min(start));
     let status = job.status.as_ref();
-    let cond = |type_: &str| {
-        status
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == "True"))
-    };
+    let cond =
+        |type_: &str| status.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == "True"));
     let end = if let Some(c) = cond("Complete") {
-        let at = status
-            .and_then(|s| s.completion_time.as_ref())
-            .or(c.last_transition_time.as_ref())
-            .map(|t| t.0)
-            .unwrap_or(start);
+        let at = status.and_then(|s| s.completion_time.as_ref()).or(c.last_transition_time.as_ref()).map(|t| t.0).unwrap_or(start);
         Some((at.max(start), Outcome::Succeeded))
     } else if let Some(c) = cond("Failed") {
         let at = c.last_transition_time.as_ref().map(|t| t.0).unwrap_or(start);
@@ -621,9 +613,24 @@ mod tests {
         finished(&mut job, "Complete", None, None, "2026-01-01T00:00:04Z");
         assert_eq!(observe(&job).unwrap().end, Some((ts("2026-01-01T00:00:04Z"), Outcome::Succeeded)));
 
-        finished(&mut job, "Failed", Some("BackoffLimitExceeded"), Some("Job has reached the specified backoff limit"), "2026-01-01T00:00:05Z");
+        finished(
+            &mut job,
+            "Failed",
+            Some("BackoffLimitExceeded"),
+            Some("Job has reached the specified backoff limit"),
+            "2026-01-01T00:00:05Z",
+        );
         let (_, o) = observe(&job).unwrap().end.unwrap();
-        assert_eq!(o, Outcome::Failed { reason: "JobFailed".into(), message: format!("Job r-{}-1 failed: BackoffLimitExceeded (Job has reached the specified backoff limit)", uid_fragment(UID)) });
+        assert_eq!(
+            o,
+            Outcome::Failed {
+                reason: "JobFailed".into(),
+                message: format!(
+                    "Job r-{}-1 failed: BackoffLimitExceeded (Job has reached the specified backoff limit)",
+                    uid_fragment(UID)
+                )
+            }
+        );
 
         finished(&mut job, "Failed", Some("DeadlineExceeded"), None, "2026-01-01T00:00:05Z");
         let (_, o) = observe(&job).unwrap().end.unwrap();

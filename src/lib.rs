@@ -4,8 +4,8 @@
 
 pub mod cached;
 pub mod controller;
-pub mod heap;
 pub mod crd;
+pub mod heap;
 pub mod http;
 pub mod job;
 pub mod metrics;
@@ -39,7 +39,9 @@ pub enum Error {
     Cached(String, #[source] serde_json::Error),
     #[error("the reconcile took longer than {0:?} (an API request hanging?)")]
     TimedOut(std::time::Duration),
-    #[error("the API server dropped {1} from the status of {0}: the LoopService CRD is older than this operator; apply crds/loopservice.yaml")]
+    #[error(
+        "the API server dropped {1} from the status of {0}: the LoopService CRD is older than this operator; apply crds/loopservice.yaml"
+    )]
     OutdatedCrd(String, String),
 }
 

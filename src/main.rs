@@ -3,17 +3,17 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube_lease_manager::LeaseManagerBuilder;
-use kube::runtime::events::Reporter;
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::events::Reporter;
 use kube::{Api, Client, Config};
-use tokio::signal::unix::{SignalKind, signal};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, error, info, warn};
 
 use loopservice_operator::controller::{self, Context, Fault, LoopEvents, Settings};
@@ -184,10 +184,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
 
-    let reporter = Reporter {
-        controller: "loopservice-operator".into(),
-        instance: args.instance.clone(),
-    };
+    let reporter = Reporter { controller: "loopservice-operator".into(), instance: args.instance.clone() };
     let settings = Settings {
         concurrency: args.concurrency,
         max_reconciles: args.max_reconciles,
@@ -350,9 +347,9 @@ async fn wait_for_lease(leader: &mut tokio::sync::watch::Receiver<bool>, api: &A
             match api.get(name).await {
                 Ok(l) => {
                     let spec = l.spec.unwrap_or_default();
-                    let fresh = spec.renew_time.is_some_and(|t| {
-                        jiff::Timestamp::now().duration_since(t.0).as_secs_f64() < LEASE_SECONDS.saturating_sub(1) as f64
-                    });
+                    let fresh = spec
+                        .renew_time
+                        .is_some_and(|t| jiff::Timestamp::now().duration_since(t.0).as_secs_f64() < LEASE_SECONDS.saturating_sub(1) as f64);
                     if spec.holder_identity.as_deref() == Some(identity) && fresh {
                         return true;
                     }

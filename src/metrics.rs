@@ -5,7 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::crd::LoopServiceStatus;
@@ -90,11 +90,7 @@ impl Default for Metrics {
             m.own_write_waits.clone(),
         );
         registry.register("reconcile_duration_seconds", "Time one reconcile took", m.reconcile_seconds.clone());
-        registry.register(
-            "start_delay_seconds",
-            "How late a loop's Job was created after the loop was due",
-            m.start_delay_seconds.clone(),
-        );
+        registry.register("start_delay_seconds", "How late a loop's Job was created after the loop was due", m.start_delay_seconds.clone());
         registry.register(
             "consecutive_failures",
             "Loops of the LoopService that failed in a row, up to now (status.consecutiveFailures; 0 after a success)",
@@ -172,9 +168,9 @@ impl Metrics {
 mod process {
     use prometheus_client::collector::Collector;
     use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-    use prometheus_client::metrics::MetricType;
     use prometheus_client::metrics::counter::ConstCounter;
     use prometheus_client::metrics::gauge::ConstGauge;
+    use prometheus_client::metrics::MetricType;
     use prometheus_client::registry::Unit;
 
     /// The standard process metrics of the Prometheus client libraries, read from procfs on each
@@ -203,22 +199,57 @@ mod process {
             if let Ok(stat) = me.stat() {
                 let cpu = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
                 let unit = Unit::Seconds;
-                ConstCounter::new(cpu).encode(encoder.encode_descriptor("process_cpu", "Total user and system CPU time spent in seconds", Some(&unit), MetricType::Counter)?)?;
+                ConstCounter::new(cpu).encode(encoder.encode_descriptor(
+                    "process_cpu",
+                    "Total user and system CPU time spent in seconds",
+                    Some(&unit),
+                    MetricType::Counter,
+                )?)?;
                 let unit = Unit::Bytes;
                 let rss = stat.rss.saturating_mul(procfs::page_size());
-                ConstGauge::new(rss as i64).encode(encoder.encode_descriptor("process_resident_memory", "Resident memory size in bytes", Some(&unit), MetricType::Gauge)?)?;
-                ConstGauge::new(stat.vsize as i64).encode(encoder.encode_descriptor("process_virtual_memory", "Virtual memory size in bytes", Some(&unit), MetricType::Gauge)?)?;
-                ConstGauge::new(stat.num_threads).encode(encoder.encode_descriptor("process_threads", "Number of OS threads in the process", None, MetricType::Gauge)?)?;
+                ConstGauge::new(rss as i64).encode(encoder.encode_descriptor(
+                    "process_resident_memory",
+                    "Resident memory size in bytes",
+                    Some(&unit),
+                    MetricType::Gauge,
+                )?)?;
+                ConstGauge::new(stat.vsize as i64).encode(encoder.encode_descriptor(
+                    "process_virtual_memory",
+                    "Virtual memory size in bytes",
+                    Some(&unit),
+                    MetricType::Gauge,
+                )?)?;
+                ConstGauge::new(stat.num_threads).encode(encoder.encode_descriptor(
+                    "process_threads",
+                    "Number of OS threads in the process",
+                    None,
+                    MetricType::Gauge,
+                )?)?;
             }
             if let Ok(n) = me.fd_count() {
-                ConstGauge::new(n as i64).encode(encoder.encode_descriptor("process_open_fds", "Number of open file descriptors", None, MetricType::Gauge)?)?;
+                ConstGauge::new(n as i64).encode(encoder.encode_descriptor(
+                    "process_open_fds",
+                    "Number of open file descriptors",
+                    None,
+                    MetricType::Gauge,
+                )?)?;
             }
             if let Ok(procfs::process::LimitValue::Value(n)) = me.limits().map(|l| l.max_open_files.soft_limit) {
-                ConstGauge::new(n as i64).encode(encoder.encode_descriptor("process_max_fds", "Maximum number of open file descriptors", None, MetricType::Gauge)?)?;
+                ConstGauge::new(n as i64).encode(encoder.encode_descriptor(
+                    "process_max_fds",
+                    "Maximum number of open file descriptors",
+                    None,
+                    MetricType::Gauge,
+                )?)?;
             }
             if let Some(t) = self.start_time {
                 let unit = Unit::Seconds;
-                ConstGauge::new(t).encode(encoder.encode_descriptor("process_start_time", "Start time of the process since the Unix epoch in seconds", Some(&unit), MetricType::Gauge)?)?;
+                ConstGauge::new(t).encode(encoder.encode_descriptor(
+                    "process_start_time",
+                    "Start time of the process since the Unix epoch in seconds",
+                    Some(&unit),
+                    MetricType::Gauge,
+                )?)?;
             }
             Ok(())
         }

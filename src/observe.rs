@@ -163,7 +163,12 @@ pub fn trim_job(j: &mut Job) {
     j.metadata.managed_fields = None;
     j.spec = None;
     if let Some(s) = j.status.take() {
-        j.status = Some(JobStatus { conditions: s.conditions, completion_time: s.completion_time, start_time: s.start_time, ..JobStatus::default() });
+        j.status = Some(JobStatus {
+            conditions: s.conditions,
+            completion_time: s.completion_time,
+            start_time: s.start_time,
+            ..JobStatus::default()
+        });
     }
 }
 
@@ -207,9 +212,7 @@ pub fn job_fingerprint(j: &Job) -> Option<u64> {
 pub fn job_triggers(
     stream: impl Stream<Item = Result<Job, watcher::Error>> + Send + 'static,
 ) -> impl Stream<Item = Result<Job, watcher::Error>> + Send + 'static {
-    stream
-        .try_filter(|j| std::future::ready(!is_running_untouched(j)))
-        .predicate_filter(job_fingerprint, Default::default())
+    stream.try_filter(|j| std::future::ready(!is_running_untouched(j))).predicate_filter(job_fingerprint, Default::default())
 }
 
 /// A Job with no condition yet and no deletion under way.

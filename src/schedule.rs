@@ -22,12 +22,9 @@ pub fn parse_duration(field: &str, raw: &str) -> Result<Duration, String> {
     // CRD had its maxLength) is cut.
     let value = &crate::job::clip_to(raw, 40);
     if !matches_pattern(raw) {
-        return Err(format!(
-            "spec.{field} {value:?} is not a duration such as 30s, 1m30s or 2h (integer parts in the order h, m, s, ms)"
-        ));
+        return Err(format!("spec.{field} {value:?} is not a duration such as 30s, 1m30s or 2h (integer parts in the order h, m, s, ms)"));
     }
-    let d = humantime::parse_duration(raw)
-        .map_err(|e| format!("spec.{field} {value:?} is not a duration: {e}"))?;
+    let d = humantime::parse_duration(raw).map_err(|e| format!("spec.{field} {value:?} is not a duration: {e}"))?;
     if d < Duration::from_secs(1) {
         return Err(format!("spec.{field} {value:?} is shorter than the minimum of 1s"));
     }
@@ -194,7 +191,9 @@ mod tests {
     fn the_pattern_refuses_only_what_is_longer_than_a_year() {
         // The largest value of each part the pattern lets through, and the smallest it refuses.
         let re = Regex::new(crate::crd::DURATION_PATTERN).unwrap();
-        for (ok, refused) in [("99999h", "100000h"), ("9999999m", "10000000m"), ("999999999s", "1000000000s"), ("1s999999999999ms", "1s1000000000000ms")] {
+        for (ok, refused) in
+            [("99999h", "100000h"), ("9999999m", "10000000m"), ("999999999s", "1000000000s"), ("1s999999999999ms", "1s1000000000000ms")]
+        {
             assert!(re.is_match(ok), "{ok}");
             assert!(!re.is_match(refused), "{refused}");
             assert!(humantime::parse_duration(refused).unwrap() > MAX_DURATION, "{refused}");
@@ -288,10 +287,7 @@ mod tests {
 
     #[test]
     fn overrun_message_reads_like_the_seed() {
-        assert_eq!(
-            overrun_message(7, 41.23, I30),
-            "loop 7 took 41.2 seconds, which is longer than its interval of 30 seconds"
-        );
+        assert_eq!(overrun_message(7, 41.23, I30), "loop 7 took 41.2 seconds, which is longer than its interval of 30 seconds");
         assert_eq!(fmt_secs(1.5), "1.5");
     }
 }

@@ -16,10 +16,10 @@ use k8s_openapi::api::batch::v1::PodFailurePolicy;
 use k8s_openapi::api::core::v1::{Container, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use schemars::Schema;
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 use crate::crd::{LoopServiceSpec, PodTemplate};
-use crate::job::{CONTAINER, LOOP_ENV, clip_to};
+use crate::job::{clip_to, CONTAINER, LOOP_ENV};
 use crate::schedule::parse_duration;
 
 /// The shorthand fields that shape the container built from `spec.image`.
@@ -33,8 +33,7 @@ pub const OWNED_ANNOTATION_PREFIX: &str = "loops.dev/";
 
 pub const MSG_LOOP_CONTAINER_TWICE: &str =
     "spec.image and a container named loop in spec.template.spec.containers both define the loop's container: keep one of them";
-pub const MSG_LOOP_CONTAINER_MISSING: &str =
-    "spec.image is required, unless spec.template.spec.containers has a container named loop";
+pub const MSG_LOOP_CONTAINER_MISSING: &str = "spec.image is required, unless spec.template.spec.containers has a container named loop";
 pub const MSG_SERVICE_ACCOUNT_TWICE: &str =
     "spec.serviceAccountName and spec.template.spec.serviceAccountName are both set: keep one of them";
 pub const MSG_POD_FAILURE_POLICY_RESTART: &str =
@@ -549,7 +548,9 @@ mod tests {
 
     #[test]
     fn shorthand_alone_builds_the_loop_container() {
-        let v = spec(json!({"image": "busybox:1.36", "command": ["sh", "-c"], "args": ["echo hi"], "serviceAccountName": "robot"})).validate().unwrap();
+        let v = spec(json!({"image": "busybox:1.36", "command": ["sh", "-c"], "args": ["echo hi"], "serviceAccountName": "robot"}))
+            .validate()
+            .unwrap();
         assert_eq!(v.pod.containers.len(), 1);
         let c = &v.pod.containers[0];
         assert_eq!((c.name.as_str(), c.image.as_deref()), ("loop", Some("busybox:1.36")));
@@ -621,7 +622,14 @@ mod tests {
 
     #[test]
     fn what_the_operator_owns_is_refused() {
-        for key in ["loops.dev/loop", "loops.dev/anything", "app.kubernetes.io/managed-by", "job-name", "controller-uid", "batch.kubernetes.io/job-name"] {
+        for key in [
+            "loops.dev/loop",
+            "loops.dev/anything",
+            "app.kubernetes.io/managed-by",
+            "job-name",
+            "controller-uid",
+            "batch.kubernetes.io/job-name",
+        ] {
             let e = errors(json!({"image": "a", "template": {"metadata": {"labels": {key: "x"}}}}));
             assert!(e.starts_with(MSG_OWNED_LABELS) && e.contains(key), "{e}");
         }
@@ -629,7 +637,9 @@ mod tests {
         assert!(e.starts_with(MSG_OWNED_ANNOTATIONS), "{e}");
         let e = errors(json!({"image": "a", "env": [{"name": "LOOP_NUMBER", "value": "9"}]}));
         assert!(e.starts_with(MSG_ENV_OWNED) && e.contains("LOOP_NUMBER"), "{e}");
-        let e = errors(json!({"template": {"spec": {"containers": [{"name": "loop", "image": "a", "env": [{"name": "LOOPSERVICE_NAME", "value": "x"}]}]}}}));
+        let e = errors(
+            json!({"template": {"spec": {"containers": [{"name": "loop", "image": "a", "env": [{"name": "LOOPSERVICE_NAME", "value": "x"}]}]}}}),
+        );
         assert!(e.starts_with(MSG_TEMPLATE_ENV_OWNED), "{e}");
         // Other containers may use those names for themselves.
         spec(json!({"image": "a", "template": {"spec": {"containers": [{"name": "side", "image": "a", "env": [{"name": "LOOP_NUMBER", "value": "x"}]}]}}}))
@@ -643,7 +653,8 @@ mod tests {
     fn typos_and_wrong_types_in_the_template_are_named() {
         let e = errors(json!({"image": "a", "template": {"spec": {"nodeSelecter": {"a": "b"}}}}));
         assert!(e.starts_with("spec.template.spec.nodeSelecter: unknown field"), "{e}");
-        let e = errors(json!({"image": "a", "template": {"spec": {"containers": [{"name": "x", "image": "a", "imagePullPolicyy": "Never"}]}}}));
+        let e =
+            errors(json!({"image": "a", "template": {"spec": {"containers": [{"name": "x", "image": "a", "imagePullPolicyy": "Never"}]}}}));
         assert!(e.starts_with("spec.template.spec.containers[0].imagePullPolicyy: unknown field"), "{e}");
         let e = errors(json!({"image": "a", "template": {"spec": {"tolerations": "all"}}}));
         assert!(e.starts_with("spec.template.spec.tolerations: invalid type: string"), "{e}");
@@ -661,7 +672,9 @@ mod tests {
 
     #[test]
     fn images_the_kubelet_could_never_pull_are_named() {
-        for (image, what) in [(" ", "must not be empty"), (" busybox", "contains ' '"), ("busybox:1.36\n", "contains '\\n'"), ("busyböx", "contains 'ö'")] {
+        for (image, what) in
+            [(" ", "must not be empty"), (" busybox", "contains ' '"), ("busybox:1.36\n", "contains '\\n'"), ("busyböx", "contains 'ö'")]
+        {
             let e = errors(json!({"image": image}));
             assert!(e.starts_with("spec.image ") && e.contains(what), "{image:?}: {e}");
         }
@@ -671,7 +684,11 @@ mod tests {
         assert!(e.starts_with("spec.template.spec.containers[1].image "), "{e}");
         let e = errors(json!({"image": "a", "template": {"spec": {"initContainers": [{"name": "init", "image": ""}]}}}));
         assert!(e.starts_with("spec.template.spec.initContainers[0].image must not be empty"), "{e}");
-        spec(json!({"image": "registry.example:5000/team/app:v1.2@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"})).validate().unwrap();
+        spec(
+            json!({"image": "registry.example:5000/team/app:v1.2@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}),
+        )
+        .validate()
+        .unwrap();
     }
 
     #[test]
@@ -680,7 +697,9 @@ mod tests {
         assert!(e.starts_with("spec.resources.limits.cpu \"lots\" is not a quantity"), "{e}");
         let e = errors(json!({"image": "a", "resources": {"requests": {"memory": "-64Mi"}}}));
         assert!(e.starts_with("spec.resources.requests.memory \"-64Mi\" must not be negative"), "{e}");
-        let e = errors(json!({"image": "a", "template": {"spec": {"containers": [{"name": "x", "image": "a", "resources": {"limits": {"memory": "1 Gi"}}}]}}}));
+        let e = errors(
+            json!({"image": "a", "template": {"spec": {"containers": [{"name": "x", "image": "a", "resources": {"limits": {"memory": "1 Gi"}}}]}}}),
+        );
         assert!(e.starts_with("spec.template.spec.containers[0].resources.limits.memory"), "{e}");
         let e = errors(json!({"image": "a", "template": {"spec": {"volumes": [{"name": "s", "emptyDir": {"sizeLimit": "big"}}]}}}));
         assert!(e.starts_with("spec.template.spec.volumes[0].emptyDir.sizeLimit"), "{e}");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::crd::{Condition, LoopError, LoopRecord, LoopResult, LoopServiceStatus, Overrun, Phase, Time, Trigger};
-use crate::job::{ObservedJob, Outcome, PreviousResult, clip, clip_to};
+use crate::job::{clip, clip_to, ObservedJob, Outcome, PreviousResult};
 use crate::schedule::{self, Jitter, PreviousLoop};
 
 /// Something worth an Event.
@@ -47,12 +47,7 @@ impl Note {
 /// an overrun exactly when the next loop had to wait for its end: a 20 s loop started under a
 /// 30 s interval that was then lowered to 10 s overran (the next loop starts when it ends),
 /// and a 20 s loop started under 10 s that was raised to 30 s did not.
-pub fn record_jobs(
-    prev: &LoopServiceStatus,
-    jobs: &[ObservedJob],
-    interval: Duration,
-    now: Timestamp,
-) -> (LoopServiceStatus, Vec<Note>) {
+pub fn record_jobs(prev: &LoopServiceStatus, jobs: &[ObservedJob], interval: Duration, now: Timestamp) -> (LoopServiceStatus, Vec<Note>) {
     let mut st = prev.clone();
     // Counts are never negative; a status edited to say so counts from zero.
     for c in [
@@ -233,7 +228,9 @@ fn record_end(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, j: &ObservedJob
             st.consecutive_failures = 0;
             st.last_success_time = Some(Time(end));
             st.last_completion_time = Some(Time(end));
-            notes.push(Note::normal("LoopSucceeded", format!("loop {k} succeeded in {} seconds", schedule::fmt_secs(took))).about(Some(job)));
+            notes.push(
+                Note::normal("LoopSucceeded", format!("loop {k} succeeded in {} seconds", schedule::fmt_secs(took))).about(Some(job)),
+            );
         }
         Outcome::Failed { reason, message } => {
             st.last_completion_time = Some(Time(end));
@@ -291,14 +288,25 @@ pub fn pending_run_request<'a>(status: &LoopServiceStatus, annotation: Option<&'
 pub enum Decision {
     /// Start loop `loop_number` now; it was due at `scheduled`. `run_request` is the run
     /// request it answers, for a manual loop.
-    Launch { loop_number: i64, scheduled: Timestamp, run_request: Option<String> },
+    Launch {
+        loop_number: i64,
+        scheduled: Timestamp,
+        run_request: Option<String>,
+    },
     /// A loop runs; nothing starts until it ends.
-    Running { job: String },
+    Running {
+        job: String,
+    },
     /// The next loop is due at this instant.
-    Wait { until: Timestamp },
+    Wait {
+        until: Timestamp,
+    },
     Suspended,
     /// The LoopService suspended itself: `failures` loops failed in a row, the last `loop`.
-    SuspendedAfterFailures { failures: i64, r#loop: i64 },
+    SuspendedAfterFailures {
+        failures: i64,
+        r#loop: i64,
+    },
     Finished,
 }
 
@@ -331,7 +339,8 @@ pub fn suspend_after_failures(st: &mut LoopServiceStatus, limit: Option<i64>, ge
         return None;
     }
     let r#loop = st.last_finished_loop;
-    st.failure_suspension = Some(crate::crd::FailureSuspension { r#loop, failures, time: Time(now), generation: generation.unwrap_or(0), active: true });
+    st.failure_suspension =
+        Some(crate::crd::FailureSuspension { r#loop, failures, time: Time(now), generation: generation.unwrap_or(0), active: true });
     let job = st.history.iter().find(|r| r.r#loop == r#loop).map(|r| r.job_name.clone());
     Some(Note::warning(REASON_SUSPENDED_AFTER_FAILURES, suspension_message(failures, r#loop)).about(job.as_deref()))
 }
@@ -467,7 +476,14 @@ pub fn rejected(
     if let Some(r) = run_request {
         handled(st, r);
     }
-    let seen = ObservedJob { name: job.to_string(), loop_number: n, start, scheduled: Some(due), run_request: run_request.map(str::to_string), end: None };
+    let seen = ObservedJob {
+        name: job.to_string(),
+        loop_number: n,
+        start,
+        scheduled: Some(due),
+        run_request: run_request.map(str::to_string),
+        end: None,
+    };
     let mut record = started_record(&seen);
     finish_record(&mut record, start, Some(("JobRejected", &format!("the API server refused the Job: {message}"))), interval);
     remember(st, record);
@@ -516,11 +532,9 @@ pub fn finalize(st: &mut LoopServiceStatus, decision: &Decision, loops: Option<i
     set_condition(st, "Overrun", over, reason, message, generation, now);
 
     let (failing, reason, message) = match &st.last_error {
-        Some(e) if st.consecutive_failures > 0 => (
-            true,
-            leak(&e.reason),
-            clip(&format!("{} loop(s) failed in a row; loop {}: {}", st.consecutive_failures, e.r#loop, e.message)),
-        ),
+        Some(e) if st.consecutive_failures > 0 => {
+            (true, leak(&e.reason), clip(&format!("{} loop(s) failed in a row; loop {}: {}", st.consecutive_failures, e.r#loop, e.message)))
+        }
         _ => (false, "NoFailures", "the latest loop did not fail".to_string()),
     };
     set_condition(st, "Failing", failing, reason, message, generation, now);
@@ -640,10 +654,7 @@ fn set_condition(
 /// Loop numbers whose Jobs can go: finished and counted in the status that is already
 /// stored (`persisted`), beyond the newest `keep_ok` successful and `keep_failed` failed ones.
 pub fn jobs_to_delete(jobs: &[ObservedJob], persisted: &LoopServiceStatus, keep_ok: usize, keep_failed: usize) -> Vec<String> {
-    let mut done: Vec<&ObservedJob> = jobs
-        .iter()
-        .filter(|j| j.end.is_some() && j.loop_number <= persisted.last_finished_loop)
-        .collect();
+    let mut done: Vec<&ObservedJob> = jobs.iter().filter(|j| j.end.is_some() && j.loop_number <= persisted.last_finished_loop).collect();
     done.sort_by_key(|j| std::cmp::Reverse(j.loop_number));
     let (mut ok, mut failed) = (0, 0);
     let mut out = vec![];
@@ -677,7 +688,14 @@ mod tests {
             scheduled: Some(t(start)),
             run_request: None,
             end: end.map(|(e, ok)| {
-                (t(e), if ok { Outcome::Succeeded } else { Outcome::Failed { reason: "JobFailed".into(), message: "container exited with code 1".into() } })
+                (
+                    t(e),
+                    if ok {
+                        Outcome::Succeeded
+                    } else {
+                        Outcome::Failed { reason: "JobFailed".into(), message: "container exited with code 1".into() }
+                    },
+                )
             }),
         }
     }
@@ -839,7 +857,16 @@ mod tests {
     #[test]
     fn a_rejected_job_is_a_failed_loop_and_the_next_comes_an_interval_later() {
         let mut st = LoopServiceStatus::default();
-        let notes = rejected(&mut st, 1, "r-1", t(0.0), t(0.0), None, "Job.batch \"r-1\" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value", I);
+        let notes = rejected(
+            &mut st,
+            1,
+            "r-1",
+            t(0.0),
+            t(0.0),
+            None,
+            "Job.batch \"r-1\" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value",
+            I,
+        );
         assert_eq!((st.loops_started, st.loops_failed, st.last_finished_loop), (1, 1, 1));
         assert_eq!(st.last_error.as_ref().unwrap().reason, "JobRejected");
         assert!(notes[0].message.contains("env[0].name"));
@@ -933,7 +960,10 @@ mod tests {
         let (st3, _) = record_jobs(&st2, &jobs, I, t(5.0));
         assert_eq!(decide(&st3, None, false, Some("a"), I, None, None, t(5.0)), Decision::Wait { until: t(13.0) });
         // A new value does; an empty one does not.
-        assert!(matches!(decide(&st3, None, false, Some("b"), I, None, None, t(5.0)), Decision::Launch { loop_number: 3, run_request: Some(_), .. }));
+        assert!(matches!(
+            decide(&st3, None, false, Some("b"), I, None, None, t(5.0)),
+            Decision::Launch { loop_number: 3, run_request: Some(_), .. }
+        ));
         assert_eq!(decide(&st3, None, false, Some(""), I, None, None, t(5.0)), Decision::Wait { until: t(13.0) });
     }
 
@@ -944,7 +974,10 @@ mod tests {
         let (st, _) = record_jobs(&st, &[job(1, 0.0, None)], I, t(2.0));
         assert_eq!(decide(&st, None, false, Some("a"), I, None, None, t(2.0)), Decision::Running { job: "r-1".into() });
         let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((4.0, true)))], I, t(4.2));
-        assert_eq!(decide(&st, None, false, Some("a"), I, None, None, t(4.2)), Decision::Launch { loop_number: 2, scheduled: t(4.2), run_request: Some("a".into()) });
+        assert_eq!(
+            decide(&st, None, false, Some("a"), I, None, None, t(4.2)),
+            Decision::Launch { loop_number: 2, scheduled: t(4.2), run_request: Some("a".into()) }
+        );
     }
 
     #[test]
@@ -1024,7 +1057,10 @@ mod tests {
                 overran: false,
             }
         );
-        assert_eq!((r(5).result, r(5).reason.as_deref(), r(5).message.as_deref()), (LoopResult::Failed, Some("JobFailed"), Some("container exited with code 1")));
+        assert_eq!(
+            (r(5).result, r(5).reason.as_deref(), r(5).message.as_deref()),
+            (LoopResult::Failed, Some("JobFailed"), Some("container exited with code 1"))
+        );
         assert!(r(7).overran && r(7).duration_seconds == Some(12.0));
         assert_eq!(r(9).trigger, Trigger::Manual);
         // No Jobs left at all: nothing changes.
@@ -1048,15 +1084,17 @@ mod tests {
         let (st, _) = record_jobs(&st, &[manual(job(3, 20.0, None), "x")], I, t(21.0));
         assert_eq!((st.history[0].r#loop, st.history[0].result, st.history[0].trigger), (3, LoopResult::Running, Trigger::Manual));
         let (st, _) = record_jobs(&st, &[manual(job(3, 20.0, Some((22.0, true))), "x")], I, t(23.0));
-        assert_eq!(st.history.iter().map(|r| (r.r#loop, r.result)).collect::<Vec<_>>(), [
-            (3, LoopResult::Succeeded),
-            (2, LoopResult::Failed),
-            (1, LoopResult::Failed)
-        ]);
+        assert_eq!(
+            st.history.iter().map(|r| (r.r#loop, r.result)).collect::<Vec<_>>(),
+            [(3, LoopResult::Succeeded), (2, LoopResult::Failed), (1, LoopResult::Failed)]
+        );
         // A lost status is rebuilt from the Jobs left.
         let jobs = [job(7, 70.0, Some((71.0, true))), job(8, 80.0, Some((81.0, false)))];
         let (lost, _) = record_jobs(&LoopServiceStatus::default(), &jobs, I, t(85.0));
-        assert_eq!(lost.history.iter().map(|r| (r.r#loop, r.result)).collect::<Vec<_>>(), [(8, LoopResult::Failed), (7, LoopResult::Succeeded)]);
+        assert_eq!(
+            lost.history.iter().map(|r| (r.r#loop, r.result)).collect::<Vec<_>>(),
+            [(8, LoopResult::Failed), (7, LoopResult::Succeeded)]
+        );
     }
 
     #[test]
@@ -1115,11 +1153,16 @@ mod tests {
         let mut st = LoopServiceStatus::default();
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
-        assert!(matches!(decide(&st, None, false, Some("a"), I, Some(&j), None, t(3.0)), Decision::Launch { scheduled, .. } if scheduled == t(3.0)));
+        assert!(
+            matches!(decide(&st, None, false, Some("a"), I, Some(&j), None, t(3.0)), Decision::Launch { scheduled, .. } if scheduled == t(3.0))
+        );
         launched(&mut st, 2, "r-2", t(3.0), t(3.0), Some("a"));
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, Some((4.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(4.5));
-        assert_eq!(decide(&st, None, false, Some("a"), I, Some(&j), None, t(4.5)), Decision::Wait { until: t(13.0 + j.offset(3).as_secs_f64()) });
+        assert_eq!(
+            decide(&st, None, false, Some("a"), I, Some(&j), None, t(4.5)),
+            Decision::Wait { until: t(13.0 + j.offset(3).as_secs_f64()) }
+        );
     }
 
     #[test]
@@ -1187,7 +1230,10 @@ mod tests {
         let mut shown = st.clone();
         finalize(&mut shown, &d, None, Some(1), t(100.0));
         let ready = shown.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!((shown.phase, ready.status.as_str(), ready.reason.as_str()), (Some(Phase::Suspended), "False", "SuspendedAfterFailures"));
+        assert_eq!(
+            (shown.phase, ready.status.as_str(), ready.reason.as_str()),
+            (Some(Phase::Suspended), "False", "SuspendedAfterFailures")
+        );
         // Seen again: no second Note, still suspended; a run request still runs.
         assert_eq!(suspend_after_failures(&mut st, Some(2), Some(1), t(101.0)), None);
         assert!(matches!(decide(&st, None, false, Some("r"), I, None, None, t(101.0)), Decision::Launch { .. }));
@@ -1218,7 +1264,10 @@ mod tests {
         assert_eq!((lowered.overruns, lowered.last_overrun.as_ref().map(|o| o.interval_seconds)), (1, Some(10.0)));
         assert!(lowered.history[0].overran);
         assert!(notes.iter().any(|n| n.reason == "LoopOverrun" && n.message.contains("interval of 10 seconds")), "{notes:?}");
-        assert_eq!(decide(&lowered, None, false, None, ten, None, None, t(20.5)), Decision::Launch { loop_number: 2, scheduled: t(20.0), run_request: None });
+        assert_eq!(
+            decide(&lowered, None, false, None, ten, None, None, t(20.5)),
+            Decision::Launch { loop_number: 2, scheduled: t(20.0), run_request: None }
+        );
         // Raised to 30 s instead: on time, and the next loop is 30 s after its start.
         let thirty = Duration::from_secs(30);
         let (raised, _) = record_jobs(&st, &jobs, thirty, t(20.5));
@@ -1252,7 +1301,10 @@ mod tests {
         finalize(&mut st, &Decision::Finished, Some(2), Some(2), t(55.0));
         let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!((st.phase, ready.status.as_str(), ready.reason.as_str()), (Some(Phase::Finished), "True", "Finished"));
-        assert_eq!(ready.message, "5 scheduled loops ran, more than spec.loops (2): it was lowered after they started; no more loops start");
+        assert_eq!(
+            ready.message,
+            "5 scheduled loops ran, more than spec.loops (2): it was lowered after they started; no more loops start"
+        );
         assert_eq!(st.next_run_time, None);
         // Exactly spec.loops, with a loop run on request: says both.
         let exact = LoopServiceStatus { loops_started: 3, manual_loops: 1, last_finished_loop: 3, ..Default::default() };
@@ -1282,7 +1334,8 @@ mod tests {
 
     #[test]
     fn history_keeps_the_newest_recorded_jobs_only() {
-        let jobs: Vec<_> = (1..=6).map(|n| job(n, n as f64 * 10.0, Some((n as f64 * 10.0 + 1.0, n % 2 == 0)))).chain([job(7, 70.0, None)]).collect();
+        let jobs: Vec<_> =
+            (1..=6).map(|n| job(n, n as f64 * 10.0, Some((n as f64 * 10.0 + 1.0, n % 2 == 0)))).chain([job(7, 70.0, None)]).collect();
         let persisted = LoopServiceStatus { last_finished_loop: 5, ..Default::default() };
         // Recorded: 1..=5; successes 2, 4; failures 1, 3, 5. Loop 6 is not recorded yet.
         assert_eq!(jobs_to_delete(&jobs, &persisted, 1, 2), vec!["r-2".to_string(), "r-1".to_string()]);

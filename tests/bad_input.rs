@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::Client;
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 use support::*;
 
 /// How a bad input is answered.
@@ -115,8 +115,18 @@ fn cases() -> Vec<Case> {
         case("jitter not a duration", spec(json!({"jitter": "abc"})), "spec.jitter", Refused),
         case("backoff max below initial", spec(json!({"failureBackoff": {"initial": "1m", "max": "30s"}})), "spec.failureBackoff", Cel),
         case("backoff without max", spec(json!({"failureBackoff": {"initial": "30s"}})), "spec.failureBackoff.max", Refused),
-        case("backoff initial zero", spec(json!({"failureBackoff": {"initial": "0s", "max": "1m"}})), "spec.failureBackoff.initial", Refused),
-        case("backoff max over a year", spec(json!({"failureBackoff": {"initial": "10s", "max": "9000h"}})), "spec.failureBackoff.max", Invalid),
+        case(
+            "backoff initial zero",
+            spec(json!({"failureBackoff": {"initial": "0s", "max": "1m"}})),
+            "spec.failureBackoff.initial",
+            Refused,
+        ),
+        case(
+            "backoff max over a year",
+            spec(json!({"failureBackoff": {"initial": "10s", "max": "9000h"}})),
+            "spec.failureBackoff.max",
+            Invalid,
+        ),
         case("backoff a string", spec(json!({"failureBackoff": "30s"})), "spec.failureBackoff", Refused),
         // counts and limits
         case("zero loops", spec(json!({"loops": 0})), "spec.loops", Refused),
@@ -140,43 +150,164 @@ fn cases() -> Vec<Case> {
         case("non-ASCII image", spec(json!({"image": "büsybox:1.36"})), "spec.image", Invalid),
         case("huge image", spec(json!({"image": format!("busybox:{}", "x".repeat(5000))})), "spec.image", Invalid),
         case("image a list", spec(json!({"image": ["busybox:1.36"]})), "spec.image", Refused),
-        case("no image and no loop container", spec(json!({"image": null, "command": null, "args": null, "imagePullPolicy": null})), "spec.image", Cel),
+        case(
+            "no image and no loop container",
+            spec(json!({"image": null, "command": null, "args": null, "imagePullPolicy": null})),
+            "spec.image",
+            Cel,
+        ),
         case("image and a loop container", spec(json!({"template": loop_container})), "spec.image", Cel),
         case("command without image", template_spec(json!({"command": ["true"]})), "spec.command", Cel),
         case("resources without image", template_spec(json!({"resources": {}})), "spec.resources", Cel),
         case("unknown pull policy", spec(json!({"imagePullPolicy": "Sometimes"})), "spec.imagePullPolicy", Refused),
-        case("ServiceAccount twice", spec(json!({"serviceAccountName": "a", "template": {"spec": {"serviceAccountName": "b"}}})), "spec.serviceAccountName", Cel),
-        case("podFailurePolicy with OnFailure", spec(json!({"podFailurePolicy": {"rules": []}, "template": {"spec": {"restartPolicy": "OnFailure"}}})), "spec.podFailurePolicy", Cel),
-        case("restartPolicy Always", spec(json!({"template": {"spec": {"restartPolicy": "Always"}}})), "spec.template.spec.restartPolicy", Refused),
-        case("restartPolicy in lower case", spec(json!({"template": {"spec": {"restartPolicy": "never"}}})), "spec.template.spec.restartPolicy", Refused),
-        case("loop container without an image", template_spec(json!({"template": {"spec": {"containers": [{"name": "loop", "image": ""}]}}})), "spec.template.spec.containers[0].image", Invalid),
+        case(
+            "ServiceAccount twice",
+            spec(json!({"serviceAccountName": "a", "template": {"spec": {"serviceAccountName": "b"}}})),
+            "spec.serviceAccountName",
+            Cel,
+        ),
+        case(
+            "podFailurePolicy with OnFailure",
+            spec(json!({"podFailurePolicy": {"rules": []}, "template": {"spec": {"restartPolicy": "OnFailure"}}})),
+            "spec.podFailurePolicy",
+            Cel,
+        ),
+        case(
+            "restartPolicy Always",
+            spec(json!({"template": {"spec": {"restartPolicy": "Always"}}})),
+            "spec.template.spec.restartPolicy",
+            Refused,
+        ),
+        case(
+            "restartPolicy in lower case",
+            spec(json!({"template": {"spec": {"restartPolicy": "never"}}})),
+            "spec.template.spec.restartPolicy",
+            Refused,
+        ),
+        case(
+            "loop container without an image",
+            template_spec(json!({"template": {"spec": {"containers": [{"name": "loop", "image": ""}]}}})),
+            "spec.template.spec.containers[0].image",
+            Invalid,
+        ),
         // what the operator owns
-        case("loops.dev label", spec(json!({"template": {"metadata": {"labels": {"loops.dev/loop": "1"}}}})), "spec.template.metadata.labels", Cel),
-        case("job-name label", spec(json!({"template": {"metadata": {"labels": {"job-name": "x"}}}})), "spec.template.metadata.labels", Cel),
-        case("managed-by label", spec(json!({"template": {"metadata": {"labels": {"app.kubernetes.io/managed-by": "me"}}}})), "spec.template.metadata.labels", Cel),
-        case("loops.dev annotation", spec(json!({"template": {"metadata": {"annotations": {"loops.dev/start-time": "2099-01-01T00:00:00Z"}}}})), "spec.template.metadata.annotations", Cel),
+        case(
+            "loops.dev label",
+            spec(json!({"template": {"metadata": {"labels": {"loops.dev/loop": "1"}}}})),
+            "spec.template.metadata.labels",
+            Cel,
+        ),
+        case(
+            "job-name label",
+            spec(json!({"template": {"metadata": {"labels": {"job-name": "x"}}}})),
+            "spec.template.metadata.labels",
+            Cel,
+        ),
+        case(
+            "managed-by label",
+            spec(json!({"template": {"metadata": {"labels": {"app.kubernetes.io/managed-by": "me"}}}})),
+            "spec.template.metadata.labels",
+            Cel,
+        ),
+        case(
+            "loops.dev annotation",
+            spec(json!({"template": {"metadata": {"annotations": {"loops.dev/start-time": "2099-01-01T00:00:00Z"}}}})),
+            "spec.template.metadata.annotations",
+            Cel,
+        ),
         case("LOOP_NUMBER in env", spec(json!({"env": [{"name": "LOOP_NUMBER", "value": "7"}]})), "spec.env", Cel),
         case("LOOPSERVICE_NAME in env", spec(json!({"env": [{"name": "LOOPSERVICE_NAME", "value": "x"}]})), "spec.env", Cel),
-        case("loop variable in the loop container", template_spec(json!({"template": {"spec": {"containers": [{"name": "loop", "image": "busybox:1.36", "env": [{"name": "LOOP_SCHEDULED_TIME", "value": "x"}]}]}}})), "spec.template.spec.containers", Cel),
+        case(
+            "loop variable in the loop container",
+            template_spec(
+                json!({"template": {"spec": {"containers": [{"name": "loop", "image": "busybox:1.36", "env": [{"name": "LOOP_SCHEDULED_TIME", "value": "x"}]}]}}}),
+            ),
+            "spec.template.spec.containers",
+            Cel,
+        ),
         // resources
         case("quantity not a number", spec(json!({"resources": {"limits": {"cpu": "lots"}}})), "spec.resources.limits.cpu", Invalid),
         case("negative quantity", spec(json!({"resources": {"requests": {"memory": "-1Mi"}}})), "spec.resources.requests.memory", Invalid),
-        case("request above limit", spec(json!({"resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "2"}}})), "resources.requests", Invalid),
+        case(
+            "request above limit",
+            spec(json!({"resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "2"}}})),
+            "resources.requests",
+            Invalid,
+        ),
         case("resources a string", spec(json!({"resources": "big"})), "spec.resources", Refused),
-        case("template quantity", spec(json!({"template": {"spec": {"volumes": [{"name": "s", "emptyDir": {"sizeLimit": "huge"}}]}}})), "spec.template.spec.volumes[0].emptyDir.sizeLimit", Invalid),
+        case(
+            "template quantity",
+            spec(json!({"template": {"spec": {"volumes": [{"name": "s", "emptyDir": {"sizeLimit": "huge"}}]}}})),
+            "spec.template.spec.volumes[0].emptyDir.sizeLimit",
+            Invalid,
+        ),
         // the template
-        case("Pod spec typo", spec(json!({"template": {"spec": {"nodeSelecter": {"a": "b"}}}})), "spec.template.spec.nodeSelecter", Invalid),
-        case("tolerations a string", spec(json!({"template": {"spec": {"tolerations": "all"}}})), "spec.template.spec.tolerations", Invalid),
-        case("container without a name", spec(json!({"template": {"spec": {"containers": [{"image": "busybox:1.36"}]}}})), "spec.template.spec.containers[0]", Invalid),
-        case("mount of a missing volume", spec(json!({"template": {"spec": {"containers": [{"name": "side", "image": "busybox:1.36", "volumeMounts": [{"name": "nope", "mountPath": "/x"}]}]}}})), "volumeMounts[0].name", Invalid),
+        case(
+            "Pod spec typo",
+            spec(json!({"template": {"spec": {"nodeSelecter": {"a": "b"}}}})),
+            "spec.template.spec.nodeSelecter",
+            Invalid,
+        ),
+        case(
+            "tolerations a string",
+            spec(json!({"template": {"spec": {"tolerations": "all"}}})),
+            "spec.template.spec.tolerations",
+            Invalid,
+        ),
+        case(
+            "container without a name",
+            spec(json!({"template": {"spec": {"containers": [{"image": "busybox:1.36"}]}}})),
+            "spec.template.spec.containers[0]",
+            Invalid,
+        ),
+        case(
+            "mount of a missing volume",
+            spec(
+                json!({"template": {"spec": {"containers": [{"name": "side", "image": "busybox:1.36", "volumeMounts": [{"name": "nope", "mountPath": "/x"}]}]}}}),
+            ),
+            "volumeMounts[0].name",
+            Invalid,
+        ),
         case("containers a string", spec(json!({"template": {"spec": {"containers": "loop"}}})), "spec.template.spec.containers", Refused),
-        case("65 containers", spec(json!({"template": {"spec": {"containers": many_containers}}})), "spec.template.spec.containers", Refused),
-        case("container name too long", spec(json!({"template": {"spec": {"containers": [{"name": "c".repeat(100), "image": "busybox:1.36"}]}}})), "spec.template.spec.containers[0].name", Refused),
-        case("env name too long", spec(json!({"template": {"spec": {"containers": [{"name": "side", "image": "busybox:1.36", "env": [{"name": "E".repeat(2000)}]}]}}})), "spec.template.spec.containers[0].env[0].name", Refused),
+        case(
+            "65 containers",
+            spec(json!({"template": {"spec": {"containers": many_containers}}})),
+            "spec.template.spec.containers",
+            Refused,
+        ),
+        case(
+            "container name too long",
+            spec(json!({"template": {"spec": {"containers": [{"name": "c".repeat(100), "image": "busybox:1.36"}]}}})),
+            "spec.template.spec.containers[0].name",
+            Refused,
+        ),
+        case(
+            "env name too long",
+            spec(
+                json!({"template": {"spec": {"containers": [{"name": "side", "image": "busybox:1.36", "env": [{"name": "E".repeat(2000)}]}]}}}),
+            ),
+            "spec.template.spec.containers[0].env[0].name",
+            Refused,
+        ),
         case("label key too long", spec(json!({"template": {"metadata": {"labels": {"k".repeat(100): "v"}}}})), "labels", Invalid),
-        case("label value not a string", spec(json!({"template": {"metadata": {"labels": {"team": 5}}}})), "spec.template.metadata.labels.team", Refused),
-        case("huge annotation", spec(json!({"template": {"metadata": {"annotations": {"note": "n".repeat(300_000)}}}})), "annotations", Invalid),
-        case("huge loops.dev label key", spec(json!({"template": {"metadata": {"labels": {format!("loops.dev/{}", "k".repeat(100_000)): "v"}}}})), "spec.template.metadata.labels", Cel),
+        case(
+            "label value not a string",
+            spec(json!({"template": {"metadata": {"labels": {"team": 5}}}})),
+            "spec.template.metadata.labels.team",
+            Refused,
+        ),
+        case(
+            "huge annotation",
+            spec(json!({"template": {"metadata": {"annotations": {"note": "n".repeat(300_000)}}}})),
+            "annotations",
+            Invalid,
+        ),
+        case(
+            "huge loops.dev label key",
+            spec(json!({"template": {"metadata": {"labels": {format!("loops.dev/{}", "k".repeat(100_000)): "v"}}}})),
+            "spec.template.metadata.labels",
+            Cel,
+        ),
         case("template name", spec(json!({"template": {"metadata": {"name": "x"}}})), "spec.template.metadata.name", Unknown),
         case("template a string", spec(json!({"template": "pod"})), "spec.template", Refused),
         case("template spec a string", spec(json!({"template": {"spec": "pod"}})), "spec.template.spec", Refused),
@@ -186,7 +317,12 @@ fn cases() -> Vec<Case> {
         case("command a string", spec(json!({"command": "sh"})), "spec.command", Refused),
         case("args of numbers", spec(json!({"args": [1, 2]})), "spec.args[0]", Refused),
         case("misspelt field", spec(json!({"intervall": "30s"})), "spec.intervall", Unknown),
-        case("unknown backoff field", spec(json!({"failureBackoff": {"initial": "1s", "max": "2s", "maximum": "3s"}})), "spec.failureBackoff.maximum", Unknown),
+        case(
+            "unknown backoff field",
+            spec(json!({"failureBackoff": {"initial": "1s", "max": "2s", "maximum": "3s"}})),
+            "spec.failureBackoff.maximum",
+            Unknown,
+        ),
         case("spec a string", json!({"spec": "run every 30s"}), "spec", Refused),
         // names
         case("name with an underscore", json!({"metadata": {"name": "bad_name"}, "spec": base()}), "metadata.name", Refused),
@@ -257,8 +393,11 @@ async fn every_bad_input_is_refused_or_invalid_spec_naming_the_field_and_nothing
         }
     }
 
-    let api: kube::Api<kube::api::DynamicObject> =
-        kube::Api::namespaced_with(ns.client.clone(), &ns.name, &kube::api::ApiResource::erase::<loopservice_operator::crd::LoopService>(&()));
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        ns.client.clone(),
+        &ns.name,
+        &kube::api::ApiResource::erase::<loopservice_operator::crd::LoopService>(&()),
+    );
     for (name, c) in &accepted {
         let obj = wait_for(&format!("{}: Ready=False InvalidSpec", c.what), Duration::from_secs(60), || async {
             let o = serde_json::to_value(api.get(name).await.ok()?).ok()?;

@@ -24,7 +24,8 @@ use support::*;
 /// The newest Kubernetes minor version the cluster script brings up (its default).
 fn newest_minor() -> u32 {
     let script = std::fs::read_to_string(repo_root().join("hack/cluster.sh")).expect("read hack/cluster.sh");
-    let line = script.lines().find(|l| l.starts_with("DEFAULT_KUBERNETES_VERSION=")).expect("DEFAULT_KUBERNETES_VERSION in hack/cluster.sh");
+    let line =
+        script.lines().find(|l| l.starts_with("DEFAULT_KUBERNETES_VERSION=")).expect("DEFAULT_KUBERNETES_VERSION in hack/cluster.sh");
     let v = line.split('=').nth(1).unwrap().trim_matches('"');
     v.split('.').nth(1).and_then(|m| m.parse().ok()).expect("a version like 1.37")
 }
@@ -41,9 +42,7 @@ async fn on_newest(client: &Client) -> bool {
 /// A benchmark of this repository (`make bench`, `make bench-fake-nodes`) running against the
 /// cluster would be broken by an outage: wait for it to finish (up to 20 minutes).
 async fn wait_until_no_benchmark_runs() {
-    let busy = || {
-        Command::new("pgrep").args(["-f", "deps/scale-|deps/fake_nodes-"]).output().map(|o| o.status.success()).unwrap_or(false)
-    };
+    let busy = || Command::new("pgrep").args(["-f", "deps/scale-|deps/fake_nodes-"]).output().map(|o| o.status.success()).unwrap_or(false);
     let start = Instant::now();
     while busy() {
         assert!(start.elapsed() < Duration::from_secs(20 * 60), "a benchmark has been running against the cluster for 20 minutes");
@@ -166,7 +165,11 @@ async fn loops(ns: &TestNs, name: &str) -> Vec<Loop> {
             n: loop_number(j),
             start: start_time(j),
             due: ann_time(j, "loops.dev/scheduled-time"),
-            jittered: if j.annotations().contains_key("loops.dev/jittered-time") { ann_time(j, "loops.dev/jittered-time") } else { ann_time(j, "loops.dev/scheduled-time") },
+            jittered: if j.annotations().contains_key("loops.dev/jittered-time") {
+                ann_time(j, "loops.dev/jittered-time")
+            } else {
+                ann_time(j, "loops.dev/scheduled-time")
+            },
             end: finished(j).map(|(_, t)| t),
         })
         .collect()
@@ -183,7 +186,12 @@ async fn assert_each_loop_once(ns: &TestNs, name: &str) -> Vec<Loop> {
         assert!(w[1].start >= end, "{name}: loop {} started at {} before loop {} ended at {end}", w[1].n, w[1].start, w[0].n);
     }
     let st = status(ns, name).await;
-    assert!(st.loops_started >= all.len() as i64 && st.loops_started <= all.len() as i64 + 1, "{name}: status counts {} loops, Jobs {}", st.loops_started, all.len());
+    assert!(
+        st.loops_started >= all.len() as i64 && st.loops_started <= all.len() as i64 + 1,
+        "{name}: status counts {} loops, Jobs {}",
+        st.loops_started,
+        all.len()
+    );
     all
 }
 
@@ -314,10 +322,16 @@ async fn fifteen_sigkills_of_the_operator_no_loop_twice_none_lost() {
     // its status is written), some a while after the operator came up.
     let pauses = [0.0, 0.3, 0.9, 1.6, 2.4, 3.3];
     for i in 0..15 {
-        wait_for("the operator's caches to sync", Duration::from_secs(30), || async { op.log_text().contains("caches synced").then_some(()) }).await;
+        wait_for("the operator's caches to sync", Duration::from_secs(30), || async {
+            op.log_text().contains("caches synced").then_some(())
+        })
+        .await;
         if i % 3 == 2 {
             let started = op.log_text().matches("started loop").count();
-            wait_for("a loop to start", Duration::from_secs(20), || async { (op.log_text().matches("started loop").count() > started).then_some(()) }).await;
+            wait_for("a loop to start", Duration::from_secs(20), || async {
+                (op.log_text().matches("started loop").count() > started).then_some(())
+            })
+            .await;
         } else {
             tokio::time::sleep(Duration::from_secs_f64(pauses[i % pauses.len()])).await;
         }
@@ -423,7 +437,12 @@ async fn leader_killed_while_50_loopservices_loop_the_standby_takes_over_no_loop
             if in_failover {
                 late.push(lateness);
             }
-            assert!(lateness < 5.0, "{name}: loop {} started {lateness:.3}s after {}: {all:#?}", l.n, if in_failover { "the takeover" } else { "its time" });
+            assert!(
+                lateness < 5.0,
+                "{name}: loop {} started {lateness:.3}s after {}: {all:#?}",
+                l.n,
+                if in_failover { "the takeover" } else { "its time" }
+            );
         }
         for w in all.windows(2) {
             // The loop rule: due one interval after the previous loop's start without its jitter
@@ -432,7 +451,12 @@ async fn leader_killed_while_50_loopservices_loop_the_standby_takes_over_no_loop
             let want = secs(w[0].due, w[0].start) - secs(w[0].due, w[0].jittered) + INTERVAL;
             let due_gap = secs(w[0].due, w[1].due);
             let overran = w[0].end.is_some_and(|e| secs(w[0].due, e) + 1.0 > want && due_gap <= secs(w[0].due, e) + 1.0);
-            assert!(due_gap > want - 0.05 && (due_gap < want + 0.05 || overran), "{name}: loop {} due {due_gap:.3}s after loop {}, not {want:.3}s: {all:#?}", w[1].n, w[0].n);
+            assert!(
+                due_gap > want - 0.05 && (due_gap < want + 0.05 || overran),
+                "{name}: loop {} due {due_gap:.3}s after loop {}, not {want:.3}s: {all:#?}",
+                w[1].n,
+                w[0].n
+            );
         }
     }
     late.sort_by(f64::total_cmp);

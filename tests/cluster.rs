@@ -70,12 +70,16 @@ async fn a_job_for_the_fake_nodes_completes_there_without_a_container() {
     assert!(nodes.len() >= 5, "`hack/cluster.sh fake-nodes 5` makes 5 fake nodes (found {})", nodes.len());
     assert!(nodes.iter().all(is_ready), "fake nodes are Ready");
     let taint = |n: &Node| n.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-    assert!(nodes.iter().all(|n| taint(n).iter().any(|t| t.key == "loops.dev/fake-node" && t.effect == "NoSchedule")), "fake nodes are tainted");
+    assert!(
+        nodes.iter().all(|n| taint(n).iter().any(|t| t.key == "loops.dev/fake-node" && t.effect == "NoSchedule")),
+        "fake nodes are tainted"
+    );
 
     let mut job = job("on-fake", "exit 7");
     let spec = job.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
     spec.node_selector = Some([("loops.dev/fake-node".to_string(), "true".to_string())].into());
-    spec.tolerations = Some(vec![serde_json::from_value(json!({"key": "loops.dev/fake-node", "operator": "Exists", "effect": "NoSchedule"})).unwrap()]);
+    spec.tolerations =
+        Some(vec![serde_json::from_value(json!({"key": "loops.dev/fake-node", "operator": "Exists", "effect": "NoSchedule"})).unwrap()]);
     let start = Instant::now();
     ns.jobs().create(&PostParams::default(), &job).await.unwrap();
     let ok = wait_for("the fake-node Job to finish", Duration::from_secs(10), || async {

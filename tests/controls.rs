@@ -43,7 +43,8 @@ async fn run_now_starts_a_loop_at_once_or_after_the_running_one_and_anchors_the_
     assert!(secs(end1, s2) > -1.0 && secs(end1, s2) < 3.0, "loop 2 started {:.3}s after loop 1's end", secs(end1, s2));
     assert!(secs(s1, s2) > 3.5 && secs(s1, s2) < 15.0, "not before loop 1's end, not on schedule: {:.3}s", secs(s1, s2));
     assert_eq!((trigger(&jobs[1]), jobs[1].annotations()["loops.dev/run-request"].as_str()), ("Manual", "first"));
-    let st = wait_status(&ns, "nudge", "loop 2 recorded as the request's", |st| st.last_handled_run_request.as_deref() == Some("first")).await;
+    let st =
+        wait_status(&ns, "nudge", "loop 2 recorded as the request's", |st| st.last_handled_run_request.as_deref() == Some("first")).await;
     assert_eq!((st.loops_started, st.manual_loops), (2, 1));
 
     // The next scheduled loop is anchored on loop 2's start: 20 s after it.
@@ -82,7 +83,9 @@ async fn run_now_runs_one_loop_while_suspended_and_after_the_loops_ran_out() {
     request_run(&ns, "paused", "once").await;
     let jobs = wait_jobs(&ns, "paused", 1).await;
     assert_eq!(trigger(&jobs[0]), "Manual");
-    let st = wait_status(&ns, "paused", "suspended again after the loop", |st| st.last_finished_loop == 1 && st.phase == Some(Phase::Suspended)).await;
+    let st =
+        wait_status(&ns, "paused", "suspended again after the loop", |st| st.last_finished_loop == 1 && st.phase == Some(Phase::Suspended))
+            .await;
     assert_eq!((st.loops_started, st.loops_succeeded, st.manual_loops), (1, 1, 1));
     // Three intervals later, still only that one loop.
     tokio::time::sleep(Duration::from_secs(12)).await;
@@ -122,7 +125,8 @@ async fn a_run_request_starts_exactly_one_loop_across_operator_restarts() {
 
     // The next instance adopts that Job as the request's loop, and starts no second one.
     let mut op2 = Operator::start(&ns.name, &[]);
-    let st = wait_status(&ns, "once", "the request recorded", |st| st.last_handled_run_request.is_some() && st.last_finished_loop == 1).await;
+    let st =
+        wait_status(&ns, "once", "the request recorded", |st| st.last_handled_run_request.is_some() && st.last_finished_loop == 1).await;
     assert_eq!((st.loops_started, st.manual_loops), (1, 1));
     // And across a plain restart too.
     op2.signal("KILL");
@@ -195,7 +199,19 @@ async fn status_history_matches_the_jobs_after_the_history_limit_deleted_them() 
     let left = loop_jobs(&ns, "kept").await.into_iter().filter(|j| j.metadata.deletion_timestamp.is_none()).count();
     println!("{} Jobs left of {} loops; history:", left, st.loops_started);
     for r in &st.history {
-        println!("  {} {} {:?} due {} start {} end {:?} {:?}s {:?} {:?} overran={}", r.r#loop, r.job_name, r.trigger, r.due_time, r.start_time, r.end_time.map(|t| t.to_string()), r.duration_seconds, r.result, r.reason, r.overran);
+        println!(
+            "  {} {} {:?} due {} start {} end {:?} {:?}s {:?} {:?} overran={}",
+            r.r#loop,
+            r.job_name,
+            r.trigger,
+            r.due_time,
+            r.start_time,
+            r.end_time.map(|t| t.to_string()),
+            r.duration_seconds,
+            r.result,
+            r.reason,
+            r.overran
+        );
     }
     assert!(left <= 3, "the history limits deleted the old Jobs: {left} left");
     assert_eq!(st.history.len(), 10);
@@ -205,7 +221,12 @@ async fn status_history_matches_the_jobs_after_the_history_limit_deleted_them() 
     let mut manual = 0;
     for r in &st.history {
         let j = seen.get(&r.r#loop).unwrap_or_else(|| panic!("loop {} was never seen as a Job", r.r#loop));
-        assert_eq!((r.job_name.as_str(), r.due_time.0, r.start_time.0, r.trigger.as_str()), (j.name.as_str(), j.due, j.start, j.trigger.as_str()), "loop {}", r.r#loop);
+        assert_eq!(
+            (r.job_name.as_str(), r.due_time.0, r.start_time.0, r.trigger.as_str()),
+            (j.name.as_str(), j.due, j.start, j.trigger.as_str()),
+            "loop {}",
+            r.r#loop
+        );
         manual += usize::from(j.trigger == "Manual");
         let Some((ok, end)) = j.end else {
             assert_eq!(r.result, loopservice_operator::crd::LoopResult::Running, "loop {}", r.r#loop);
@@ -264,7 +285,14 @@ async fn each_loop_sees_the_previous_result_and_the_last_success_time() {
     let st = wait_status(&ns, "incremental", "loop 5 ended", |st| st.last_finished_loop >= 5).await;
     let fifth_job = loop_job_name(&ns, "incremental", 5).await;
     let (_, fifth) = wait_for("loop 5's termination message", LONG, || termination_message(&ns, &fifth_job)).await;
-    assert_eq!(fifth.trim(), format!("previous=Succeeded since={} scheduled={}", due(4), loop_jobs(&ns, "incremental").await[4].annotations()["loops.dev/scheduled-time"]));
+    assert_eq!(
+        fifth.trim(),
+        format!(
+            "previous=Succeeded since={} scheduled={}",
+            due(4),
+            loop_jobs(&ns, "incremental").await[4].annotations()["loops.dev/scheduled-time"]
+        )
+    );
     assert!(st.last_success_scheduled_time.is_some());
 }
 
@@ -412,7 +440,11 @@ async fn kubectl_explain_documents_the_controls() {
         text.contains("suspendAfterFailures").then_some(text)
     })
     .await;
-    for (field, words) in [("jitter", "does not accumulate"), ("failureBackoff", "after k failed loops in a row"), ("suspendAfterFailures", "SuspendedAfterFailures")] {
+    for (field, words) in [
+        ("jitter", "does not accumulate"),
+        ("failureBackoff", "after k failed loops in a row"),
+        ("suspendAfterFailures", "SuspendedAfterFailures"),
+    ] {
         assert!(spec.contains(field) && spec.contains(words), "{field}: {spec}");
     }
     let backoff = explain("loopservice.spec.failureBackoff");
@@ -422,7 +454,9 @@ async fn kubectl_explain_documents_the_controls() {
         assert!(status.contains(field), "{field}: {status}");
     }
     let history = explain("loopservice.status.history");
-    for field in ["loop", "jobName", "trigger", "dueTime", "startTime", "endTime", "durationSeconds", "result", "reason", "message", "overran"] {
+    for field in
+        ["loop", "jobName", "trigger", "dueTime", "startTime", "endTime", "durationSeconds", "result", "reason", "message", "overran"]
+    {
         assert!(history.contains(field), "{field}: {history}");
     }
     assert!(explain("loopservice.status.failureSuspension").contains("any change to the spec resumes it"));

@@ -68,8 +68,14 @@ async fn the_next_loop_waits_for_the_previous_loops_pod_to_terminate() {
     let failed = condition_time(first, "Failed").expect("loop 1's Job is Failed");
     let pod = seen.lock().unwrap().get(&first.name_any()).cloned().expect("loop 1's Pod");
     watch.abort();
-    let finished_at = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|cs| cs[0].state.as_ref())
-        .and_then(|s| s.terminated.as_ref()).and_then(|t| t.finished_at.as_ref()).map(|t| t.0)
+    let finished_at = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs[0].state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+        .and_then(|t| t.finished_at.as_ref())
+        .map(|t| t.0)
         .expect("loop 1's container terminated");
     let second_start = start_time(&jobs[1]);
     println!("loop 1: FailureTarget {target}, container stopped {finished_at}, Failed {failed}; loop 2 started {second_start}");

@@ -14,11 +14,11 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use loopservice_operator::crd::{LoopServiceStatus, Time};
 use loopservice_operator::job::{self, ObservedJob, Outcome};
-use loopservice_operator::schedule::{self, Jitter, MAX_DURATION, parse_duration};
+use loopservice_operator::schedule::{self, parse_duration, Jitter, MAX_DURATION};
 use loopservice_operator::status::{self, Decision};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 /// Runs `test` on values of `strategy`: `PROPTEST_CASES` cases (64 when unset), in chunks,
 /// stopping after `FUZZ_SECONDS` when set. Prints the count and the time taken.
@@ -207,9 +207,9 @@ fn condition() -> impl Strategy<Value = Value> {
         prop::option::of(prop::sample::select(vec!["DeadlineExceeded", "BackoffLimitExceeded", "", "PodFailurePolicy"])),
         prop::option::of(".{0,2000}"),
     )
-        .prop_map(|(t, s, at, reason, message)| {
-            json!({"type": t, "status": s, "lastTransitionTime": at, "reason": reason, "message": message})
-        })
+        .prop_map(
+            |(t, s, at, reason, message)| json!({"type": t, "status": s, "lastTransitionTime": at, "reason": reason, "message": message}),
+        )
 }
 
 /// A Job as the API server could return it after anyone edited its labels and annotations.
@@ -253,7 +253,12 @@ fn reading_any_job_never_panics_and_no_annotation_moves_the_loop_past_the_server
         prop_assert!(seen.loop_number > 0);
         if let Some(created) = job.metadata.creation_timestamp.as_ref().map(|t| t.0) {
             let slack = job::START_SLACK;
-            prop_assert!(seen.start >= schedule::sub(created, slack) && seen.start <= schedule::add(created, slack), "{:?} vs {}", seen.start, created);
+            prop_assert!(
+                seen.start >= schedule::sub(created, slack) && seen.start <= schedule::add(created, slack),
+                "{:?} vs {}",
+                seen.start,
+                created
+            );
         }
         if let Some(s) = seen.scheduled {
             prop_assert!(s <= seen.start);
@@ -279,7 +284,13 @@ fn counter() -> impl Strategy<Value = i64> {
 /// wrong type or unknown ones.
 fn status_json() -> impl Strategy<Value = Value> {
     let time = || prop::option::of(instant().prop_map(|t| Value::String(Time(t).format())));
-    let record = (counter(), instant(), prop::option::of(instant()), prop_oneof![20 => prop::sample::select(vec!["Running", "Succeeded", "Failed"]), 1 => Just("Other")], any::<bool>())
+    let record = (
+        counter(),
+        instant(),
+        prop::option::of(instant()),
+        prop_oneof![20 => prop::sample::select(vec!["Running", "Succeeded", "Failed"]), 1 => Just("Other")],
+        any::<bool>(),
+    )
         .prop_map(|(n, start, end, result, manual)| {
             json!({"loop": n, "jobName": format!("r-{n}"), "trigger": if manual {"Manual"} else {"Scheduled"},
                    "dueTime": Time(start).format(), "startTime": Time(start).format(),
@@ -311,7 +322,16 @@ fn status_json() -> impl Strategy<Value = Value> {
         Just(json!([])),
         Just(json!({"x": 1})),
     ];
-    let keys = prop::sample::select(vec!["loopsStarted", "lastStartTime", "history", "conditions", "phase", "lastOverrun", "unknownField", "activeJob"]);
+    let keys = prop::sample::select(vec![
+        "loopsStarted",
+        "lastStartTime",
+        "history",
+        "conditions",
+        "phase",
+        "lastOverrun",
+        "unknownField",
+        "activeJob",
+    ]);
     let spoil = prop_oneof![4 => Just(None), 1 => (keys, garbage).prop_map(Some)];
     (typed, spoil).prop_map(|(mut v, spoil)| {
         if let Some((k, g)) = spoil {
@@ -336,7 +356,10 @@ fn observed_jobs() -> impl Strategy<Value = Vec<ObservedJob>> {
             scheduled: Some(start),
             run_request: request.map(String::from),
             end: end.map(|(e, ok)| {
-                (e.max(start), if ok { Outcome::Succeeded } else { Outcome::Failed { reason: "JobFailed".into(), message: "exit 1".into() } })
+                (
+                    e.max(start),
+                    if ok { Outcome::Succeeded } else { Outcome::Failed { reason: "JobFailed".into(), message: "exit 1".into() } },
+                )
             }),
         });
     prop::collection::vec(one, 0..6)
@@ -355,7 +378,12 @@ fn any_status_and_jobs_are_recorded_and_decided_without_panic_and_counters_never
         duration(),
         prop::option::of(duration()),
         prop::option::of((duration(), duration())),
-        (prop::option::of(counter()), any::<bool>(), prop::option::of(prop::sample::select(vec!["a", "b", "c", ""])), prop::option::of(counter())),
+        (
+            prop::option::of(counter()),
+            any::<bool>(),
+            prop::option::of(prop::sample::select(vec!["a", "b", "c", ""])),
+            prop::option::of(counter()),
+        ),
     );
     let decoded = AtomicU64::new(0);
     fuzz("status", inputs, |(raw, jobs, now, interval, jitter, backoff, (loops, suspended, request, suspend_after))| {

@@ -17,7 +17,11 @@ use support::*;
 const CHART: &str = "charts/loopservice-operator";
 
 fn run(cmd: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(cmd).args(args).current_dir(repo_root()).output().unwrap_or_else(|e| panic!("running {cmd}: {e} (is it on PATH? eval \"$(hack/cluster.sh env)\")"));
+    let out = Command::new(cmd)
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e} (is it on PATH? eval \"$(hack/cluster.sh env)\")"));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
@@ -29,7 +33,13 @@ fn must(cmd: &str, args: &[&str]) -> String {
 }
 
 fn kubectl_apply(yaml: &str) {
-    let mut child = Command::new("kubectl").args(["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
@@ -38,7 +48,14 @@ fn kubectl_apply(yaml: &str) {
 #[test]
 #[ignore = "needs helm from the local cluster's tools: run `make test`"]
 fn the_chart_lints_clean() {
-    let observe = ["--set", "metrics.prometheusRule.enabled=true", "--set", "metrics.serviceMonitor.enabled=true", "--set", "grafana.dashboard.enabled=true"];
+    let observe = [
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "grafana.dashboard.enabled=true",
+    ];
     for extra in [
         vec![],
         vec!["-f", "hack/values-local.yaml"],
@@ -82,11 +99,16 @@ fn the_chart_lints_clean() {
     assert!(selector.contains_key("app.kubernetes.io/component"), "selects the metrics Service only");
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], service["spec"]["ports"][0]["name"]);
     assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"].as_bool(), Some(true), "keeps the LoopService's namespace label");
-    let dashboard = docs.iter().find(|d| d["kind"].as_str() == Some("ConfigMap") && d["metadata"]["labels"]["grafana_dashboard"].as_str() == Some("1")).expect("the dashboard ConfigMap");
-    let json: serde_json::Value = serde_json::from_str(dashboard["data"]["loopservice-operator.json"].as_str().unwrap()).expect("the dashboard is JSON");
+    let dashboard = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("ConfigMap") && d["metadata"]["labels"]["grafana_dashboard"].as_str() == Some("1"))
+        .expect("the dashboard ConfigMap");
+    let json: serde_json::Value =
+        serde_json::from_str(dashboard["data"]["loopservice-operator.json"].as_str().unwrap()).expect("the dashboard is JSON");
     assert_eq!(json["uid"], "loopservice-operator");
     // A ServiceMonitor needs the Service it scrapes.
-    let (ok, text) = run("helm", &["template", "x", CHART, "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"]);
+    let (ok, text) =
+        run("helm", &["template", "x", CHART, "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"]);
     assert!(!ok && text.contains("metrics.serviceMonitor.enabled needs metrics.service.enabled"), "{text}");
     // The only cluster-wide objects: the aggregated roles that let namespace editors and
     // viewers use LoopServices, which can be left out.
@@ -114,7 +136,21 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
     // there the CRD goes in as README says (ensure_crd did) and the chart skips it.
     let skip_crds = !restricted;
     let install = |extra: &[&str]| {
-        let mut args = vec!["upgrade", "--install", release, CHART, "-n", &op.name, "-f", "hack/values-local.yaml", "--set", &watch, "--wait", "--timeout", "120s"];
+        let mut args = vec![
+            "upgrade",
+            "--install",
+            release,
+            CHART,
+            "-n",
+            &op.name,
+            "-f",
+            "hack/values-local.yaml",
+            "--set",
+            &watch,
+            "--wait",
+            "--timeout",
+            "120s",
+        ];
         if skip_crds {
             args.push("--skip-crds");
         }
@@ -146,20 +182,26 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
     let sa = format!("system:serviceaccount:{}:lso-loopservice-operator", op.name);
     let can = |verb: &str, what: &str| run("kubectl", &["auth", "can-i", verb, what, "-n", &ns.name, "--as", &sa]).1.trim().to_string();
     assert_eq!(can("create", "jobs.batch"), "yes");
-    let status_patch = run("kubectl", &["auth", "can-i", "patch", "loopservices.loops.dev", "--subresource=status", "-n", &ns.name, "--as", &sa]).1;
+    let status_patch =
+        run("kubectl", &["auth", "can-i", "patch", "loopservices.loops.dev", "--subresource=status", "-n", &ns.name, "--as", &sa]).1;
     assert_eq!(status_patch.trim(), "yes");
     assert_eq!(can("list", "secrets"), "no");
     assert_eq!(can("get", "secrets"), "no");
     assert_eq!(can("create", "pods"), "no");
     assert_eq!(can("update", "loopservices.loops.dev"), "no");
-    assert_eq!(run("kubectl", &["auth", "can-i", "list", "jobs.batch", "-n", "default", "--as", &sa]).1.trim(), "no", "a Role, only in its namespace");
+    assert_eq!(
+        run("kubectl", &["auth", "can-i", "list", "jobs.batch", "-n", "default", "--as", &sa]).1.trim(),
+        "no",
+        "a Role, only in its namespace"
+    );
 
     // An upgrade with a changed value replaces the Pod and the loops go on, with no duplicate.
     let before = status(&ns, "beat").await.loops_started;
     install(&["--set", "logLevel=debug"]);
     must("kubectl", &["-n", &op.name, "rollout", "status", "deployment/lso-loopservice-operator", "--timeout=120s"]);
     let deploy: Api<Deployment> = Api::namespaced(ns.client.clone(), &op.name);
-    let args = deploy.get("lso-loopservice-operator").await.unwrap().spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    let args =
+        deploy.get("lso-loopservice-operator").await.unwrap().spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
     assert!(args.contains(&"--log-level=debug".to_string()), "{args:?}");
     wait_for("loops after the upgrade", Duration::from_secs(120), || async {
         (status(&ns, "beat").await.last_finished_loop >= before + 2).then_some(())
@@ -173,7 +215,8 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
 
     must("helm", &["uninstall", release, "-n", &op.name, "--wait", "--timeout", "120s"]);
     wait_for("the operator's Pod to go", Duration::from_secs(60), || async {
-        let (_, text) = run("kubectl", &["get", "pods", "-n", &op.name, "-l", "app.kubernetes.io/name=loopservice-operator", "--no-headers"]);
+        let (_, text) =
+            run("kubectl", &["get", "pods", "-n", &op.name, "-l", "app.kubernetes.io/name=loopservice-operator", "--no-headers"]);
         (text.trim().is_empty() || text.contains("No resources found")).then_some(())
     })
     .await;

@@ -264,7 +264,9 @@ async fn timeout_fails_a_loop_that_runs_too_long() {
     let mut v = ls("stuck", "3s", "sleep 60");
     v["spec"]["timeout"] = json!("2s");
     create_ls(&ns, v).await.unwrap();
-    let st = wait_status(&ns, "stuck", "a DeadlineExceeded loop", |st| st.last_error.as_ref().is_some_and(|e| e.reason == "DeadlineExceeded")).await;
+    let st =
+        wait_status(&ns, "stuck", "a DeadlineExceeded loop", |st| st.last_error.as_ref().is_some_and(|e| e.reason == "DeadlineExceeded"))
+            .await;
     println!("lastError: {:?}", st.last_error);
     assert!(st.loops_failed >= 1);
     assert_eq!(st.last_error.unwrap().r#loop, 1);
@@ -395,11 +397,17 @@ async fn a_loop_whose_pod_cannot_start_is_reported_not_silent() {
     v["spec"]["image"] = json!("loops.dev/no-such-image:1");
     v["spec"]["imagePullPolicy"] = json!("Never");
     create_ls(&ns, v).await.unwrap();
-    let st = wait_status(&ns, "typo", "Ready=False LoopStuck", |st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "LoopStuck")).await;
+    let st =
+        wait_status(&ns, "typo", "Ready=False LoopStuck", |st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "LoopStuck"))
+            .await;
     let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     println!("Ready: {} {}: {}", ready.status, ready.reason, ready.message);
     assert_eq!(ready.status, "False");
-    assert!(ready.message.contains("ErrImageNeverPull") && ready.message.contains(&loop_job_name(&ns, "typo", 1).await), "{}", ready.message);
+    assert!(
+        ready.message.contains("ErrImageNeverPull") && ready.message.contains(&loop_job_name(&ns, "typo", 1).await),
+        "{}",
+        ready.message
+    );
     assert_eq!(st.phase, Some(Phase::Running), "the loop is still running: no second Job");
     assert_eq!(loop_jobs(&ns, "typo").await.len(), 1);
     // One recheck later (every 15 s while a loop runs) it is still reported, and only once.
@@ -443,7 +451,10 @@ async fn a_job_name_taken_by_another_object_is_reported_and_the_loop_starts_once
     let _op = Operator::start(&ns.name, &[]);
     // A Job of the user's own, with the name loop 1 would use.
     let taken = create_ls_with_first_job_name_taken(&ns, ls("taken", "2s", "echo hi")).await;
-    let st = wait_status(&ns, "taken", "Ready=False JobNameTaken", |st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "JobNameTaken")).await;
+    let st = wait_status(&ns, "taken", "Ready=False JobNameTaken", |st| {
+        st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "JobNameTaken")
+    })
+    .await;
     let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert!(ready.message.contains(&taken), "{}", ready.message);
     assert_eq!(st.loops_started, 0);
@@ -502,7 +513,8 @@ async fn a_leader_that_loses_its_lease_stops_loops_stands_by_and_leads_again_wit
     // and never renews it.
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(ns.client.clone(), &ns.name);
     let stolen = jiff::Timestamp::now();
-    let patch = json!({"spec": {"holderIdentity": "intruder", "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(stolen)}});
+    let patch =
+        json!({"spec": {"holderIdentity": "intruder", "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(stolen)}});
     leases.patch("loopservice-operator", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     wait_for("a to stop its loops", Duration::from_secs(20), || async {
         a.log_text().contains("lost the leader lease; stopping loops and standing by").then_some(())

@@ -12,7 +12,7 @@ use kube::{Api, ResourceExt};
 use loopservice_operator::crd::Phase;
 use loopservice_operator::schedule::{self, Jitter};
 use regex::Regex;
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 use support::*;
 
 /// What one run of the plugin printed, and its exit code.
@@ -31,7 +31,11 @@ async fn plugin(args: &[&str]) -> Ran {
     })
     .await
     .unwrap();
-    let ran = Ran { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() };
+    let ran = Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    };
     println!("$ kubectl loopservice ... -> exit {}\n{}{}", ran.code, ran.stdout, ran.stderr);
     ran
 }
@@ -74,8 +78,12 @@ async fn list_shows_phase_last_result_and_relative_times() {
     let out = plugin(&["list", "-n", &ns.name, "-o", "json"]).await;
     let rows: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
     let quick = rows.iter().find(|r| r["name"] == "quick").unwrap();
-    assert_eq!((quick["namespace"].as_str(), quick["phase"].as_str(), quick["lastResult"].as_str()), (Some(ns.name.as_str()), Some("Waiting"), Some("Succeeded")));
-    let (last, next): (jiff::Timestamp, jiff::Timestamp) = (quick["lastRun"].as_str().unwrap().parse().unwrap(), quick["nextRun"].as_str().unwrap().parse().unwrap());
+    assert_eq!(
+        (quick["namespace"].as_str(), quick["phase"].as_str(), quick["lastResult"].as_str()),
+        (Some(ns.name.as_str()), Some("Waiting"), Some("Succeeded"))
+    );
+    let (last, next): (jiff::Timestamp, jiff::Timestamp) =
+        (quick["lastRun"].as_str().unwrap().parse().unwrap(), quick["nextRun"].as_str().unwrap().parse().unwrap());
     assert_eq!(secs(last, next), 3600.0);
 
     // -A: a NAMESPACE column first, this namespace's rows among the others.
@@ -103,7 +111,8 @@ async fn run_wait_prints_the_loops_result_and_exits_2_when_it_failed() {
     let ns = setup("prun").await;
     let mut op = Operator::start(&ns.name, &[]);
     // Suspended: only requests run loops. Loop 1 writes a result; loop 2 fails.
-    let mut v = ls("manual", "1h", r#"if [ $LOOP_NUMBER = 2 ]; then echo "disk full" >&2; exit 3; fi; echo "42 rows" > /dev/termination-log"#);
+    let mut v =
+        ls("manual", "1h", r#"if [ $LOOP_NUMBER = 2 ]; then echo "disk full" >&2; exit 3; fi; echo "42 rows" > /dev/termination-log"#);
     v["spec"]["suspend"] = json!(true);
     create_ls(&ns, v).await.unwrap();
 
@@ -124,10 +133,16 @@ async fn run_wait_prints_the_loops_result_and_exits_2_when_it_failed() {
     let out = plugin(&["run", "manual", "-n", &ns.name, "--wait"]).await;
     assert_eq!(out.code, 2, "a failed loop exits 2: {out:?}");
     assert!(out.stdout.contains(&format!("loop:      2\njob:       {job2}\nresult:    Failed (JobFailed)\n")), "{}", out.stdout);
-    assert_matches(r"(?m)^message:   container exited with code 3 \(Error\): disk full\s*; Job manual-[0-9a-f]{5}-2 failed: BackoffLimitExceeded", &out.stdout);
+    assert_matches(
+        r"(?m)^message:   container exited with code 3 \(Error\): disk full\s*; Job manual-[0-9a-f]{5}-2 failed: BackoffLimitExceeded",
+        &out.stdout,
+    );
 
     let out = plugin(&["run", "nosuch", "-n", &ns.name]).await;
-    assert_eq!((out.code, out.stderr.trim()), (1, format!("error: loopservice \"nosuch\" not found in namespace \"{}\"", ns.name).as_str()));
+    assert_eq!(
+        (out.code, out.stderr.trim()),
+        (1, format!("error: loopservice \"nosuch\" not found in namespace \"{}\"", ns.name).as_str())
+    );
 
     // With no operator to answer, --timeout gives up with exit 1.
     op.signal("KILL");
@@ -171,7 +186,10 @@ async fn suspend_and_resume_patch_spec_suspend_and_end_a_suspension_after_failur
     wait_jobs(&ns, "failing", 2).await;
 
     let out = plugin(&["suspend", "nosuch", "-n", &ns.name]).await;
-    assert_eq!((out.code, out.stderr.trim()), (1, format!("error: loopservice \"nosuch\" not found in namespace \"{}\"", ns.name).as_str()));
+    assert_eq!(
+        (out.code, out.stderr.trim()),
+        (1, format!("error: loopservice \"nosuch\" not found in namespace \"{}\"", ns.name).as_str())
+    );
 }
 
 #[tokio::test]
@@ -193,12 +211,16 @@ async fn history_lists_the_latest_loops_newest_first() {
     assert_matches(r"^LOOP +TRIGGER +STARTED +DURATION +RESULT +JOB +MESSAGE$", lines[0]);
     assert_eq!(lines.len(), 4, "{}", out.stdout);
     assert_matches(r"^3 +Scheduled +(\d+s ago|now) +\d+(\.\d)?s( \(overrun\))? +Succeeded +three-[0-9a-f]{5}-3 +<none>$", lines[1]);
-    assert_matches(r"^2 +Scheduled +(\d+s ago|now) +\d+(\.\d)?s( \(overrun\))? +Failed \(JobFailed\) +three-[0-9a-f]{5}-2 +container exited with code 1 \(Error\): broken", lines[2]);
+    assert_matches(
+        r"^2 +Scheduled +(\d+s ago|now) +\d+(\.\d)?s( \(overrun\))? +Failed \(JobFailed\) +three-[0-9a-f]{5}-2 +container exited with code 1 \(Error\): broken",
+        lines[2],
+    );
     assert_matches(r"^1 +Scheduled +(\d+s ago|now) +\d+(\.\d)?s( \(overrun\))? +Succeeded +three-[0-9a-f]{5}-1 +<none>$", lines[3]);
 
     for format in ["json", "yaml"] {
         let out = plugin(&["history", "three", "-n", &ns.name, "-o", format]).await;
-        let records: Vec<Value> = if format == "json" { serde_json::from_str(&out.stdout).unwrap() } else { serde_yaml::from_str(&out.stdout).unwrap() };
+        let records: Vec<Value> =
+            if format == "json" { serde_json::from_str(&out.stdout).unwrap() } else { serde_yaml::from_str(&out.stdout).unwrap() };
         let loops: Vec<(i64, &str)> = records.iter().map(|r| (r["loop"].as_i64().unwrap(), r["result"].as_str().unwrap())).collect();
         assert_eq!(loops, [(3, "Succeeded"), (2, "Failed"), (1, "Succeeded")], "{format}");
         assert_eq!(records[1]["reason"], "JobFailed");
@@ -215,7 +237,11 @@ async fn logs_picks_the_loops_pod_and_falls_back_to_its_termination_message() {
     let _op = Operator::start(&ns.name, &[]);
     // Loop 1 writes its result to the termination log; loop 2 fails, and the tail of its log
     // becomes its termination message.
-    let mut v = ls("talk", "4s", r#"echo "log of loop $LOOP_NUMBER"; if [ $LOOP_NUMBER = 1 ]; then echo "result of loop 1" > /dev/termination-log; else exit 1; fi"#);
+    let mut v = ls(
+        "talk",
+        "4s",
+        r#"echo "log of loop $LOOP_NUMBER"; if [ $LOOP_NUMBER = 1 ]; then echo "result of loop 1" > /dev/termination-log; else exit 1; fi"#,
+    );
     v["spec"]["loops"] = json!(2);
     create_ls(&ns, v).await.unwrap();
     wait_status(&ns, "talk", "phase Finished", |st| st.phase == Some(Phase::Finished) && st.last_finished_loop == 2).await;
@@ -272,18 +298,34 @@ async fn explain_timing_names_what_sets_the_next_start() {
     // Loop 2 of hourly: one hour after loop 1 was due (its start less its jitter delay), plus
     // loop 2's own delay, as the library computes them.
     let ls_hourly = ns.loopservices().get("hourly").await.unwrap();
-    let jitter = Jitter { uid: &ls_hourly.uid().unwrap(), max: Duration::from_secs(2), created: ls_hourly.metadata.creation_timestamp.clone().unwrap().0 };
-    let want = schedule::add(schedule::add(schedule::sub(st.last_start_time.unwrap().0, jitter.offset(1)), Duration::from_secs(3600)), jitter.offset(2));
+    let jitter = Jitter {
+        uid: &ls_hourly.uid().unwrap(),
+        max: Duration::from_secs(2),
+        created: ls_hourly.metadata.creation_timestamp.clone().unwrap().0,
+    };
+    let want = schedule::add(
+        schedule::add(schedule::sub(st.last_start_time.unwrap().0, jitter.offset(1)), Duration::from_secs(3600)),
+        jitter.offset(2),
+    );
     let out = plugin(&["explain-timing", "hourly", "-n", &ns.name, "-o", "json"]).await;
     assert_eq!(out.code, 0);
     let e: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!((e["next"]["state"].as_str(), e["next"]["loop"].as_i64()), (Some("Waiting"), Some(2)));
     assert_eq!(e["next"]["at"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap(), want);
     assert_eq!(e["statusNextRunTime"], e["next"]["at"], "the operator's own status agrees");
-    let factors: Vec<(&str, bool)> = e["factors"].as_array().unwrap().iter().map(|f| (f["factor"].as_str().unwrap(), f["applies"].as_bool().unwrap())).collect();
+    let factors: Vec<(&str, bool)> =
+        e["factors"].as_array().unwrap().iter().map(|f| (f["factor"].as_str().unwrap(), f["applies"].as_bool().unwrap())).collect();
     assert_eq!(
         factors,
-        [("interval", true), ("overrun", false), ("failureBackoff", false), ("jitter", true), ("suspend", false), ("loopsLimit", false), ("runRequest", false)]
+        [
+            ("interval", true),
+            ("overrun", false),
+            ("failureBackoff", false),
+            ("jitter", true),
+            ("suspend", false),
+            ("loopsLimit", false),
+            ("runRequest", false)
+        ]
     );
 
     // backoff: held back 1m after the failed end, and the text says so.
@@ -293,7 +335,10 @@ async fn explain_timing_names_what_sets_the_next_start() {
     let at = schedule::add(end.0, Duration::from_secs(60));
     let next = format!("next: loop 2 starts at {} (in ", loopservice_operator::crd::Time(at));
     assert!(line(&out.stdout, "next: ").starts_with(&next), "{}", out.stdout);
-    assert_matches(r"^failure backoff +yes +1 loop\(s\) failed in a row: the next waits min\(1m x 2\^0, 5m\) = 1m after the latest failed end", line(&out.stdout, "failure backoff"));
+    assert_matches(
+        r"^failure backoff +yes +1 loop\(s\) failed in a row: the next waits min\(1m x 2\^0, 5m\) = 1m after the latest failed end",
+        line(&out.stdout, "failure backoff"),
+    );
     assert_matches(r"^interval +no +loop 1 started at ", line(&out.stdout, "interval "));
 
     // A run request the operator has not taken up yet (it is stopped): due now, and why.
@@ -302,11 +347,17 @@ async fn explain_timing_names_what_sets_the_next_start() {
     assert_eq!(plugin(&["run", "hourly", "-n", &ns.name]).await.code, 0);
     let out = plugin(&["explain-timing", "hourly", "-n", &ns.name]).await;
     assert_matches(r#"^next: loop 2 starts now, for run request "[^"]+"$"#, line(&out.stdout, "next: "));
-    assert_matches(r#"^run request +yes +run request "[^"]+" \(loops.dev/run-requested-at\) is pending: its loop starts at once$"#, line(&out.stdout, "run request "));
+    assert_matches(
+        r#"^run request +yes +run request "[^"]+" \(loops.dev/run-requested-at\) is pending: its loop starts at once$"#,
+        line(&out.stdout, "run request "),
+    );
     assert_matches(r"^jitter +no +loop 2 starts [\dms ]+ after it is due .*; a run request is not delayed$", line(&out.stdout, "jitter "));
 
     let out = plugin(&["explain-timing", "nosuch", "-n", &ns.name]).await;
-    assert_eq!((out.code, out.stderr.trim()), (1, format!("error: loopservice \"nosuch\" not found in namespace \"{}\"", ns.name).as_str()));
+    assert_eq!(
+        (out.code, out.stderr.trim()),
+        (1, format!("error: loopservice \"nosuch\" not found in namespace \"{}\"", ns.name).as_str())
+    );
 }
 
 #[test]

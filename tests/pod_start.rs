@@ -68,7 +68,10 @@ async fn assert_reported(ns: &TestNs, name: &str, st: &LoopServiceStatus, took: 
     // The API server's message, as the Job controller recorded it (the status keeps up to 900
     // bytes of it: compare its start).
     assert!(
-        created.iter().any(|e| { let head: String = e.chars().take(200).collect(); c.message.contains(&head) }),
+        created.iter().any(|e| {
+            let head: String = e.chars().take(200).collect();
+            c.message.contains(&head)
+        }),
         "the Ready message quotes none of the Job's FailedCreate Events {created:?}: {}",
         c.message
     );
@@ -93,7 +96,10 @@ async fn a_missing_service_account_is_reported_and_the_loop_runs_once_it_exists(
     tokio::time::sleep(Duration::from_secs(16)).await;
     let later = status(&ns, "nosa").await;
     let c = ready(&later).unwrap();
-    assert_eq!((later.phase, later.loops_started, c.status.as_str(), c.reason.as_str()), (Some(Phase::Running), 1, "False", "PodCreateFailed"));
+    assert_eq!(
+        (later.phase, later.loops_started, c.status.as_str(), c.reason.as_str()),
+        (Some(Phase::Running), 1, "False", "PodCreateFailed")
+    );
     assert_eq!(loop_jobs(&ns, "nosa").await.len(), 1);
 
     // The cause fixed, the same loop's Job makes its Pod, the loop succeeds and Ready is True.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use loopservice_operator::crd::LoopServiceStatus;
 use loopservice_operator::metrics::{ErrorLabels, LsLabels, Metrics, ResultLabels};
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 use support::*;
 
 const CHART: &str = "charts/loopservice-operator";
@@ -136,18 +136,24 @@ fn the_dashboard_queries_only_metrics_the_operator_exports() {
 }
 
 fn tool(cmd: &str, args: &[&str], dir: &Path) -> (bool, String) {
-    let out = Command::new(cmd)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e} (helm: eval \"$(hack/cluster.sh env)\"; promtool and prometheus: Debian's prometheus package)"));
+    let out = Command::new(cmd).args(args).current_dir(dir).output().unwrap_or_else(|e| {
+        panic!("running {cmd}: {e} (helm: eval \"$(hack/cluster.sh env)\"; promtool and prometheus: Debian's prometheus package)")
+    });
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 /// The rule groups of the chart's PrometheusRule, rendered by Helm with `extra` values, as
 /// a Prometheus rules file.
 fn render_rules(extra: &[&str]) -> String {
-    let mut args = vec!["template", "loopservice-operator", CHART, "--set", "metrics.prometheusRule.enabled=true", "--show-only", "templates/prometheusrule.yaml"];
+    let mut args = vec![
+        "template",
+        "loopservice-operator",
+        CHART,
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--show-only",
+        "templates/prometheusrule.yaml",
+    ];
     for e in extra {
         args.extend(["--set", e]);
     }
@@ -221,12 +227,17 @@ fn the_chart_alerts_pass_promtool_check_and_their_unit_tests() {
         let named = metrics_named_in(expr);
         assert!(!named.is_empty() || expr.contains("up{"), "{expr}");
         for m in named {
-            assert!(exported.contains(&m), "{}: {expr} queries {m}, which the operator does not export", rule["alert"].as_str().unwrap_or_default());
+            assert!(
+                exported.contains(&m),
+                "{}: {expr} queries {m}, which the operator does not export",
+                rule["alert"].as_str().unwrap_or_default()
+            );
         }
     }
 
     // The thresholds come from values: with a lower one, the tests that expect silence fail.
-    let (ok, text) = promtool_test(&["metrics.prometheusRule.failing.consecutiveFailures=2", "metrics.prometheusRule.operatorDown.for=10m"]);
+    let (ok, text) =
+        promtool_test(&["metrics.prometheusRule.failing.consecutiveFailures=2", "metrics.prometheusRule.operatorDown.for=10m"]);
     assert!(!ok, "the unit tests should fail against other thresholds:\n{text}");
     assert!(text.contains("alertname: LoopServiceFailing") && text.contains("alertname: LoopServiceOperatorDown"), "{text}");
 
@@ -242,7 +253,11 @@ fn the_chart_alerts_pass_promtool_check_and_their_unit_tests() {
         })
         .collect();
     let dir = TempDir::new("dashboard-promql");
-    std::fs::write(dir.0.join("dashboard.yaml"), serde_yaml::to_string(&json!({"groups": [{"name": "dashboard", "rules": records}]})).unwrap()).unwrap();
+    std::fs::write(
+        dir.0.join("dashboard.yaml"),
+        serde_yaml::to_string(&json!({"groups": [{"name": "dashboard", "rules": records}]})).unwrap(),
+    )
+    .unwrap();
     let (ok, text) = tool("promtool", &["check", "rules", "dashboard.yaml"], &dir.0);
     assert!(ok, "the dashboard's queries, as promtool sees them:\n{text}");
 }
@@ -286,12 +301,7 @@ impl Prometheus {
         let log = dir.0.with_extension("log");
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new("prometheus")
-            .args([
-                "--config.file=prometheus.yml",
-                "--storage.tsdb.path=data",
-                &format!("--web.listen-address={addr}"),
-                "--log.level=info",
-            ])
+            .args(["--config.file=prometheus.yml", "--storage.tsdb.path=data", &format!("--web.listen-address={addr}"), "--log.level=info"])
             .current_dir(&dir.0)
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
@@ -315,7 +325,13 @@ impl Prometheus {
     /// The alerts in state `state` named `name`.
     fn alerts(&self, name: &str, state: &str) -> Vec<Value> {
         let data = self.api("/api/v1/alerts").unwrap_or_default();
-        data["alerts"].as_array().into_iter().flatten().filter(|a| a["labels"]["alertname"] == name && a["state"] == state).cloned().collect()
+        data["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["labels"]["alertname"] == name && a["state"] == state)
+            .cloned()
+            .collect()
     }
 
     fn log_text(&self) -> String {
@@ -326,10 +342,20 @@ impl Prometheus {
     /// and the series of `query`.
     fn explain(&self, query: &str) -> String {
         let targets = self.api("/api/v1/targets").map(|t| {
-            t["activeTargets"].as_array().into_iter().flatten().map(|t| format!("{} {} {}", t["scrapeUrl"], t["health"], t["lastError"])).collect::<Vec<_>>()
+            t["activeTargets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| format!("{} {} {}", t["scrapeUrl"], t["health"], t["lastError"]))
+                .collect::<Vec<_>>()
         });
         let rules = self.api("/api/v1/rules").map(|r| {
-            r["groups"][0]["rules"].as_array().into_iter().flatten().map(|r| format!("{} {} {}", r["name"], r["health"], r["lastError"])).collect::<Vec<_>>()
+            r["groups"][0]["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| format!("{} {} {}", r["name"], r["health"], r["lastError"]))
+                .collect::<Vec<_>>()
         });
         format!(
             "targets: {targets:?}\nrules: {rules:?}\nalerts: {}\n{query}: {:?}",
@@ -392,7 +418,8 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
     });
     std::fs::write(dir.0.join("prometheus.yml"), serde_yaml::to_string(&config).unwrap()).unwrap();
     let prom = Prometheus::start(dir);
-    wait_for("Prometheus to be ready", Duration::from_secs(30), || async { http_get(&prom.addr, "/-/ready").filter(|(c, _)| *c == 200) }).await;
+    wait_for("Prometheus to be ready", Duration::from_secs(30), || async { http_get(&prom.addr, "/-/ready").filter(|(c, _)| *c == 200) })
+        .await;
     let rule_groups = prom.api("/api/v1/rules").unwrap();
     assert_eq!(rule_groups["groups"][0]["rules"].as_array().unwrap().len(), 6, "{rule_groups}");
 
@@ -424,7 +451,9 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
     .await;
     println!("target {} up after {:.1}s", up["scrapeUrl"], began.elapsed().as_secs_f64());
 
-    let labels = |a: &Value| (a["labels"]["namespace"].as_str().unwrap_or_default().to_string(), a["labels"]["name"].as_str().unwrap_or_default().to_string());
+    let labels = |a: &Value| {
+        (a["labels"]["namespace"].as_str().unwrap_or_default().to_string(), a["labels"]["name"].as_str().unwrap_or_default().to_string())
+    };
     let mine = |name: &str| (ns.name.clone(), name.to_string());
     let firing = |alert: &'static str, name: &'static str, limit: u64| {
         let (prom, mine, labels) = (&prom, &mine, &labels);
@@ -440,7 +469,11 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
-            println!("{alert} firing for {name} {:.1}s after the LoopServices were created: {}", began.elapsed().as_secs_f64(), a["annotations"]["description"]);
+            println!(
+                "{alert} firing for {name} {:.1}s after the LoopServices were created: {}",
+                began.elapsed().as_secs_f64(),
+                a["annotations"]["description"]
+            );
             a
         }
     };
@@ -452,11 +485,19 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
     firing("LoopServiceStuck", "taken", 30).await;
 
     // What Prometheus holds agrees with what the user reads in status.
-    let failed = prom.query(&format!("loopservice_loops_finished_total{{job=\"{job}\", namespace=\"{}\", name=\"fails\", result=\"failed\"}}", ns.name)).unwrap();
+    let failed = prom
+        .query(&format!("loopservice_loops_finished_total{{job=\"{job}\", namespace=\"{}\", name=\"fails\", result=\"failed\"}}", ns.name))
+        .unwrap();
     let failed: f64 = failed[0]["value"][1].as_str().unwrap().parse().unwrap();
     let st = status(&ns, "fails").await;
     assert!(failed >= 2.0 && failed <= st.loops_failed as f64, "Prometheus saw {failed} failed loops, status says {}", st.loops_failed);
-    for (alert, name) in [("LoopServiceFailing", "slow"), ("LoopServiceFailing", "typo"), ("LoopServiceOverrunning", "fails"), ("LoopServiceStuck", "fails"), ("LoopServiceStuck", "slow")] {
+    for (alert, name) in [
+        ("LoopServiceFailing", "slow"),
+        ("LoopServiceFailing", "typo"),
+        ("LoopServiceOverrunning", "fails"),
+        ("LoopServiceStuck", "fails"),
+        ("LoopServiceStuck", "slow"),
+    ] {
         assert!(prom.alerts(alert, "firing").iter().all(|a| labels(a) != mine(name)), "{alert} fires for {name}");
     }
     for alert in ["LoopServiceOperatorDown", "LoopServiceLate"] {
@@ -472,7 +513,15 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
         }
         let expr = expr.replace("$__rate_interval", "30s").replace("$job", job).replace("$namespace", &ns.name).replace("$name", ".*");
         let result = prom.query(&expr).unwrap_or_else(|| panic!("{title}: {expr} is refused"));
-        let must_show = ["Loops started", "Loops failed", "Consecutive failures", "Start delay", "Reconciles and their duration", "Operator memory", "Operator CPU"];
+        let must_show = [
+            "Loops started",
+            "Loops failed",
+            "Consecutive failures",
+            "Start delay",
+            "Reconciles and their duration",
+            "Operator memory",
+            "Operator CPU",
+        ];
         assert!(!must_show.contains(&title.as_str()) || !result.is_empty(), "{title}: {expr} shows nothing");
     }
     let rss = prom.query(&format!("process_resident_memory_bytes{{job=\"{job}\"}}")).unwrap();

@@ -7,8 +7,8 @@ mod support;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
-use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::Api;
 use serde_json::json;
 use support::*;
 
@@ -55,7 +55,10 @@ async fn an_operator_forbidden_to_create_jobs_says_so_in_status_and_loses_no_loo
         .create(&PostParams::default(), &serde_json::from_value(binding).unwrap())
         .await
         .unwrap();
-    let tr = TokenRequest { spec: TokenRequestSpec { audiences: vec![], expiration_seconds: Some(3600), ..TokenRequestSpec::default() }, ..TokenRequest::default() };
+    let tr = TokenRequest {
+        spec: TokenRequestSpec { audiences: vec![], expiration_seconds: Some(3600), ..TokenRequestSpec::default() },
+        ..TokenRequest::default()
+    };
     let token = Api::<ServiceAccount>::namespaced(client.clone(), &ns.name)
         .create_token_request(sa, &PostParams::default(), &tr)
         .await
@@ -72,10 +75,9 @@ async fn an_operator_forbidden_to_create_jobs_says_so_in_status_and_loses_no_loo
 
     let _op = Operator::start(&ns.name, &[("KUBECONFIG", path.to_str().unwrap())]);
     create_ls(&ns, ls("guarded", "5s", "echo hi")).await.unwrap();
-    let st = wait_status(&ns, "guarded", "Reconciled=False", |st| {
-        st.conditions.iter().any(|c| c.type_ == "Reconciled" && c.status == "False")
-    })
-    .await;
+    let st =
+        wait_status(&ns, "guarded", "Reconciled=False", |st| st.conditions.iter().any(|c| c.type_ == "Reconciled" && c.status == "False"))
+            .await;
     let c = st.conditions.iter().find(|c| c.type_ == "Reconciled").unwrap();
     println!("{}: {}", c.reason, c.message);
     assert_eq!(c.reason, "ReconcileError");

@@ -17,7 +17,6 @@ use loopservice_operator::spec;
 use serde_json::json;
 use support::*;
 
-
 /// Makes the namespace enforce PodSecurity `restricted` (Kubernetes 1.23 and later read it).
 async fn enforce_restricted(ns: &TestNs) {
     let patch = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}});
@@ -78,14 +77,17 @@ async fn a_loops_pod_has_the_templates_volumes_secrets_scheduling_security_init_
     let ns = setup("template").await;
     enforce_restricted(&ns).await;
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"target": "reports"}});
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "credentials"}, "stringData": {"password": "s3cret-value"}});
+    let secret =
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "credentials"}, "stringData": {"password": "s3cret-value"}});
     for obj in [cm, secret] {
         let (ok, out) = kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(&obj.to_string()));
         assert!(ok, "{out}");
     }
     let nodes = Api::<Node>::all(ns.client.clone()).list(&ListParams::default()).await.unwrap().items;
     // The node that runs containers (the cluster may also have simulated nodes, which do not).
-    let real = nodes.iter().find(|n| !n.labels().contains_key("loops.dev/fake-node") && n.labels().get("type").map(String::as_str) != Some("kwok"));
+    let real = nodes
+        .iter()
+        .find(|n| !n.labels().contains_key("loops.dev/fake-node") && n.labels().get("type").map(String::as_str) != Some("kwok"));
     let host = real.expect("a real node").labels()["kubernetes.io/hostname"].clone();
     let _op = Operator::start(&ns.name, &[]);
     let secure: serde_json::Value = serde_json::from_str(SECURE_CONTAINER).unwrap();
@@ -129,7 +131,11 @@ async fn a_loops_pod_has_the_templates_volumes_secrets_scheduling_security_init_
     let pod = &pods[0];
     let (code, message) = loop_ended(pod).expect("the loop container ended");
     println!("loop 1's container: exit {code}, termination message {message:?}");
-    assert_eq!((code, message.trim()), (0, "prepared reports s3cret-value"), "the ConfigMap, the Secret and the init container's work reached the loop");
+    assert_eq!(
+        (code, message.trim()),
+        (0, "prepared reports s3cret-value"),
+        "the ConfigMap, the Secret and the init container's work reached the loop"
+    );
     let labels = pod.labels();
     assert_eq!(labels.get("team").map(String::as_str), Some("storage"));
     assert_eq!(labels.get("loops.dev/loop").map(String::as_str), Some("1"), "the operator's labels are there too");
@@ -231,13 +237,19 @@ fn rule_cases() -> Vec<(serde_json::Value, String)> {
         (json!({}), spec::MSG_LOOP_CONTAINER_MISSING.into()),
         (json!({"command": ["true"], "template": t(json!({"containers": [loop_c]}))}), spec::shorthand_message("command")),
         (json!({"env": [{"name": "A", "value": "b"}], "template": t(json!({"containers": [loop_c]}))}), spec::shorthand_message("env")),
-        (json!({"image": "busybox:1.36", "serviceAccountName": "a", "template": t(json!({"serviceAccountName": "b"}))}), spec::MSG_SERVICE_ACCOUNT_TWICE.into()),
+        (
+            json!({"image": "busybox:1.36", "serviceAccountName": "a", "template": t(json!({"serviceAccountName": "b"}))}),
+            spec::MSG_SERVICE_ACCOUNT_TWICE.into(),
+        ),
         (
             json!({"image": "busybox:1.36", "podFailurePolicy": {"rules": [{"action": "Ignore", "onExitCodes": {"operator": "In", "values": [1]}}]}, "template": t(json!({"restartPolicy": "OnFailure"}))}),
             spec::MSG_POD_FAILURE_POLICY_RESTART.into(),
         ),
         (json!({"image": "busybox:1.36", "template": {"metadata": {"labels": {"loops.dev/loop": "7"}}}}), spec::MSG_OWNED_LABELS.into()),
-        (json!({"image": "busybox:1.36", "template": {"metadata": {"annotations": {"loops.dev/start-time": "x"}}}}), spec::MSG_OWNED_ANNOTATIONS.into()),
+        (
+            json!({"image": "busybox:1.36", "template": {"metadata": {"annotations": {"loops.dev/start-time": "x"}}}}),
+            spec::MSG_OWNED_ANNOTATIONS.into(),
+        ),
         (json!({"image": "busybox:1.36", "env": [{"name": "LOOP_NUMBER", "value": "1"}]}), spec::MSG_ENV_OWNED.into()),
         (json!({"image": "busybox:1.36", "env": [{"name": "LOOP_LAST_SUCCESS_TIME", "value": "1"}]}), spec::MSG_ENV_OWNED.into()),
         // The interval is 5s in every case.
@@ -304,7 +316,9 @@ async fn kubectl_explain_documents_the_template_and_the_job_fields() {
     .await;
     println!("{text}");
     let text = fold(&text);
-    for words in ["container named `loop`", "both, or neither, is refused", "restartPolicy", "owner reference", "LOOP_NUMBER", "metadata", "spec"] {
+    for words in
+        ["container named `loop`", "both, or neither, is refused", "restartPolicy", "owner reference", "LOOP_NUMBER", "metadata", "spec"]
+    {
         assert!(text.contains(words), "{words}: {text}");
     }
     let pod = explain("loopservice.spec.template.spec");
@@ -361,7 +375,10 @@ async fn namespace_editors_and_viewers_get_loopservices_through_the_aggregated_r
     let yaml = helm_template(&[&release, "charts/loopservice-operator", "--show-only", "templates/aggregate-roles.yaml"]);
     let (ok, out) = kubectl(&["apply", "-f", "-"], Some(&yaml));
     assert!(ok, "{out}");
-    let _roles = ClusterRoles(a.client.clone(), vec![format!("{release}-loopservice-operator-view"), format!("{release}-loopservice-operator-edit")]);
+    let _roles = ClusterRoles(
+        a.client.clone(),
+        vec![format!("{release}-loopservice-operator-view"), format!("{release}-loopservice-operator-edit")],
+    );
     // The built-in roles pick the rules up (the controller-manager aggregates them).
     let roles: Api<ClusterRole> = Api::all(a.client.clone());
     for role in ["view", "edit", "admin"] {
@@ -481,7 +498,8 @@ async fn the_operators_rbac_names_its_lease_and_is_enough_to_lead_and_run_loops(
     let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-as-operator.kubeconfig", ns.name));
     std::fs::write(&path, serde_yaml::to_string(&kc).unwrap()).unwrap();
     let path = path.to_string_lossy().to_string();
-    let mut op = Operator::start(&ns.name, &[("KUBECONFIG", &path), ("LEADER_ELECT", "true"), ("LEASE_NAME", lease), ("POD_NAMESPACE", &ns.name)]);
+    let mut op =
+        Operator::start(&ns.name, &[("KUBECONFIG", &path), ("LEADER_ELECT", "true"), ("LEASE_NAME", lease), ("POD_NAMESPACE", &ns.name)]);
     wait_for("the operator to lead", LONG, || async { op.log_text().contains("became the leader").then_some(()) }).await;
     create_ls(&ns, json!({"metadata": {"name": "beat"}, "spec": {"interval": "2s", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"]}}))
         .await

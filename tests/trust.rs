@@ -6,8 +6,8 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, PropagationPolicy};
+use kube::ResourceExt;
 use support::*;
 
 async fn jobs_of_uid(ns: &TestNs, uid: &str) -> Vec<Job> {

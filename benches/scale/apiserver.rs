@@ -53,17 +53,10 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
 }
 
 pub fn diff(before: &Counts, after: &Counts) -> Counts {
-    after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
-        .filter(|(_, v)| *v > 0.0)
-        .collect()
+    after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0))).filter(|(_, v)| *v > 0.0).collect()
 }
 
 /// The sum over `verbs` for resource `res` (any group unless `group` is given).
 pub fn sum(c: &Counts, verbs: &[&str], res: &str, group: Option<&str>) -> f64 {
-    c.iter()
-        .filter(|((v, r, g), _)| verbs.contains(&v.as_str()) && r == res && group.is_none_or(|gr| gr == g))
-        .map(|(_, n)| n)
-        .sum()
+    c.iter().filter(|((v, r, g), _)| verbs.contains(&v.as_str()) && r == res && group.is_none_or(|gr| gr == g)).map(|(_, n)| n).sum()
 }

@@ -208,7 +208,8 @@ pub async fn cronjobs(n: usize, minutes: usize) -> CronResult {
             async move {
                 let mut pod = fake_node_pod_spec();
                 pod["restartPolicy"] = json!("Never");
-                pod["containers"] = json!([{"name": "main", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"]}]);
+                pod["containers"] =
+                    json!([{"name": "main", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"]}]);
                 let cj: CronJob = serde_json::from_value(json!({
                     "metadata": {"name": format!("cron-{i}")},
                     "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": pod}}}}
@@ -224,8 +225,11 @@ pub async fn cronjobs(n: usize, minutes: usize) -> CronResult {
     let first = (created.as_second() + 2).div_euclid(60) * 60 + 60;
     let schedules: Vec<i64> = (0..minutes as i64).map(|k| first + 60 * k).collect();
     let last = *schedules.last().unwrap();
-    println!("  created {n} CronJobs in {:.1} s; measuring the {minutes} minutes from {}", start.elapsed().as_secs_f64(),
-        jiff::Timestamp::from_second(first).unwrap());
+    println!(
+        "  created {n} CronJobs in {:.1} s; measuring the {minutes} minutes from {}",
+        start.elapsed().as_secs_f64(),
+        jiff::Timestamp::from_second(first).unwrap()
+    );
     let expected = n * minutes;
     let measured = |watch: &JobWatch| -> Vec<f64> {
         watch

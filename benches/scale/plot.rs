@@ -51,7 +51,11 @@ pub fn cdf(file: &str, title: &str, series: &[(&str, &[f64], RGBColor)]) -> anyh
     {
         let root = BitMapBackend::new(&path, (900, 560)).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root).margin_left(60).margin_right(30).margin_top(50).margin_bottom(60)
+        let mut chart = ChartBuilder::on(&root)
+            .margin_left(60)
+            .margin_right(30)
+            .margin_top(50)
+            .margin_bottom(60)
             .build_cartesian_2d((lo..hi).log_scale(), 0.0..1.0f64)?;
         for e in lo_exp..=hi_exp.max(lo_exp + 1) {
             let x = 10f64.powi(e);
@@ -95,7 +99,11 @@ pub fn lines(file: &str, title: &str, x_name: &str, series: &[Series]) -> anyhow
     {
         let root = BitMapBackend::new(&path, (900, 560)).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root).margin_left(60).margin_right(30).margin_top(50).margin_bottom(60)
+        let mut chart = ChartBuilder::on(&root)
+            .margin_left(60)
+            .margin_right(30)
+            .margin_top(50)
+            .margin_bottom(60)
             .build_cartesian_2d(0.0..xmax, 0.0..ymax)?;
         for k in 0..=5 {
             let (x, y) = (xmax * k as f64 / 5.0, ymax * k as f64 / 5.0);

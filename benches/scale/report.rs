@@ -13,7 +13,13 @@ pub fn peers(ls: &LsResult, cron: Option<&CronResult>) {
     println!("  LoopService (loops 2.., {} Jobs seen in {:.0} s)  {}", ls.loops, ls.seconds, l.line(1000.0, " ms"));
     if let Some(cron) = cron {
         let c = Sample::new(cron.skew.clone());
-        println!("  CronJob ({} minutes x {}, {:.0} s)              {}", cron.schedules, cron.expected / cron.schedules.max(1), cron.seconds, c.line(1000.0, " ms"));
+        println!(
+            "  CronJob ({} minutes x {}, {:.0} s)              {}",
+            cron.schedules,
+            cron.expected / cron.schedules.max(1),
+            cron.seconds,
+            c.line(1000.0, " ms")
+        );
         if c.n() < cron.expected {
             println!("  CronJob Jobs not seen within 55 s of their minute: {}", cron.expected - c.n());
         }
@@ -28,13 +34,20 @@ pub fn peers(ls: &LsResult, cron: Option<&CronResult>) {
         "  due time = previous loop's start + 60 s (to the ms): {} of {} loops{}",
         ls.anchored,
         ls.anchored + ls.not_anchored.len(),
-        if ls.not_anchored.is_empty() { String::new() } else { format!("; not: {}", ls.not_anchored.iter().take(5).cloned().collect::<Vec<_>>().join("; ")) }
+        if ls.not_anchored.is_empty() {
+            String::new()
+        } else {
+            format!("; not: {}", ls.not_anchored.iter().take(5).cloned().collect::<Vec<_>>().join("; "))
+        }
     );
     println!(
         "  each wave's due times spread over (loop: ms) {}",
         ls.due_spread_ms.iter().map(|(l, ms)| format!("{l}: {ms:.0}")).collect::<Vec<_>>().join(", ")
     );
-    println!("  LoopService start spacing error (start - previous start - 60 s)  {}", Sample::new(ls.spacing_err_ms.clone()).line(1.0, " ms"));
+    println!(
+        "  LoopService start spacing error (start - previous start - 60 s)  {}",
+        Sample::new(ls.spacing_err_ms.clone()).line(1.0, " ms")
+    );
     println!("{}", target("(1) LoopService skew p99 <= 250 ms", &format!("p99 {} ms", fmt(l.p(0.99) * 1000.0)), l.p(0.99) <= 0.25));
 }
 
@@ -43,7 +56,10 @@ pub fn api(ls: &LsResult) {
     println!("\n2. API calls during the LoopService phase ({} loops in {:.0} s; the CronJob phase ran after it)", ls.loops, ls.seconds);
     println!("  a) the API server's apiserver_request_total, diffed over the phase, for {RESOURCES:?}: every client of the");
     println!("     cluster is in it (the operator; the Job controller, scheduler and kwok running its Jobs; the bench's watches;");
-    println!("     anything else using the cluster then); the bench's own {} LoopService creates and the operator's first LIST", ls.bench_creates);
+    println!(
+        "     anything else using the cluster then); the bench's own {} LoopService creates and the operator's first LIST",
+        ls.bench_creates
+    );
     println!("     of each of its three caches, at its start, are subtracted");
     println!("  {:<8} {:<20} {:<20} {:>7} {:>9}", "verb", "resource", "group", "count", "per loop");
     for ((verb, res, group), n) in &ls.api {
@@ -89,7 +105,12 @@ pub fn overdue(o: &OverdueResult) {
     println!("\n3. {} LoopServices overdue at operator start (created in {:.1} s with no operator)", o.m, o.create_s);
     println!("  operator start to /readyz 200: {:.2} s", o.ready_s);
     println!("  ready to Job seen   {}", s.line(1000.0, " ms"));
-    println!("  all {} Jobs seen {} s after ready{}", s.n(), fmt(s.max()), if s.n() < o.m { format!(" (only {} of {} within 300 s)", s.n(), o.m) } else { String::new() });
+    println!(
+        "  all {} Jobs seen {} s after ready{}",
+        s.n(),
+        fmt(s.max()),
+        if s.n() < o.m { format!(" (only {} of {} within 300 s)", s.n(), o.m) } else { String::new() }
+    );
     let all = s.n() == o.m && s.max() <= 2.0;
     println!("{}", target(&format!("(2) all {} Jobs within 2 s of ready", o.m), &format!("max {} s", fmt(s.max())), all));
     println!("{}", target("(2) p99 <= 1 s", &format!("p99 {} s", fmt(s.p(0.99))), s.p(0.99) <= 1.0));
@@ -97,22 +118,51 @@ pub fn overdue(o: &OverdueResult) {
 
 pub fn idle(r: &IdleResult) {
     println!("\n4. Suspended LoopServices: operator memory (VmRSS, peak VmHWM) and time to ready after a restart");
-    println!("  {:>6} {:>9} {:>10} {:>9} {:>9} | {:>9} {:>10} {:>10} {:>10}", "N", "create s", "statuses s", "RSS MiB", "peak MiB", "ready s", "settled s", "RSS MiB", "peak MiB");
+    println!(
+        "  {:>6} {:>9} {:>10} {:>9} {:>9} | {:>9} {:>10} {:>10} {:>10}",
+        "N", "create s", "statuses s", "RSS MiB", "peak MiB", "ready s", "settled s", "RSS MiB", "peak MiB"
+    );
     for w in &r.rows {
-        println!("  {:>6} {:>9.1} {:>10.1} {:>9.1} {:>9.1} | {:>9.2} {:>10} {:>10.1} {:>10.1}", w.n, w.create_s, w.statuses_s, w.rss, w.hwm, w.ready_s,
-            if w.settled { format!("{:.0}", w.settle_s) } else { format!(">{:.0}", w.settle_s) }, w.rss_restart, w.hwm_restart);
+        println!(
+            "  {:>6} {:>9.1} {:>10.1} {:>9.1} {:>9.1} | {:>9.2} {:>10} {:>10.1} {:>10.1}",
+            w.n,
+            w.create_s,
+            w.statuses_s,
+            w.rss,
+            w.hwm,
+            w.ready_s,
+            if w.settled { format!("{:.0}", w.settle_s) } else { format!(">{:.0}", w.settle_s) },
+            w.rss_restart,
+            w.hwm_restart
+        );
     }
     println!("  (left: the operator that saw them created; right: a new operator started with them present)");
     let last = r.rows.last().expect("an idle step");
     println!("  idle CPU with {}: {:.2}% of a core over {:.0} s", last.n, r.cpu_pct, r.cpu_window_s);
     println!("  /metrics with {}: {} bytes, {} series", last.n, r.metrics_bytes, r.series);
-    println!("{}", target(&format!("(3) RSS <= 50 MiB settled at {}", last.n), &format!("{:.1} MiB", last.rss_restart), last.rss_restart <= 50.0));
-    println!("{}", target("(3) peak <= 2x settled", &format!("{:.1} MiB ({:.2}x)", last.hwm_restart, last.hwm_restart / last.rss_restart), last.hwm_restart <= 2.0 * last.rss_restart));
+    println!(
+        "{}",
+        target(&format!("(3) RSS <= 50 MiB settled at {}", last.n), &format!("{:.1} MiB", last.rss_restart), last.rss_restart <= 50.0)
+    );
+    println!(
+        "{}",
+        target(
+            "(3) peak <= 2x settled",
+            &format!("{:.1} MiB ({:.2}x)", last.hwm_restart, last.hwm_restart / last.rss_restart),
+            last.hwm_restart <= 2.0 * last.rss_restart
+        )
+    );
     if let Some(w) = r.rows.iter().rfind(|w| w.n <= 1000) {
-        println!("{}", target(&format!("(3) ready <= 2 s at 1,000 (measured at {})", w.n), &format!("{:.2} s", w.ready_s), w.ready_s <= 2.0));
+        println!(
+            "{}",
+            target(&format!("(3) ready <= 2 s at 1,000 (measured at {})", w.n), &format!("{:.2} s", w.ready_s), w.ready_s <= 2.0)
+        );
     }
     if let Some(w) = r.rows.iter().rfind(|w| w.n > 1000 && w.n <= 10000) {
-        println!("{}", target(&format!("(3) ready <= 10 s at 10,000 (measured at {})", w.n), &format!("{:.2} s", w.ready_s), w.ready_s <= 10.0));
+        println!(
+            "{}",
+            target(&format!("(3) ready <= 10 s at 10,000 (measured at {})", w.n), &format!("{:.2} s", w.ready_s), w.ready_s <= 10.0)
+        );
     }
     println!("{}", target("(3) idle CPU <= 2% of a core", &format!("{:.2}%", r.cpu_pct), r.cpu_pct <= 2.0));
 }
@@ -121,6 +171,12 @@ pub fn floor(rows: &[FloorResult]) {
     println!("\n0. The floor: a bare client (no operator) creates N Jobs at one instant, K at a time; first create to each seen");
     for r in rows {
         let s = Sample::new(r.lat.clone());
-        println!("  {:>5} Jobs, {:>4} at a time  {}{}", r.n, r.at_once, s.line(1000.0, " ms"), if s.n() < r.n { format!(" (only {} of {} seen)", s.n(), r.n) } else { String::new() });
+        println!(
+            "  {:>5} Jobs, {:>4} at a time  {}{}",
+            r.n,
+            r.at_once,
+            s.line(1000.0, " ms"),
+            if s.n() < r.n { format!(" (only {} of {} seen)", s.n(), r.n) } else { String::new() }
+        );
     }
 }

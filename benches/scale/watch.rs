@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use kube::runtime::WatchStreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 
 #[derive(Clone, Debug)]
@@ -139,7 +139,11 @@ impl LsWrites {
                         let status = serde_json::to_value(&ls.status).unwrap_or_default();
                         if let Some(prev) = last.insert(name, status.clone()) {
                             let mut c = c.lock().unwrap();
-                            if prev != status { c.0 += 1 } else { c.1 += 1 }
+                            if prev != status {
+                                c.0 += 1
+                            } else {
+                                c.1 += 1
+                            }
                         }
                     }
                     // After a watch gap, a changed status counts as one write (there may have been more).

@@ -18,9 +18,11 @@ pub async fn connect(g: &Global) -> Result<Target, Error> {
     let options = KubeConfigOptions { context: g.context.clone(), ..KubeConfigOptions::default() };
     let config = match (&g.kubeconfig, &g.context) {
         (Some(path), _) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .map_err(|e| Error::Config(format!("reading kubeconfig {}: {e}", path.display())))?;
-            Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| Error::Config(format!("kubeconfig {}: {e}", path.display())))?
+            let kubeconfig =
+                Kubeconfig::read_from(path).map_err(|e| Error::Config(format!("reading kubeconfig {}: {e}", path.display())))?;
+            Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| Error::Config(format!("kubeconfig {}: {e}", path.display())))?
         }
         (None, Some(_)) => Config::from_kubeconfig(&options).await.map_err(|e| Error::Config(format!("kubeconfig: {e}")))?,
         (None, None) => Config::infer().await.map_err(|e| Error::Config(format!("no cluster to talk to: {e}")))?,

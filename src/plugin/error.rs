@@ -74,7 +74,13 @@ mod tests {
         let e = Error::loopservice("reading", "x", "y", api(404, "NotFound", "the server could not find the requested resource"));
         assert!(matches!(e, Error::NoCrd), "{e}");
         let e = Error::loopservice("suspending", "x", "y", api(403, "Forbidden", "loopservices.loops.dev \"x\" is forbidden"));
-        assert_eq!(e.to_string(), "suspending loopservice \"x\" in namespace \"y\": loopservices.loops.dev \"x\" is forbidden (403 Forbidden)");
-        assert_eq!(describe(&api(500, "", "no preferred addresses found; known addresses: []")), "no preferred addresses found; known addresses: [] (500)");
+        assert_eq!(
+            e.to_string(),
+            "suspending loopservice \"x\" in namespace \"y\": loopservices.loops.dev \"x\" is forbidden (403 Forbidden)"
+        );
+        assert_eq!(
+            describe(&api(500, "", "no preferred addresses found; known addresses: []")),
+            "no preferred addresses found; known addresses: [] (500)"
+        );
     }
 }

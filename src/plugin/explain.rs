@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::connect::Target;
 use super::format::{self, relative};
-use super::{EXIT_OK, Error, Output};
+use super::{Error, Output, EXIT_OK};
 use crate::crd::{LoopService, Phase, Time, Trigger};
 use crate::job::ANN_RUN_REQUESTED_AT;
 use crate::schedule::{self, Jitter};
@@ -188,7 +188,12 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
             }
             factor("failureBackoff", applies, detail, Some(until))
         }
-        (Some((initial, max)), _) => factor("failureBackoff", false, format!("no failure in a row (after failures it waits {} doubling up to {})", dur(initial), dur(max)), None),
+        (Some((initial, max)), _) => factor(
+            "failureBackoff",
+            false,
+            format!("no failure in a row (after failures it waits {} doubling up to {})", dur(initial), dur(max)),
+            None,
+        ),
     });
 
     // jitter: a stable delay after the due time, for scheduled loops.
@@ -197,7 +202,8 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
         Some(j) => {
             let off = j.offset(next);
             let applies = matches!(decision, Decision::Wait { .. } | Decision::Launch { run_request: None, .. });
-            let mut detail = format!("loop {next} starts {} after it is due (stable for the uid and loop number, in [0, {}))", dur(off), dur(j.max));
+            let mut detail =
+                format!("loop {next} starts {} after it is due (stable for the uid and loop number, in [0, {}))", dur(off), dur(j.max));
             if pending.is_some() {
                 detail.push_str("; a run request is not delayed");
             }
@@ -229,14 +235,31 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
     let scheduled = st.loops_started.saturating_sub(st.manual_loops);
     e.factors.push(match ls.spec.loops {
         None => factor("loopsLimit", false, "none: it loops for ever (spec.loops)".into(), None),
-        Some(n) if scheduled >= n => factor("loopsLimit", true, format!("all {n} scheduled loops have run (spec.loops): Finished; a run request still runs one loop"), None),
-        Some(n) => factor("loopsLimit", false, format!("{scheduled} of {n} scheduled loops have run (spec.loops; run requests do not count)"), None),
+        Some(n) if scheduled >= n => factor(
+            "loopsLimit",
+            true,
+            format!("all {n} scheduled loops have run (spec.loops): Finished; a run request still runs one loop"),
+            None,
+        ),
+        Some(n) => factor(
+            "loopsLimit",
+            false,
+            format!("{scheduled} of {n} scheduled loops have run (spec.loops; run requests do not count)"),
+            None,
+        ),
     });
 
     // run request: a new value of the annotation starts a loop at once.
     e.factors.push(match (pending, &st.last_handled_run_request) {
-        (Some(r), _) if running.is_some() => factor("runRequest", true, format!("run request {r:?} ({ANN_RUN_REQUESTED_AT}) is pending: its loop starts as soon as the running loop ends"), None),
-        (Some(r), _) => factor("runRequest", true, format!("run request {r:?} ({ANN_RUN_REQUESTED_AT}) is pending: its loop starts at once"), Some(now)),
+        (Some(r), _) if running.is_some() => factor(
+            "runRequest",
+            true,
+            format!("run request {r:?} ({ANN_RUN_REQUESTED_AT}) is pending: its loop starts as soon as the running loop ends"),
+            None,
+        ),
+        (Some(r), _) => {
+            factor("runRequest", true, format!("run request {r:?} ({ANN_RUN_REQUESTED_AT}) is pending: its loop starts at once"), Some(now))
+        }
         (None, Some(h)) => factor("runRequest", false, format!("none pending (the latest handled: {h:?})"), None),
         (None, None) => factor("runRequest", false, "none pending".into(), None),
     });
@@ -248,9 +271,12 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
     e.factors[0].applies = (scheduled_start || running_within) && !overridden;
 
     e.next = match decision {
-        Decision::Launch { loop_number, scheduled, run_request: Some(r) } => {
-            Next { state: "Due".into(), loop_number: Some(loop_number), at: Some(Time(scheduled)), summary: format!("loop {loop_number} starts now, for run request {r:?}") }
-        }
+        Decision::Launch { loop_number, scheduled, run_request: Some(r) } => Next {
+            state: "Due".into(),
+            loop_number: Some(loop_number),
+            at: Some(Time(scheduled)),
+            summary: format!("loop {loop_number} starts now, for run request {r:?}"),
+        },
         Decision::Launch { loop_number, scheduled, run_request: None } => {
             let at = jitter.as_ref().map_or(scheduled, |j| schedule::add(scheduled, j.offset(loop_number)));
             let mut summary = format!("loop {loop_number} is due ({}): the operator starts it now", when(at, now));
@@ -262,19 +288,29 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
         Decision::Running { job } => {
             let mut summary = format!("loop {last} runs (job/{job}); the next loop starts when it ends");
             if let Some(due) = by_interval.filter(|d| *d > now) {
-                summary = format!("loop {last} runs (job/{job}); the next loop starts at {} or when it ends, whichever is later", when(due, now));
+                summary =
+                    format!("loop {last} runs (job/{job}); the next loop starts at {} or when it ends, whichever is later", when(due, now));
             }
             Next { state: "Running".into(), loop_number: Some(last), at: None, summary }
         }
-        Decision::Wait { until } => Next { state: "Waiting".into(), loop_number: Some(next), at: Some(Time(until)), summary: format!("loop {next} starts at {}", when(until, now)) },
-        Decision::Suspended => Next { state: "Suspended".into(), loop_number: None, at: None, summary: "no loop starts while spec.suspend is true".into() },
+        Decision::Wait { until } => Next {
+            state: "Waiting".into(),
+            loop_number: Some(next),
+            at: Some(Time(until)),
+            summary: format!("loop {next} starts at {}", when(until, now)),
+        },
+        Decision::Suspended => {
+            Next { state: "Suspended".into(), loop_number: None, at: None, summary: "no loop starts while spec.suspend is true".into() }
+        }
         Decision::SuspendedAfterFailures { failures, r#loop } => Next {
             state: "SuspendedAfterFailures".into(),
             loop_number: None,
             at: None,
             summary: format!("no scheduled loop starts: it suspended itself after {failures} failures in a row, the last loop {}", r#loop),
         },
-        Decision::Finished => Next { state: "Finished".into(), loop_number: None, at: None, summary: "no scheduled loop is left (spec.loops)".into() },
+        Decision::Finished => {
+            Next { state: "Finished".into(), loop_number: None, at: None, summary: "no scheduled loop is left (spec.loops)".into() }
+        }
     };
     e
 }
@@ -298,8 +334,11 @@ pub fn render(e: &Explanation) -> String {
         return out;
     }
     out.push('\n');
-    let rows: Vec<Vec<String>> =
-        e.factors.iter().map(|f| vec![label(f.factor).to_string(), if f.applies { "yes" } else { "no" }.to_string(), f.detail.clone()]).collect();
+    let rows: Vec<Vec<String>> = e
+        .factors
+        .iter()
+        .map(|f| vec![label(f.factor).to_string(), if f.applies { "yes" } else { "no" }.to_string(), f.detail.clone()])
+        .collect();
     out.push_str(&format::table(&["FACTOR", "APPLIES", "WHY"], &rows));
     out
 }
@@ -316,7 +355,7 @@ fn label(factor: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{Value, json};
+    use serde_json::{json, Value};
 
     const T0: i64 = 1_800_000_000;
 
@@ -359,7 +398,14 @@ mod tests {
         assert_eq!(e.factors[0].at, Some(Time(at(130))));
         let text = render(&e);
         assert!(text.contains(&format!("next: loop 8 starts at {} (in 20s)", ts(130))), "{text}");
-        assert!(text.contains(&format!("interval          yes       loop 7 started at {}; one interval (30s) later is {} (in 20s)", ts(100), ts(130))), "{text}");
+        assert!(
+            text.contains(&format!(
+                "interval          yes       loop 7 started at {}; one interval (30s) later is {} (in 20s)",
+                ts(100),
+                ts(130)
+            )),
+            "{text}"
+        );
         assert!(text.contains("overrun           no        loop 7 ended at"), "{text}");
     }
 
@@ -378,7 +424,11 @@ mod tests {
         // 2 failures: 30s x 2 = 1m after the failed end at 103.
         assert_eq!((e.next.state.as_str(), e.next.at), ("Waiting", Some(Time(at(163)))));
         assert_eq!(applies(&e), ["failureBackoff"]);
-        assert!(e.factors[2].detail.starts_with("2 loop(s) failed in a row: the next waits min(30s x 2^1, 10m) = 1m after"), "{}", e.factors[2].detail);
+        assert!(
+            e.factors[2].detail.starts_with("2 loop(s) failed in a row: the next waits min(30s x 2^1, 10m) = 1m after"),
+            "{}",
+            e.factors[2].detail
+        );
     }
 
     #[test]
@@ -394,12 +444,19 @@ mod tests {
 
     #[test]
     fn a_pending_run_request_runs_a_loop_even_while_suspended() {
-        let e = explain(&ls(json!({"suspend": true}), json!({"phase": "Suspended"}), json!({"loops.dev/run-requested-at": "now-please"})), at(110));
+        let e = explain(
+            &ls(json!({"suspend": true}), json!({"phase": "Suspended"}), json!({"loops.dev/run-requested-at": "now-please"})),
+            at(110),
+        );
         assert_eq!((e.next.state.as_str(), e.next.loop_number), ("Due", Some(8)));
         assert_eq!(e.next.summary, "loop 8 starts now, for run request \"now-please\"");
         assert_eq!(applies(&e), ["suspend", "runRequest"]);
         // Once handled, the suspension holds.
-        let handled = ls(json!({"suspend": true}), json!({"lastHandledRunRequest": "now-please"}), json!({"loops.dev/run-requested-at": "now-please"}));
+        let handled = ls(
+            json!({"suspend": true}),
+            json!({"lastHandledRunRequest": "now-please"}),
+            json!({"loops.dev/run-requested-at": "now-please"}),
+        );
         let e = explain(&handled, at(110));
         assert_eq!(e.next.state, "Suspended");
         assert_eq!(e.factors[6].detail, "none pending (the latest handled: \"now-please\")");
@@ -411,7 +468,10 @@ mod tests {
         assert_eq!(e.next.state, "Finished");
         assert_eq!(applies(&e), ["loopsLimit"]);
         let e = explain(&ls(json!({"loops": 7}), json!({"manualLoops": 1}), json!({})), at(110));
-        assert_eq!((e.next.state.as_str(), e.factors[5].detail.as_str()), ("Waiting", "6 of 7 scheduled loops have run (spec.loops; run requests do not count)"));
+        assert_eq!(
+            (e.next.state.as_str(), e.factors[5].detail.as_str()),
+            ("Waiting", "6 of 7 scheduled loops have run (spec.loops; run requests do not count)")
+        );
         let e = explain(&ls(json!({"interval": "5"}), json!({}), json!({})), at(110));
         assert_eq!(e.next.state, "Invalid");
         assert!(e.next.summary.contains("spec.interval \"5\" is not a duration"), "{}", e.next.summary);

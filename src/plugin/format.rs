@@ -67,7 +67,11 @@ pub fn relative(at: Timestamp, now: Timestamp) -> String {
         return "now".to_string();
     }
     let amount = human_duration(d.unsigned_abs());
-    if d.is_negative() { format!("{amount} ago") } else { format!("in {amount}") }
+    if d.is_negative() {
+        format!("{amount} ago")
+    } else {
+        format!("in {amount}")
+    }
 }
 
 /// `relative`, or [`NONE`] when there is no instant.

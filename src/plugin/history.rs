@@ -5,7 +5,7 @@ use kube::Api;
 
 use super::connect::Target;
 use super::format::{self, NONE};
-use super::{EXIT_OK, Error, Output};
+use super::{Error, Output, EXIT_OK};
 use crate::crd::{LoopRecord, LoopResult, LoopService};
 
 /// The longest message shown in the table; `-o json|yaml` has all of it.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::connect::Target;
 use super::format::{self, NONE};
 use super::history::result_text;
-use super::{EXIT_OK, Error, Output};
+use super::{Error, Output, EXIT_OK};
 use crate::crd::{LoopResult, LoopService, LoopServiceStatus, Time};
 
 /// One LoopService as `list` shows it; `-o json|yaml` prints these, times absolute.
@@ -137,7 +137,11 @@ mod tests {
     fn the_last_result_is_the_latest_finished_loops() {
         let mut st = LoopServiceStatus::default();
         assert_eq!(last_result(&st), None);
-        st.history = vec![record(3, LoopResult::Running, None), record(2, LoopResult::Failed, Some("DeadlineExceeded")), record(1, LoopResult::Succeeded, None)];
+        st.history = vec![
+            record(3, LoopResult::Running, None),
+            record(2, LoopResult::Failed, Some("DeadlineExceeded")),
+            record(1, LoopResult::Succeeded, None),
+        ];
         assert_eq!(last_result(&st).as_deref(), Some("Failed (DeadlineExceeded)"));
         st.history.remove(1);
         assert_eq!(last_result(&st).as_deref(), Some("Succeeded"));

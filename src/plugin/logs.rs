@@ -10,7 +10,7 @@ use kube::runtime::wait::await_condition;
 use kube::{Api, ResourceExt};
 
 use super::connect::Target;
-use super::{EXIT_OK, Error};
+use super::{Error, EXIT_OK};
 use crate::crd::LoopService;
 use crate::job::{CONTAINER, LABEL_LOOP, LABEL_UID};
 
@@ -35,7 +35,8 @@ pub async fn logs(t: &Target, name: &str, loop_number: Option<i64>, follow: bool
     let pod_name = pod.name_any();
     eprintln!("loop {}: pod/{pod_name}", pod_loop(pod).unwrap_or_default());
     let params = LogParams { container: Some(CONTAINER.to_string()), follow, ..LogParams::default() };
-    let fetched = if follow { stream(&pods, &pod_name, &params).await } else { pods.logs(&pod_name, &params).await.map(|text| print!("{text}")) };
+    let fetched =
+        if follow { stream(&pods, &pod_name, &params).await } else { pods.logs(&pod_name, &params).await.map(|text| print!("{text}")) };
     let Err(e) = fetched else { return Ok(EXIT_OK) };
     eprintln!("error: the API server could not serve the log of pod/{pod_name} container {CONTAINER:?}: {}", super::describe(&e));
     let ended = match termination(pod) {
@@ -45,7 +46,9 @@ pub async fn logs(t: &Target, name: &str, loop_number: Option<i64>, follow: bool
             let done = await_condition(pods, &pod_name, |p: Option<&Pod>| p.is_none_or(|p| termination(p).is_some()))
                 .await
                 .map_err(|e| Error::Other(format!("watching pod/{pod_name}: {e}")))?;
-            done.as_ref().and_then(termination).ok_or_else(|| Error::Other(format!("pod/{pod_name} was deleted before its container ended")))?
+            done.as_ref()
+                .and_then(termination)
+                .ok_or_else(|| Error::Other(format!("pod/{pod_name} was deleted before its container ended")))?
         }
         None => {
             return Err(Error::Other(format!(

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use error::{Error, describe};
+pub use error::{describe, Error};
 pub use format::{human_duration, relative};
 
 /// Exit codes of the plugin.
@@ -141,7 +141,9 @@ mod tests {
 
     #[test]
     fn kubectl_flags_parse_before_and_after_the_command() {
-        let cli = Cli::try_parse_from(["kubectl-loopservice", "-n", "ops", "run", "report", "--wait", "--timeout", "2m", "--context", "prod"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["kubectl-loopservice", "-n", "ops", "run", "report", "--wait", "--timeout", "2m", "--context", "prod"])
+                .unwrap();
         assert_eq!(cli.global.namespace.as_deref(), Some("ops"));
         assert_eq!(cli.global.context.as_deref(), Some("prod"));
         match cli.command {

@@ -3,22 +3,22 @@
 
 use std::time::Duration;
 
-use futures::{StreamExt, pin_mut};
+use futures::{pin_mut, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::wait::await_condition;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::connect::Target;
 use super::format;
 use super::logs::termination;
-use super::{EXIT_LOOP_FAILED, EXIT_OK, Error};
+use super::{Error, EXIT_LOOP_FAILED, EXIT_OK};
 use crate::crd::LoopService;
-use crate::job::{self, ANN_RUN_REQUEST, ANN_RUN_REQUESTED_AT, LABEL_UID, Outcome};
+use crate::job::{self, Outcome, ANN_RUN_REQUEST, ANN_RUN_REQUESTED_AT, LABEL_UID};
 
 pub async fn run(t: &Target, name: &str, wait: bool, timeout: Duration) -> Result<u8, Error> {
     let api: Api<LoopService> = Api::namespaced(t.client.clone(), &t.namespace);

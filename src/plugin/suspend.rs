@@ -1,11 +1,11 @@
 //! `suspend NAME` and `resume NAME`: spec.suspend, patched as `kubectl patch --type merge`.
 
-use kube::Api;
 use kube::api::{Patch, PatchParams};
+use kube::Api;
 use serde_json::json;
 
 use super::connect::Target;
-use super::{EXIT_OK, Error};
+use super::{Error, EXIT_OK};
 use crate::crd::LoopService;
 
 pub async fn set_suspend(t: &Target, name: &str, suspend: bool) -> Result<u8, Error> {

@@ -25,7 +25,10 @@ pub async fn client() -> Client {
         Ok(c) => c,
         Err(e) => panic!("{HOW_TO_START} ({e})"),
     };
-    if let Err(e) = tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await.unwrap_or_else(|_| panic!("{HOW_TO_START} (timed out)")) {
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(10), client.apiserver_version())
+        .await
+        .unwrap_or_else(|_| panic!("{HOW_TO_START} (timed out)"))
+    {
         panic!("{HOW_TO_START} ({e})");
     }
     client
@@ -188,7 +191,12 @@ pub async fn wait_jobs(ns: &TestNs, name: &str, n: usize) -> Vec<Job> {
 /// The Events about object `name` once `pred` holds of them, waiting up to 10 s: the operator
 /// publishes an Event after the status write it reports, so a test that has seen the status
 /// may list the Events a moment before it.
-pub async fn events_where(ns: &TestNs, name: &str, what: &str, pred: impl Fn(&[(String, String, String)]) -> bool) -> Vec<(String, String, String)> {
+pub async fn events_where(
+    ns: &TestNs,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&[(String, String, String)]) -> bool,
+) -> Vec<(String, String, String)> {
     let start = Instant::now();
     loop {
         let evs = events(ns, name).await;
@@ -265,23 +273,16 @@ pub async fn create_raw(ns: &TestNs, value: serde_json::Value) -> Result<serde_j
     let mut v = value;
     v["apiVersion"] = json!("loops.dev/v1alpha1");
     v["kind"] = json!("LoopService");
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        ns.client.clone(),
-        &ns.name,
-        &kube::api::ApiResource::erase::<LoopService>(&()),
-    );
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(ns.client.clone(), &ns.name, &kube::api::ApiResource::erase::<LoopService>(&()));
     let obj: kube::api::DynamicObject = serde_json::from_value(v).unwrap();
     api.create(&PostParams::default(), &obj).await.map(|o| serde_json::to_value(o).unwrap())
 }
 
 /// The Jobs of a LoopService, oldest loop first.
 pub async fn loop_jobs(ns: &TestNs, ls: &str) -> Vec<Job> {
-    let mut jobs: Vec<Job> = ns
-        .jobs()
-        .list(&ListParams::default().labels(&format!("loops.dev/loopservice={ls}")))
-        .await
-        .expect("list jobs")
-        .items;
+    let mut jobs: Vec<Job> =
+        ns.jobs().list(&ListParams::default().labels(&format!("loops.dev/loopservice={ls}"))).await.expect("list jobs").items;
     jobs.sort_by_key(loop_number);
     jobs
 }
