@@ -10,23 +10,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::json;
 
-/// A duration of at least one second, written as integer parts in the order h, m, s, ms:
-/// `30s`, `1m30s`, `2h`, `1s500ms`. At least one of the hour, minute or second parts must be
-/// non-zero. Kubernetes 1.20 has no CEL rules, so this regular expression is what makes the
-/// API server refuse a shorter or malformed duration.
-///
-/// Each part has a bounded number of significant digits (leading zeros aside): at most 5 for
-/// hours, 7 for minutes, 9 for seconds and 12 for milliseconds. A value with more is longer
-/// than a year, which the operator refuses anyway ([`crate::schedule::MAX_DURATION`]), and
-/// the bound keeps every value the pattern lets through inside the range of Go's durations,
-/// so the CEL rules that compare durations (`duration(self.jitter) < duration(self.interval)`)
-/// never fail to evaluate: a value such as `99999999999h` is refused here, with the field's
-/// name, and not by a CEL conversion error.
-pub const DURATION_PATTERN: &str = concat!(
-    r"^(0*[1-9][0-9]{0,4}h(0*[0-9]{1,7}m)?(0*[0-9]{1,9}s)?",
-    r"|(0*[0-9]{1,5}h)?0*[1-9][0-9]{0,6}m(0*[0-9]{1,9}s)?",
-    r"|(0*[0-9]{1,5}h)?(0*[0-9]{1,7}m)?0*[1-9][0-9]{0,8}s)(0*[0-9]{1,12}ms)?$"
-);
+pub use crate::duration::DURATION_PATTERN;
 
 /// What a LoopService asks for: a Job image to run once per loop, on start-anchored timing.
 ///
@@ -66,7 +50,7 @@ pub const DURATION_PATTERN: &str = concat!(
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(transform = not_nullable, transform = crate::spec::add_cel_rules)]
+#[schemars(transform = not_nullable, transform = crate::rules::add_cel_rules)]
 pub struct LoopServiceSpec {
     /// Time from the start of one loop to the start of the next, at least 1s: integer parts
     /// in the order h, m, s, ms, such as `30s`, `1m30s`, `2h` or `1s500ms`. A loop that runs

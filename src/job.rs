@@ -12,41 +12,13 @@ use std::collections::BTreeMap;
 use crate::crd::{LoopService, Time, Trigger};
 use crate::spec::ValidSpec;
 
-pub const LABEL_NAME: &str = "loops.dev/loopservice";
-pub const LABEL_UID: &str = "loops.dev/loopservice-uid";
-pub const LABEL_LOOP: &str = "loops.dev/loop";
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const MANAGER: &str = "loopservice-operator";
-pub const ANN_NAME: &str = "loops.dev/loopservice";
-pub const ANN_LOOP: &str = "loops.dev/loop";
-pub const ANN_SCHEDULED: &str = "loops.dev/scheduled-time";
-pub const ANN_STARTED: &str = "loops.dev/start-time";
-pub const ANN_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
-/// With spec.jitter: the due time plus the loop's delay.
-pub const ANN_JITTERED: &str = "loops.dev/jittered-time";
-/// On a LoopService: a new value starts a loop at once (or when the running loop ends).
-pub const ANN_RUN_REQUESTED_AT: &str = "loops.dev/run-requested-at";
-/// On a loop's Job: `Scheduled` or `Manual`.
-pub const ANN_TRIGGER: &str = "loops.dev/trigger";
-/// On a manual loop's Job: the value of the run request it answers.
-pub const ANN_RUN_REQUEST: &str = "loops.dev/run-request";
-pub const CONTAINER: &str = "loop";
-/// The variables the operator gives the loop's container.
-pub const ENV_LOOP_NUMBER: &str = "LOOP_NUMBER";
-pub const ENV_SCHEDULED_TIME: &str = "LOOP_SCHEDULED_TIME";
-pub const ENV_LOOPSERVICE_NAME: &str = "LOOPSERVICE_NAME";
-pub const ENV_PREVIOUS_RESULT: &str = "LOOP_PREVIOUS_RESULT";
-pub const ENV_LAST_SUCCESS_TIME: &str = "LOOP_LAST_SUCCESS_TIME";
-/// Every variable the operator sets in the loop's container; a spec may not set them.
-pub const LOOP_ENV: [&str; 5] = [ENV_LOOP_NUMBER, ENV_SCHEDULED_TIME, ENV_LOOPSERVICE_NAME, ENV_PREVIOUS_RESULT, ENV_LAST_SUCCESS_TIME];
+use crate::keys::*;
+use crate::reasons::Reason;
+use crate::text::clip;
 
 /// Kubernetes label values, and so Job names (the Job controller copies the name into its
 /// Pods' `job-name` label), are limited to 63 characters.
 const MAX_NAME: usize = 63;
-
-/// The longest message kept from a container or the API server: status must stay small,
-/// and an Event's note is limited to 1 kB.
-pub const MAX_MESSAGE: usize = 900;
 
 /// How many hex digits of the LoopService's uid go into its Job names.
 pub const UID_FRAGMENT: usize = 5;
@@ -220,7 +192,7 @@ pub enum Outcome {
     Succeeded,
     /// `reason` is JobFailed or DeadlineExceeded; `message` says what the Job said.
     Failed {
-        reason: String,
+        reason: Reason,
         message: String,
     },
 }
@@ -274,7 +246,7 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
     } else if let Some(c) = cond("Failed") {
         let at = c.last_transition_time.as_ref().map(|t| t.0).unwrap_or(start);
         let job_reason = c.reason.clone().unwrap_or_default();
-        let reason = if job_reason == "DeadlineExceeded" { "DeadlineExceeded" } else { "JobFailed" };
+        let reason = if job_reason == Reason::DeadlineExceeded.as_str() { Reason::DeadlineExceeded } else { Reason::JobFailed };
         let mut message = format!("Job {name} failed");
         if !job_reason.is_empty() {
             message.push_str(&format!(": {job_reason}"));
@@ -282,7 +254,7 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
         if let Some(m) = c.message.as_deref().filter(|m| !m.is_empty()) {
             message.push_str(&format!(" ({m})"));
         }
-        Some((at.max(start), Outcome::Failed { reason: reason.to_string(), message }))
+        Some((at.max(start), Outcome::Failed { reason, message }))
     } else {
         None
     };
@@ -357,36 +329,11 @@ pub fn stuck_reason(pods: &[Pod]) -> Option<String> {
     None
 }
 
-/// Cuts a message to [`MAX_MESSAGE`] bytes on character boundaries, keeping its start (which
-/// names what it is about: the loop, the field the API server refused) and most of its end (a
-/// log tail's last lines say the most).
-pub fn clip(message: &str) -> String {
-    clip_to(message, MAX_MESSAGE)
-}
-
-/// Cuts a message to at most `max` bytes (at least 16) on character boundaries: its first
-/// quarter, ` ... `, and the rest from its end.
-pub fn clip_to(message: &str, max: usize) -> String {
-    const GAP: &str = " ... ";
-    if message.len() <= max {
-        return message.to_string();
-    }
-    let budget = max.max(16) - GAP.len();
-    let mut head = budget / 4;
-    while !message.is_char_boundary(head) {
-        head -= 1;
-    }
-    let mut tail = message.len() - (budget - budget / 4);
-    while !message.is_char_boundary(tail) {
-        tail += 1;
-    }
-    format!("{}{GAP}{}", &message[..head], &message[tail..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::LoopServiceSpec;
+    use crate::text::{clip_to, MAX_MESSAGE};
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
     use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as KTime;
@@ -624,7 +571,7 @@ mod tests {
         assert_eq!(
             o,
             Outcome::Failed {
-                reason: "JobFailed".into(),
+                reason: Reason::JobFailed,
                 message: format!(
                     "Job r-{}-1 failed: BackoffLimitExceeded (Job has reached the specified backoff limit)",
                     uid_fragment(UID)
@@ -634,7 +581,7 @@ mod tests {
 
         finished(&mut job, "Failed", Some("DeadlineExceeded"), None, "2026-01-01T00:00:05Z");
         let (_, o) = observe(&job).unwrap().end.unwrap();
-        assert!(matches!(o, Outcome::Failed { ref reason, .. } if reason == "DeadlineExceeded"));
+        assert!(matches!(o, Outcome::Failed { ref reason, .. } if *reason == Reason::DeadlineExceeded));
 
         // An end stamped (to the second) before the millisecond start is read as the start.
         finished(&mut job, "Complete", None, None, "2026-01-01T00:00:00Z");

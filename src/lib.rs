@@ -2,21 +2,33 @@
 //! start-anchored timing, and writes what happened into the resource's status.
 #![deny(unsafe_code)]
 
-pub mod cached;
-pub mod controller;
+// Types at the bottom: the resource, its keys and reasons, text and duration formats.
 pub mod crd;
-pub mod heap;
-pub mod http;
+pub mod duration;
+pub mod json_paths;
+pub mod keys;
+pub mod reasons;
+pub mod rules;
+pub mod text;
+// Pure logic: timing, validation, a loop's Job, the status of loops.
+pub mod clock;
 pub mod job;
-pub mod metrics;
-pub mod observe;
-pub mod plugin;
 pub mod schedule;
 pub mod spec;
 pub mod status;
+// API code: caches, one reconcile, the controller's wiring, metrics and HTTP.
+pub mod cache;
+pub mod cached;
+pub mod heap;
+pub mod http;
+pub mod metrics;
+pub mod reconcile;
+pub mod runtime;
 pub mod telemetry;
 pub mod turns;
 pub mod verdicts;
+// The kubectl plugin.
+pub mod plugin;
 
 /// Everything a reconcile can fail at, one variant per step.
 #[derive(thiserror::Error, Debug)]

@@ -16,9 +16,11 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, error, info, warn};
 
-use loopservice_operator::controller::{self, Context, Fault, LoopEvents, Settings};
+use loopservice_operator::clock::SystemClock;
 use loopservice_operator::http::{self, HttpState};
 use loopservice_operator::metrics::Metrics;
+use loopservice_operator::reconcile::{Fault, LoopEvents, Parts, Settings};
+use loopservice_operator::runtime;
 use loopservice_operator::telemetry::{self, LogFormat};
 
 /// Runs one Kubernetes Job per loop of each LoopService, on start-anchored timing.
@@ -195,11 +197,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     // One term of work: a controller with fresh caches, until told to stop.
     let term = |draining: Arc<AtomicBool>, stop: tokio::sync::oneshot::Receiver<()>| {
-        let ctx = Context::new(client.clone(), reporter.clone(), metrics.clone(), draining, args.fault, settings.clone());
+        let parts = Parts {
+            client: client.clone(),
+            reporter: reporter.clone(),
+            metrics: metrics.clone(),
+            draining,
+            fault: args.fault,
+            settings: settings.clone(),
+            clock: Arc::new(SystemClock),
+        };
         let shutdown = async move {
             let _ = stop.await;
         };
-        tokio::spawn(controller::run(ctx, args.namespace.clone(), ready.clone(), shutdown))
+        tokio::spawn(runtime::run(parts, args.namespace.clone(), ready.clone(), shutdown))
     };
     let mut signals = Signals::new()?;
 

@@ -4,46 +4,12 @@
 //! anchored on the previous start, never overlapping, and with no catch-up loops for time
 //! that was lost to an overrun or to the operator being down.
 
-use std::sync::LazyLock;
 use std::time::Duration;
-
-use regex::Regex;
 
 use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
 
-/// Parses an interval or timeout such as `30s`, `1m30s`, `2h` or `1s500ms`.
-///
-/// The CRD schema already refuses anything that does not match
-/// [`crate::crd::DURATION_PATTERN`]; this also refuses what a pattern cannot see (a value too
-/// large to represent) and holds the one-second floor for objects written before the schema.
-pub fn parse_duration(field: &str, raw: &str) -> Result<Duration, String> {
-    // Quoted in the messages: a value the schema did not bound (an object stored before the
-    // CRD had its maxLength) is cut.
-    let value = &crate::job::clip_to(raw, 40);
-    if !matches_pattern(raw) {
-        return Err(format!("spec.{field} {value:?} is not a duration such as 30s, 1m30s or 2h (integer parts in the order h, m, s, ms)"));
-    }
-    let d = humantime::parse_duration(raw).map_err(|e| format!("spec.{field} {value:?} is not a duration: {e}"))?;
-    if d < Duration::from_secs(1) {
-        return Err(format!("spec.{field} {value:?} is shorter than the minimum of 1s"));
-    }
-    // A year is far beyond any useful interval, and keeps every later sum of timestamps
-    // inside jiff's range.
-    if d > MAX_DURATION {
-        return Err(format!("spec.{field} {value:?} is longer than the maximum of 8760h (one year)"));
-    }
-    Ok(d)
-}
-
-/// The longest interval or timeout accepted.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-
-fn matches_pattern(value: &str) -> bool {
-    static PATTERN: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(crate::crd::DURATION_PATTERN).expect("DURATION_PATTERN is a valid regex"));
-    PATTERN.is_match(value)
-}
+pub use crate::duration::{parse_duration, MAX_DURATION};
 
 /// `spec.jitter`: each scheduled loop starts a stable pseudo-random offset in [0, max) after
 /// it is due. The offset is a hash of the LoopService's uid and the loop's number, so every
@@ -153,6 +119,7 @@ fn signed(d: Duration) -> SignedDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use regex::Regex;
 
     fn t(s: f64) -> Timestamp {
         Timestamp::from_millisecond((s * 1000.0) as i64).unwrap()

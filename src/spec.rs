@@ -15,119 +15,14 @@ use regex::Regex;
 use k8s_openapi::api::batch::v1::PodFailurePolicy;
 use k8s_openapi::api::core::v1::{Container, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use schemars::Schema;
 use serde_json::{json, Value};
 
 use crate::crd::{LoopServiceSpec, PodTemplate};
-use crate::job::{clip_to, CONTAINER, LOOP_ENV};
+use crate::keys::{CONTAINER, LOOP_ENV};
 use crate::schedule::parse_duration;
+use crate::text::clip_to;
 
-/// The shorthand fields that shape the container built from `spec.image`.
-const SHORTHAND: [&str; 5] = ["command", "args", "env", "resources", "imagePullPolicy"];
-
-/// Label keys (exact) the operator or the Job controller set on a loop's Pods.
-pub const OWNED_LABELS: [&str; 4] = [crate::job::LABEL_MANAGED_BY, "job-name", "controller-uid", "batch.kubernetes.io/job-name"];
-/// Label and annotation key prefixes the operator (`loops.dev/`) or the Job controller own.
-pub const OWNED_LABEL_PREFIXES: [&str; 2] = ["loops.dev/", "batch.kubernetes.io/"];
-pub const OWNED_ANNOTATION_PREFIX: &str = "loops.dev/";
-
-pub const MSG_LOOP_CONTAINER_TWICE: &str =
-    "spec.image and a container named loop in spec.template.spec.containers both define the loop's container: keep one of them";
-pub const MSG_LOOP_CONTAINER_MISSING: &str = "spec.image is required, unless spec.template.spec.containers has a container named loop";
-pub const MSG_SERVICE_ACCOUNT_TWICE: &str =
-    "spec.serviceAccountName and spec.template.spec.serviceAccountName are both set: keep one of them";
-pub const MSG_POD_FAILURE_POLICY_RESTART: &str =
-    "spec.podFailurePolicy needs restartPolicy Never, but spec.template.spec.restartPolicy is OnFailure";
-pub const MSG_OWNED_LABELS: &str = "spec.template.metadata.labels: keys under loops.dev/ and batch.kubernetes.io/, app.kubernetes.io/managed-by, job-name and controller-uid are set by the operator and the Job controller";
-pub const MSG_OWNED_ANNOTATIONS: &str = "spec.template.metadata.annotations: keys under loops.dev/ are set by the operator";
-pub const MSG_JITTER: &str = "spec.jitter must be shorter than spec.interval";
-pub const MSG_BACKOFF: &str = "spec.failureBackoff.max must not be shorter than spec.failureBackoff.initial";
-pub const MSG_ENV_OWNED: &str =
-    "spec.env: LOOP_NUMBER, LOOP_SCHEDULED_TIME, LOOPSERVICE_NAME, LOOP_PREVIOUS_RESULT and LOOP_LAST_SUCCESS_TIME are set by the operator";
-pub const MSG_TEMPLATE_ENV_OWNED: &str =
-    "spec.template.spec.containers: the container named loop gets LOOP_NUMBER, LOOP_SCHEDULED_TIME, LOOPSERVICE_NAME, LOOP_PREVIOUS_RESULT and LOOP_LAST_SUCCESS_TIME from the operator";
-
-/// The message of a shorthand field set while the loop's container comes from the template.
-pub fn shorthand_message(field: &str) -> String {
-    format!(
-        "spec.{field} shapes the container built from spec.image, and spec.image is not set: set {field} in the container named loop in spec.template.spec.containers instead"
-    )
-}
-
-/// The CEL rules on `spec`, each with the message the API server answers when it breaks.
-pub fn cel_rules() -> Vec<(String, String)> {
-    const HAS_LOOP: &str = "has(self.template) && has(self.template.spec) && has(self.template.spec.containers) && self.template.spec.containers.exists(c, has(c.name) && c.name == 'loop')";
-    let mut rules = vec![
-        (format!("!(has(self.image) && ({HAS_LOOP}))"), MSG_LOOP_CONTAINER_TWICE.to_string()),
-        (format!("has(self.image) || ({HAS_LOOP})"), MSG_LOOP_CONTAINER_MISSING.to_string()),
-        // CEL's duration() reads the h, m, s, ms parts of DURATION_PATTERN as Go does.
-        ("!has(self.jitter) || duration(self.jitter) < duration(self.interval)".into(), MSG_JITTER.to_string()),
-        (
-            "!has(self.failureBackoff) || duration(self.failureBackoff.max) >= duration(self.failureBackoff.initial)".into(),
-            MSG_BACKOFF.to_string(),
-        ),
-        (
-            "!(has(self.serviceAccountName) && has(self.template) && has(self.template.spec) && has(self.template.spec.serviceAccountName))".into(),
-            MSG_SERVICE_ACCOUNT_TWICE.to_string(),
-        ),
-        (
-            "!(has(self.podFailurePolicy) && has(self.template) && has(self.template.spec) && has(self.template.spec.restartPolicy) && self.template.spec.restartPolicy == 'OnFailure')".into(),
-            MSG_POD_FAILURE_POLICY_RESTART.to_string(),
-        ),
-    ];
-    for f in SHORTHAND {
-        rules.push((format!("!has(self.{f}) || has(self.image)"), shorthand_message(f)));
-    }
-    rules
-}
-
-/// A CEL list literal of the operator's loop variables.
-fn loop_env_list() -> String {
-    let names: Vec<String> = LOOP_ENV.iter().map(|n| format!("'{n}'")).collect();
-    format!("[{}]", names.join(", "))
-}
-
-fn label_rule() -> String {
-    let mut parts: Vec<String> = OWNED_LABEL_PREFIXES.iter().map(|p| format!("!k.startsWith('{p}')")).collect();
-    parts.extend(OWNED_LABELS.iter().map(|l| format!("k != '{l}'")));
-    format!("self.all(k, {})", parts.join(" && "))
-}
-
-/// Adds the CEL rules to the schema of `LoopServiceSpec` (a schemars transform).
-pub fn add_cel_rules(schema: &mut Schema) {
-    let rule = |(rule, message): (String, String)| json!({"rule": rule, "message": message});
-    let Some(obj) = schema.as_object_mut() else { return };
-    obj.insert("x-kubernetes-validations".into(), Value::Array(cel_rules().into_iter().map(rule).collect()));
-    let Some(props) = obj.get_mut("properties").and_then(Value::as_object_mut) else { return };
-    let env_rule = format!("self.all(e, !(e.name in {}))", loop_env_list());
-    if let Some(env) = props.get_mut("env").and_then(Value::as_object_mut) {
-        env.insert("x-kubernetes-validations".into(), json!([rule((env_rule, MSG_ENV_OWNED.into()))]));
-    }
-    let Some(template) = props.get_mut("template") else { return };
-    let set = |v: &mut Value, path: &[&str], rules: Value| {
-        let mut cur = v;
-        for p in path {
-            match cur.get_mut("properties").and_then(|x| x.get_mut(*p)) {
-                Some(next) => cur = next,
-                None => return,
-            }
-        }
-        if let Some(o) = cur.as_object_mut() {
-            o.insert("x-kubernetes-validations".into(), rules);
-        }
-    };
-    set(template, &["metadata", "labels"], json!([rule((label_rule(), MSG_OWNED_LABELS.into()))]));
-    set(
-        template,
-        &["metadata", "annotations"],
-        json!([rule((format!("self.all(k, !k.startsWith('{OWNED_ANNOTATION_PREFIX}'))"), MSG_OWNED_ANNOTATIONS.into()))]),
-    );
-    let container_env = format!(
-        "self.all(c, !has(c.name) || c.name != 'loop' || !has(c.env) || c.env.all(e, !has(e.name) || !(e.name in {})))",
-        loop_env_list()
-    );
-    set(template, &["spec", "containers"], json!([rule((container_env, MSG_TEMPLATE_ENV_OWNED.into()))]));
-}
+pub use crate::rules::*;
 
 /// One thing wrong with a spec, in a sentence that starts with the field it is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -466,68 +361,7 @@ fn read_template(t: &PodTemplate, errors: &mut Vec<SpecError>) -> Option<Templat
     }
 }
 
-/// Paths of the fields of `written` that are not in `read` (what a typed read kept of it):
-/// the fields the reader does not know. Null values count as absent.
-pub fn unknown_paths(written: &Value, read: &Value, at: &str) -> Vec<String> {
-    let mut out = vec![];
-    match (written, read) {
-        (Value::Object(w), Value::Object(r)) => {
-            for (k, v) in w {
-                if v.is_null() {
-                    continue;
-                }
-                let path = format!("{at}.{k}");
-                match r.get(k) {
-                    Some(rv) => out.extend(unknown_paths(v, rv, &path)),
-                    None => out.push(path),
-                }
-            }
-        }
-        (Value::Array(w), Value::Array(r)) => {
-            for (i, (wv, rv)) in w.iter().zip(r).enumerate() {
-                out.extend(unknown_paths(wv, rv, &format!("{at}[{i}]")));
-            }
-        }
-        _ => {}
-    }
-    out
-}
-
-/// Paths of the fields that were sent to the API server and are missing from what it
-/// returned: fields this Kubernetes version drops (a feature it does not have). Values that
-/// Kubernetes omits when empty (`""`, `0`, `false`, `[]`, `{}`) are not counted.
-pub fn dropped_paths(sent: &Value, returned: &Value, at: &str) -> Vec<String> {
-    let empty = |v: &Value| match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-    };
-    let mut out = vec![];
-    match (sent, returned) {
-        (Value::Object(s), Value::Object(r)) => {
-            for (k, v) in s {
-                if empty(v) {
-                    continue;
-                }
-                let path = format!("{at}.{k}");
-                match r.get(k) {
-                    Some(rv) => out.extend(dropped_paths(v, rv, &path)),
-                    None => out.push(path),
-                }
-            }
-        }
-        (Value::Array(s), Value::Array(r)) => {
-            for (i, (sv, rv)) in s.iter().zip(r).enumerate() {
-                out.extend(dropped_paths(sv, rv, &format!("{at}[{i}]")));
-            }
-        }
-        _ => {}
-    }
-    out
-}
+pub use crate::json_paths::{dropped_paths, unknown_paths};
 
 #[cfg(test)]
 mod tests {

@@ -11,14 +11,16 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::crd::{Condition, LoopError, LoopRecord, LoopResult, LoopServiceStatus, Overrun, Phase, Time, Trigger};
-use crate::job::{clip, clip_to, ObservedJob, Outcome, PreviousResult};
+use crate::job::{ObservedJob, Outcome, PreviousResult};
+use crate::reasons::{condition_status, ConditionType, Reason};
 use crate::schedule::{self, Jitter, PreviousLoop};
+use crate::text::{clip, clip_to};
 
 /// Something worth an Event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Note {
     pub warning: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
     /// The loop's Job, when there is one: the Event's related object. It also keeps Events
     /// of different loops apart, where the recorder would fold them into one series.
@@ -26,10 +28,10 @@ pub struct Note {
 }
 
 impl Note {
-    pub fn normal(reason: &'static str, message: String) -> Self {
+    pub fn normal(reason: Reason, message: String) -> Self {
         Note { warning: false, reason, message, job: None }
     }
-    pub fn warning(reason: &'static str, message: String) -> Self {
+    pub fn warning(reason: Reason, message: String) -> Self {
         Note { warning: true, reason, message: clip(&message), job: None }
     }
     fn about(mut self, job: Option<&str>) -> Self {
@@ -100,7 +102,8 @@ pub fn record_jobs(prev: &LoopServiceStatus, jobs: &[ObservedJob], interval: Dur
             remember(&mut st, started_record(j));
         }
         notes.push(
-            Note::normal("LoopAdopted", format!("found Job {} of loop {} and took it over", j.name, j.loop_number)).about(Some(&j.name)),
+            Note::normal(Reason::LoopAdopted, format!("found Job {} of loop {} and took it over", j.name, j.loop_number))
+                .about(Some(&j.name)),
         );
     }
 
@@ -129,9 +132,11 @@ pub fn record_jobs(prev: &LoopServiceStatus, jobs: &[ObservedJob], interval: Dur
                 } else {
                     format!("the Jobs of loops {k} to {last} were deleted before their ends were recorded")
                 };
-                fail(&mut st, &mut notes, last, last.saturating_sub(k).saturating_add(1), None, now, "JobDeleted", message.clone());
+                let failure =
+                    Failure { last, count: last.saturating_sub(k).saturating_add(1), job: None, at: now, reason: Reason::JobDeleted };
+                fail(&mut st, &mut notes, failure, message.clone());
                 for r in st.history.iter_mut().filter(|r| r.r#loop >= k && r.r#loop <= last && r.result == LoopResult::Running) {
-                    finish_record(r, now, Some(("JobDeleted", &message)), interval);
+                    finish_record(r, now, Some((Reason::JobDeleted, &message)), interval);
                 }
                 k = last;
             }
@@ -181,7 +186,7 @@ fn started_record(j: &ObservedJob) -> LoopRecord {
 }
 
 /// Marks a record ended at `end`: succeeded, or failed with (reason, message).
-fn finish_record(r: &mut LoopRecord, end: Timestamp, failure: Option<(&str, &str)>, interval: Duration) {
+fn finish_record(r: &mut LoopRecord, end: Timestamp, failure: Option<(Reason, &str)>, interval: Duration) {
     let end = end.max(r.start_time.0);
     let took = schedule::seconds_between(r.start_time.0, end);
     r.end_time = Some(Time(end));
@@ -202,7 +207,7 @@ fn record_end(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, j: &ObservedJob
     let mut record = st.history.iter().find(|r| r.r#loop == k).cloned().unwrap_or_else(|| started_record(j));
     let failure = match outcome {
         Outcome::Succeeded => None,
-        Outcome::Failed { reason, message } => Some((leak(reason), clip(message))),
+        Outcome::Failed { reason, message } => Some((*reason, clip(message))),
     };
     finish_record(&mut record, end, failure.as_ref().map(|(r, m)| (*r, m.as_str())), interval);
     if failure.is_none() {
@@ -220,7 +225,7 @@ fn record_end(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, j: &ObservedJob
             time: Time(end),
             message: message.clone(),
         });
-        notes.push(Note::warning("LoopOverrun", message).about(Some(job)));
+        notes.push(Note::warning(Reason::LoopOverrun, message).about(Some(job)));
     }
     match outcome {
         Outcome::Succeeded => {
@@ -229,38 +234,28 @@ fn record_end(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, j: &ObservedJob
             st.last_success_time = Some(Time(end));
             st.last_completion_time = Some(Time(end));
             notes.push(
-                Note::normal("LoopSucceeded", format!("loop {k} succeeded in {} seconds", schedule::fmt_secs(took))).about(Some(job)),
+                Note::normal(Reason::LoopSucceeded, format!("loop {k} succeeded in {} seconds", schedule::fmt_secs(took))).about(Some(job)),
             );
         }
         Outcome::Failed { reason, message } => {
             st.last_completion_time = Some(Time(end));
-            fail(st, notes, k, 1, Some(job), end, leak(reason), message.clone());
+            fail(st, notes, Failure { last: k, count: 1, job: Some(job), at: end, reason: *reason }, message.clone());
         }
     }
 }
 
-/// Failure reasons are a small closed set; keep them `'static` for Events.
-fn leak(reason: &str) -> &'static str {
-    match reason {
-        "DeadlineExceeded" => "DeadlineExceeded",
-        "JobRejected" => "JobRejected",
-        "JobDeleted" => "JobDeleted",
-        _ => "JobFailed",
-    }
+/// `count` failed loops, the last of them loop `last`, ended `at` for `reason`.
+struct Failure<'a> {
+    last: i64,
+    count: i64,
+    job: Option<&'a str>,
+    at: Timestamp,
+    reason: Reason,
 }
 
-/// Records `count` failed loops, the last of them loop `k`.
-#[allow(clippy::too_many_arguments)]
-fn fail(
-    st: &mut LoopServiceStatus,
-    notes: &mut Vec<Note>,
-    k: i64,
-    count: i64,
-    job: Option<&str>,
-    at: Timestamp,
-    reason: &'static str,
-    message: String,
-) {
+/// Records failed loops.
+fn fail(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, failure: Failure<'_>, message: String) {
+    let Failure { last: k, count, job, at, reason } = failure;
     let message = clip(&message);
     st.loops_failed = st.loops_failed.saturating_add(count);
     st.consecutive_failures = st.consecutive_failures.saturating_add(count);
@@ -269,7 +264,7 @@ fn fail(
         st.last_completion_time = Some(Time(at));
     }
     st.last_error = Some(LoopError { r#loop: k, reason: reason.to_string(), message: message.clone(), time: Time(at) });
-    notes.push(Note::warning("LoopFailed", format!("loop {k} failed ({reason}): {message}")).about(job));
+    notes.push(Note::warning(Reason::LoopFailed, format!("loop {k} failed ({reason}): {message}")).about(job));
 }
 
 /// Records that the loop of run request `r` has started: it is not handled again.
@@ -308,10 +303,49 @@ pub enum Decision {
         r#loop: i64,
     },
     Finished,
+    /// The spec cannot run (`message` says why): nothing starts until it changes. With
+    /// `recheck`, the API server refused it, for a cause that may lie outside the spec (a
+    /// quota, a webhook), and it is checked again now and then. [`decide`] never says this;
+    /// the reconcile's plan does, before deciding.
+    Invalid {
+        message: String,
+        recheck: bool,
+    },
 }
 
-/// Ready=False: the LoopService suspended itself after spec.suspendAfterFailures failures.
-pub const REASON_SUSPENDED_AFTER_FAILURES: &str = "SuspendedAfterFailures";
+/// What stands in the way of the next step, found by the reconcile: Ready turns False with a
+/// reason that tells a person what to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Obstacle {
+    /// Loop `r#loop`'s Job name is taken by a Job that is not this LoopService's.
+    NameTaken { r#loop: i64, job: String },
+    /// Loop `r#loop` waits for a Pod of a deleted Job of this LoopService (loops never overlap).
+    Lingering { r#loop: i64, pod: String, phase: String },
+    /// The running loop's Pod cannot make progress ([`Reason::LoopStuck`]) or cannot be
+    /// created ([`Reason::PodCreateFailed`]): `why`.
+    Stuck { job: String, reason: Reason, why: String },
+}
+
+impl Obstacle {
+    /// Ready's reason and message, and the Job the Event is about.
+    fn verdict(&self, st: &LoopServiceStatus) -> (Reason, String, Option<&str>) {
+        match self {
+            Obstacle::NameTaken { r#loop, job } => (
+                Reason::JobNameTaken,
+                format!("loop {loop} cannot start: Job {job} exists and is not this LoopService's; delete it or rename it"),
+                Some(job),
+            ),
+            Obstacle::Lingering { r#loop, pod, phase } => (
+                Reason::LoopStuck,
+                format!("loop {loop} waits for Pod {pod} ({phase}) of a deleted Job of this LoopService to end; delete the Pod to go on"),
+                None,
+            ),
+            Obstacle::Stuck { job, reason, why } => {
+                (*reason, format!("loop {} is running as Job {job}, but {why}", st.loops_started), Some(job))
+            }
+        }
+    }
+}
 
 /// Failed loops in a row that count toward spec.suspendAfterFailures: those after the
 /// latest self-suspension, once it has ended (a resume starts the count again).
@@ -342,7 +376,7 @@ pub fn suspend_after_failures(st: &mut LoopServiceStatus, limit: Option<i64>, ge
     st.failure_suspension =
         Some(crate::crd::FailureSuspension { r#loop, failures, time: Time(now), generation: generation.unwrap_or(0), active: true });
     let job = st.history.iter().find(|r| r.r#loop == r#loop).map(|r| r.job_name.clone());
-    Some(Note::warning(REASON_SUSPENDED_AFTER_FAILURES, suspension_message(failures, r#loop)).about(job.as_deref()))
+    Some(Note::warning(Reason::SuspendedAfterFailures, suspension_message(failures, r#loop)).about(job.as_deref()))
 }
 
 fn suspension_message(failures: i64, r#loop: i64) -> String {
@@ -352,68 +386,121 @@ fn suspension_message(failures: i64, r#loop: i64) -> String {
     )
 }
 
-/// Decides from the recorded status alone (call [`record_jobs`] first). `run_request` is the
-/// value of the annotation `loops.dev/run-requested-at`.
-pub fn decide(
-    status: &LoopServiceStatus,
-    loops: Option<i64>,
-    suspended: bool,
-    run_request: Option<&str>,
-    interval: Duration,
-    jitter: Option<&Jitter<'_>>,
-    backoff: Option<(Duration, Duration)>,
-    now: Timestamp,
-) -> Decision {
+/// What the next step depends on besides the recorded status: the spec's controls and the
+/// run request annotation (`loops.dev/run-requested-at`).
+#[derive(Clone, Copy, Debug)]
+pub struct Rules<'a> {
+    pub loops: Option<i64>,
+    pub suspended: bool,
+    pub run_request: Option<&'a str>,
+    pub interval: Duration,
+    pub jitter: Option<&'a Jitter<'a>>,
+    /// spec.failureBackoff: (initial, max).
+    pub backoff: Option<(Duration, Duration)>,
+}
+
+/// Why the next scheduled loop is due when it is: the terms of the loop rule,
+/// max(previous start + interval, previous end), and the controls on top of it. [`decide`]
+/// starts the loop at `start`; `kubectl loopservice explain-timing` shows these terms.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timing {
+    /// The previous loop's start, as recorded (never after `now`).
+    pub previous_start: Option<Timestamp>,
+    /// What the interval counts from: the previous start without its jitter delay (manual
+    /// loops have none), so delays never add up.
+    pub anchor: Option<Timestamp>,
+    /// anchor + interval.
+    pub by_interval: Option<Timestamp>,
+    /// The previous loop's end (its start when no end is recorded).
+    pub previous_end: Option<Timestamp>,
+    /// After failures in a row: no loop before this instant.
+    pub backoff: Option<Backoff>,
+    /// The next loop's number, when it is due, and its jitter delay after that.
+    pub next: i64,
+    pub due: Timestamp,
+    pub jitter: Option<Duration>,
+    /// When it starts: due + jitter.
+    pub start: Timestamp,
+}
+
+/// The failure backoff in force: `failures` in a row, the latest ending at `after`, so the
+/// next loop waits `wait`, until `until`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backoff {
+    pub failures: i64,
+    pub after: Timestamp,
+    pub wait: Duration,
+    pub until: Timestamp,
+}
+
+/// When the next scheduled loop is due, and why (see [`Timing`]).
+pub fn timing(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> Timing {
+    // No recorded instant is taken to lie in the future: a clock ahead of this one (another
+    // instance's) or an edited status must not hold the loop back longer than one interval.
+    let past = |t: Time| t.0.min(now);
+    let previous_start = status.last_start_time.map(past);
+    let anchor = previous_start.map(|start| match rules.jitter {
+        Some(j) if !manual(status, status.loops_started) => schedule::sub(start, j.offset(status.loops_started)),
+        _ => start,
+    });
+    let previous_end = previous_start.map(|start| status.last_completion_time.map(past).map_or(start, |e| e.max(start)));
+    let previous = anchor.map(|start| PreviousLoop { start, end: previous_end });
+    let due = match (previous, rules.jitter) {
+        // The first loop is due when the LoopService was created, a fixed instant to jitter from.
+        (None, Some(j)) => j.created.min(now),
+        _ => schedule::next_start(previous, rules.interval, now).unwrap_or(now),
+    };
+    // After failures in a row, the next loop waits at least the backoff after the latest
+    // failed loop's end.
+    let backoff = match (rules.backoff, status.last_failure_time.map(past)) {
+        (Some((initial, max)), Some(after)) if status.consecutive_failures > 0 => {
+            let wait = schedule::failure_backoff(status.consecutive_failures, initial, max);
+            Some(Backoff { failures: status.consecutive_failures, after, wait, until: schedule::add(after, wait) })
+        }
+        _ => None,
+    };
+    let due = backoff.map_or(due, |b| due.max(b.until));
+    let next = status.loops_started.saturating_add(1);
+    let jitter = rules.jitter.map(|j| j.offset(next));
+    Timing {
+        previous_start,
+        anchor,
+        by_interval: anchor.map(|a| schedule::add(a, rules.interval)),
+        previous_end,
+        backoff,
+        next,
+        due,
+        jitter,
+        start: jitter.map_or(due, |d| schedule::add(due, d)),
+    }
+}
+
+/// Decides from the recorded status alone (call [`record_jobs`] first).
+pub fn decide(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> Decision {
     if let Some(job) = &status.active_job {
         return Decision::Running { job: job.clone() };
     }
     // A run request starts a loop at once, even when suspended or finished; one loop per value.
-    if let Some(r) = pending_run_request(status, run_request) {
+    if let Some(r) = pending_run_request(status, rules.run_request) {
         return Decision::Launch { loop_number: status.loops_started.saturating_add(1), scheduled: now, run_request: Some(r.to_string()) };
     }
     // Manual loops do not count toward spec.loops.
-    if loops.is_some_and(|n| status.loops_started.saturating_sub(status.manual_loops) >= n) {
+    if rules.loops.is_some_and(|n| status.loops_started.saturating_sub(status.manual_loops) >= n) {
         return Decision::Finished;
     }
-    if suspended {
+    if rules.suspended {
         return Decision::Suspended;
     }
     if let Some(s) = status.failure_suspension.as_ref().filter(|s| s.active) {
         return Decision::SuspendedAfterFailures { failures: s.failures, r#loop: s.r#loop };
     }
-    // No recorded instant is taken to lie in the future: a clock ahead of this one (another
-    // instance's) or an edited status must not hold the loop back longer than one interval.
-    let past = |t: Time| t.0.min(now);
-    let previous = status.last_start_time.map(past).map(|start| PreviousLoop {
-        // With jitter, the next loop is anchored on the previous start without its offset
-        // (manual loops have none), so offsets never add up.
-        start: match jitter {
-            Some(j) if !manual(status, status.loops_started) => schedule::sub(start, j.offset(status.loops_started)),
-            _ => start,
-        },
-        end: Some(status.last_completion_time.map(past).map_or(start, |e| e.max(start))),
-    });
-    let n = status.loops_started.saturating_add(1);
-    let due = match (previous, jitter) {
-        // The first loop is due when the LoopService was created, a fixed instant to jitter from.
-        (None, Some(j)) => j.created.min(now),
-        _ => schedule::next_start(previous, interval, now).unwrap_or(now),
-    };
-    // After failures in a row, the next loop waits at least the backoff after the latest
-    // failed loop's end.
-    let due = match (backoff, status.last_failure_time.map(past)) {
-        (Some((initial, max)), Some(failed)) if status.consecutive_failures > 0 => {
-            due.max(schedule::add(failed, schedule::failure_backoff(status.consecutive_failures, initial, max)))
-        }
-        _ => due,
-    };
-    let at = jitter.map_or(due, |j| schedule::add(due, j.offset(n)));
+    let t = timing(status, rules, now);
     // Timers fire to the millisecond; a wake-up a hair early must not cost a whole extra
     // round trip through the queue.
-    if at <= schedule::add(now, Duration::from_millis(5)) {
-        Decision::Launch { loop_number: n, scheduled: due, run_request: None }
+    if t.start <= schedule::add(now, Duration::from_millis(5)) {
+        Decision::Launch { loop_number: t.next, scheduled: t.due, run_request: None }
     } else {
-        Decision::Wait { until: at }
+        Decision::Wait { until: t.start }
     }
 }
 
@@ -437,128 +524,132 @@ pub fn previous_result(st: &LoopServiceStatus) -> PreviousResult {
     }
 }
 
-/// Records that loop `n`'s Job was created at `start`; `run_request` for a manual loop.
-pub fn launched(st: &mut LoopServiceStatus, n: i64, job: &str, due: Timestamp, start: Timestamp, run_request: Option<&str>) -> Note {
-    let seen = ObservedJob {
-        name: job.to_string(),
-        loop_number: n,
-        start,
-        scheduled: Some(due),
-        run_request: run_request.map(str::to_string),
-        end: None,
-    };
-    remember(st, started_record(&seen));
+/// Records that loop `seen.loop_number`'s Job was created (`seen.start`): it runs now.
+pub fn launched(st: &mut LoopServiceStatus, seen: &ObservedJob) -> Note {
+    let (n, job) = (seen.loop_number, seen.name.as_str());
+    remember(st, started_record(seen));
     st.loops_started = n;
-    st.last_start_time = Some(Time(start));
+    st.last_start_time = Some(Time(seen.start));
     st.active_job = Some(job.to_string());
     let mut message = format!("started loop {n} as Job {job}");
-    if let Some(r) = run_request {
+    if let Some(r) = &seen.run_request {
         handled(st, r);
         message.push_str(&format!(" (run requested at {r})"));
     }
-    Note::normal("LoopStarted", message).about(Some(job))
+    Note::normal(Reason::LoopStarted, message).about(Some(job))
 }
 
-/// Records that the API server refused loop `n`'s Job: the loop counts as started and failed,
-/// and the next one comes one interval later.
-#[allow(clippy::too_many_arguments)]
-pub fn rejected(
-    st: &mut LoopServiceStatus,
-    n: i64,
-    job: &str,
-    due: Timestamp,
-    start: Timestamp,
-    run_request: Option<&str>,
-    message: &str,
-    interval: Duration,
-) -> Vec<Note> {
+/// Records that the API server refused the Job of loop `seen.loop_number` (`message` says
+/// why): the loop counts as started and failed, and the next one comes one interval later.
+pub fn rejected(st: &mut LoopServiceStatus, seen: &ObservedJob, message: &str, interval: Duration) -> Vec<Note> {
+    let (n, start) = (seen.loop_number, seen.start);
     let mut notes = vec![];
-    if let Some(r) = run_request {
+    if let Some(r) = &seen.run_request {
         handled(st, r);
     }
-    let seen = ObservedJob {
-        name: job.to_string(),
-        loop_number: n,
-        start,
-        scheduled: Some(due),
-        run_request: run_request.map(str::to_string),
-        end: None,
-    };
-    let mut record = started_record(&seen);
-    finish_record(&mut record, start, Some(("JobRejected", &format!("the API server refused the Job: {message}"))), interval);
+    let message = format!("the API server refused the Job: {message}");
+    let mut record = started_record(seen);
+    finish_record(&mut record, start, Some((Reason::JobRejected, &message)), interval);
     remember(st, record);
     st.loops_started = n;
     st.last_start_time = Some(Time(start));
     st.last_completion_time = Some(Time(start));
     st.active_job = None;
-    fail(st, &mut notes, n, 1, Some(job), start, "JobRejected", format!("the API server refused the Job: {message}"));
+    let failure = Failure { last: n, count: 1, job: Some(&seen.name), at: start, reason: Reason::JobRejected };
+    fail(st, &mut notes, failure, message);
     st.last_finished_loop = n;
     notes
 }
 
-/// Sets phase, next run time, observed generation and conditions from the decision.
-pub fn finalize(st: &mut LoopServiceStatus, decision: &Decision, loops: Option<i64>, generation: Option<i64>, now: Timestamp) {
+/// What the status says of the LoopService as a whole, from the decision and what stands in
+/// its way: phase, next run time, observed generation and conditions. The one place the Ready
+/// verdict is made. `prev` is the stored status: a reason that is news comes back as a Note,
+/// for a Warning Event, once.
+pub struct Verdict<'a> {
+    pub decision: &'a Decision,
+    pub obstacle: Option<&'a Obstacle>,
+    pub loops: Option<i64>,
+    pub generation: Option<i64>,
+}
+
+/// Sets the phase, next run time, observed generation and conditions (see [`Verdict`]).
+pub fn finalize(st: &mut LoopServiceStatus, prev: &LoopServiceStatus, verdict: Verdict<'_>, now: Timestamp) -> Option<Note> {
+    let Verdict { decision, obstacle, loops, generation } = verdict;
+    if let Decision::Invalid { message, .. } = decision {
+        invalid(st, message, generation, now);
+        return (st != prev).then(|| Note::warning(Reason::InvalidSpec, message.clone()));
+    }
     st.observed_generation = generation;
     st.next_run_time = match decision {
         Decision::Wait { until } => Some(Time(*until)),
         Decision::Launch { scheduled, .. } => Some(Time(*scheduled)),
         _ => None,
     };
-    let (phase, ready, reason, message) = match decision {
-        Decision::Running { job } => (Phase::Running, true, "Running", format!("loop {} is running as Job {job}", st.loops_started)),
+    let (phase, ready, reason, message) = phase_and_ready(st, decision, loops);
+    st.phase = Some(phase);
+    set_condition(st, ConditionType::Ready, ready, reason, message, generation, now);
+
+    let (over, reason, message) = match &st.last_overrun {
+        Some(o) if o.r#loop == st.last_finished_loop => (true, Reason::LoopOverran, o.message.clone()),
+        _ if st.last_finished_loop > 0 => (false, Reason::OnTime, format!("loop {} ran within its interval", st.last_finished_loop)),
+        _ => (false, Reason::NoLoopFinished, "no loop has finished yet".to_string()),
+    };
+    set_condition(st, ConditionType::Overrun, over, reason, message, generation, now);
+
+    let (failing, reason, message) = match &st.last_error {
+        Some(e) if st.consecutive_failures > 0 => (
+            true,
+            Reason::failure(&e.reason),
+            clip(&format!("{} loop(s) failed in a row; loop {}: {}", st.consecutive_failures, e.r#loop, e.message)),
+        ),
+        _ => (false, Reason::NoFailures, "the latest loop did not fail".to_string()),
+    };
+    set_condition(st, ConditionType::Failing, failing, reason, message, generation, now);
+    reconciled(st, generation, now);
+    let (reason, message, job) = obstacle?.verdict(st);
+    let (message, job) = (message, job.map(str::to_string));
+    not_ready(st, prev, reason, message, job.as_deref(), generation, now)
+}
+
+/// The phase, and Ready's status, reason and message, for a decision.
+fn phase_and_ready(st: &LoopServiceStatus, decision: &Decision, loops: Option<i64>) -> (Phase, bool, Reason, String) {
+    match decision {
+        Decision::Running { job } => (Phase::Running, true, Reason::Running, format!("loop {} is running as Job {job}", st.loops_started)),
         Decision::Launch { loop_number, run_request, .. } => {
             let phase = if st.loops_started == 0 { Phase::Pending } else { Phase::Waiting };
             let why = if run_request.is_some() { " (run requested)" } else { "" };
-            (phase, true, "Waiting", format!("loop {loop_number} is due now{why}"))
+            (phase, true, Reason::Waiting, format!("loop {loop_number} is due now{why}"))
         }
         Decision::Wait { until } => {
             let phase = if st.consecutive_failures > 0 { Phase::Failing } else { Phase::Waiting };
-            (phase, true, "Waiting", format!("loop {} is due at {}", st.loops_started.saturating_add(1), Time(*until)))
+            (phase, true, Reason::Waiting, format!("loop {} is due at {}", st.loops_started.saturating_add(1), Time(*until)))
         }
-        Decision::Suspended => (Phase::Suspended, false, "Suspended", format!("spec.suspend is true; {} loops ran", st.loops_started)),
+        Decision::Suspended => {
+            (Phase::Suspended, false, Reason::Suspended, format!("spec.suspend is true; {} loops ran", st.loops_started))
+        }
         Decision::SuspendedAfterFailures { failures, r#loop } => {
-            (Phase::Suspended, false, REASON_SUSPENDED_AFTER_FAILURES, suspension_message(*failures, *r#loop))
+            (Phase::Suspended, false, Reason::SuspendedAfterFailures, suspension_message(*failures, *r#loop))
         }
-        Decision::Finished => (Phase::Finished, true, "Finished", finished_message(st, loops)),
-    };
-    st.phase = Some(phase);
-    set_condition(st, "Ready", ready, reason, message, generation, now);
-
-    let (over, reason, message) = match &st.last_overrun {
-        Some(o) if o.r#loop == st.last_finished_loop => (true, "LoopOverran", o.message.clone()),
-        _ if st.last_finished_loop > 0 => (false, "OnTime", format!("loop {} ran within its interval", st.last_finished_loop)),
-        _ => (false, "NoLoopFinished", "no loop has finished yet".to_string()),
-    };
-    set_condition(st, "Overrun", over, reason, message, generation, now);
-
-    let (failing, reason, message) = match &st.last_error {
-        Some(e) if st.consecutive_failures > 0 => {
-            (true, leak(&e.reason), clip(&format!("{} loop(s) failed in a row; loop {}: {}", st.consecutive_failures, e.r#loop, e.message)))
-        }
-        _ => (false, "NoFailures", "the latest loop did not fail".to_string()),
-    };
-    set_condition(st, "Failing", failing, reason, message, generation, now);
-    reconciled(st, generation, now);
+        Decision::Finished => (Phase::Finished, true, Reason::Finished, finished_message(st, loops)),
+        Decision::Invalid { message, .. } => (Phase::Invalid, false, Reason::InvalidSpec, clip_to(message, MAX_INVALID_MESSAGE)),
+    }
 }
 
-/// The condition that says whether the operator's own work on the LoopService succeeds: False
-/// (reason [`REASON_RECONCILE_ERROR`]) while reconciles keep failing (RBAC forbids a request,
-/// a webhook refuses a write), with the error; True again after the next success.
-pub const CONDITION_RECONCILED: &str = "Reconciled";
-pub const REASON_RECONCILE_ERROR: &str = "ReconcileError";
-pub const REASON_RECONCILED: &str = "Reconciled";
-
-/// Records that reconciles of this LoopService fail: `failures` in a row, the latest with `error`.
+/// Records that reconciles of this LoopService fail: `failures` in a row, the latest with
+/// `error`. The Reconciled condition says so (False, [`Reason::ReconcileError`]) while
+/// reconciles keep failing (RBAC forbids a request, a webhook refuses a write); the next
+/// success turns it True again.
 pub fn reconcile_failed(st: &mut LoopServiceStatus, error: &str, failures: u32, now: Timestamp) {
     let generation = st.observed_generation;
     let message = clip(&format!("{failures} reconcile(s) failed in a row; the latest: {error}"));
-    set_condition(st, CONDITION_RECONCILED, false, REASON_RECONCILE_ERROR, message, generation, now);
+    set_condition(st, ConditionType::Reconciled, false, Reason::ReconcileError, message, generation, now);
 }
 
-/// Clears [`CONDITION_RECONCILED`] after a success; a LoopService that never failed has none.
+/// Turns the Reconciled condition True after a success; a LoopService that never failed has none.
 fn reconciled(st: &mut LoopServiceStatus, generation: Option<i64>, now: Timestamp) {
-    if st.conditions.iter().any(|c| c.type_ == CONDITION_RECONCILED && c.status == "False") {
-        set_condition(st, CONDITION_RECONCILED, true, REASON_RECONCILED, "the latest reconcile succeeded".to_string(), generation, now);
+    if st.conditions.iter().any(|c| ConditionType::Reconciled == c.type_ && c.status == condition_status(false)) {
+        let message = "the latest reconcile succeeded".to_string();
+        set_condition(st, ConditionType::Reconciled, true, Reason::Reconciled, message, generation, now);
     }
 }
 
@@ -579,61 +670,55 @@ fn finished_message(st: &LoopServiceStatus, loops: Option<i64>) -> String {
     message
 }
 
-/// Turns Ready False for a reason found after [`finalize`] (the running loop's Pod cannot
-/// start; the next loop's Job name is taken). `prev` is the stored status, so that the Note
-/// (for an Event) comes once, when the reason first appears, and the condition keeps its
-/// transition time.
-#[allow(clippy::too_many_arguments)]
-pub fn not_ready(
+/// Turns Ready False for an obstacle. `prev` is the stored status, so that the Note (for an
+/// Event) comes once, when the reason first appears, and the condition keeps its transition time.
+fn not_ready(
     st: &mut LoopServiceStatus,
     prev: &LoopServiceStatus,
-    reason: &'static str,
+    reason: Reason,
     message: String,
     job: Option<&str>,
     generation: Option<i64>,
     now: Timestamp,
 ) -> Option<Note> {
-    let before = prev.conditions.iter().find(|c| c.type_ == "Ready");
-    let already = before.is_some_and(|c| c.reason == reason);
+    let before = prev.conditions.iter().find(|c| ConditionType::Ready == c.type_);
+    let already = before.is_some_and(|c| reason == c.reason);
     let since = match before {
-        Some(c) if c.status == "False" => c.last_transition_time,
+        Some(c) if c.status == condition_status(false) => c.last_transition_time,
         _ => Time(now),
     };
-    set_condition(st, "Ready", false, reason, message.clone(), generation, now);
-    if let Some(c) = st.conditions.iter_mut().find(|c| c.type_ == "Ready") {
+    set_condition(st, ConditionType::Ready, false, reason, message.clone(), generation, now);
+    if let Some(c) = st.conditions.iter_mut().find(|c| ConditionType::Ready == c.type_) {
         c.last_transition_time = since;
     }
     (!already).then(|| Note::warning(reason, message).about(job))
 }
 
-/// Ready=False: the spec cannot run (the operator's checks, the CEL rules' twins, or the API
-/// server's dry run refused it).
-pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
-
 /// The longest InvalidSpec message kept in the Ready condition: what is wrong with a spec
 /// can quote the spec, and the status must stay far below the object size limit.
-pub const MAX_INVALID_MESSAGE: usize = 4 * crate::job::MAX_MESSAGE;
+pub const MAX_INVALID_MESSAGE: usize = 4 * crate::text::MAX_MESSAGE;
 
-/// The status of a LoopService whose spec cannot be run: nothing is launched until it is fixed.
+/// The status of a LoopService whose spec cannot be run (the operator's checks, the CEL rules'
+/// twins, or the API server's dry run refused it): nothing is launched until it is fixed.
 pub fn invalid(st: &mut LoopServiceStatus, message: &str, generation: Option<i64>, now: Timestamp) {
     st.observed_generation = generation;
     st.phase = Some(Phase::Invalid);
     st.next_run_time = None;
-    set_condition(st, "Ready", false, REASON_INVALID_SPEC, clip_to(message, MAX_INVALID_MESSAGE), generation, now);
+    set_condition(st, ConditionType::Ready, false, Reason::InvalidSpec, clip_to(message, MAX_INVALID_MESSAGE), generation, now);
     reconciled(st, generation, now);
 }
 
 fn set_condition(
     st: &mut LoopServiceStatus,
-    type_: &str,
+    type_: ConditionType,
     status: bool,
-    reason: &str,
+    reason: Reason,
     message: String,
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    let status = if status { "True" } else { "False" }.to_string();
-    let last_transition_time = match st.conditions.iter().find(|c| c.type_ == type_) {
+    let status = condition_status(status).to_string();
+    let last_transition_time = match st.conditions.iter().find(|c| type_ == c.type_) {
         Some(c) if c.status == status => c.last_transition_time,
         _ => Time(now),
     };
@@ -645,7 +730,7 @@ fn set_condition(
         last_transition_time,
         observed_generation: generation,
     };
-    match st.conditions.iter_mut().find(|c| c.type_ == type_) {
+    match st.conditions.iter_mut().find(|c| type_ == c.type_) {
         Some(old) => *old = c,
         None => st.conditions.push(c),
     }
@@ -677,6 +762,45 @@ mod tests {
 
     const I: Duration = Duration::from_secs(10);
 
+    // The tables below speak in (loop, job, due, start, run request); these say it to the
+    // functions that take a whole observed Job or a Verdict.
+    fn seen(n: i64, job: &str, due: Timestamp, start: Timestamp, run_request: Option<&str>) -> ObservedJob {
+        ObservedJob { name: job.into(), loop_number: n, start, scheduled: Some(due), run_request: run_request.map(Into::into), end: None }
+    }
+    fn launched(st: &mut LoopServiceStatus, n: i64, job: &str, due: Timestamp, start: Timestamp, run_request: Option<&str>) -> Note {
+        super::launched(st, &seen(n, job, due, start, run_request))
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn rejected(
+        st: &mut LoopServiceStatus,
+        n: i64,
+        job: &str,
+        due: Timestamp,
+        start: Timestamp,
+        run_request: Option<&str>,
+        message: &str,
+        interval: Duration,
+    ) -> Vec<Note> {
+        super::rejected(st, &seen(n, job, due, start, run_request), message, interval)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        st: &LoopServiceStatus,
+        loops: Option<i64>,
+        suspended: bool,
+        run_request: Option<&str>,
+        interval: Duration,
+        jitter: Option<&Jitter<'_>>,
+        backoff: Option<(Duration, Duration)>,
+        now: Timestamp,
+    ) -> Decision {
+        super::decide(st, &Rules { loops, suspended, run_request, interval, jitter, backoff }, now)
+    }
+    fn finalize(st: &mut LoopServiceStatus, decision: &Decision, loops: Option<i64>, generation: Option<i64>, now: Timestamp) {
+        let prev = st.clone();
+        super::finalize(st, &prev, Verdict { decision, obstacle: None, loops, generation }, now);
+    }
+
     fn t(s: f64) -> Timestamp {
         Timestamp::from_millisecond((s * 1000.0) as i64).unwrap()
     }
@@ -693,7 +817,7 @@ mod tests {
                     if ok {
                         Outcome::Succeeded
                     } else {
-                        Outcome::Failed { reason: "JobFailed".into(), message: "container exited with code 1".into() }
+                        Outcome::Failed { reason: Reason::JobFailed, message: "container exited with code 1".into() }
                     },
                 )
             }),
@@ -711,15 +835,15 @@ mod tests {
     #[test]
     fn a_failing_reconcile_shows_in_a_condition_that_the_next_success_clears() {
         let (mut st, _, _) = step(&LoopServiceStatus::default(), &[], 5.0);
-        assert!(!st.conditions.iter().any(|c| c.type_ == CONDITION_RECONCILED), "none until something fails");
+        assert!(!st.conditions.iter().any(|c| c.type_ == ConditionType::Reconciled), "none until something fails");
         reconcile_failed(&mut st, "creating job r-1: jobs.batch is forbidden", 3, t(6.0));
-        let c = st.conditions.iter().find(|c| c.type_ == CONDITION_RECONCILED).unwrap();
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", REASON_RECONCILE_ERROR));
+        let c = st.conditions.iter().find(|c| c.type_ == ConditionType::Reconciled).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", Reason::ReconcileError.as_str()));
         assert!(c.message.contains("3 reconcile(s) failed in a row") && c.message.contains("forbidden"), "{}", c.message);
         assert_eq!(st.loops_started, 0, "a reconcile error is not a loop");
         let (st, _, _) = step(&st, &[], 7.0);
-        let c = st.conditions.iter().find(|c| c.type_ == CONDITION_RECONCILED).unwrap();
-        assert_eq!((c.status.as_str(), c.reason.as_str(), c.last_transition_time), ("True", REASON_RECONCILED, Time(t(7.0))));
+        let c = st.conditions.iter().find(|c| c.type_ == ConditionType::Reconciled).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str(), c.last_transition_time), ("True", Reason::Reconciled.as_str(), Time(t(7.0))));
     }
 
     #[test]
@@ -745,7 +869,7 @@ mod tests {
         assert_eq!(st.next_run_time, Some(Time(t(15.0))));
         assert_eq!(st.phase, Some(Phase::Waiting));
         assert_eq!(st.active_job, None);
-        assert_eq!(notes, vec![Note::normal("LoopSucceeded", "loop 1 succeeded in 3 seconds".into()).about(Some("r-1"))]);
+        assert_eq!(notes, vec![Note::normal(Reason::LoopSucceeded, "loop 1 succeeded in 3 seconds".into()).about(Some("r-1"))]);
 
         // Recording is idempotent: the same Jobs seen again change nothing and say nothing.
         let (again, _, notes) = step(&st, &[job(1, 5.0, Some((8.0, true)))], 9.0);
@@ -894,18 +1018,20 @@ mod tests {
         launched(&mut prev, 1, "r-1", t(0.0), t(0.0), None);
         finalize(&mut prev, &Decision::Running { job: "r-1".into() }, None, Some(1), t(1.0));
 
+        let running = Decision::Running { job: "r-1".into() };
+        let stuck = Obstacle::Stuck { job: "r-1".into(), reason: Reason::LoopStuck, why: why.into() };
+        let verdict = || Verdict { decision: &running, obstacle: Some(&stuck), loops: None, generation: Some(1) };
         let mut st = prev.clone();
-        finalize(&mut st, &Decision::Running { job: "r-1".into() }, None, Some(1), t(20.0));
-        let note = not_ready(&mut st, &prev, "LoopStuck", why.into(), Some("r-1"), Some(1), t(20.0)).unwrap();
+        let note = super::finalize(&mut st, &prev, verdict(), t(20.0)).unwrap();
         assert!(note.warning && note.message.contains("ErrImageNeverPull") && note.job.as_deref() == Some("r-1"));
         let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap().clone();
         assert_eq!((ready.status.as_str(), ready.reason.as_str(), ready.last_transition_time), ("False", "LoopStuck", Time(t(20.0))));
+        assert_eq!(ready.message, format!("loop 1 is running as Job r-1, but {why}"));
 
         // The next reconcile sees the same: no second Event, the same transition time.
         let stored = st.clone();
         let mut again = stored.clone();
-        finalize(&mut again, &Decision::Running { job: "r-1".into() }, None, Some(1), t(35.0));
-        assert_eq!(not_ready(&mut again, &stored, "LoopStuck", why.into(), Some("r-1"), Some(1), t(35.0)), None);
+        assert_eq!(super::finalize(&mut again, &stored, verdict(), t(35.0)), None);
         assert_eq!(again, stored, "nothing to write");
     }
 
@@ -1223,7 +1349,7 @@ mod tests {
         };
         assert_eq!(run(&mut st, &mut jobs, 1, false, 1), None);
         let note = run(&mut st, &mut jobs, 2, false, 1).expect("suspended after 2");
-        assert!(note.warning && note.reason == REASON_SUSPENDED_AFTER_FAILURES && note.job.as_deref() == Some("r-2"), "{note:?}");
+        assert!(note.warning && note.reason == Reason::SuspendedAfterFailures && note.job.as_deref() == Some("r-2"), "{note:?}");
         assert!(note.message.contains("after 2 loops failed in a row"), "{}", note.message);
         let d = decide(&st, None, false, None, I, None, None, t(100.0));
         assert_eq!(d, Decision::SuspendedAfterFailures { failures: 2, r#loop: 2 });

@@ -14,6 +14,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use loopservice_operator::crd::{LoopServiceStatus, Time};
 use loopservice_operator::job::{self, ObservedJob, Outcome};
+use loopservice_operator::keys;
 use loopservice_operator::schedule::{self, parse_duration, Jitter, MAX_DURATION};
 use loopservice_operator::status::{self, Decision};
 use proptest::prelude::*;
@@ -230,12 +231,12 @@ fn any_job() -> impl Strategy<Value = Value> {
     )
         .prop_map(|(name, label, (start, scheduled, request, extra), created, conditions, completion)| {
             let mut ann: BTreeMap<String, String> = extra;
-            for (k, v) in [(job::ANN_STARTED, start), (job::ANN_SCHEDULED, scheduled), (job::ANN_RUN_REQUEST, request)] {
+            for (k, v) in [(keys::ANN_STARTED, start), (keys::ANN_SCHEDULED, scheduled), (keys::ANN_RUN_REQUEST, request)] {
                 if let Some(v) = v {
                     ann.insert(k.to_string(), v);
                 }
             }
-            let labels: BTreeMap<String, String> = label.map(|l| (job::LABEL_LOOP.to_string(), l)).into_iter().collect();
+            let labels: BTreeMap<String, String> = label.map(|l| (keys::LABEL_LOOP.to_string(), l)).into_iter().collect();
             json!({
                 "metadata": {"name": name, "labels": labels, "annotations": ann, "creationTimestamp": created},
                 "status": {"conditions": conditions, "completionTime": completion},
@@ -358,7 +359,11 @@ fn observed_jobs() -> impl Strategy<Value = Vec<ObservedJob>> {
             end: end.map(|(e, ok)| {
                 (
                     e.max(start),
-                    if ok { Outcome::Succeeded } else { Outcome::Failed { reason: "JobFailed".into(), message: "exit 1".into() } },
+                    if ok {
+                        Outcome::Succeeded
+                    } else {
+                        Outcome::Failed { reason: loopservice_operator::reasons::Reason::JobFailed, message: "exit 1".into() }
+                    },
                 )
             }),
         });
@@ -410,7 +415,8 @@ fn any_status_and_jobs_are_recorded_and_decided_without_panic_and_counters_never
         let _ = status::suspend_after_failures(&mut st, suspend_after, Some(1), now);
         let uid = "0c4d2f7e-1111-2222-3333-444455556666";
         let jitter = jitter.filter(|j| *j < interval).map(|max| Jitter { uid, max, created: now });
-        let decision = status::decide(&st, loops, suspended, request, interval, jitter.as_ref(), backoff, now);
+        let rules = status::Rules { loops, suspended, run_request: request, interval, jitter: jitter.as_ref(), backoff };
+        let decision = status::decide(&st, &rules, now);
         match &decision {
             Decision::Launch { loop_number, scheduled, .. } => {
                 prop_assert_eq!(*loop_number, st.loops_started.saturating_add(1));
@@ -426,8 +432,10 @@ fn any_status_and_jobs_are_recorded_and_decided_without_panic_and_counters_never
             Decision::Finished => prop_assert!(loops.is_some()),
             Decision::Suspended => prop_assert!(suspended),
             Decision::SuspendedAfterFailures { .. } => {}
+            Decision::Invalid { .. } => prop_assert!(false, "decide never finds a spec invalid"),
         }
-        status::finalize(&mut st, &decision, loops, Some(1), now);
+        let prev = st.clone();
+        status::finalize(&mut st, &prev, status::Verdict { decision: &decision, obstacle: None, loops, generation: Some(1) }, now);
         prop_assert!(st.phase.is_some());
         prop_assert!(st.conditions.iter().filter(|c| c.type_ == "Ready").count() == 1);
         status::invalid(&mut st, &"x".repeat(100_000), Some(2), now);

@@ -10,9 +10,9 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::PostParams;
 use kube::Api;
-use loopservice_operator::controller::Settings;
 use loopservice_operator::crd::LoopService;
 use loopservice_operator::job::{build_job, JobParams, PreviousResult};
+use loopservice_operator::reconcile::Settings;
 
 use crate::peers::loopservice;
 use crate::support::TestNs;

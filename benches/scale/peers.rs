@@ -10,7 +10,7 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, PostParams};
 use kube::Api;
-use loopservice_operator::job::{ANN_SCHEDULED, ANN_STARTED, LABEL_LOOP, LABEL_NAME};
+use loopservice_operator::keys::{ANN_SCHEDULED, ANN_STARTED, LABEL_LOOP, LABEL_NAME};
 use serde_json::json;
 
 use crate::apiserver::{self, Counts};

@@ -12,10 +12,10 @@ use serde::Serialize;
 use super::connect::Target;
 use super::format::{self, relative};
 use super::{Error, Output, EXIT_OK};
-use crate::crd::{LoopService, Phase, Time, Trigger};
-use crate::job::ANN_RUN_REQUESTED_AT;
+use crate::crd::{LoopService, Phase, Time};
+use crate::keys::ANN_RUN_REQUESTED_AT;
 use crate::schedule::{self, Jitter};
-use crate::status::{self, Decision};
+use crate::status::{self, Decision, Rules};
 
 /// The explanation, as `-o json|yaml` prints it.
 #[derive(Serialize, Debug)]
@@ -113,20 +113,23 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
     let jitter = valid.jitter.map(|max| Jitter { uid: &uid, max, created });
     let request = ls.annotations().get(ANN_RUN_REQUESTED_AT).map(String::as_str);
     let suspended = ls.spec.is_suspended();
-    let decision = status::decide(&st, ls.spec.loops, suspended, request, valid.interval, jitter.as_ref(), valid.failure_backoff, now);
+    let rules = Rules {
+        loops: ls.spec.loops,
+        suspended,
+        run_request: request,
+        interval: valid.interval,
+        jitter: jitter.as_ref(),
+        backoff: valid.failure_backoff,
+    };
+    let decision = status::decide(&st, &rules, now);
+    let timing = status::timing(&st, &rules, now);
     let pending = status::pending_run_request(&st, request);
     let last = st.loops_started;
     let next = last.saturating_add(1);
     let running = st.active_job.clone();
 
     // interval: the loop rule's time, anchored on the previous start (without its jitter delay).
-    let start = st.last_start_time.map(|t| t.0);
-    let last_manual = st.history.iter().any(|r| r.r#loop == last && r.trigger == Trigger::Manual);
-    let anchor = start.map(|s| match &jitter {
-        Some(j) if !last_manual => schedule::sub(s, j.offset(last)),
-        _ => s,
-    });
-    let by_interval = anchor.map(|a| schedule::add(a, valid.interval));
+    let (start, anchor, by_interval) = (timing.previous_start, timing.anchor, timing.by_interval);
     e.factors.push(match (start, anchor, by_interval) {
         (Some(s), Some(a), Some(due)) => {
             let base = if a == s {
@@ -167,12 +170,10 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
     let rule = by_interval.max(end);
 
     // failure backoff: after failures in a row, a wait after the latest failed end.
-    e.factors.push(match (valid.failure_backoff, st.last_failure_time) {
+    e.factors.push(match (valid.failure_backoff, timing.backoff) {
         (None, _) => factor("failureBackoff", false, "not set (spec.failureBackoff)".into(), None),
-        (Some((initial, max)), Some(failed)) if st.consecutive_failures > 0 => {
-            let k = st.consecutive_failures;
-            let wait = schedule::failure_backoff(k, initial, max);
-            let until = schedule::add(failed.0, wait);
+        (Some((initial, max)), Some(b)) => {
+            let (k, wait, until, failed) = (b.failures, b.wait, b.until, Time(b.after));
             let applies = rule.is_none_or(|r| until > r);
             let mut detail = format!(
                 "{k} loop(s) failed in a row: the next waits min({} x 2^{}, {}) = {} after the latest failed end, {}: {}",
@@ -200,7 +201,7 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
     e.factors.push(match &jitter {
         None => factor("jitter", false, "not set (spec.jitter)".into(), None),
         Some(j) => {
-            let off = j.offset(next);
+            let off = timing.jitter.unwrap_or_default();
             let applies = matches!(decision, Decision::Wait { .. } | Decision::Launch { run_request: None, .. });
             let mut detail =
                 format!("loop {next} starts {} after it is due (stable for the uid and loop number, in [0, {}))", dur(off), dur(j.max));
@@ -278,7 +279,7 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
             summary: format!("loop {loop_number} starts now, for run request {r:?}"),
         },
         Decision::Launch { loop_number, scheduled, run_request: None } => {
-            let at = jitter.as_ref().map_or(scheduled, |j| schedule::add(scheduled, j.offset(loop_number)));
+            let at = if scheduled == timing.due { timing.start } else { scheduled };
             let mut summary = format!("loop {loop_number} is due ({}): the operator starts it now", when(at, now));
             if schedule::until(now, at) > Duration::from_secs(10) {
                 summary.push_str("; it is overdue: is the operator running?");
@@ -310,6 +311,9 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
         },
         Decision::Finished => {
             Next { state: "Finished".into(), loop_number: None, at: None, summary: "no scheduled loop is left (spec.loops)".into() }
+        }
+        Decision::Invalid { message, .. } => {
+            Next { state: "Invalid".into(), loop_number: None, at: None, summary: format!("the spec cannot be run: {message}") }
         }
     };
     e

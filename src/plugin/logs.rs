@@ -12,7 +12,7 @@ use kube::{Api, ResourceExt};
 use super::connect::Target;
 use super::{Error, EXIT_OK};
 use crate::crd::LoopService;
-use crate::job::{CONTAINER, LABEL_LOOP, LABEL_UID};
+use crate::keys::{CONTAINER, LABEL_LOOP, LABEL_UID};
 
 pub async fn logs(t: &Target, name: &str, loop_number: Option<i64>, follow: bool) -> Result<u8, Error> {
     let api: Api<LoopService> = Api::namespaced(t.client.clone(), &t.namespace);

@@ -18,7 +18,8 @@ use super::format;
 use super::logs::termination;
 use super::{Error, EXIT_LOOP_FAILED, EXIT_OK};
 use crate::crd::LoopService;
-use crate::job::{self, Outcome, ANN_RUN_REQUEST, ANN_RUN_REQUESTED_AT, LABEL_UID};
+use crate::job::{self, Outcome};
+use crate::keys::{ANN_RUN_REQUEST, ANN_RUN_REQUESTED_AT, LABEL_UID};
 
 pub async fn run(t: &Target, name: &str, wait: bool, timeout: Duration) -> Result<u8, Error> {
     let api: Api<LoopService> = Api::namespaced(t.client.clone(), &t.namespace);

@@ -16,7 +16,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::job;
+use crate::keys;
 
 /// Watches are closed and re-opened by the server after this many seconds; a watch that hears
 /// nothing for this long (plus kube's margin) is taken for dead and re-opened.
@@ -37,7 +37,7 @@ pub fn watch_backoff() -> impl kube::runtime::utils::Backoff + 'static {
 
 /// The watch configuration of the operator's own objects: labelled as managed by it.
 pub fn owned_config() -> watcher::Config {
-    watcher::Config::default().labels(&format!("{}={}", job::LABEL_MANAGED_BY, job::MANAGER)).timeout(WATCH_TIMEOUT_SECS)
+    watcher::Config::default().labels(&format!("{}={}", keys::LABEL_MANAGED_BY, keys::MANAGER)).timeout(WATCH_TIMEOUT_SECS)
 }
 
 /// Names of cached objects by the uid of the LoopService they belong to (their
@@ -54,7 +54,7 @@ struct ObjectKey {
 
 impl OwnerIndex {
     fn key<K: Resource>(obj: &K) -> Option<(String, ObjectKey)> {
-        let uid = obj.meta().labels.as_ref()?.get(job::LABEL_UID)?.clone();
+        let uid = obj.meta().labels.as_ref()?.get(keys::LABEL_UID)?.clone();
         let key = ObjectKey { namespace: obj.meta().namespace.clone()?, name: obj.meta().name.clone()? };
         Some((uid, key))
     }
@@ -94,7 +94,7 @@ impl OwnerIndex {
         let Some(set) = map.get_mut(uid) else { return vec![] };
         let mut found = Vec::with_capacity(set.len());
         set.retain(|k| match store.get(&ObjectRef::new(&k.name).within(&k.namespace)) {
-            Some(o) if o.labels().get(job::LABEL_UID).map(String::as_str) == Some(uid) => {
+            Some(o) if o.labels().get(keys::LABEL_UID).map(String::as_str) == Some(uid) => {
                 found.push(o);
                 true
             }
@@ -262,7 +262,7 @@ mod tests {
         let s = j.status.unwrap();
         assert_eq!(s.active, None);
         assert_eq!(s.conditions.unwrap()[0].type_, "Complete");
-        assert_eq!(j.metadata.labels.unwrap()[job::LABEL_UID], "ls1");
+        assert_eq!(j.metadata.labels.unwrap()[keys::LABEL_UID], "ls1");
     }
 
     #[test]

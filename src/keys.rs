@@ -1,0 +1,40 @@
+//! The names the operator and its users share: labels and annotations on LoopServices, Jobs
+//! and Pods, the loop container's name and environment, and Kubernetes' own keys it reads.
+//! Tests, benches and the kubectl plugin import them from here.
+
+pub const LABEL_NAME: &str = "loops.dev/loopservice";
+pub const LABEL_UID: &str = "loops.dev/loopservice-uid";
+pub const LABEL_LOOP: &str = "loops.dev/loop";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGER: &str = "loopservice-operator";
+pub const ANN_NAME: &str = "loops.dev/loopservice";
+pub const ANN_LOOP: &str = "loops.dev/loop";
+pub const ANN_SCHEDULED: &str = "loops.dev/scheduled-time";
+pub const ANN_STARTED: &str = "loops.dev/start-time";
+pub const ANN_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+/// With spec.jitter: the due time plus the loop's delay.
+pub const ANN_JITTERED: &str = "loops.dev/jittered-time";
+/// On a LoopService: a new value starts a loop at once (or when the running loop ends).
+pub const ANN_RUN_REQUESTED_AT: &str = "loops.dev/run-requested-at";
+/// On a loop's Job: `Scheduled` or `Manual`.
+pub const ANN_TRIGGER: &str = "loops.dev/trigger";
+/// On a manual loop's Job: the value of the run request it answers.
+pub const ANN_RUN_REQUEST: &str = "loops.dev/run-request";
+pub const CONTAINER: &str = "loop";
+/// The variables the operator gives the loop's container.
+pub const ENV_LOOP_NUMBER: &str = "LOOP_NUMBER";
+pub const ENV_SCHEDULED_TIME: &str = "LOOP_SCHEDULED_TIME";
+pub const ENV_LOOPSERVICE_NAME: &str = "LOOPSERVICE_NAME";
+pub const ENV_PREVIOUS_RESULT: &str = "LOOP_PREVIOUS_RESULT";
+pub const ENV_LAST_SUCCESS_TIME: &str = "LOOP_LAST_SUCCESS_TIME";
+/// Every variable the operator sets in the loop's container; a spec may not set them.
+pub const LOOP_ENV: [&str; 5] = [ENV_LOOP_NUMBER, ENV_SCHEDULED_TIME, ENV_LOOPSERVICE_NAME, ENV_PREVIOUS_RESULT, ENV_LAST_SUCCESS_TIME];
+
+/// Set by the Job controller on its Pods: the Job's name.
+pub const LABEL_JOB_NAME: &str = "job-name";
+/// Set by the Job controller on its Pods (before 1.27 without the prefix).
+pub const LABEL_CONTROLLER_UID: &str = "controller-uid";
+/// Set by the Job controller on its Pods from Kubernetes 1.27.
+pub const LABEL_BATCH_JOB_NAME: &str = "batch.kubernetes.io/job-name";
+/// Kept by `kubectl apply` on the objects it applies; the operator never reads it.
+pub const ANN_LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";

@@ -1,0 +1,302 @@
+//! Observe: what is known of one LoopService before deciding. The caches answer almost all
+//! of it; the API server is asked only what they cannot say: the stored object when the cache
+//! lacks this instance's own last write (the one stale-cache check), what it thinks of a new
+//! spec (a dry run, shared by LoopServices of one spec), the running loop's Job when the cache
+//! lost it, and why a Job has no Pod.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Resource, ResourceExt};
+use tracing::warn;
+
+use super::context::Context;
+use crate::crd::{LoopService, LoopServiceStatus, Phase};
+use crate::job::{self, JobParams, ObservedJob, Outcome};
+use crate::keys::LABEL_JOB_NAME;
+use crate::reasons::Reason;
+use crate::schedule;
+use crate::spec::ValidSpec;
+use crate::status::Obstacle;
+use crate::text::clip;
+use crate::turns::Priority;
+use crate::{is_transient, Error, Result};
+
+/// A reconcile that finds the cache without this instance's last status write (the watch a
+/// step behind it) runs again after `OWN_WRITE_RECHECK`, for up to `OWN_WRITE_WAIT` after the
+/// write, before it reads the stored object instead: the watch almost always brings the write
+/// within milliseconds, and a read per loop costs the API server more than a short wait.
+pub const OWN_WRITE_RECHECK: Duration = Duration::from_millis(50);
+const OWN_WRITE_WAIT: Duration = Duration::from_secs(2);
+/// A loop's Pod gets this long to start before a waiting container counts as stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(10);
+
+/// What a reconcile found.
+pub enum Observation {
+    /// Enough to decide on.
+    Seen(Box<Observed>),
+    /// The cache lacks this instance's status write of a moment ago: look again shortly.
+    Behind,
+    /// Being deleted (its Jobs go with it, through their owner references), or gone.
+    Gone,
+}
+
+/// Whether the spec can run, and if not, who said so.
+pub enum Checked {
+    Valid(ValidSpec),
+    /// The operator's own checks refuse it: nothing runs until the spec changes.
+    Invalid(String),
+    /// The API server refuses (or would drop part of) the Job it makes: checked again now and
+    /// then, since the cause may lie outside the spec (a quota, a webhook).
+    Refused(String),
+}
+
+/// One LoopService as the reconcile decides on it.
+pub struct Observed {
+    /// The cached LoopService, or the stored one when the cache was behind.
+    pub ls: Arc<LoopService>,
+    pub namespace: String,
+    pub uid: String,
+    /// The status as stored (the last one written).
+    pub prev: LoopServiceStatus,
+    pub spec: Checked,
+    /// Its loops' Jobs, by loop number; a failed loop not yet recorded says what its Pods said.
+    pub jobs: Vec<ObservedJob>,
+    /// A Pod of a deleted Job of this LoopService that still runs (its name and phase): the
+    /// next loop waits for it.
+    pub lingering: Option<(String, String)>,
+    /// The running loop's Pod cannot start, or cannot be created.
+    pub stuck: Option<Obstacle>,
+    /// SIGTERM came: no new loop starts.
+    pub draining: bool,
+    /// A watch failed lately: the running loop is rechecked more often.
+    pub suspect: bool,
+}
+
+/// Observes one LoopService at `now`.
+pub async fn observe(ls: Arc<LoopService>, ctx: &Context, now: Timestamp) -> Result<Observation> {
+    let name = ls.name_any();
+    let (Some(namespace), Some(uid)) = (ls.namespace(), ls.uid()) else {
+        return Err(Error::Incomplete(name));
+    };
+    let ls = match current(ls, ctx, &namespace, &uid).await? {
+        Current::Use(ls) => ls,
+        Current::Behind => return Ok(Observation::Behind),
+        Current::Gone => return Ok(Observation::Gone),
+    };
+    if ls.meta().deletion_timestamp.is_some() {
+        return Ok(Observation::Gone);
+    }
+    let prev = ls.status.clone().unwrap_or_default();
+    let spec = check(&ls, ctx, &namespace, &prev, now).await?;
+    let mut seen = Observed {
+        ls,
+        namespace,
+        uid,
+        prev,
+        spec,
+        jobs: vec![],
+        lingering: None,
+        stuck: None,
+        draining: ctx.draining.load(Ordering::SeqCst),
+        suspect: ctx.caches_suspect(),
+    };
+    if matches!(seen.spec, Checked::Valid(_)) {
+        seen.jobs = jobs(&seen, ctx).await?;
+        let pods = ctx.caches.pods.of(&seen.uid);
+        explain_failures(&mut seen.jobs, &pods, seen.prev.last_finished_loop);
+        seen.lingering = lingering(&seen.jobs, &pods);
+        seen.stuck = stuck(&seen, &pods, ctx, now).await;
+    }
+    Ok(Observation::Seen(Box::new(seen)))
+}
+
+enum Current {
+    Use(Arc<LoopService>),
+    Behind,
+    Gone,
+}
+
+/// The one stale-cache check: the LoopService to decide on. A cached object without this instance's last status write (the watch a step behind it)
+/// would decide on an old status (and could start a loop that already ran): it is waited for a
+/// moment, then read from the API server.
+async fn current(ls: Arc<LoopService>, ctx: &Context, ns: &str, uid: &str) -> Result<Current> {
+    let cached = ls.status.clone().unwrap_or_default();
+    match ctx.behind_last_write(uid, &cached) {
+        None => return Ok(Current::Use(ls)),
+        Some(ago) if ago < OWN_WRITE_WAIT && !ctx.caches_suspect() => {
+            ctx.metrics.own_write_waits.inc();
+            return Ok(Current::Behind);
+        }
+        Some(_) => {}
+    }
+    let name = ls.name_any();
+    let _turn = ctx.request(Priority::Bookkeeping).await;
+    let mut stored = match Api::<LoopService>::namespaced(ctx.client.clone(), ns).get(&name).await {
+        Ok(stored) => stored,
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Current::Gone),
+        Err(e) => return Err(Error::GetLoopService(format!("{ns}/{name}"), e)),
+    };
+    if stored.resource_version() == ls.resource_version() {
+        // Someone else wrote it last; the cache is current.
+        ctx.remember_written(uid, &cached);
+        return Ok(Current::Use(ls));
+    }
+    crate::runtime::trim_loopservice(&mut stored);
+    ctx.metrics.stale_reads.inc();
+    Ok(Current::Use(Arc::new(stored)))
+}
+
+/// Checks the spec: the operator's own rules, then, for a spec not seen run before, the API
+/// server's dry run of the Job it makes (what it would refuse or drop is InvalidSpec now, not a
+/// failed loop later). While refused, the check is repeated.
+async fn check(ls: &LoopService, ctx: &Context, ns: &str, prev: &LoopServiceStatus, now: Timestamp) -> Result<Checked> {
+    let valid = match ls.spec.validate() {
+        Ok(v) => v,
+        Err(errors) => return Ok(Checked::Invalid(errors.to_string())),
+    };
+    if prev.observed_generation == ls.metadata.generation && prev.phase != Some(Phase::Invalid) {
+        return Ok(Checked::Valid(valid));
+    }
+    let verdict = ctx.verdicts.cell(ns, &ls.spec);
+    let refused = verdict
+        .get_or_try_init(|| async {
+            let _turn = ctx.request(Priority::Launch).await;
+            dry_run(ls, &valid, ctx, prev.loops_started.saturating_add(1), now).await
+        })
+        .await?;
+    Ok(match refused {
+        Some(message) => Checked::Refused(message.clone()),
+        None => Checked::Valid(valid),
+    })
+}
+
+/// Asks the API server to validate, not create, the Job that loop `n` of this spec would be
+/// (a server-side dry run). `Some(message)` when it refuses it, or would drop a field of it
+/// that this Kubernetes version does not have.
+async fn dry_run(ls: &LoopService, spec: &ValidSpec, ctx: &Context, n: i64, now: Timestamp) -> Result<Option<String>> {
+    let params = JobParams {
+        ls,
+        spec,
+        loop_number: n,
+        scheduled: now,
+        start: now,
+        run_request: None,
+        jittered: None,
+        previous: job::PreviousResult::None,
+        last_success: Some(now),
+    };
+    let Some(job) = job::build_job(&params) else {
+        return Err(Error::Incomplete(ls.name_any()));
+    };
+    let job_name = job.name_any();
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ls.namespace().unwrap_or_default());
+    let pp = PostParams { dry_run: true, ..PostParams::default() };
+    match api.create(&pp, &job).await {
+        Ok(stored) => {
+            let sent = serde_json::to_value(&job.spec).unwrap_or_default();
+            let back = serde_json::to_value(&stored.spec).unwrap_or_default();
+            let dropped = crate::json_paths::dropped_paths(&sent, &back, "spec");
+            Ok((!dropped.is_empty())
+                .then(|| format!("this Kubernetes API server drops {}: a field or feature it does not have", dropped.join(", "))))
+        }
+        // A Job of that name exists: not the spec's fault (the launch reports whose it is).
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+        Err(e) if is_transient(&e) => Err(Error::CheckJob(job_name, e)),
+        Err(kube::Error::Api(s)) if super::act::forbids_the_operator(&s) => Err(Error::CheckJob(job_name, kube::Error::Api(s))),
+        Err(kube::Error::Api(s)) => Ok(Some(clip(&format!("the API server refuses the Job this spec makes: {}", s.message)))),
+        Err(e) => Err(Error::CheckJob(job_name, e)),
+    }
+}
+
+/// The LoopService's loops' Jobs, from the cache. The running loop's Job missing from it is
+/// either deleted or not yet seen by a watch that is catching up (after an API server
+/// restart): it is read, rather than counted deleted with the next loop started beside it.
+/// While a watch failed lately it is read anyway: the cached Job may not show that it ended.
+async fn jobs(seen: &Observed, ctx: &Context) -> Result<Vec<ObservedJob>> {
+    let uid = seen.uid.as_str();
+    let owned = |j: &Job| j.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true));
+    let mut jobs: Vec<ObservedJob> = ctx.caches.jobs.of(uid).iter().filter(|j| owned(j)).filter_map(|j| job::observe(j)).collect();
+    let active = seen.prev.active_job.as_deref().filter(|a| seen.suspect || !jobs.iter().any(|j| j.name == *a));
+    if let Some(active) = active {
+        let _turn = ctx.request(Priority::Bookkeeping).await;
+        let api: Api<Job> = Api::namespaced(ctx.client.clone(), &seen.namespace);
+        let stored = api.get_opt(active).await.map_err(|e| Error::GetJob(active.to_string(), e))?;
+        jobs.retain(|j| j.name != active);
+        jobs.extend(stored.filter(|j| owned(j)).as_ref().and_then(job::observe));
+    }
+    jobs.sort_by_key(|j| j.loop_number);
+    Ok(jobs)
+}
+
+fn pods_of<'a>(pods: &'a [Arc<Pod>], job: &'a str) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
+    pods.iter().filter(move |p| p.labels().get(LABEL_JOB_NAME).map(String::as_str) == Some(job))
+}
+
+/// A failed loop not yet recorded says what its Pods said, not only "failed".
+fn explain_failures(jobs: &mut [ObservedJob], pods: &[Arc<Pod>], last_finished: i64) {
+    for j in jobs.iter_mut().filter(|j| j.loop_number > last_finished) {
+        if let Some((_, Outcome::Failed { message, .. })) = &mut j.end {
+            let of_job: Vec<Pod> = pods_of(pods, &j.name).map(|p| Pod::clone(p)).collect();
+            let detail = job::describe_pods(&of_job);
+            if !detail.is_empty() {
+                *message = format!("{detail}; {message}");
+            }
+        }
+    }
+}
+
+/// Loops never overlap: a Pod still running whose Job is gone (deleted while its loop ran) is
+/// on its way out, and the next loop waits for it.
+fn lingering(jobs: &[ObservedJob], pods: &[Arc<Pod>]) -> Option<(String, String)> {
+    let pod = pods.iter().find(|p| {
+        let job = p.labels().get(LABEL_JOB_NAME).map(String::as_str);
+        !jobs.iter().any(|j| Some(j.name.as_str()) == job)
+            && matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running" | "Pending"))
+    })?;
+    let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+    Some((pod.name_any(), phase))
+}
+
+/// Why the running loop cannot make progress, once it has run for `STUCK_AFTER`: its Pod
+/// waits for something that will not come (an image that cannot be pulled), or there is no
+/// Pod at all, and the Job controller's `FailedCreate` Event says why.
+async fn stuck(seen: &Observed, pods: &[Arc<Pod>], ctx: &Context, now: Timestamp) -> Option<Obstacle> {
+    let running = seen.jobs.iter().filter(|j| j.end.is_none()).max_by_key(|j| j.loop_number)?;
+    if schedule::seconds_between(running.start, now) < STUCK_AFTER.as_secs_f64() {
+        return None;
+    }
+    let of_job: Vec<Pod> = pods_of(pods, &running.name).map(|p| Pod::clone(p)).collect();
+    let (reason, why) = match job::stuck_reason(&of_job) {
+        Some(why) => (Reason::LoopStuck, why),
+        None if of_job.is_empty() => (Reason::PodCreateFailed, pod_create_failure(ctx, &seen.namespace, &running.name).await?),
+        None => return None,
+    };
+    Some(Obstacle::Stuck { job: running.name.clone(), reason, why })
+}
+
+/// Why the Job controller could not create the Pod of `job`, from the Job's latest
+/// `FailedCreate` Event (a missing ServiceAccount, a PodSecurity or quota refusal). Best
+/// effort: `None` when unknown.
+async fn pod_create_failure(ctx: &Context, ns: &str, job: &str) -> Option<String> {
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(ctx.client.clone(), ns);
+    let lp = ListParams::default().fields(&format!("involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"));
+    let _turn = ctx.request(Priority::Bookkeeping).await;
+    match api.list(&lp).await {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0).or(e.event_time.as_ref().map(|t| t.0)))
+            .and_then(|e| e.message)
+            .map(|m| format!("its Pod cannot be created: {}", clip(&m))),
+        Err(e) => {
+            warn!(namespace = %ns, %job, error = %e, "could not read the events of the running loop's job");
+            None
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Plan: pure. From what was observed and the one `now` of the reconcile, everything it will
+//! do: the loops to record, the Job to create, the Ready verdict with whatever stands in the
+//! way, the Events, the old Jobs to delete, and when to look again. [`conclude`] folds in what
+//! the API server answered to the launch, the one step that has to wait for it.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::observe::{Checked, Observed};
+use crate::crd::LoopServiceStatus;
+use crate::job::{ObservedJob, PreviousResult};
+use crate::keys::ANN_RUN_REQUESTED_AT;
+use crate::schedule::{self, Jitter};
+use crate::spec::ValidSpec;
+use crate::status::{self, Decision, Note, Obstacle, Rules, Verdict};
+
+/// Default number of finished Jobs kept per LoopService, for successes and for failures.
+const DEFAULT_HISTORY: usize = 3;
+/// While a loop runs, its Job's watch events wake the reconcile on its end; this recheck
+/// looks at its Pods for a reason it cannot make progress (a missing image, say).
+const RUNNING_RECHECK: Duration = Duration::from_secs(15);
+/// The recheck of a running loop while the caches are suspect (a watch failed lately).
+const SUSPECT_RECHECK: Duration = Duration::from_secs(2);
+/// How often a loop blocked by a Job name that is taken tries again.
+const NAME_TAKEN_RECHECK: Duration = Duration::from_secs(5);
+/// How often a spec the API server refused is checked again (the cause may be outside it).
+const RECHECK_INVALID: Duration = Duration::from_secs(30);
+/// How often a loop waiting for a lingering Pod, or left due by a draining instance, looks again.
+const SHORT_RECHECK: Duration = Duration::from_secs(1);
+
+/// Everything one reconcile will do, before it asks the API server anything.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The status with every loop the Jobs show recorded, before the launch.
+    pub status: LoopServiceStatus,
+    /// What happened, for Events and metrics.
+    pub notes: Vec<Note>,
+    pub decision: Decision,
+    /// The loop to start now, if any.
+    pub launch: Option<Launch>,
+    /// What holds the next step up.
+    pub obstacle: Option<Obstacle>,
+}
+
+/// A loop to start: what its Job is built from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    pub loop_number: i64,
+    /// When it was due.
+    pub scheduled: Timestamp,
+    /// With spec.jitter, when it was to start (due plus its offset); a run request has none.
+    pub jittered: Option<Timestamp>,
+    /// The run request it answers, for a manual loop.
+    pub run_request: Option<String>,
+    pub previous: PreviousResult,
+    pub last_success: Option<Timestamp>,
+}
+
+/// What the API server answered to a launch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Launched {
+    /// The Job was created (its start: the instant of the create).
+    Created(ObservedJob),
+    /// The Job existed already, this LoopService's: made by an instance that died before
+    /// recording it. Adopted, never made twice.
+    Adopted(ObservedJob),
+    /// A Job of that name exists and is not this LoopService's.
+    NameTaken { job: String },
+    /// The API server refused the Job (a quota, a webhook), with its message.
+    Rejected { seen: ObservedJob, message: String },
+}
+
+/// When to reconcile again, if nothing changes before.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Requeue {
+    /// At this instant (counted from when the reconcile returns).
+    At(Timestamp),
+    After(Duration),
+    /// Only when the LoopService or its Jobs change.
+    OnChange,
+}
+
+/// What the reconcile ends with: the status to store, the Events, the Jobs to delete once it
+/// is stored, and the next look.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub status: LoopServiceStatus,
+    pub notes: Vec<Note>,
+    pub deletes: Vec<String>,
+    pub requeue: Requeue,
+}
+
+/// Plans one reconcile at `now`.
+pub fn plan(o: &Observed, now: Timestamp) -> Plan {
+    let valid = match &o.spec {
+        Checked::Valid(valid) => valid,
+        Checked::Invalid(message) | Checked::Refused(message) => {
+            let recheck = matches!(o.spec, Checked::Refused(_));
+            let decision = Decision::Invalid { message: message.clone(), recheck };
+            return Plan { status: o.prev.clone(), notes: vec![], decision, launch: None, obstacle: None };
+        }
+    };
+    let spec = &o.ls.spec;
+    let (mut st, mut notes) = status::record_jobs(&o.prev, &o.jobs, valid.interval, now);
+    notes.extend(status::suspend_after_failures(&mut st, spec.suspend_after_failures, o.ls.metadata.generation, now));
+    let decision = decide(o, valid, &st, now);
+    let (mut launch, mut obstacle) = (None, None);
+    match &decision {
+        Decision::Launch { loop_number, .. } if o.draining => {
+            tracing::info!(namespace = %o.namespace, name = %o.ls.name_any(), r#loop = loop_number, "draining: leaving the loop to the next operator instance");
+        }
+        Decision::Launch { loop_number, .. } if o.lingering.is_some() => {
+            let (pod, phase) = o.lingering.clone().unwrap_or_default();
+            obstacle = Some(Obstacle::Lingering { r#loop: *loop_number, pod, phase });
+        }
+        Decision::Launch { loop_number, scheduled, run_request } => {
+            let jitter = jitter(o, valid, now).filter(|_| run_request.is_none());
+            launch = Some(Launch {
+                loop_number: *loop_number,
+                scheduled: *scheduled,
+                jittered: jitter.map(|j| schedule::add(*scheduled, j.offset(*loop_number))),
+                run_request: run_request.clone(),
+                previous: status::previous_result(&st),
+                last_success: st.last_success_scheduled_time.map(|t| t.0),
+            });
+        }
+        Decision::Running { job } => obstacle = o.stuck.clone().filter(|s| matches!(s, Obstacle::Stuck { job: j, .. } if j == job)),
+        _ => {}
+    }
+    Plan { status: st, notes, decision, launch, obstacle }
+}
+
+/// Folds the launch's answer into the plan: the loop it started (or the refusal) is recorded,
+/// the next step decided again, and the phase and conditions set.
+pub fn conclude(o: &Observed, plan: Plan, launched: Option<Launched>, now: Timestamp) -> Outcome {
+    let Plan { status: mut st, mut notes, mut decision, launch, mut obstacle } = plan;
+    if let (Some(answer), Checked::Valid(valid)) = (launched, &o.spec) {
+        let at = match answer {
+            Launched::Created(seen) | Launched::Adopted(seen) => {
+                notes.push(status::launched(&mut st, &seen));
+                Some(seen.start)
+            }
+            Launched::Rejected { seen, message } => {
+                notes.extend(status::rejected(&mut st, &seen, &message, valid.interval));
+                Some(seen.start)
+            }
+            Launched::NameTaken { job } => {
+                let r#loop = launch.as_ref().map_or(st.loops_started.saturating_add(1), |l| l.loop_number);
+                obstacle = Some(Obstacle::NameTaken { r#loop, job });
+                None
+            }
+        };
+        if let Some(at) = at {
+            decision = decide(o, valid, &st, now.max(at));
+        }
+    }
+    let spec = &o.ls.spec;
+    let verdict = Verdict { decision: &decision, obstacle: obstacle.as_ref(), loops: spec.loops, generation: o.ls.metadata.generation };
+    notes.extend(status::finalize(&mut st, &o.prev, verdict, now));
+    let keep = |limit: Option<i32>| limit.map_or(DEFAULT_HISTORY, |n| n.max(0) as usize);
+    let deletes = match &o.spec {
+        Checked::Valid(_) => {
+            status::jobs_to_delete(&o.jobs, &st, keep(spec.successful_jobs_history_limit), keep(spec.failed_jobs_history_limit))
+        }
+        _ => vec![],
+    };
+    Outcome { status: st, notes, deletes, requeue: requeue(&decision, obstacle.as_ref(), o.suspect) }
+}
+
+/// The spec's jitter, for this LoopService (one not yet stored has no creation time: its
+/// first loop is due `now`).
+fn jitter<'a>(o: &'a Observed, valid: &ValidSpec, now: Timestamp) -> Option<Jitter<'a>> {
+    let created = o.ls.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+    valid.jitter.map(|max| Jitter { uid: &o.uid, max, created })
+}
+
+/// What comes next, from the recorded status.
+fn decide(o: &Observed, valid: &ValidSpec, st: &LoopServiceStatus, now: Timestamp) -> Decision {
+    // A request whose Job is still here is handled, whatever the status says (it is written
+    // after the Job is created, and a CRD older than the operator would drop it).
+    let run_request =
+        o.ls.annotations()
+            .get(ANN_RUN_REQUESTED_AT)
+            .map(String::as_str)
+            .filter(|r| !o.jobs.iter().any(|j| j.run_request.as_deref() == Some(*r)));
+    let spec = &o.ls.spec;
+    let jitter = jitter(o, valid, now);
+    let rules = Rules {
+        loops: spec.loops,
+        suspended: spec.is_suspended(),
+        run_request,
+        interval: valid.interval,
+        jitter: jitter.as_ref(),
+        backoff: valid.failure_backoff,
+    };
+    status::decide(st, &rules, now)
+}
+
+fn requeue(decision: &Decision, obstacle: Option<&Obstacle>, suspect: bool) -> Requeue {
+    match (decision, obstacle) {
+        (_, Some(Obstacle::NameTaken { .. })) => Requeue::After(NAME_TAKEN_RECHECK),
+        (_, Some(Obstacle::Lingering { .. })) => Requeue::After(SHORT_RECHECK),
+        (Decision::Wait { until }, _) => Requeue::At(*until),
+        // Only while draining: the next instance starts it.
+        (Decision::Launch { .. }, _) => Requeue::After(SHORT_RECHECK),
+        (Decision::Running { .. }, _) if suspect => Requeue::After(SUSPECT_RECHECK),
+        (Decision::Running { .. }, _) => Requeue::After(RUNNING_RECHECK),
+        (Decision::Invalid { recheck: true, .. }, _) => Requeue::After(RECHECK_INVALID),
+        (Decision::Invalid { .. } | Decision::Suspended | Decision::SuspendedAfterFailures { .. } | Decision::Finished, _) => {
+            Requeue::OnChange
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The controller's wiring: the watches and caches of LoopServices, Jobs and Pods, the
+//! controller that runs [`reconcile`] on them, and the housekeeping beside it (sweeping what
+//! deleted LoopServices leave, handing freed heap back, saying when the caches are ready).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::cache::{self, Cache};
+use crate::cached::CachedLoopService;
+use crate::crd::{LoopService, Phase};
+use crate::keys::ANN_LAST_APPLIED;
+use crate::metrics::LsLabels;
+use crate::reasons::{ConditionType, Reason, FALSE};
+use crate::reconcile::{error_policy, reconcile, Caches, Context, Parts};
+use crate::text::clip;
+
+/// How often the series of deleted LoopServices are swept from /metrics.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How long no reconcile runs (give or take half of it) before freed heap is handed back.
+const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(1);
+
+/// Runs the controller until `shutdown` resolves and every in-flight reconcile has finished.
+/// `ready` is set once the caches have synced.
+pub async fn run(
+    parts: Parts,
+    namespace: Option<String>,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = parts.client.clone();
+    let (jobs_api, pods_api): (Api<Job>, Api<Pod>) = match &namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let (jobs, job_stream) = Cache::new(jobs_api, cache::owned_config(), cache::trim_job);
+    let (pods, pod_stream) = Cache::new(pods_api, cache::owned_config(), cache::trim_pod);
+    let caches = Caches { jobs, pods, synced: Arc::new(AtomicBool::new(false)), watch_failed_at: Arc::new(AtomicI64::new(0)) };
+    cache::drive(pod_stream, "pods", caches.watch_failed_at.clone());
+    let (store, writer) = reflector::store();
+    let ls_stream = loopservices(&client, namespace.as_deref())
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(loopservice_fingerprint, Default::default());
+    let ctx = Arc::new(Context::new(parts, caches.clone()));
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.max_reconciles.max(ctx.settings.concurrency));
+    let controller = Controller::for_stream(ls_stream, store.clone())
+        .owns_stream(cache::job_triggers(job_stream))
+        .with_config(config)
+        .graceful_shutdown_on(shutdown);
+    sweep_deleted(store.clone(), ctx.clone());
+    trim_heap_when_quiet(ctx.clone());
+    signal_ready(store, &caches, ready);
+    let watch_failed_at = caches.watch_failed_at.clone();
+    controller.run(reconcile, error_policy, ctx).for_each(|res| log_result(res, &watch_failed_at)).await;
+}
+
+/// The LoopService watch. LoopServices are read untyped and decoded one by one: one the
+/// operator cannot decode (a value the schema let through) is reported in its own status, and
+/// never keeps the others from a list.
+fn loopservices(
+    client: &Client,
+    namespace: Option<&str>,
+) -> impl Stream<Item = Result<watcher::Event<CachedLoopService>, watcher::Error>> + Send + 'static {
+    let ar = ApiResource::erase::<LoopService>(&());
+    let raw_api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    let undecodable = raw_api.clone();
+    watcher(raw_api, watcher::Config::default().timeout(cache::WATCH_TIMEOUT_SECS))
+        .backoff(cache::watch_backoff())
+        .try_filter_map(move |event| std::future::ready(Ok(decode_event(event, &undecodable))))
+        .modify(trim_loopservice)
+        .map_ok(to_cached)
+}
+
+/// Deleted LoopServices are never reconciled again: their metric series, retry counters and
+/// last writes are swept now and then.
+fn sweep_deleted(store: Store<CachedLoopService>, ctx: Arc<Context>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            let exists = |l: &LsLabels| store.get(&ObjectRef::new(&l.name).within(&l.namespace)).is_some();
+            for gone in ctx.metrics.forget_missing(exists) {
+                debug!(namespace = %gone.namespace, name = %gone.name, "removed the metrics of a deleted loopservice");
+            }
+            let uids: std::collections::HashSet<String> = store.state().iter().filter_map(|l| l.uid()).collect();
+            ctx.forget_missing(|k| store.get(&ObjectRef::new(&k.name).within(k.namespace.as_deref().unwrap_or_default())).is_some(), &uids);
+            drop(uids);
+            let _ = tokio::task::spawn_blocking(crate::heap::trim).await;
+        }
+    });
+}
+
+/// Freed heap is handed back once a burst of reconciles (a start, a wave of due loops) is
+/// over: when none ran for a while after some did.
+fn trim_heap_when_quiet(ctx: Arc<Context>) {
+    tokio::spawn(async move {
+        let (mut seen, mut trimmed) = (0, 0);
+        loop {
+            tokio::time::sleep(QUIET_BEFORE_TRIM / 2).await;
+            let now = ctx.metrics.reconciles.get();
+            if now == seen && now != trimmed {
+                let _ = tokio::task::spawn_blocking(crate::heap::trim).await;
+                trimmed = now;
+            }
+            seen = now;
+        }
+    });
+}
+
+/// Sets `synced` and `ready` once the LoopService, Job and Pod caches have all synced.
+fn signal_ready(store: Store<CachedLoopService>, caches: &Caches, ready: Arc<AtomicBool>) {
+    let (job_store, pod_store, synced) = (caches.jobs.store.clone(), caches.pods.store.clone(), caches.synced.clone());
+    tokio::spawn(async move {
+        // The stores' readiness signals wake only the last task that polled them, and the
+        // controller polls one too: poll again now and then rather than wait to be woken.
+        let all = async {
+            store.wait_until_ready().await?;
+            job_store.wait_until_ready().await?;
+            pod_store.wait_until_ready().await
+        };
+        let mut all = std::pin::pin!(all);
+        loop {
+            match tokio::time::timeout(Duration::from_millis(100), &mut all).await {
+                Ok(Ok(())) => {
+                    info!("caches synced");
+                    synced.store(true, Ordering::SeqCst);
+                    ready.store(true, Ordering::SeqCst);
+                    // The initial lists' decoding is over: hand its freed pages back.
+                    tokio::task::spawn_blocking(crate::heap::trim);
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => continue,
+            }
+        }
+    });
+}
+
+type RunResult = Result<
+    (ObjectRef<CachedLoopService>, kube::runtime::controller::Action),
+    kube::runtime::controller::Error<crate::Error, watcher::Error>,
+>;
+
+async fn log_result(res: RunResult, watch_failed_at: &AtomicI64) {
+    match res {
+        Ok((obj, _)) => debug!(name = %obj.name, namespace = obj.namespace.as_deref().unwrap_or(""), "reconciled"),
+        // Logged by error_policy already.
+        Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+        // Watch failures (the API server unreachable, RBAC missing) land here; the watcher
+        // retries them with backoff.
+        Err(e) => {
+            watch_failed_at.store(Timestamp::now().as_millisecond(), Ordering::SeqCst);
+            warn!(error = %e, "controller stream error");
+        }
+    }
+}
+
+/// A watch event of untyped LoopServices as typed ones. One that cannot be decoded leaves the
+/// cache (a Delete of its name), and its status says why.
+fn decode_event(event: watcher::Event<DynamicObject>, api: &Api<DynamicObject>) -> Option<watcher::Event<LoopService>> {
+    use watcher::Event as E;
+    let decode = |obj: DynamicObject| -> std::result::Result<LoopService, (DynamicObject, String)> {
+        let value = serde_json::to_value(&obj).unwrap_or_default();
+        serde_path_to_error::deserialize::<_, LoopService>(value).map_err(|e| (obj, format!("{}: {}", e.path(), e.inner())))
+    };
+    let apply = |obj: DynamicObject, init: bool| match decode(obj) {
+        Ok(ls) if init => Some(E::InitApply(ls)),
+        Ok(ls) => Some(E::Apply(ls)),
+        Err((obj, why)) => {
+            report_undecodable(api, &obj, &why);
+            // The cache drops it (during a list, by leaving it out): with a spec it cannot read,
+            // nothing runs.
+            if init {
+                None
+            } else {
+                placeholder(&obj).map(E::Delete)
+            }
+        }
+    };
+    match event {
+        E::Apply(o) => apply(o, false),
+        E::InitApply(o) => apply(o, true),
+        E::Delete(o) => match decode(o) {
+            Ok(ls) => Some(E::Delete(ls)),
+            Err((o, _)) => placeholder(&o).map(E::Delete),
+        },
+        E::Init => Some(E::Init),
+        E::InitDone => Some(E::InitDone),
+    }
+}
+
+/// A watch event of LoopServices as the cache keeps them.
+fn to_cached(event: watcher::Event<LoopService>) -> watcher::Event<CachedLoopService> {
+    use watcher::Event as E;
+    match event {
+        E::Apply(ls) => E::Apply(ls.into()),
+        E::InitApply(ls) => E::InitApply(ls.into()),
+        E::Delete(ls) => E::Delete(ls.into()),
+        E::Init => E::Init,
+        E::InitDone => E::InitDone,
+    }
+}
+
+/// A LoopService with only the name and namespace of `obj`, to remove it from the cache.
+fn placeholder(obj: &DynamicObject) -> Option<LoopService> {
+    let mut ls = LoopService::new(obj.metadata.name.as_deref()?, serde_json::from_value(json!({"interval": "1h", "image": "-"})).ok()?);
+    ls.metadata.namespace = obj.metadata.namespace.clone();
+    ls.metadata.uid = obj.metadata.uid.clone();
+    Some(ls)
+}
+
+/// Writes `Ready=False InvalidSpec` with why the LoopService cannot be read, unless its status
+/// says so already (its own status write comes back through the watch).
+fn report_undecodable(api: &Api<DynamicObject>, obj: &DynamicObject, why: &str) {
+    let (Some(ns), Some(name)) = (obj.metadata.namespace.clone(), obj.metadata.name.clone()) else { return };
+    let message = clip(&format!("the operator cannot read this LoopService: {why}"));
+    let conditions = obj.data.pointer("/status/conditions").and_then(|c| c.as_array());
+    if conditions.is_some_and(|cs| cs.iter().any(|c| c["type"] == ConditionType::Ready.as_str() && c["message"] == message.as_str())) {
+        return;
+    }
+    warn!(namespace = %ns, %name, error = %why, "cannot decode a loopservice");
+    let api = Api::<DynamicObject>::namespaced_with(api.clone().into_client(), &ns, &ApiResource::erase::<LoopService>(&()));
+    let patch = json!({"status": {
+        "phase": Phase::Invalid,
+        "observedGeneration": obj.metadata.generation,
+        "conditions": [{
+            "type": ConditionType::Ready.as_str(), "status": FALSE, "reason": Reason::InvalidSpec.as_str(), "message": message,
+            "lastTransitionTime": crate::crd::Time(Timestamp::now()), "observedGeneration": obj.metadata.generation,
+        }],
+    }});
+    tokio::spawn(async move {
+        if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            warn!(namespace = %ns, %name, error = %e, "could not report an unreadable loopservice");
+        }
+    });
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    #[test]
+    fn a_placeholder_can_always_be_made_to_drop_an_unreadable_loopservice() {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "loops.dev/v1alpha1", "kind": "LoopService",
+            "metadata": {"name": "x", "namespace": "ns", "uid": "u"},
+            "spec": {"interval": "1h", "image": "busybox", "ttlSecondsAfterFinished": 2147483648u64},
+        }))
+        .unwrap();
+        let value = serde_json::to_value(&obj).unwrap();
+        assert!(serde_json::from_value::<LoopService>(value).is_err(), "an i32 past its range does not decode");
+        let p = placeholder(&obj).expect("a placeholder");
+        assert_eq!((p.metadata.name.as_deref(), p.metadata.namespace.as_deref()), (Some("x"), Some("ns")));
+    }
+}
+
+/// Drops what the decisions never read from a cached LoopService.
+pub fn trim_loopservice(ls: &mut LoopService) {
+    ls.metadata.managed_fields = None;
+    if let Some(a) = ls.metadata.annotations.as_mut() {
+        a.remove(ANN_LAST_APPLIED);
+    }
+}
+
+/// Whether a change to a LoopService can change a decision: its spec (generation), its
+/// annotations (a run request), its deletion. Status writes, the operator's own above all, do
+/// not re-run the plan.
+fn loopservice_fingerprint(ls: &CachedLoopService) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ls.metadata.uid.hash(&mut h);
+    ls.metadata.generation.hash(&mut h);
+    ls.metadata.deletion_timestamp.is_some().hash(&mut h);
+    ls.metadata.annotations.hash(&mut h);
+    Some(h.finish())
+}
