@@ -17,6 +17,8 @@ pub use crate::duration::DURATION_PATTERN;
 /// Loop i starts at max(start of loop i-1 + interval, end of loop i-1): loops never overlap,
 /// a loop that overruns its interval is followed at once by the next one, and time lost
 /// (an overrun, or the operator being down) is never made up with extra loops.
+// The derive's printcolumn(...) entries each take a type_, which clippy reads as one attribute repeated.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "loops.dev",

@@ -185,86 +185,152 @@ async fn run(args: Args) -> anyhow::Result<()> {
             error!(error = %e, "http server stopped");
         }
     });
+    let operator = Operator { client, metrics, ready, args };
+    let mut signals = Signals::new()?;
+    if operator.args.leader_elect {
+        operator.elected(&mut signals).await
+    } else {
+        operator.alone(&mut signals).await
+    }
+}
 
-    let reporter = Reporter { controller: "loopservice-operator".into(), instance: args.instance.clone() };
-    let settings = Settings {
-        concurrency: args.concurrency,
-        max_reconciles: args.max_reconciles,
-        qps: args.client_qps,
-        burst: args.client_burst,
-        loop_events: args.loop_events,
-        reconcile_timeout: args.reconcile_timeout,
-    };
-    // One term of work: a controller with fresh caches, until told to stop.
-    let term = |draining: Arc<AtomicBool>, stop: tokio::sync::oneshot::Receiver<()>| {
+/// What every term of work shares.
+struct Operator {
+    client: Client,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    args: Args,
+}
+
+/// A running term of work: the controller task, and how to stop it.
+struct Term {
+    draining: Arc<AtomicBool>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    controller: tokio::task::JoinHandle<()>,
+}
+
+impl Operator {
+    /// One term of work: a controller with fresh caches, until told to stop.
+    fn term(&self) -> Term {
+        let args = &self.args;
+        let settings = Settings {
+            concurrency: args.concurrency,
+            max_reconciles: args.max_reconciles,
+            qps: args.client_qps,
+            burst: args.client_burst,
+            loop_events: args.loop_events,
+            reconcile_timeout: args.reconcile_timeout,
+        };
+        let draining = Arc::new(AtomicBool::new(false));
         let parts = Parts {
-            client: client.clone(),
-            reporter: reporter.clone(),
-            metrics: metrics.clone(),
-            draining,
+            client: self.client.clone(),
+            reporter: Reporter { controller: "loopservice-operator".into(), instance: args.instance.clone() },
+            metrics: self.metrics.clone(),
+            draining: draining.clone(),
             fault: args.fault,
-            settings: settings.clone(),
+            settings,
             clock: Arc::new(SystemClock),
         };
+        let (stop, stopped) = tokio::sync::oneshot::channel();
         let shutdown = async move {
-            let _ = stop.await;
+            let _ = stopped.await;
         };
-        tokio::spawn(runtime::run(parts, args.namespace.clone(), ready.clone(), shutdown))
-    };
-    let mut signals = Signals::new()?;
+        let controller = tokio::spawn(runtime::run(parts, args.namespace.clone(), self.ready.clone(), shutdown));
+        Term { draining, stop, controller }
+    }
 
-    if !args.leader_elect {
-        let draining = Arc::new(AtomicBool::new(false));
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        info!(namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting controller");
-        let mut controller = term(draining.clone(), stop_rx);
+    /// Drains a term; whether it finished within the drain timeout.
+    async fn drain(&self, term: Term, signals: &mut Signals) -> anyhow::Result<bool> {
+        let Term { draining, stop, mut controller } = term;
+        drain(&draining, &self.ready, stop, &mut controller, signals, self.args.drain_timeout).await
+    }
+
+    /// Without leader election: one term, until a signal.
+    async fn alone(&self, signals: &mut Signals) -> anyhow::Result<()> {
+        info!(namespace = self.args.namespace.as_deref().unwrap_or("<all>"), "starting controller");
+        let mut term = self.term();
         tokio::select! {
             name = signals.next() => info!(signal = name, "draining"),
-            res = &mut controller => {
+            res = &mut term.controller => {
                 // The controller only ends on shutdown; ending early means its watch streams died.
                 res?;
                 anyhow::bail!("controller stopped unexpectedly");
             }
         }
         let began = Instant::now();
-        if !drain(&draining, &ready, stop_tx, &mut controller, &mut signals, args.drain_timeout).await? {
-            anyhow::bail!("drain did not finish within {:?}", args.drain_timeout);
+        if !self.drain(term, signals).await? {
+            anyhow::bail!("drain did not finish within {:?}", self.args.drain_timeout);
         }
         info!(elapsed_ms = began.elapsed().as_millis() as u64, "drained; exiting");
-        return Ok(());
+        Ok(())
     }
 
-    // Leader election: stand by until this instance holds the Lease. A standby counts as
-    // ready: it is healthy and takes over as soon as the Lease is free. A leader that cannot
-    // renew stops starting loops before the Lease could pass to another instance, and stands
-    // by again rather than exit: an API server that is away (an upgrade, say) does not make
-    // it crash-loop.
-    let namespace = args.lease_namespace.clone().or(args.namespace.clone()).unwrap_or_else(|| "default".into());
-    let identity = args.instance.clone().unwrap_or_else(|| format!("loopservice-operator-{}", std::process::id()));
-    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&namespace)
-        .with_identity(&identity)
-        .with_duration(LEASE_SECONDS)
-        .with_grace(LEASE_GRACE_SECONDS)
-        .build()
-        .await?;
-    let (mut leader, task) = manager.watch().await;
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
-    loop {
-        info!(lease = %args.lease_name, %namespace, %identity, "standing by for the leader lease");
-        ready.store(true, Ordering::SeqCst);
-        tokio::select! {
-            held = wait_for_lease(&mut leader, &leases, &args.lease_name, &identity) => if !held {
-                anyhow::bail!("leader election stopped: {:?}", task.await);
-            },
-            name = signals.next() => { info!(signal = name, "stopped while standing by"); return Ok(()); }
+    /// Leader election: stand by until this instance holds the Lease. A standby counts as
+    /// ready: it is healthy and takes over as soon as the Lease is free. A leader that cannot
+    /// renew stops starting loops before the Lease could pass to another instance, and stands
+    /// by again rather than exit: an API server that is away (an upgrade, say) does not make
+    /// it crash-loop.
+    async fn elected(&self, signals: &mut Signals) -> anyhow::Result<()> {
+        let args = &self.args;
+        let namespace = args.lease_namespace.clone().or(args.namespace.clone()).unwrap_or_else(|| "default".into());
+        let identity = args.instance.clone().unwrap_or_else(|| format!("loopservice-operator-{}", std::process::id()));
+        let manager = LeaseManagerBuilder::new(self.client.clone(), &args.lease_name)
+            .with_namespace(&namespace)
+            .with_identity(&identity)
+            .with_duration(LEASE_SECONDS)
+            .with_grace(LEASE_GRACE_SECONDS)
+            .build()
+            .await?;
+        let (mut leader, task) = manager.watch().await;
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &namespace);
+        loop {
+            info!(lease = %args.lease_name, %namespace, %identity, "standing by for the leader lease");
+            self.ready.store(true, Ordering::SeqCst);
+            tokio::select! {
+                held = wait_for_lease(&mut leader, &leases, &args.lease_name, &identity) => if !held {
+                    anyhow::bail!("leader election stopped: {:?}", task.await);
+                },
+                name = signals.next() => { info!(signal = name, "stopped while standing by"); return Ok(()); }
+            }
+            self.ready.store(false, Ordering::SeqCst);
+            info!(lease = %args.lease_name, %identity, "became the leader");
+            let (stopping, drained, began) = self.lead(&mut leader, &leases, &identity, signals).await?;
+            if !stopping {
+                if !drained {
+                    // Reconciles hung past the limit: a clean slate is safer than a second term
+                    // beside them.
+                    anyhow::bail!("lost the leader lease and could not drain within {:?}", args.drain_timeout);
+                }
+                continue;
+            }
+            // Closing the channel makes the lease manager release the Lease and finish.
+            drop(leader);
+            let left = args.drain_timeout.saturating_sub(began.elapsed()).max(Duration::from_secs(1));
+            match tokio::time::timeout(left, task).await {
+                Ok(Ok(Ok(_))) => info!("released the leader lease"),
+                other => {
+                    warn!(result = ?other.map(|r| r.map(|r| r.map(|_| ()))), "could not release the leader lease; it expires by itself")
+                }
+            }
+            if !drained {
+                anyhow::bail!("drain did not finish within {:?}", args.drain_timeout);
+            }
+            info!(elapsed_ms = began.elapsed().as_millis() as u64, "drained; exiting");
+            return Ok(());
         }
-        ready.store(false, Ordering::SeqCst);
-        info!(lease = %args.lease_name, %identity, "became the leader");
-        let draining = Arc::new(AtomicBool::new(false));
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let mut controller = term(draining.clone(), stop_rx);
-        let watchdog = lease_watchdog(leases.clone(), args.lease_name.clone(), identity.clone());
+    }
+
+    /// One term as the leader, until a signal (stopping: true) or the Lease is lost; drained
+    /// either way. Returns (stopping, drained, when the drain began).
+    async fn lead(
+        &self,
+        leader: &mut tokio::sync::watch::Receiver<bool>,
+        leases: &Api<Lease>,
+        identity: &str,
+        signals: &mut Signals,
+    ) -> anyhow::Result<(bool, bool, Instant)> {
+        let mut term = self.term();
+        let watchdog = lease_watchdog(leases.clone(), self.args.lease_name.clone(), identity.to_string());
         let released = async {
             while *leader.borrow_and_update() {
                 if leader.changed().await.is_err() {
@@ -276,33 +342,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             name = signals.next() => { info!(signal = name, "draining"); true }
             _ = released => { warn!("lost the leader lease; stopping loops and standing by"); false }
             _ = watchdog => { warn!("lost the leader lease; stopping loops and standing by"); false }
-            res = &mut controller => {
+            res = &mut term.controller => {
                 res?;
                 anyhow::bail!("controller stopped unexpectedly");
             }
         };
         let began = Instant::now();
-        let drained = drain(&draining, &ready, stop_tx, &mut controller, &mut signals, args.drain_timeout).await?;
-        if !stopping {
-            if !drained {
-                // Reconciles hung past the limit: a clean slate is safer than a second term
-                // beside them.
-                anyhow::bail!("lost the leader lease and could not drain within {:?}", args.drain_timeout);
-            }
-            continue;
-        }
-        // Closing the channel makes the lease manager release the Lease and finish.
-        drop(leader);
-        let left = args.drain_timeout.saturating_sub(began.elapsed()).max(Duration::from_secs(1));
-        match tokio::time::timeout(left, task).await {
-            Ok(Ok(Ok(_))) => info!("released the leader lease"),
-            other => warn!(result = ?other.map(|r| r.map(|r| r.map(|_| ()))), "could not release the leader lease; it expires by itself"),
-        }
-        if !drained {
-            anyhow::bail!("drain did not finish within {:?}", args.drain_timeout);
-        }
-        info!(elapsed_ms = began.elapsed().as_millis() as u64, "drained; exiting");
-        return Ok(());
+        let drained = self.drain(term, signals).await?;
+        Ok((stopping, drained, began))
     }
 }
 

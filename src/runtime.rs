@@ -176,14 +176,16 @@ async fn log_result(res: RunResult, watch_failed_at: &AtomicI64) {
 /// cache (a Delete of its name), and its status says why.
 fn decode_event(event: watcher::Event<DynamicObject>, api: &Api<DynamicObject>) -> Option<watcher::Event<LoopService>> {
     use watcher::Event as E;
-    let decode = |obj: DynamicObject| -> std::result::Result<LoopService, (DynamicObject, String)> {
+    // The object comes back with the error, boxed: it is far larger than a LoopService's Ok.
+    let decode = |obj: DynamicObject| -> std::result::Result<LoopService, Box<(DynamicObject, String)>> {
         let value = serde_json::to_value(&obj).unwrap_or_default();
-        serde_path_to_error::deserialize::<_, LoopService>(value).map_err(|e| (obj, format!("{}: {}", e.path(), e.inner())))
+        serde_path_to_error::deserialize::<_, LoopService>(value).map_err(|e| Box::new((obj, format!("{}: {}", e.path(), e.inner()))))
     };
     let apply = |obj: DynamicObject, init: bool| match decode(obj) {
         Ok(ls) if init => Some(E::InitApply(ls)),
         Ok(ls) => Some(E::Apply(ls)),
-        Err((obj, why)) => {
+        Err(failed) => {
+            let (obj, why) = *failed;
             report_undecodable(api, &obj, &why);
             // The cache drops it (during a list, by leaving it out): with a spec it cannot read,
             // nothing runs.
@@ -199,7 +201,7 @@ fn decode_event(event: watcher::Event<DynamicObject>, api: &Api<DynamicObject>) 
         E::InitApply(o) => apply(o, true),
         E::Delete(o) => match decode(o) {
             Ok(ls) => Some(E::Delete(ls)),
-            Err((o, _)) => placeholder(&o).map(E::Delete),
+            Err(failed) => placeholder(&failed.0).map(E::Delete),
         },
         E::Init => Some(E::Init),
         E::InitDone => Some(E::InitDone),
@@ -252,25 +254,6 @@ fn report_undecodable(api: &Api<DynamicObject>, obj: &DynamicObject, why: &str) 
     });
 }
 
-#[cfg(test)]
-mod decode_tests {
-    use super::*;
-
-    #[test]
-    fn a_placeholder_can_always_be_made_to_drop_an_unreadable_loopservice() {
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "loops.dev/v1alpha1", "kind": "LoopService",
-            "metadata": {"name": "x", "namespace": "ns", "uid": "u"},
-            "spec": {"interval": "1h", "image": "busybox", "ttlSecondsAfterFinished": 2147483648u64},
-        }))
-        .unwrap();
-        let value = serde_json::to_value(&obj).unwrap();
-        assert!(serde_json::from_value::<LoopService>(value).is_err(), "an i32 past its range does not decode");
-        let p = placeholder(&obj).expect("a placeholder");
-        assert_eq!((p.metadata.name.as_deref(), p.metadata.namespace.as_deref()), (Some("x"), Some("ns")));
-    }
-}
-
 /// Drops what the decisions never read from a cached LoopService.
 pub fn trim_loopservice(ls: &mut LoopService) {
     ls.metadata.managed_fields = None;
@@ -290,4 +273,23 @@ fn loopservice_fingerprint(ls: &CachedLoopService) -> Option<u64> {
     ls.metadata.deletion_timestamp.is_some().hash(&mut h);
     ls.metadata.annotations.hash(&mut h);
     Some(h.finish())
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    #[test]
+    fn a_placeholder_can_always_be_made_to_drop_an_unreadable_loopservice() {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "loops.dev/v1alpha1", "kind": "LoopService",
+            "metadata": {"name": "x", "namespace": "ns", "uid": "u"},
+            "spec": {"interval": "1h", "image": "busybox", "ttlSecondsAfterFinished": 2147483648u64},
+        }))
+        .unwrap();
+        let value = serde_json::to_value(&obj).unwrap();
+        assert!(serde_json::from_value::<LoopService>(value).is_err(), "an i32 past its range does not decode");
+        let p = placeholder(&obj).expect("a placeholder");
+        assert_eq!((p.metadata.name.as_deref(), p.metadata.namespace.as_deref()), (Some("x"), Some("ns")));
+    }
 }

@@ -83,87 +83,21 @@ struct Template {
     pod: PodSpec,
 }
 
+/// A spec's interval, timeout, jitter and failure backoff (initial, max), as far as they read.
+type Durations = (Option<Duration>, Option<Duration>, Option<Duration>, Option<(Duration, Duration)>);
+
 impl LoopServiceSpec {
     /// Checks everything the operator needs of a spec, and builds the loop's Pod spec from the
     /// shorthand fields and the template. Every problem is reported, not just the first.
     pub fn validate(&self) -> Result<ValidSpec, SpecErrors> {
         let mut errors = vec![];
-        let interval = parse_duration("interval", &self.interval).map_err(|m| errors.push(SpecError::new(m))).ok();
-        let timeout = match self.timeout.as_deref().map(|t| parse_duration("timeout", t)).transpose() {
-            Ok(t) => t,
-            Err(m) => {
-                errors.push(SpecError::new(m));
-                None
-            }
-        };
-        let jitter = match self.jitter.as_deref().map(|t| parse_duration("jitter", t)).transpose() {
-            Ok(j) => j,
-            Err(m) => {
-                errors.push(SpecError::new(m));
-                None
-            }
-        };
-        if let (Some(i), Some(j)) = (interval, jitter) {
-            if j >= i {
-                errors.push(SpecError::new(MSG_JITTER));
-            }
-        }
-        let mut failure_backoff = None;
-        if let Some(b) = &self.failure_backoff {
-            let initial = parse_duration("failureBackoff.initial", &b.initial).map_err(|m| errors.push(SpecError::new(m))).ok();
-            let max = parse_duration("failureBackoff.max", &b.max).map_err(|m| errors.push(SpecError::new(m))).ok();
-            if let (Some(i), Some(m)) = (initial, max) {
-                if m < i {
-                    errors.push(SpecError::new(MSG_BACKOFF));
-                }
-                failure_backoff = Some((i, m));
-            }
-        }
+        let (interval, timeout, jitter, failure_backoff) = self.durations(&mut errors);
         let template = match &self.template {
             None => Some(Template { labels: BTreeMap::new(), annotations: BTreeMap::new(), pod: PodSpec::default() }),
             Some(t) => read_template(t, &mut errors),
         };
-
         if let Some(t) = &template {
-            let loop_in_template = t.pod.containers.iter().any(|c| c.name == CONTAINER);
-            match (&self.image, loop_in_template) {
-                (Some(_), true) => errors.push(SpecError::new(MSG_LOOP_CONTAINER_TWICE)),
-                (None, false) => errors.push(SpecError::new(MSG_LOOP_CONTAINER_MISSING)),
-                _ => {}
-            }
-            if self.image.is_none() {
-                let set = [
-                    self.command.is_some(),
-                    self.args.is_some(),
-                    self.env.is_some(),
-                    self.resources.is_some(),
-                    self.image_pull_policy.is_some(),
-                ];
-                for (f, _) in SHORTHAND.iter().zip(set).filter(|(_, s)| *s) {
-                    errors.push(SpecError::new(shorthand_message(f)));
-                }
-            }
-            if self.service_account_name.is_some() && t.pod.service_account_name.is_some() {
-                errors.push(SpecError::new(MSG_SERVICE_ACCOUNT_TWICE));
-            }
-            match t.pod.restart_policy.as_deref() {
-                None | Some("Never") => {}
-                Some("OnFailure") if self.pod_failure_policy.is_some() => errors.push(SpecError::new(MSG_POD_FAILURE_POLICY_RESTART)),
-                Some("OnFailure") => {}
-                Some(other) => errors.push(SpecError::new(format!(
-                    "spec.template.spec.restartPolicy: {other:?} is not allowed: a loop's Pod restarts Never or OnFailure"
-                ))),
-            }
-            for k in t.labels.keys().filter(|k| owned_label(k)) {
-                errors.push(SpecError::new(format!("{MSG_OWNED_LABELS} (found {k:?})")));
-            }
-            for k in t.annotations.keys().filter(|k| k.starts_with(OWNED_ANNOTATION_PREFIX)) {
-                errors.push(SpecError::new(format!("{MSG_OWNED_ANNOTATIONS} (found {k:?})")));
-            }
-            let loop_env = t.pod.containers.iter().filter(|c| c.name == CONTAINER).flat_map(|c| c.env.iter().flatten());
-            if let Some(e) = loop_env.into_iter().find(|e| is_loop_env(&e.name)) {
-                errors.push(SpecError::new(format!("{MSG_TEMPLATE_ENV_OWNED} (found {})", e.name)));
-            }
+            self.check_template(t, &mut errors);
         }
         if let Some(e) = self.env.iter().flatten().find(|e| is_loop_env(&e.name)) {
             errors.push(SpecError::new(format!("{MSG_ENV_OWNED} (found {})", e.name)));
@@ -192,6 +126,83 @@ impl LoopServiceSpec {
                 ttl_seconds_after_finished: self.ttl_seconds_after_finished,
             }),
             _ => Err(SpecErrors(errors)),
+        }
+    }
+
+    /// The durations: interval, timeout, jitter and failure backoff (initial, max), each
+    /// `None` when absent or wrong (and then `errors` says why).
+    fn durations(&self, errors: &mut Vec<SpecError>) -> Durations {
+        let mut parse = |field: &str, raw: Option<&str>| match raw.map(|v| parse_duration(field, v)).transpose() {
+            Ok(d) => d,
+            Err(m) => {
+                errors.push(SpecError::new(m));
+                None
+            }
+        };
+        let interval = parse("interval", Some(&self.interval));
+        let timeout = parse("timeout", self.timeout.as_deref());
+        let jitter = parse("jitter", self.jitter.as_deref());
+        let backoff = self
+            .failure_backoff
+            .as_ref()
+            .map(|b| (parse("failureBackoff.initial", Some(&b.initial)), parse("failureBackoff.max", Some(&b.max))));
+        if let (Some(i), Some(j)) = (interval, jitter) {
+            if j >= i {
+                errors.push(SpecError::new(MSG_JITTER));
+            }
+        }
+        let failure_backoff = match backoff {
+            Some((Some(i), Some(m))) => {
+                if m < i {
+                    errors.push(SpecError::new(MSG_BACKOFF));
+                }
+                Some((i, m))
+            }
+            _ => None,
+        };
+        (interval, timeout, jitter, failure_backoff)
+    }
+
+    /// The rules between the shorthand fields and the template (each a CEL rule's twin).
+    fn check_template(&self, t: &Template, errors: &mut Vec<SpecError>) {
+        let loop_in_template = t.pod.containers.iter().any(|c| c.name == CONTAINER);
+        match (&self.image, loop_in_template) {
+            (Some(_), true) => errors.push(SpecError::new(MSG_LOOP_CONTAINER_TWICE)),
+            (None, false) => errors.push(SpecError::new(MSG_LOOP_CONTAINER_MISSING)),
+            _ => {}
+        }
+        if self.image.is_none() {
+            let set = [
+                self.command.is_some(),
+                self.args.is_some(),
+                self.env.is_some(),
+                self.resources.is_some(),
+                self.image_pull_policy.is_some(),
+            ];
+            for (f, _) in SHORTHAND.iter().zip(set).filter(|(_, s)| *s) {
+                errors.push(SpecError::new(shorthand_message(f)));
+            }
+        }
+        if self.service_account_name.is_some() && t.pod.service_account_name.is_some() {
+            errors.push(SpecError::new(MSG_SERVICE_ACCOUNT_TWICE));
+        }
+        match t.pod.restart_policy.as_deref() {
+            None | Some("Never") => {}
+            Some("OnFailure") if self.pod_failure_policy.is_some() => errors.push(SpecError::new(MSG_POD_FAILURE_POLICY_RESTART)),
+            Some("OnFailure") => {}
+            Some(other) => errors.push(SpecError::new(format!(
+                "spec.template.spec.restartPolicy: {other:?} is not allowed: a loop's Pod restarts Never or OnFailure"
+            ))),
+        }
+        for k in t.labels.keys().filter(|k| owned_label(k)) {
+            errors.push(SpecError::new(format!("{MSG_OWNED_LABELS} (found {k:?})")));
+        }
+        for k in t.annotations.keys().filter(|k| k.starts_with(OWNED_ANNOTATION_PREFIX)) {
+            errors.push(SpecError::new(format!("{MSG_OWNED_ANNOTATIONS} (found {k:?})")));
+        }
+        let loop_env = t.pod.containers.iter().filter(|c| c.name == CONTAINER).flat_map(|c| c.env.iter().flatten());
+        if let Some(e) = loop_env.into_iter().find(|e| is_loop_env(&e.name)) {
+            errors.push(SpecError::new(format!("{MSG_TEMPLATE_ENV_OWNED} (found {})", e.name)));
         }
     }
 

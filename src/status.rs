@@ -63,88 +63,8 @@ pub fn record_jobs(prev: &LoopServiceStatus, jobs: &[ObservedJob], interval: Dur
     ] {
         *c = (*c).max(0);
     }
-    let mut notes = vec![];
-    let find = |n: i64| jobs.iter().find(|j| j.loop_number == n);
-
-    // Only the loop after the last recorded start can have a Job the status does not know of:
-    // the operator creates one Job per reconcile and records it in the very next step. A
-    // larger number (a hand-edited label, say) is not taken as progress. With no status at
-    // all (lost, or never written) the newest Job is adopted.
-    let lost = st.loops_started == 0 && st.last_finished_loop == 0;
-    let started = st.loops_started;
-    let adopt = jobs
-        .iter()
-        .filter(|j| if lost { j.loop_number > 0 } else { Some(j.loop_number) == started.checked_add(1) })
-        .max_by_key(|j| j.loop_number);
-    if let Some(j) = adopt {
-        if lost {
-            // What happened before the oldest Job still here cannot be known: count from there.
-            st.last_finished_loop = jobs.iter().map(|j| j.loop_number).min().unwrap_or(1) - 1;
-        }
-        st.loops_started = j.loop_number;
-        st.last_start_time = Some(Time(j.start));
-        if lost {
-            // Manual loops among the Jobs left; older ones cannot be known.
-            st.manual_loops = jobs.iter().filter(|o| o.run_request.is_some() && o.loop_number <= j.loop_number).count() as i64;
-            let newest_manual = jobs.iter().filter(|o| o.run_request.is_some()).max_by_key(|o| o.loop_number);
-            st.last_handled_run_request = newest_manual.and_then(|o| o.run_request.clone());
-        } else if let Some(r) = &j.run_request {
-            handled(&mut st, r);
-        }
-        if lost {
-            // The history of the Jobs left, oldest first (each updated below as it is counted).
-            let mut left: Vec<&ObservedJob> = jobs.iter().filter(|o| o.loop_number <= j.loop_number).collect();
-            left.sort_by_key(|o| o.loop_number);
-            for o in left {
-                remember(&mut st, started_record(o));
-            }
-        } else {
-            remember(&mut st, started_record(j));
-        }
-        notes.push(
-            Note::normal(Reason::LoopAdopted, format!("found Job {} of loop {} and took it over", j.name, j.loop_number))
-                .about(Some(&j.name)),
-        );
-    }
-
-    st.active_job = None;
-    let mut k = st.last_finished_loop.saturating_add(1);
-    while k <= st.loops_started {
-        match find(k) {
-            Some(j) => match &j.end {
-                None => {
-                    st.active_job = Some(j.name.clone());
-                    break;
-                }
-                Some((end, outcome)) => record_end(&mut st, &mut notes, j, *end, outcome, interval),
-            },
-            None => {
-                // Loops k..=last have no Job: all deleted before their ends were recorded.
-                // Counted in one step, however many there are.
-                let last = jobs
-                    .iter()
-                    .map(|j| j.loop_number)
-                    .filter(|n| *n > k && *n <= st.loops_started)
-                    .min()
-                    .map_or(st.loops_started, |n| n - 1);
-                let message = if last == k {
-                    format!("the Job of loop {k} was deleted before its end was recorded")
-                } else {
-                    format!("the Jobs of loops {k} to {last} were deleted before their ends were recorded")
-                };
-                let failure =
-                    Failure { last, count: last.saturating_sub(k).saturating_add(1), job: None, at: now, reason: Reason::JobDeleted };
-                fail(&mut st, &mut notes, failure, message.clone());
-                for r in st.history.iter_mut().filter(|r| r.r#loop >= k && r.r#loop <= last && r.result == LoopResult::Running) {
-                    finish_record(r, now, Some((Reason::JobDeleted, &message)), interval);
-                }
-                k = last;
-            }
-        }
-        st.last_finished_loop = k;
-        let Some(next) = k.checked_add(1) else { break };
-        k = next;
-    }
+    let mut notes: Vec<Note> = adopt(&mut st, jobs).into_iter().collect();
+    count_ends(&mut st, &mut notes, jobs, interval, now);
     // Never two loops at once: a running Job of this LoopService, whatever its number (a
     // status read a step behind, a loop recorded as refused whose Job appeared after all),
     // holds back the next loop until it ends.
@@ -152,6 +72,87 @@ pub fn record_jobs(prev: &LoopServiceStatus, jobs: &[ObservedJob], interval: Dur
         st.active_job = jobs.iter().filter(|j| j.end.is_none()).max_by_key(|j| j.loop_number).map(|j| j.name.clone());
     }
     (st, notes)
+}
+
+/// Adopts a started loop the status does not know of yet. Only the loop after the last
+/// recorded start can have such a Job: the operator creates one Job per reconcile and records
+/// it in the very next step. A larger number (a hand-edited label, say) is not taken as
+/// progress. With no status at all (lost, or never written) the newest Job is adopted, and
+/// what is known is rebuilt from the Jobs left.
+fn adopt(st: &mut LoopServiceStatus, jobs: &[ObservedJob]) -> Option<Note> {
+    let lost = st.loops_started == 0 && st.last_finished_loop == 0;
+    let started = st.loops_started;
+    let j = jobs
+        .iter()
+        .filter(|j| if lost { j.loop_number > 0 } else { Some(j.loop_number) == started.checked_add(1) })
+        .max_by_key(|j| j.loop_number)?;
+    st.loops_started = j.loop_number;
+    st.last_start_time = Some(Time(j.start));
+    if lost {
+        // What happened before the oldest Job still here cannot be known: count from there.
+        st.last_finished_loop = jobs.iter().map(|j| j.loop_number).min().unwrap_or(1) - 1;
+        // Manual loops among the Jobs left; older ones cannot be known.
+        st.manual_loops = jobs.iter().filter(|o| o.run_request.is_some() && o.loop_number <= j.loop_number).count() as i64;
+        let newest_manual = jobs.iter().filter(|o| o.run_request.is_some()).max_by_key(|o| o.loop_number);
+        st.last_handled_run_request = newest_manual.and_then(|o| o.run_request.clone());
+        // The history of the Jobs left, oldest first (each updated as it is counted).
+        let mut left: Vec<&ObservedJob> = jobs.iter().filter(|o| o.loop_number <= j.loop_number).collect();
+        left.sort_by_key(|o| o.loop_number);
+        for o in left {
+            remember(st, started_record(o));
+        }
+    } else {
+        if let Some(r) = &j.run_request {
+            handled(st, r);
+        }
+        remember(st, started_record(j));
+    }
+    Some(Note::normal(Reason::LoopAdopted, format!("found Job {} of loop {} and took it over", j.name, j.loop_number)).about(Some(&j.name)))
+}
+
+/// Counts every finished loop not yet counted, in order, up to the running one.
+fn count_ends(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, jobs: &[ObservedJob], interval: Duration, now: Timestamp) {
+    st.active_job = None;
+    let mut k = st.last_finished_loop.saturating_add(1);
+    while k <= st.loops_started {
+        match jobs.iter().find(|j| j.loop_number == k) {
+            Some(j) => match &j.end {
+                None => {
+                    st.active_job = Some(j.name.clone());
+                    break;
+                }
+                Some((end, outcome)) => record_end(st, notes, j, *end, outcome, interval),
+            },
+            None => k = record_deleted(st, notes, jobs, k, interval, now),
+        }
+        st.last_finished_loop = k;
+        let Some(next) = k.checked_add(1) else { break };
+        k = next;
+    }
+}
+
+/// Loops from `k` on have no Job: all deleted before their ends were recorded. Counted as
+/// failed in one step, however many there are; returns the last of them.
+fn record_deleted(
+    st: &mut LoopServiceStatus,
+    notes: &mut Vec<Note>,
+    jobs: &[ObservedJob],
+    k: i64,
+    interval: Duration,
+    now: Timestamp,
+) -> i64 {
+    let last = jobs.iter().map(|j| j.loop_number).filter(|n| *n > k && *n <= st.loops_started).min().map_or(st.loops_started, |n| n - 1);
+    let message = if last == k {
+        format!("the Job of loop {k} was deleted before its end was recorded")
+    } else {
+        format!("the Jobs of loops {k} to {last} were deleted before their ends were recorded")
+    };
+    let failure = Failure { last, count: last.saturating_sub(k).saturating_add(1), job: None, at: now, reason: Reason::JobDeleted };
+    fail(st, notes, failure, message.clone());
+    for r in st.history.iter_mut().filter(|r| r.r#loop >= k && r.r#loop <= last && r.result == LoopResult::Running) {
+        finish_record(r, now, Some((Reason::JobDeleted, &message)), interval);
+    }
+    last
 }
 
 /// How many loops `status.history` keeps. Ten records of at most a few hundred bytes each
@@ -770,32 +771,6 @@ mod tests {
     fn launched(st: &mut LoopServiceStatus, n: i64, job: &str, due: Timestamp, start: Timestamp, run_request: Option<&str>) -> Note {
         super::launched(st, &seen(n, job, due, start, run_request))
     }
-    #[allow(clippy::too_many_arguments)]
-    fn rejected(
-        st: &mut LoopServiceStatus,
-        n: i64,
-        job: &str,
-        due: Timestamp,
-        start: Timestamp,
-        run_request: Option<&str>,
-        message: &str,
-        interval: Duration,
-    ) -> Vec<Note> {
-        super::rejected(st, &seen(n, job, due, start, run_request), message, interval)
-    }
-    #[allow(clippy::too_many_arguments)]
-    fn decide(
-        st: &LoopServiceStatus,
-        loops: Option<i64>,
-        suspended: bool,
-        run_request: Option<&str>,
-        interval: Duration,
-        jitter: Option<&Jitter<'_>>,
-        backoff: Option<(Duration, Duration)>,
-        now: Timestamp,
-    ) -> Decision {
-        super::decide(st, &Rules { loops, suspended, run_request, interval, jitter, backoff }, now)
-    }
     fn finalize(st: &mut LoopServiceStatus, decision: &Decision, loops: Option<i64>, generation: Option<i64>, now: Timestamp) {
         let prev = st.clone();
         super::finalize(st, &prev, Verdict { decision, obstacle: None, loops, generation }, now);
@@ -827,7 +802,11 @@ mod tests {
     /// One full reconcile of the pure parts, as the controller runs them.
     fn step(st: &LoopServiceStatus, jobs: &[ObservedJob], now: f64) -> (LoopServiceStatus, Decision, Vec<Note>) {
         let (mut st, notes) = record_jobs(st, jobs, I, t(now));
-        let d = decide(&st, None, false, None, I, None, None, t(now));
+        let d = super::decide(
+            &st,
+            &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+            t(now),
+        );
         finalize(&mut st, &d, None, Some(1), t(now));
         (st, d, notes)
     }
@@ -968,26 +947,50 @@ mod tests {
         launched(&mut st, 3, "r-3", t(0.0), t(0.0), None);
         st.last_finished_loop = 2;
         let (mut st, _) = record_jobs(&st, &[job(3, 0.0, Some((1.0, true)))], I, t(2.0));
-        assert_eq!(decide(&st, Some(3), false, None, I, None, None, t(2.0)), Decision::Finished);
-        assert_eq!(decide(&st, Some(4), true, None, I, None, None, t(2.0)), Decision::Suspended);
-        assert!(matches!(decide(&st, Some(4), false, None, I, None, None, t(2.0)), Decision::Wait { .. }));
+        assert_eq!(
+            super::decide(
+                &st,
+                &Rules { loops: Some(3), suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                t(2.0)
+            ),
+            Decision::Finished
+        );
+        assert_eq!(
+            super::decide(
+                &st,
+                &Rules { loops: Some(4), suspended: true, run_request: None, interval: I, jitter: None, backoff: None },
+                t(2.0)
+            ),
+            Decision::Suspended
+        );
+        assert!(matches!(
+            super::decide(
+                &st,
+                &Rules { loops: Some(4), suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                t(2.0)
+            ),
+            Decision::Wait { .. }
+        ));
         finalize(&mut st, &Decision::Finished, Some(3), Some(2), t(2.0));
         assert_eq!(st.phase, Some(Phase::Finished));
         assert_eq!(st.next_run_time, None);
         // Resumed long after its time: due at once.
-        assert!(matches!(decide(&st, None, false, None, I, None, None, t(500.0)), Decision::Launch { loop_number: 4, .. }));
+        assert!(matches!(
+            super::decide(
+                &st,
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                t(500.0)
+            ),
+            Decision::Launch { loop_number: 4, .. }
+        ));
     }
 
     #[test]
     fn a_rejected_job_is_a_failed_loop_and_the_next_comes_an_interval_later() {
         let mut st = LoopServiceStatus::default();
-        let notes = rejected(
+        let notes = super::rejected(
             &mut st,
-            1,
-            "r-1",
-            t(0.0),
-            t(0.0),
-            None,
+            &seen(1, "r-1", t(0.0), t(0.0), None),
             "Job.batch \"r-1\" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value",
             I,
         );
@@ -1059,7 +1062,7 @@ mod tests {
     fn any_running_job_holds_the_next_loop() {
         // Loop 3 was recorded as refused, but its Job appeared after all and runs.
         let mut st = LoopServiceStatus::default();
-        rejected(&mut st, 3, "r-3", t(30.0), t(30.0), None, "exceeded quota", I);
+        super::rejected(&mut st, &seen(3, "r-3", t(30.0), t(30.0), None), "exceeded quota", I);
         let (_, d, _) = step(&st, &[job(3, 30.5, None)], 45.0);
         assert_eq!(d, Decision::Running { job: "r-3".into() });
     }
@@ -1075,7 +1078,11 @@ mod tests {
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(3.0));
         // Due at 10 s; a request at 3 s starts loop 2 now.
-        let d = decide(&st, None, false, Some("a"), I, None, None, t(3.0));
+        let d = super::decide(
+            &st,
+            &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+            t(3.0),
+        );
         assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(3.0), run_request: Some("a".into()) });
         let mut st2 = st.clone();
         let note = launched(&mut st2, 2, "r-2", t(3.0), t(3.0), Some("a"));
@@ -1084,13 +1091,31 @@ mod tests {
         // The same value again starts nothing; the next loop is one interval after loop 2's start.
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, Some((4.0, true))), "a")];
         let (st3, _) = record_jobs(&st2, &jobs, I, t(5.0));
-        assert_eq!(decide(&st3, None, false, Some("a"), I, None, None, t(5.0)), Decision::Wait { until: t(13.0) });
+        assert_eq!(
+            super::decide(
+                &st3,
+                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                t(5.0)
+            ),
+            Decision::Wait { until: t(13.0) }
+        );
         // A new value does; an empty one does not.
         assert!(matches!(
-            decide(&st3, None, false, Some("b"), I, None, None, t(5.0)),
+            super::decide(
+                &st3,
+                &Rules { loops: None, suspended: false, run_request: Some("b"), interval: I, jitter: None, backoff: None },
+                t(5.0)
+            ),
             Decision::Launch { loop_number: 3, run_request: Some(_), .. }
         ));
-        assert_eq!(decide(&st3, None, false, Some(""), I, None, None, t(5.0)), Decision::Wait { until: t(13.0) });
+        assert_eq!(
+            super::decide(
+                &st3,
+                &Rules { loops: None, suspended: false, run_request: Some(""), interval: I, jitter: None, backoff: None },
+                t(5.0)
+            ),
+            Decision::Wait { until: t(13.0) }
+        );
     }
 
     #[test]
@@ -1098,10 +1123,21 @@ mod tests {
         let mut st = LoopServiceStatus::default();
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, _) = record_jobs(&st, &[job(1, 0.0, None)], I, t(2.0));
-        assert_eq!(decide(&st, None, false, Some("a"), I, None, None, t(2.0)), Decision::Running { job: "r-1".into() });
+        assert_eq!(
+            super::decide(
+                &st,
+                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                t(2.0)
+            ),
+            Decision::Running { job: "r-1".into() }
+        );
         let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((4.0, true)))], I, t(4.2));
         assert_eq!(
-            decide(&st, None, false, Some("a"), I, None, None, t(4.2)),
+            super::decide(
+                &st,
+                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                t(4.2)
+            ),
             Decision::Launch { loop_number: 2, scheduled: t(4.2), run_request: Some("a".into()) }
         );
     }
@@ -1111,17 +1147,60 @@ mod tests {
         let mut st = LoopServiceStatus::default();
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
-        assert_eq!(decide(&st, None, true, None, I, None, None, t(2.0)), Decision::Suspended);
-        assert!(matches!(decide(&st, None, true, Some("a"), I, None, None, t(2.0)), Decision::Launch { loop_number: 2, .. }));
+        assert_eq!(
+            super::decide(
+                &st,
+                &Rules { loops: None, suspended: true, run_request: None, interval: I, jitter: None, backoff: None },
+                t(2.0)
+            ),
+            Decision::Suspended
+        );
+        assert!(matches!(
+            super::decide(
+                &st,
+                &Rules { loops: None, suspended: true, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                t(2.0)
+            ),
+            Decision::Launch { loop_number: 2, .. }
+        ));
         launched(&mut st, 2, "r-2", t(2.0), t(2.0), Some("a"));
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 2.0, Some((3.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(3.5));
-        assert_eq!(decide(&st, None, true, Some("a"), I, None, None, t(3.5)), Decision::Suspended, "suspended again");
+        assert_eq!(
+            super::decide(
+                &st,
+                &Rules { loops: None, suspended: true, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                t(3.5)
+            ),
+            Decision::Suspended,
+            "suspended again"
+        );
         // spec.loops: 1 ran out with loop 1; the manual loop 2 does not count, a request still runs.
-        assert_eq!(decide(&st, Some(1), false, Some("a"), I, None, None, t(3.5)), Decision::Finished);
-        assert!(matches!(decide(&st, Some(1), false, Some("b"), I, None, None, t(3.5)), Decision::Launch { loop_number: 3, .. }));
+        assert_eq!(
+            super::decide(
+                &st,
+                &Rules { loops: Some(1), suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                t(3.5)
+            ),
+            Decision::Finished
+        );
+        assert!(matches!(
+            super::decide(
+                &st,
+                &Rules { loops: Some(1), suspended: false, run_request: Some("b"), interval: I, jitter: None, backoff: None },
+                t(3.5)
+            ),
+            Decision::Launch { loop_number: 3, .. }
+        ));
         // spec.loops: 2 has one scheduled loop left, anchored on the manual start.
-        assert_eq!(decide(&st, Some(2), false, Some("a"), I, None, None, t(3.5)), Decision::Wait { until: t(12.0) });
+        assert_eq!(
+            super::decide(
+                &st,
+                &Rules { loops: Some(2), suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                t(3.5)
+            ),
+            Decision::Wait { until: t(12.0) }
+        );
     }
 
     #[test]
@@ -1135,7 +1214,14 @@ mod tests {
         assert_eq!((st.loops_started, st.manual_loops, st.last_handled_run_request.as_deref()), (2, 1, Some("a")));
         let jobs = [jobs[0].clone(), manual(job(2, 3.0, Some((5.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(5.5));
-        assert_eq!(decide(&st, None, false, Some("a"), I, None, None, t(5.5)), Decision::Wait { until: t(13.0) });
+        assert_eq!(
+            super::decide(
+                &st,
+                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                t(5.5)
+            ),
+            Decision::Wait { until: t(13.0) }
+        );
         // A lost status is rebuilt with the newest request handled.
         let (lost, _) = record_jobs(&LoopServiceStatus::default(), &jobs, I, t(6.0));
         assert_eq!((lost.manual_loops, lost.last_handled_run_request.as_deref()), (1, Some("a")));
@@ -1202,7 +1288,7 @@ mod tests {
         let (mut st, _) = record_jobs(&st, &[], I, t(3.0));
         let h = &st.history[0];
         assert_eq!((h.result, h.reason.as_deref(), h.end_time), (LoopResult::Failed, Some("JobDeleted"), Some(Time(t(3.0)))));
-        rejected(&mut st, 2, "r-2", t(10.0), t(10.1), None, "exceeded quota", I);
+        super::rejected(&mut st, &seen(2, "r-2", t(10.0), t(10.1), None), "exceeded quota", I);
         let h = &st.history[0];
         assert_eq!((h.r#loop, h.result, h.reason.as_deref()), (2, LoopResult::Failed, Some("JobRejected")));
         assert!(h.message.as_deref().unwrap().contains("exceeded quota"));
@@ -1230,7 +1316,7 @@ mod tests {
         // Loop 1 was due at 0 and started at 0.2; it succeeds.
         launched(&mut st, 1, "r-1", t(0.0), t(0.2), None);
         let j1 = ObservedJob { scheduled: Some(t(0.0)), ..job(1, 0.2, Some((1.0, true))) };
-        let (mut st, _) = record_jobs(&st, &[j1.clone()], I, t(1.5));
+        let (mut st, _) = record_jobs(&st, std::slice::from_ref(&j1), I, t(1.5));
         assert_eq!((previous_result(&st), st.last_success_scheduled_time), (PreviousResult::Succeeded, Some(Time(t(0.0)))));
         // Loop 2 fails: the last success stays loop 1's due time.
         launched(&mut st, 2, "r-2", t(10.0), t(10.0), None);
@@ -1254,13 +1340,29 @@ mod tests {
             let off = j.offset(n).as_secs_f64();
             // Looking early: wait until due + offset, whenever we look.
             let due = 100.0 + 10.0 * (n - 1) as f64;
-            let d = decide(&st, None, false, None, I, Some(&j), None, t(now));
+            let d = super::decide(
+                &st,
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None },
+                t(now),
+            );
             if off > 0.005 {
                 assert_eq!(d, Decision::Wait { until: t(due + off) }, "loop {n}");
-                assert_eq!(decide(&st, None, false, None, I, Some(&j), None, t(now + 0.5).min(t(due + off - 0.01))), d, "the same later");
+                assert_eq!(
+                    super::decide(
+                        &st,
+                        &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None },
+                        t(now + 0.5).min(t(due + off - 0.01))
+                    ),
+                    d,
+                    "the same later"
+                );
             }
             now = due + off;
-            let d = decide(&st, None, false, None, I, Some(&j), None, t(now));
+            let d = super::decide(
+                &st,
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None },
+                t(now),
+            );
             assert_eq!(d, Decision::Launch { loop_number: n, scheduled: t(due), run_request: None }, "loop {n}");
             launched(&mut st, n, &format!("r-{n}"), t(due), t(now), None);
             jobs.push(job(n, now, Some((now + 1.0, true))));
@@ -1269,7 +1371,11 @@ mod tests {
             st = next;
         }
         // Ten loops later the due times are still exactly one interval apart: 100, 110, ... 190.
-        let next = decide(&st, None, false, None, I, Some(&j), None, t(now));
+        let next = super::decide(
+            &st,
+            &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None },
+            t(now),
+        );
         assert_eq!(next, Decision::Wait { until: t(200.0 + j.offset(11).as_secs_f64()) });
     }
 
@@ -1280,13 +1386,17 @@ mod tests {
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
         assert!(
-            matches!(decide(&st, None, false, Some("a"), I, Some(&j), None, t(3.0)), Decision::Launch { scheduled, .. } if scheduled == t(3.0))
+            matches!(super::decide(&st, &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: Some(&j), backoff: None }, t(3.0)), Decision::Launch { scheduled, .. } if scheduled == t(3.0))
         );
         launched(&mut st, 2, "r-2", t(3.0), t(3.0), Some("a"));
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, Some((4.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(4.5));
         assert_eq!(
-            decide(&st, None, false, Some("a"), I, Some(&j), None, t(4.5)),
+            super::decide(
+                &st,
+                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: Some(&j), backoff: None },
+                t(4.5)
+            ),
             Decision::Wait { until: t(13.0 + j.offset(3).as_secs_f64()) }
         );
     }
@@ -1305,10 +1415,23 @@ mod tests {
             jobs.push(job(n, start, Some((end, n == 5))));
             let (next, _) = record_jobs(&st, &jobs, I, t(end + 0.1));
             st = next;
-            let Decision::Wait { until } = decide(&st, None, false, None, I, None, b, t(end + 0.1)) else { panic!("loop {n}") };
+            let Decision::Wait { until } = super::decide(
+                &st,
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: b },
+                t(end + 0.1),
+            ) else {
+                panic!("loop {n}")
+            };
             waits.push((until.duration_since(t(start)).as_secs_f64(), until.duration_since(t(end)).as_secs_f64()));
             // A run request is not held back.
-            assert!(matches!(decide(&st, None, false, Some("now"), I, None, b, t(end + 0.1)), Decision::Launch { .. }));
+            assert!(matches!(
+                super::decide(
+                    &st,
+                    &Rules { loops: None, suspended: false, run_request: Some("now"), interval: I, jitter: None, backoff: b },
+                    t(end + 0.1)
+                ),
+                Decision::Launch { .. }
+            ));
             start = until.as_millisecond() as f64 / 1000.0;
         }
         // (after the start, after the end): the interval of 10 s, or the backoff after the end.
@@ -1325,7 +1448,11 @@ mod tests {
             let end = start + 2.0;
             jobs.push(job(n, start, Some((end, n == 5))));
             st = record_jobs(&st, &jobs, one, t(end)).0;
-            let Decision::Wait { until } = decide(&st, None, false, None, one, None, b, t(end)) else {
+            let Decision::Wait { until } = super::decide(
+                &st,
+                &Rules { loops: None, suspended: false, run_request: None, interval: one, jitter: None, backoff: b },
+                t(end),
+            ) else {
                 after_end.push(0.0);
                 start = end;
                 continue;
@@ -1351,7 +1478,11 @@ mod tests {
         let note = run(&mut st, &mut jobs, 2, false, 1).expect("suspended after 2");
         assert!(note.warning && note.reason == Reason::SuspendedAfterFailures && note.job.as_deref() == Some("r-2"), "{note:?}");
         assert!(note.message.contains("after 2 loops failed in a row"), "{}", note.message);
-        let d = decide(&st, None, false, None, I, None, None, t(100.0));
+        let d = super::decide(
+            &st,
+            &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+            t(100.0),
+        );
         assert_eq!(d, Decision::SuspendedAfterFailures { failures: 2, r#loop: 2 });
         let mut shown = st.clone();
         finalize(&mut shown, &d, None, Some(1), t(100.0));
@@ -1362,11 +1493,25 @@ mod tests {
         );
         // Seen again: no second Note, still suspended; a run request still runs.
         assert_eq!(suspend_after_failures(&mut st, Some(2), Some(1), t(101.0)), None);
-        assert!(matches!(decide(&st, None, false, Some("r"), I, None, None, t(101.0)), Decision::Launch { .. }));
+        assert!(matches!(
+            super::decide(
+                &st,
+                &Rules { loops: None, suspended: false, run_request: Some("r"), interval: I, jitter: None, backoff: None },
+                t(101.0)
+            ),
+            Decision::Launch { .. }
+        ));
         // The spec changes (generation 2): resumed, and the count starts again.
         assert_eq!(suspend_after_failures(&mut st, Some(2), Some(2), t(102.0)), None);
         assert!(!st.failure_suspension.as_ref().unwrap().active);
-        assert!(matches!(decide(&st, None, false, None, I, None, None, t(102.0)), Decision::Launch { loop_number: 3, .. }));
+        assert!(matches!(
+            super::decide(
+                &st,
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                t(102.0)
+            ),
+            Decision::Launch { loop_number: 3, .. }
+        ));
         assert_eq!(run(&mut st, &mut jobs, 3, false, 2), None, "one failure since the resume");
         assert_eq!(failures_toward_suspension(&st), 1);
         assert_eq!(st.consecutive_failures, 3, "the streak itself is kept");
@@ -1374,7 +1519,14 @@ mod tests {
         // A success (a run request's loop, say) ends it too.
         assert_eq!(run(&mut st, &mut jobs, 5, true, 2), None);
         assert!(!st.failure_suspension.as_ref().unwrap().active);
-        assert_eq!(decide(&st, None, false, None, I, None, None, t(55.0)), Decision::Wait { until: t(60.0) });
+        assert_eq!(
+            super::decide(
+                &st,
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                t(55.0)
+            ),
+            Decision::Wait { until: t(60.0) }
+        );
     }
 
     #[test]
@@ -1391,7 +1543,11 @@ mod tests {
         assert!(lowered.history[0].overran);
         assert!(notes.iter().any(|n| n.reason == "LoopOverrun" && n.message.contains("interval of 10 seconds")), "{notes:?}");
         assert_eq!(
-            decide(&lowered, None, false, None, ten, None, None, t(20.5)),
+            super::decide(
+                &lowered,
+                &Rules { loops: None, suspended: false, run_request: None, interval: ten, jitter: None, backoff: None },
+                t(20.5)
+            ),
             Decision::Launch { loop_number: 2, scheduled: t(20.0), run_request: None }
         );
         // Raised to 30 s instead: on time, and the next loop is 30 s after its start.
@@ -1399,7 +1555,14 @@ mod tests {
         let (raised, _) = record_jobs(&st, &jobs, thirty, t(20.5));
         assert_eq!(raised.overruns, 0);
         assert!(!raised.history[0].overran);
-        assert_eq!(decide(&raised, None, false, None, thirty, None, None, t(20.5)), Decision::Wait { until: t(30.0) });
+        assert_eq!(
+            super::decide(
+                &raised,
+                &Rules { loops: None, suspended: false, run_request: None, interval: thirty, jitter: None, backoff: None },
+                t(20.5)
+            ),
+            Decision::Wait { until: t(30.0) }
+        );
     }
 
     #[test]
@@ -1412,17 +1575,36 @@ mod tests {
             launched(&mut st, n, &format!("r-{n}"), t(start), t(start), None);
             jobs.push(job(n, start, (n < 5).then_some((start + 1.0, true))));
             st = record_jobs(&st, &jobs, I, t(start + 2.0)).0;
-            assert_ne!(decide(&st, Some(10), false, None, I, None, None, t(start + 2.0)), Decision::Finished);
+            assert_ne!(
+                super::decide(
+                    &st,
+                    &Rules { loops: Some(10), suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                    t(start + 2.0)
+                ),
+                Decision::Finished
+            );
         }
         // The running loop is left to end as usual.
-        let d = decide(&st, Some(2), false, None, I, None, None, t(53.0));
+        let d = super::decide(
+            &st,
+            &Rules { loops: Some(2), suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+            t(53.0),
+        );
         assert_eq!(d, Decision::Running { job: "r-5".into() });
         jobs[4] = job(5, 50.0, Some((54.0, true)));
         let (mut st, _) = record_jobs(&st, &jobs, I, t(55.0));
         assert_eq!((st.loops_succeeded, st.last_finished_loop, st.active_job.as_deref()), (5, 5, None));
         // Then nothing more starts, now or ever after.
         for now in [55.0, 60.0, 3600.0] {
-            assert_eq!(decide(&st, Some(2), false, None, I, None, None, t(now)), Decision::Finished, "at {now}");
+            assert_eq!(
+                super::decide(
+                    &st,
+                    &Rules { loops: Some(2), suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                    t(now)
+                ),
+                Decision::Finished,
+                "at {now}"
+            );
         }
         finalize(&mut st, &Decision::Finished, Some(2), Some(2), t(55.0));
         let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
@@ -1451,11 +1633,28 @@ mod tests {
             consecutive_failures: 1,
             ..Default::default()
         };
-        assert_eq!(decide(&st, None, false, None, I, None, None, t(100.0)), Decision::Wait { until: t(110.0) });
+        assert_eq!(
+            super::decide(
+                &st,
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                t(100.0)
+            ),
+            Decision::Wait { until: t(110.0) }
+        );
         let backoff = Some((Duration::from_secs(4), Duration::from_secs(60)));
-        assert_eq!(decide(&st, None, false, None, I, None, backoff, t(100.0)), Decision::Wait { until: t(110.0) });
+        assert_eq!(
+            super::decide(&st, &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff }, t(100.0)),
+            Decision::Wait { until: t(110.0) }
+        );
         let long = Some((Duration::from_secs(30), Duration::from_secs(60)));
-        assert_eq!(decide(&st, None, false, None, I, None, long, t(100.0)), Decision::Wait { until: t(130.0) });
+        assert_eq!(
+            super::decide(
+                &st,
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: long },
+                t(100.0)
+            ),
+            Decision::Wait { until: t(130.0) }
+        );
     }
 
     #[test]

@@ -19,8 +19,11 @@ pub const VERDICT_TTL: Duration = Duration::from_secs(10);
 /// part of it.
 pub type Verdict = Option<String>;
 
+/// A spec's answer, and when it was first asked for.
+type Entry = (Instant, Arc<OnceCell<Verdict>>);
+
 #[derive(Default)]
-pub struct Verdicts(Mutex<HashMap<u64, (Instant, Arc<OnceCell<Verdict>>)>>);
+pub struct Verdicts(Mutex<HashMap<u64, Entry>>);
 
 impl Verdicts {
     /// The answer for `spec` in `ns`: filled already, or to be filled by the first caller

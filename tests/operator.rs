@@ -159,7 +159,7 @@ async fn suspend_pauses_and_resume_goes_on_without_losing_counts() {
     let numbers: Vec<i64> = jobs.iter().map(loop_number).collect();
     assert_eq!(numbers, (1..=numbers.len() as i64).collect::<Vec<_>>(), "numbering goes on after resume");
     let after = status(&ns, "pausable").await;
-    assert!(after.loops_started >= st.loops_started + 1 && after.loops_succeeded >= st.loops_succeeded);
+    assert!(after.loops_started > st.loops_started && after.loops_succeeded >= st.loops_succeeded);
 }
 
 #[tokio::test]

@@ -12,10 +12,12 @@ use serde::Serialize;
 use super::connect::Target;
 use super::format::{self, relative};
 use super::{Error, Output, EXIT_OK};
-use crate::crd::{LoopService, Phase, Time};
+use crate::crd::{LoopService, LoopServiceStatus, Phase, Time};
 use crate::keys::ANN_RUN_REQUESTED_AT;
+use crate::reasons::ConditionType;
 use crate::schedule::{self, Jitter};
-use crate::status::{self, Decision, Rules};
+use crate::spec::ValidSpec;
+use crate::status::{self, Decision, Rules, Timing};
 
 /// The explanation, as `-o json|yaml` prints it.
 #[derive(Serialize, Debug)]
@@ -83,6 +85,31 @@ fn factor(factor: &'static str, applies: bool, detail: String, at: Option<Timest
     Factor { factor, applies, detail, at: at.map(Time) }
 }
 
+/// What the explanation is worked out from: the stored LoopService and what the operator's own
+/// timing code makes of it.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    ls: &'a LoopService,
+    st: &'a LoopServiceStatus,
+    valid: &'a ValidSpec,
+    now: Timestamp,
+    jitter: Option<Jitter<'a>>,
+    /// The run request not yet handled.
+    pending: Option<&'a str>,
+    suspended: bool,
+    decision: &'a Decision,
+    timing: &'a Timing,
+    /// The latest loop started, and the next.
+    last: i64,
+    next: i64,
+    running: Option<&'a str>,
+    start: Option<Timestamp>,
+    anchor: Option<Timestamp>,
+    by_interval: Option<Timestamp>,
+    /// The previous loop's end, as recorded.
+    end: Option<Timestamp>,
+}
+
 /// Works out the explanation for `ls` at `now`.
 pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
     let st = ls.status.clone().unwrap_or_default();
@@ -103,11 +130,11 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
         }
     };
     if st.phase == Some(Phase::Invalid) {
-        let why = st.conditions.iter().find(|c| c.type_ == "Ready").map_or("see the Ready condition", |c| c.message.as_str());
+        let ready = st.conditions.iter().find(|c| ConditionType::Ready == c.type_);
+        let why = ready.map_or("see the Ready condition", |c| c.message.as_str());
         e.next = Next { state: "Invalid".into(), loop_number: None, at: None, summary: format!("the spec cannot be run: {why}") };
         return e;
     }
-
     let uid = ls.uid().unwrap_or_default();
     let created = ls.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
     let jitter = valid.jitter.map(|max| Jitter { uid: &uid, max, created });
@@ -121,16 +148,43 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
         jitter: jitter.as_ref(),
         backoff: valid.failure_backoff,
     };
-    let decision = status::decide(&st, &rules, now);
-    let timing = status::timing(&st, &rules, now);
-    let pending = status::pending_run_request(&st, request);
-    let last = st.loops_started;
-    let next = last.saturating_add(1);
-    let running = st.active_job.clone();
+    let (decision, timing) = (status::decide(&st, &rules, now), status::timing(&st, &rules, now));
+    let v = View {
+        ls,
+        st: &st,
+        valid: &valid,
+        now,
+        jitter,
+        pending: status::pending_run_request(&st, request),
+        suspended,
+        decision: &decision,
+        timing: &timing,
+        last: st.loops_started,
+        next: st.loops_started.saturating_add(1),
+        running: st.active_job.as_deref(),
+        start: timing.previous_start,
+        anchor: timing.anchor,
+        by_interval: timing.by_interval,
+        end: st.last_completion_time.map(|t| t.0),
+    };
+    e.factors =
+        [interval_factor, overrun_factor, failure_backoff_factor, jitter_factor, suspend_factor, loops_limit_factor, run_request_factor]
+            .iter()
+            .map(|f| f(&v))
+            .collect();
+    // The loop rule's time is what sets the start only when nothing later or stronger does.
+    let scheduled_start = matches!(decision, Decision::Wait { .. } | Decision::Launch { run_request: None, .. });
+    let overridden = e.factors.iter().any(|f| f.applies && matches!(f.factor, "overrun" | "failureBackoff"));
+    let running_within = matches!(decision, Decision::Running { .. }) && v.by_interval.is_some_and(|d| d > now);
+    e.factors[0].applies = (scheduled_start || running_within) && !overridden;
+    e.next = next_step(&v);
+    e
+}
 
-    // interval: the loop rule's time, anchored on the previous start (without its jitter delay).
-    let (start, anchor, by_interval) = (timing.previous_start, timing.anchor, timing.by_interval);
-    e.factors.push(match (start, anchor, by_interval) {
+/// The loop rule's time, anchored on the previous start (without its jitter delay).
+fn interval_factor(v: &View<'_>) -> Factor {
+    let View { ls, now, jitter, last, start, anchor, by_interval, .. } = *v;
+    match (start, anchor, by_interval) {
         (Some(s), Some(a), Some(due)) => {
             let base = if a == s {
                 format!("loop {last} started at {}", Time(s))
@@ -140,14 +194,16 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
             factor("interval", true, format!("{base}; one interval ({}) later is {}", ls.spec.interval, when(due, now)), Some(due))
         }
         _ => {
-            let at = if jitter.is_some() { created.min(now) } else { now };
+            let at = jitter.map_or(now, |j| j.created.min(now));
             factor("interval", true, "no loop has started yet: the first loop is due as soon as the LoopService exists".into(), Some(at))
         }
-    });
+    }
+}
 
-    // overrun: the previous loop's end, when it is later than the interval allows.
-    let end = st.last_completion_time.map(|t| t.0);
-    e.factors.push(match (start, running.as_deref(), end, by_interval) {
+/// The previous loop's end, when it is later than the interval allows.
+fn overrun_factor(v: &View<'_>) -> Factor {
+    let View { ls, now, last, running, start, by_interval, end, .. } = *v;
+    match (start, running, end, by_interval) {
         (None, ..) => factor("overrun", false, "no loop has run yet".into(), None),
         (Some(s), Some(job), _, due) => {
             let over = due.is_some_and(|d| now > d);
@@ -161,16 +217,33 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
         (Some(s), None, Some(end), Some(due)) if end > due => factor(
             "overrun",
             true,
-            format!("loop {last} took {}s, longer than its interval of {}: the next loop is due at its end, {}, with no catch-up loops", schedule::fmt_secs(schedule::seconds_between(s, end)), ls.spec.interval, Time(end)),
+            format!(
+                "loop {last} took {}s, longer than its interval of {}: the next loop is due at its end, {}, with no catch-up loops",
+                schedule::fmt_secs(schedule::seconds_between(s, end)),
+                ls.spec.interval,
+                Time(end)
+            ),
             Some(end),
         ),
-        (Some(s), None, Some(end), _) => factor("overrun", false, format!("loop {last} ended at {} after {}s, within its interval", Time(end), schedule::fmt_secs(schedule::seconds_between(s, end))), None),
+        (Some(s), None, Some(end), _) => factor(
+            "overrun",
+            false,
+            format!(
+                "loop {last} ended at {} after {}s, within its interval",
+                Time(end),
+                schedule::fmt_secs(schedule::seconds_between(s, end))
+            ),
+            None,
+        ),
         (Some(_), None, None, _) => factor("overrun", false, format!("the end of loop {last} is not recorded"), None),
-    });
-    let rule = by_interval.max(end);
+    }
+}
 
-    // failure backoff: after failures in a row, a wait after the latest failed end.
-    e.factors.push(match (valid.failure_backoff, timing.backoff) {
+/// After failures in a row, a wait after the latest failed end.
+fn failure_backoff_factor(v: &View<'_>) -> Factor {
+    let View { valid, now, timing, by_interval, end, .. } = *v;
+    let rule = by_interval.max(end);
+    match (valid.failure_backoff, timing.backoff) {
         (None, _) => factor("failureBackoff", false, "not set (spec.failureBackoff)".into(), None),
         (Some((initial, max)), Some(b)) => {
             let (k, wait, until, failed) = (b.failures, b.wait, b.until, Time(b.after));
@@ -195,10 +268,13 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
             format!("no failure in a row (after failures it waits {} doubling up to {})", dur(initial), dur(max)),
             None,
         ),
-    });
+    }
+}
 
-    // jitter: a stable delay after the due time, for scheduled loops.
-    e.factors.push(match &jitter {
+/// A stable delay after the due time, for scheduled loops.
+fn jitter_factor(v: &View<'_>) -> Factor {
+    let View { jitter, pending, decision, next, timing, .. } = *v;
+    match &jitter {
         None => factor("jitter", false, "not set (spec.jitter)".into(), None),
         Some(j) => {
             let off = timing.jitter.unwrap_or_default();
@@ -210,12 +286,15 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
             }
             factor("jitter", applies, detail, None)
         }
-    });
+    }
+}
 
-    // suspend: spec.suspend, or a suspension after failures (in status).
+/// Spec.suspend, or a suspension after failures (in status).
+fn suspend_factor(v: &View<'_>) -> Factor {
+    let View { ls, st, suspended, .. } = *v;
     let self_suspension = st.failure_suspension.as_ref().filter(|s| s.active);
-    e.factors.push(match (suspended, self_suspension, ls.spec.suspend_after_failures) {
-        (true, ..) => factor("suspend", true, format!("spec.suspend is true: no scheduled loop starts until it is resumed (kubectl loopservice resume {}); a run request still runs one loop", e.name), None),
+    match (suspended, self_suspension, ls.spec.suspend_after_failures) {
+        (true, ..) => factor("suspend", true, format!("spec.suspend is true: no scheduled loop starts until it is resumed (kubectl loopservice resume {}); a run request still runs one loop", ls.name_any()), None),
         (false, Some(s), limit) => factor(
             "suspend",
             true,
@@ -224,17 +303,20 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
                 s.failures,
                 limit.map_or_else(|| "unset".to_string(), |l| l.to_string()),
                 s.r#loop,
-                e.name
+                ls.name_any()
             ),
             None,
         ),
-        (false, None, Some(limit)) => factor("suspend", false, format!("not suspended; it suspends itself after {limit} loops fail in a row ({} so far)", status::failures_toward_suspension(&st)), None),
+        (false, None, Some(limit)) => factor("suspend", false, format!("not suspended; it suspends itself after {limit} loops fail in a row ({} so far)", status::failures_toward_suspension(st)), None),
         (false, None, None) => factor("suspend", false, "not suspended".into(), None),
-    });
+    }
+}
 
-    // loops limit: spec.loops counts scheduled loops only.
+/// Spec.loops counts scheduled loops only.
+fn loops_limit_factor(v: &View<'_>) -> Factor {
+    let View { ls, st, .. } = *v;
     let scheduled = st.loops_started.saturating_sub(st.manual_loops);
-    e.factors.push(match ls.spec.loops {
+    match ls.spec.loops {
         None => factor("loopsLimit", false, "none: it loops for ever (spec.loops)".into(), None),
         Some(n) if scheduled >= n => factor(
             "loopsLimit",
@@ -248,10 +330,13 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
             format!("{scheduled} of {n} scheduled loops have run (spec.loops; run requests do not count)"),
             None,
         ),
-    });
+    }
+}
 
-    // run request: a new value of the annotation starts a loop at once.
-    e.factors.push(match (pending, &st.last_handled_run_request) {
+/// A new value of the annotation starts a loop at once.
+fn run_request_factor(v: &View<'_>) -> Factor {
+    let View { st, now, pending, running, .. } = *v;
+    match (pending, &st.last_handled_run_request) {
         (Some(r), _) if running.is_some() => factor(
             "runRequest",
             true,
@@ -263,15 +348,13 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
         }
         (None, Some(h)) => factor("runRequest", false, format!("none pending (the latest handled: {h:?})"), None),
         (None, None) => factor("runRequest", false, "none pending".into(), None),
-    });
+    }
+}
 
-    // The loop rule's time is what sets the start only when nothing later or stronger does.
-    let scheduled_start = matches!(decision, Decision::Wait { .. } | Decision::Launch { run_request: None, .. });
-    let overridden = e.factors.iter().any(|f| f.applies && matches!(f.factor, "overrun" | "failureBackoff"));
-    let running_within = matches!(decision, Decision::Running { .. }) && by_interval.is_some_and(|d| d > now);
-    e.factors[0].applies = (scheduled_start || running_within) && !overridden;
-
-    e.next = match decision {
+/// What happens next, in a sentence.
+fn next_step(v: &View<'_>) -> Next {
+    let View { now, decision, last, next, by_interval, timing, .. } = *v;
+    match decision.clone() {
         Decision::Launch { loop_number, scheduled, run_request: Some(r) } => Next {
             state: "Due".into(),
             loop_number: Some(loop_number),
@@ -315,8 +398,7 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
         Decision::Invalid { message, .. } => {
             Next { state: "Invalid".into(), loop_number: None, at: None, summary: format!("the spec cannot be run: {message}") }
         }
-    };
-    e
+    }
 }
 
 /// The explanation as text: the answer, then a table of the factors.

@@ -48,7 +48,7 @@ pub enum Observation {
 
 /// Whether the spec can run, and if not, who said so.
 pub enum Checked {
-    Valid(ValidSpec),
+    Valid(Box<ValidSpec>),
     /// The operator's own checks refuse it: nothing runs until the spec changes.
     Invalid(String),
     /// The API server refuses (or would drop part of) the Job it makes: checked again now and
@@ -161,7 +161,7 @@ async fn check(ls: &LoopService, ctx: &Context, ns: &str, prev: &LoopServiceStat
         Err(errors) => return Ok(Checked::Invalid(errors.to_string())),
     };
     if prev.observed_generation == ls.metadata.generation && prev.phase != Some(Phase::Invalid) {
-        return Ok(Checked::Valid(valid));
+        return Ok(Checked::Valid(Box::new(valid)));
     }
     let verdict = ctx.verdicts.cell(ns, &ls.spec);
     let refused = verdict
@@ -172,7 +172,7 @@ async fn check(ls: &LoopService, ctx: &Context, ns: &str, prev: &LoopServiceStat
         .await?;
     Ok(match refused {
         Some(message) => Checked::Refused(message.clone()),
-        None => Checked::Valid(valid),
+        None => Checked::Valid(Box::new(valid)),
     })
 }
 
