@@ -42,6 +42,11 @@ fake-nodes: cluster ## Add 5 fake (kwok) nodes to the local cluster, for scale r
 cluster-down: ## Stop the local cluster and remove its state
 	$(CLUSTER) down
 
+.PHONY: lint
+lint: ## Formatting and clippy, as CI checks them (no cluster needed)
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
 .PHONY: test
 test: cluster build image ## All tests on the local cluster (KUBERNETES_VERSION=1.20 for the oldest)
 	hack/ensure-nextest.sh

@@ -5,6 +5,7 @@
 #
 #   hack/cluster.sh up                 the newest supported Kubernetes (1.37)
 #   KUBERNETES_VERSION=1.20 hack/cluster.sh up   the oldest tested (Debian's 1.20)
+#   hack/cluster.sh build              fetch and build this version's parts, start nothing
 #   hack/cluster.sh status|down|env
 #   hack/cluster.sh fake-nodes N       N Ready fake nodes (kwok) for scale tests
 #   hack/cluster.sh import-image <dir-or-static-binary> <image-ref> [--entrypoint X] [--cmd X] [--user U] [--env K=V]
@@ -175,11 +176,23 @@ cmd_start() {
   log "$c running (pid $(pid_of "$c")), healthy"
 }
 
+# Everything `up` would fetch or build, without starting anything: warms the caches of a
+# version while another runs.
+cmd_build() {
+  need_root
+  ensure_packages
+  ensure_kubectl_helm
+  ensure_version_binaries
+  ensure_image_tarballs
+  log "Kubernetes $K8S_VERSION is built"
+}
+
 main() {
   local cmd="${1:-}"
   (($#)) && shift
   case "$cmd" in
     up) cmd_up "$@" ;;
+    build) cmd_build "$@" ;;
     down) cmd_down "$@" ;;
     status) cmd_status "$@" ;;
     env) cmd_env "$@" ;;
@@ -187,7 +200,7 @@ main() {
     import-image) cmd_import_image "$@" ;;
     stop) cmd_stop "$@" ;;
     start) cmd_start "$@" ;;
-    *) echo "usage: $0 {up|down|status|env|fake-nodes N|import-image <dir-or-binary> <image-ref> [opts]|stop <component>|start <component>}" >&2; exit 2 ;;
+    *) echo "usage: $0 {up|build|down|status|env|fake-nodes N|import-image <dir-or-binary> <image-ref> [opts]|stop <component>|start <component>}" >&2; exit 2 ;;
   esac
 }
 

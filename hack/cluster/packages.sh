@@ -52,7 +52,8 @@ EOS
 
 ensure_packages() {
   local missing=() p want
-  read -ra want <<<"${COMMON_APT_PACKAGES[*]} $(version_apt_packages)"
+  # A version may print its packages over several lines: all of them count.
+  read -ra want <<<"${COMMON_APT_PACKAGES[*]} $(version_apt_packages | tr '\n' ' ')"
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
