@@ -459,7 +459,7 @@ fn not_nullable(schema: &mut Schema) {
 fn phase_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
-        "enum": ["Pending", "Running", "Waiting", "Suspended", "Finished", "Failing", "Invalid"],
+        "enum": Phase::ALL.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
     })
 }
 
@@ -473,6 +473,26 @@ pub enum Phase {
     Finished,
     Failing,
     Invalid,
+}
+
+impl Phase {
+    /// Every phase, as the CRD schema lists them.
+    pub const ALL: [Phase; 7] =
+        [Phase::Pending, Phase::Running, Phase::Waiting, Phase::Suspended, Phase::Finished, Phase::Failing, Phase::Invalid];
+
+    /// Its place in [`Phase::ALL`]: a phase added to the enum must be added there too, or this
+    /// match does not compile.
+    pub const fn index(self) -> usize {
+        match self {
+            Phase::Pending => 0,
+            Phase::Running => 1,
+            Phase::Waiting => 2,
+            Phase::Suspended => 3,
+            Phase::Finished => 4,
+            Phase::Failing => 5,
+            Phase::Invalid => 6,
+        }
+    }
 }
 
 impl std::fmt::Display for Phase {

@@ -13,7 +13,7 @@ use crate::crd::{LoopService, Time, Trigger};
 use crate::spec::ValidSpec;
 
 use crate::keys::*;
-use crate::reasons::Reason;
+use crate::reasons::{Reason, FALSE, TRUE};
 use crate::text::clip;
 
 /// Kubernetes label values, and so Job names (the Job controller copies the name into its
@@ -239,7 +239,7 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
     let scheduled = parse(ANN_SCHEDULED).map(|t| t.min(start));
     let status = job.status.as_ref();
     let cond =
-        |type_: &str| status.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == "True"));
+        |type_: &str| status.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == TRUE));
     let end = if let Some(c) = cond("Complete") {
         let at = status.and_then(|s| s.completion_time.as_ref()).or(c.last_transition_time.as_ref()).map(|t| t.0).unwrap_or(start);
         Some((at.max(start), Outcome::Succeeded))
@@ -321,7 +321,7 @@ pub fn stuck_reason(pods: &[Pod]) -> Option<String> {
             }
         }
         let conditions = status.and_then(|s| s.conditions.as_ref());
-        if let Some(c) = conditions.into_iter().flatten().find(|c| c.type_ == "PodScheduled" && c.status == "False") {
+        if let Some(c) = conditions.into_iter().flatten().find(|c| c.type_ == "PodScheduled" && c.status == FALSE) {
             let message = c.message.as_deref().unwrap_or_default();
             return Some(clip(&format!("its Pod cannot be scheduled: {message}")));
         }

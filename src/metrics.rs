@@ -9,6 +9,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::crd::LoopServiceStatus;
+use crate::reasons::{ConditionType, Reason, FALSE, TRUE};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LsLabels {
@@ -119,9 +120,10 @@ impl Metrics {
     /// Sets the per-LoopService gauges from the status stored for `ls`.
     pub fn record_status(&self, ls: &LsLabels, st: &LoopServiceStatus) {
         self.saw(ls);
-        let condition = |type_: &str| st.conditions.iter().find(|c| c.type_ == type_);
-        let overrunning = condition("Overrun").is_some_and(|c| c.status == "True");
-        let stuck = condition("Ready").is_some_and(|c| c.status == "False" && matches!(c.reason.as_str(), "LoopStuck" | "JobNameTaken"));
+        let condition = |type_: ConditionType| st.conditions.iter().find(|c| type_ == c.type_);
+        let overrunning = condition(ConditionType::Overrun).is_some_and(|c| c.status == TRUE);
+        let stuck = condition(ConditionType::Ready)
+            .is_some_and(|c| c.status == FALSE && matches!(Reason::parse(&c.reason), Some(Reason::LoopStuck | Reason::JobNameTaken)));
         // Sparse: a series only while its value is not 0, so that thousands of healthy or idle
         // LoopServices add nothing to /metrics (absent reads as 0 in every alert and panel).
         let set = |family: &Family<LsLabels, Gauge>, value: i64| {
