@@ -151,6 +151,19 @@ where
         (Cache { store, index }, stream)
     }
 
+    /// A cache holding `objects`, as a watch that listed them would have left it, and kept by
+    /// no watch: for tests and tools that decide on objects they made by hand.
+    pub fn from_objects(objects: Vec<K>) -> Self {
+        let (store, mut writer) = reflector::store();
+        let index = OwnerIndex::default();
+        for obj in objects {
+            let event = Event::Apply(obj);
+            index.saw(&event);
+            writer.apply_watcher_event(&event);
+        }
+        Cache { store, index }
+    }
+
     /// The cached objects labelled as the LoopService `uid`'s.
     pub fn of(&self, uid: &str) -> Vec<Arc<K>> {
         self.index.get(&self.store, uid)

@@ -12,9 +12,13 @@
 
 pub mod act;
 pub mod context;
+#[cfg(test)]
+mod fixtures;
 pub mod observe;
 pub mod plan;
 pub mod record;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

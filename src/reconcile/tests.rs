@@ -1,0 +1,637 @@
+//! The reconcile against a mocked API server: each test is one scenario, run through the
+//! real `reconcile` with a real Context, checking what a user would see (the Job created,
+//! the status written, the Events, when it looks again) and that no other request was made.
+//! Then the pure plan, by a table of situations.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::runtime::controller::Action;
+use kube::ResourceExt;
+use serde_json::json;
+
+use super::fixtures::*;
+use super::plan::{self, Launched, Requeue};
+use super::{is_conflict, reconcile};
+use crate::clock::Clock;
+use crate::crd::{LoopService, LoopServiceStatus, Phase, Time};
+use crate::job;
+use crate::keys::LABEL_LOOP;
+use crate::reasons::Reason;
+use crate::status::Obstacle;
+use crate::Error;
+
+/// The Ready condition: (status, reason, message).
+fn ready(st: &LoopServiceStatus) -> (String, String, String) {
+    condition(st, "Ready")
+}
+
+fn condition(st: &LoopServiceStatus, type_: &str) -> (String, String, String) {
+    let c = st.conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("a {type_} condition in {st:#?}"));
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+fn names(jobs: &[Job]) -> Vec<String> {
+    jobs.iter().map(|j| j.name_any()).collect()
+}
+
+fn secs(n: u64) -> Action {
+    Action::requeue(Duration::from_secs(n))
+}
+
+/// `job` as another LoopService's (same name, another owner).
+fn owned_by_another(mut job: Job) -> Job {
+    job.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "loops.dev/v1alpha1".into(),
+        kind: "LoopService".into(),
+        name: "someone-else".into(),
+        uid: OTHER_UID.into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    job
+}
+
+/// Loops 1..=n started every 30 s from t0, each running 5 s; all but the last recorded as
+/// ended, the last running: the status the operator wrote when it started loop `n`, and the
+/// Jobs (the last one running).
+fn after_loops(ls: &LoopService, n: i64) -> (LoopServiceStatus, Vec<Job>) {
+    let (mut st, mut jobs) = (LoopServiceStatus::default(), vec![]);
+    for k in 1..=n {
+        let start = at(30 * (k - 1));
+        let job = loop_job(ls, k, start);
+        let seen = job::observe(&job).expect("a loop's Job");
+        st = status_after(&with_status(ls, st), &jobs, Some(Launched::Created(seen)), start);
+        if k == n {
+            jobs.push(job);
+        } else {
+            jobs.push(ended(job, at(30 * (k - 1) + 5), true));
+            st = status_after(&with_status(ls, st), &jobs, None, at(30 * (k - 1) + 5));
+        }
+    }
+    (st, jobs)
+}
+
+const CONFLICT: &str =
+    "Operation cannot be fulfilled on loopservices.loops.dev \"report\": the object has been modified; please apply your changes to the latest version and try again";
+
+// ---- 1. The first loop ----
+
+#[tokio::test]
+async fn a_new_loopservice_starts_loop_1_at_once_and_records_it_running() {
+    let ls = loopservice(json!({}));
+    let (client, api) = api_server(vec![Expect::dry_run_job(), Expect::create_job(), Expect::write_status(&ls)]);
+    let ctx = context(client, clock_at(t0()), vec![], vec![]);
+
+    let res = reconcile(cached(&ls), ctx.clone()).await;
+    let asked = api.done(ctx).await;
+
+    assert_eq!(res.expect("the reconcile succeeds"), secs(15), "a running loop is looked at again in 15 s");
+    assert_eq!(names(&asked.dry_runs()), [job_name(1)], "the new spec's Job is checked with a dry run first");
+    let created = asked.created_jobs();
+    assert_eq!(names(&created), [job_name(1)]);
+    assert_eq!(created[0].labels()[LABEL_LOOP], "1");
+    assert_eq!(created[0].owner_references()[0].uid, UID);
+    let (version, st) = asked.statuses().remove(0);
+    assert_eq!(version, "1", "the status write is conditioned on the version read");
+    assert_eq!((st.loops_started, st.active_job.clone(), st.phase), (1, Some(job_name(1)), Some(Phase::Running)));
+    assert_eq!(st.last_start_time, Some(Time(t0())));
+    assert_eq!(st.observed_generation, Some(1));
+    let (status, reason, message) = ready(&st);
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Running"));
+    assert_eq!(message, format!("loop 1 is running as Job {}", job_name(1)));
+    assert_eq!(asked.events(), [], "a loop that starts is no Event by default");
+}
+
+// ---- 2. Adopting a Job an earlier instance made ----
+
+#[tokio::test]
+async fn a_job_of_this_loopservice_already_there_is_adopted_not_created_twice() {
+    let ls = loopservice(json!({}));
+    // Made 2 s ago by an instance that died before writing status; the cache has not seen it.
+    let earlier = loop_job(&ls, 1, at(-2));
+    let exists = format!("jobs.batch \"{}\" already exists", job_name(1));
+    let (client, api) = api_server(vec![
+        Expect::dry_run_job().refused(409, "AlreadyExists", &exists),
+        Expect::create_job().refused(409, "AlreadyExists", &exists),
+        Expect::get_job(&job_name(1)).answers(200, serde_json::to_value(&earlier).unwrap()),
+        Expect::write_status(&ls),
+    ]);
+    let ctx = context(client, clock_at(t0()), vec![], vec![]);
+
+    let res = reconcile(cached(&ls), ctx.clone()).await;
+    let asked = api.done(ctx).await;
+
+    assert_eq!(res.expect("the reconcile succeeds"), secs(15));
+    assert_eq!(asked.created_jobs().len(), 1, "one create, refused as existing; none after it");
+    let st = asked.status();
+    assert_eq!((st.loops_started, st.active_job.clone(), st.phase), (1, Some(job_name(1)), Some(Phase::Running)));
+    assert_eq!(st.last_start_time, Some(Time(at(-2))), "the loop started when the earlier instance made its Job");
+    assert_eq!(ready(&st).1, "Running");
+    assert_eq!(asked.events(), []);
+}
+
+// ---- 3. The Job name taken by another's Job ----
+
+#[tokio::test]
+async fn a_job_name_taken_by_another_owner_blocks_the_loop_with_job_name_taken() {
+    let ls = loopservice(json!({}));
+    let stranger = owned_by_another(loop_job(&ls, 1, at(-600)));
+    let exists = format!("jobs.batch \"{}\" already exists", job_name(1));
+    let (client, api) = api_server(vec![
+        Expect::dry_run_job().refused(409, "AlreadyExists", &exists),
+        Expect::create_job().refused(409, "AlreadyExists", &exists),
+        Expect::get_job(&job_name(1)).answers(200, serde_json::to_value(&stranger).unwrap()),
+        Expect::write_status(&ls),
+        Expect::event(),
+    ]);
+    let ctx = context(client, clock_at(t0()), vec![], vec![]);
+
+    let res = reconcile(cached(&ls), ctx.clone()).await;
+    let asked = api.done(ctx).await;
+
+    assert_eq!(res.expect("the reconcile succeeds"), secs(5), "a taken name is tried again in 5 s");
+    let st = asked.status();
+    assert_eq!((st.loops_started, st.active_job.clone()), (0, None), "no loop is counted");
+    let (status, reason, message) = ready(&st);
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "JobNameTaken"));
+    assert!(message.contains(&job_name(1)) && message.contains("not this LoopService's"), "{message}");
+    let events = asked.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!((events[0].type_.as_str(), events[0].reason.as_str()), ("Warning", "JobNameTaken"));
+    assert_eq!(events[0].regarding, format!("LoopService/{NAME}"));
+    assert_eq!(events[0].related, Some(job_name(1)));
+}
+
+// ---- 4. A create the API server refuses ----
+
+#[tokio::test]
+async fn a_create_refused_by_a_quota_a_webhook_or_validation_is_a_failed_loop_with_the_api_servers_message() {
+    let quota = format!(
+        "jobs.batch \"{}\" is forbidden: exceeded quota: compute, requested: limits.cpu=1, used: limits.cpu=4, limited: limits.cpu=4",
+        job_name(2)
+    );
+    let webhook = "admission webhook \"images.policy.example.com\" denied the request: images must come from registry.example.com";
+    let invalid = format!("Job.batch \"{}\" is invalid: metadata.labels: Invalid value: \"x\": too long", job_name(2));
+    for (code, reason, message) in [(403, "Forbidden", quota.as_str()), (403, "Forbidden", webhook), (422, "Invalid", invalid.as_str())] {
+        let ls = loopservice(json!({}));
+        let (st, loop_1) = first_loop_succeeded(&ls);
+        let ls = with_status(&ls, st);
+        let (client, api) =
+            api_server(vec![Expect::create_job().refused(code, reason, message), Expect::write_status(&ls), Expect::event()]);
+        let ctx = context(client, clock_at(at(30)), vec![loop_1], vec![]);
+
+        let res = reconcile(cached(&ls), ctx.clone()).await;
+        let asked = api.done(ctx).await;
+
+        assert_eq!(res.expect("the reconcile succeeds"), secs(30), "{code}: the next loop comes one interval later");
+        assert_eq!(names(&asked.created_jobs()), [job_name(2)]);
+        let st = asked.status();
+        assert_eq!((st.loops_started, st.loops_failed, st.last_finished_loop, st.active_job.clone()), (2, 1, 2, None), "{code}");
+        let error = st.last_error.clone().expect("lastError");
+        assert_eq!((error.r#loop, error.reason.as_str()), (2, "JobRejected"));
+        assert_eq!(error.message, format!("the API server refused the Job: {message}"));
+        assert_eq!(st.phase, Some(Phase::Failing));
+        assert_eq!(st.next_run_time, Some(Time(at(60))));
+        let events = asked.events();
+        assert_eq!(events.len(), 1, "{events:#?}");
+        assert_eq!((events[0].type_.as_str(), events[0].reason.as_str()), ("Warning", "LoopFailed"));
+        assert!(events[0].note.contains(message), "{}", events[0].note);
+        assert_eq!(events[0].related, Some(job_name(2)));
+    }
+}
+
+#[tokio::test]
+async fn a_create_the_operators_own_rbac_forbids_is_a_reconcile_error_not_a_failed_loop() {
+    let ls = loopservice(json!({}));
+    let (st, loop_1) = first_loop_succeeded(&ls);
+    let ls = with_status(&ls, st);
+    let rbac = "jobs.batch is forbidden: User \"system:serviceaccount:loops:operator\" cannot create resource \"jobs\" in API group \"batch\" in the namespace \"ns\"";
+    let (client, api) = api_server(vec![Expect::create_job().refused(403, "Forbidden", rbac), Expect::write_status(&ls)]);
+    let ctx = context(client, clock_at(at(30)), vec![loop_1], vec![]);
+
+    let res = reconcile(cached(&ls), ctx.clone()).await;
+    let asked = api.done(ctx).await;
+
+    assert!(matches!(res, Err(Error::CreateJob(..))), "{res:?}");
+    let st = asked.status();
+    assert_eq!((st.loops_started, st.loops_failed), (1, 0), "no loop number is used up");
+    let (status, reason, message) = condition(&st, "Reconciled");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "ReconcileError"));
+    assert!(message.contains("cannot create resource"), "{message}");
+    assert_eq!(asked.events(), []);
+}
+
+// ---- 5. A status write that conflicts ----
+
+#[tokio::test]
+async fn a_status_write_conflict_fails_the_reconcile_as_a_conflict_and_never_shows_as_reconciled_false() {
+    let ls = loopservice(json!({}));
+    let exists = format!("jobs.batch \"{}\" already exists", job_name(1));
+    let conflict = || Expect::write_status(&ls).refused(409, "Conflict", CONFLICT);
+    // The cache stays as it was: each retry finds loop 1's Job by its name and adopts it.
+    let retry = || [Expect::create_job().refused(409, "AlreadyExists", &exists), Expect::get_job(&job_name(1)), conflict()];
+    let mut expected = vec![Expect::dry_run_job(), Expect::create_job(), conflict()];
+    expected.extend(retry());
+    expected.extend(retry());
+    let (client, api) = api_server(expected);
+    let ctx = context(client, clock_at(t0()), vec![], vec![]);
+
+    // Three reconciles in a row meet a conflict: none writes Reconciled=False, not even once
+    // the failures repeat (a transient error shows from the third).
+    for attempt in 1..=3 {
+        let err = reconcile(cached(&ls), ctx.clone()).await.expect_err("the reconcile fails");
+        assert!(matches!(err, Error::WriteStatus(..)), "attempt {attempt}: {err:?}");
+        assert!(is_conflict(&err), "attempt {attempt}: {err:?}");
+        let _ = super::error_policy(cached(&ls), &err, ctx.clone());
+    }
+    let asked = api.done(ctx).await;
+
+    assert_eq!(asked.statuses().len(), 3, "one status write per reconcile, none after it");
+    assert_eq!(names(&asked.created_jobs()), [job_name(1), job_name(1), job_name(1)], "one Job, adopted on each retry");
+}
+
+// ---- 6. Old Jobs go after the status that counts them ----
+
+#[tokio::test]
+async fn old_jobs_beyond_the_history_limit_are_deleted_after_the_status_write() {
+    let ls = loopservice(json!({"successfulJobsHistoryLimit": 1}));
+    let (st, mut jobs) = after_loops(&ls, 3);
+    let loop_3 = jobs.pop().unwrap();
+    jobs.push(ended(loop_3, at(65), true));
+    let ls = with_status(&ls, st);
+    let (client, api) = api_server(vec![Expect::write_status(&ls), Expect::delete_job(&job_name(2)), Expect::delete_job(&job_name(1))]);
+    let ctx = context(client, clock_at(at(70)), jobs, vec![]);
+
+    let res = reconcile(cached(&ls), ctx.clone()).await;
+    let asked = api.done(ctx).await;
+
+    assert_eq!(res.expect("the reconcile succeeds"), secs(20), "loop 4 is due at t0 + 90 s");
+    assert_eq!(
+        asked.lines(),
+        [
+            format!("PATCH /apis/loops.dev/v1alpha1/namespaces/ns/loopservices/{NAME}/status"),
+            format!("DELETE /apis/batch/v1/namespaces/ns/jobs/{}", job_name(2)),
+            format!("DELETE /apis/batch/v1/namespaces/ns/jobs/{}", job_name(1)),
+        ],
+        "the status that counts loop 3 is stored before any Job goes"
+    );
+    let st = asked.status();
+    assert_eq!((st.last_finished_loop, st.loops_succeeded, st.active_job.clone()), (3, 3, None));
+    assert_eq!(asked.deleted_jobs(), [job_name(2), job_name(1)], "the newest successful Job is kept");
+}
+
+#[tokio::test]
+async fn when_the_status_write_fails_no_old_job_is_deleted() {
+    let ls = loopservice(json!({"successfulJobsHistoryLimit": 1}));
+    let (st, mut jobs) = after_loops(&ls, 3);
+    let loop_3 = jobs.pop().unwrap();
+    jobs.push(ended(loop_3, at(65), true));
+    let ls = with_status(&ls, st);
+    let (client, api) = api_server(vec![Expect::write_status(&ls).refused(500, "InternalError", "etcdserver: request timed out")]);
+    let ctx = context(client, clock_at(at(70)), jobs, vec![]);
+
+    let res = reconcile(cached(&ls), ctx.clone()).await;
+    let asked = api.done(ctx).await;
+
+    assert!(matches!(res, Err(Error::WriteStatus(..))), "{res:?}");
+    assert_eq!(asked.deleted_jobs(), Vec::<String>::new(), "the Jobs stay until a status counting their loops is stored");
+}
+
+// ---- 7. The cache a step behind the operator's own write ----
+
+#[tokio::test]
+async fn a_cache_behind_its_own_write_is_waited_for_then_the_stored_object_is_read() {
+    let ls = loopservice(json!({}));
+    let (client, api) = api_server(vec![
+        Expect::dry_run_job(),
+        Expect::create_job(),
+        Expect::write_status(&ls),
+        Expect::get_loopservice(),
+        Expect::get_job(&job_name(1)),
+    ]);
+    let clock = clock_at(t0());
+    let ctx = context(client, clock.clone(), vec![], vec![]);
+
+    let first = reconcile(cached(&ls), ctx.clone()).await;
+    assert_eq!(first.expect("the first reconcile succeeds"), secs(15));
+    let after_first = api.seen().len();
+
+    // The watch has not brought the write yet: the cached object still has no status.
+    let second = reconcile(cached(&ls), ctx.clone()).await;
+    assert_eq!(second.expect("the second reconcile succeeds"), Action::requeue(Duration::from_millis(50)));
+    assert_eq!(api.seen().len(), after_first, "a reconcile that waits for its own write asks nothing");
+    assert_eq!(ctx.metrics.own_write_waits.get(), 1);
+
+    // A watch failed just now: the cache is not trusted alone, and the stored object is read
+    // (and, the caches being suspect, the running loop's Job too).
+    ctx.caches.watch_failed_at.store(clock.now().as_millisecond(), Ordering::SeqCst);
+    let third = reconcile(cached(&ls), ctx.clone()).await;
+    assert_eq!(third.expect("the third reconcile succeeds"), secs(2), "a running loop is rechecked in 2 s while the caches are suspect");
+    assert_eq!(ctx.metrics.stale_reads.get(), 1);
+    let asked = api.done(ctx).await;
+
+    assert_eq!(
+        asked.lines()[after_first..],
+        [
+            format!("GET /apis/loops.dev/v1alpha1/namespaces/ns/loopservices/{NAME}"),
+            format!("GET /apis/batch/v1/namespaces/ns/jobs/{}", job_name(1)),
+        ]
+    );
+    assert_eq!(names(&asked.created_jobs()), [job_name(1)], "the stored status shows loop 1 running: no second Job");
+    assert_eq!(asked.statuses().len(), 1, "the stored status is already right");
+}
+
+// ---- 8. The running loop's Job missing from the cache ----
+
+#[tokio::test]
+async fn a_running_loops_job_gone_from_the_cache_and_the_server_fails_the_loop_and_starts_the_next() {
+    let ls = loopservice(json!({}));
+    let ls = with_status(&ls, running_first_loop(&ls));
+    let (client, api) = api_server(vec![Expect::get_job(&job_name(1)), Expect::create_job(), Expect::write_status(&ls), Expect::event()]);
+    let ctx = context(client, clock_at(at(40)), vec![], vec![]);
+
+    let res = reconcile(cached(&ls), ctx.clone()).await;
+    let asked = api.done(ctx).await;
+
+    assert_eq!(res.expect("the reconcile succeeds"), secs(15));
+    let created = asked.created_jobs();
+    assert_eq!(names(&created), [job_name(2)]);
+    assert_eq!(created[0].labels()[LABEL_LOOP], "2");
+    let st = asked.status();
+    assert_eq!((st.loops_started, st.loops_failed, st.active_job.clone()), (2, 1, Some(job_name(2))));
+    let error = st.last_error.clone().expect("lastError");
+    assert_eq!((error.r#loop, error.reason.as_str()), (1, "JobDeleted"));
+    let events = asked.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!((events[0].type_.as_str(), events[0].reason.as_str()), ("Warning", "LoopFailed"));
+    assert!(events[0].note.contains("JobDeleted"), "{}", events[0].note);
+}
+
+#[tokio::test]
+async fn a_running_loops_job_missing_from_the_cache_but_stored_is_left_running() {
+    let ls = loopservice(json!({}));
+    let ls = with_status(&ls, running_first_loop(&ls));
+    let running = loop_job(&ls, 1, t0());
+    let (client, api) = api_server(vec![Expect::get_job(&job_name(1)).answers(200, serde_json::to_value(&running).unwrap())]);
+    let ctx = context(client, clock_at(at(5)), vec![], vec![]);
+
+    let res = reconcile(cached(&ls), ctx.clone()).await;
+    let asked = api.done(ctx).await;
+
+    assert_eq!(res.expect("the reconcile succeeds"), secs(15));
+    assert_eq!(asked.created_jobs().len(), 0, "nothing is created beside a running loop");
+    assert_eq!(asked.statuses().len(), 0, "nothing changed");
+}
+
+// ---- 9. Draining ----
+
+#[tokio::test]
+async fn a_draining_operator_starts_no_loop_and_shows_the_loop_due() {
+    let ls = loopservice(json!({}));
+    let (st, loop_1) = first_loop_succeeded(&ls);
+    let ls = with_status(&ls, st);
+    let (client, api) = api_server(vec![Expect::write_status(&ls)]);
+    let ctx = context(client, clock_at(at(30)), vec![loop_1], vec![]);
+    ctx.draining.store(true, Ordering::SeqCst);
+
+    let res = reconcile(cached(&ls), ctx.clone()).await;
+    let asked = api.done(ctx).await;
+
+    assert_eq!(res.expect("the reconcile succeeds"), secs(1));
+    assert_eq!(asked.created_jobs().len(), 0, "no Job while draining");
+    let st = asked.status();
+    assert_eq!((st.loops_started, st.phase, st.next_run_time), (1, Some(Phase::Waiting), Some(Time(at(30)))));
+    let (status, reason, message) = ready(&st);
+    assert_eq!((status.as_str(), reason.as_str(), message.as_str()), ("True", "Waiting", "loop 2 is due now"));
+}
+
+// ---- 10. A spec the API server refuses in the dry run ----
+
+#[tokio::test]
+async fn a_spec_whose_job_the_dry_run_refuses_is_invalid_with_the_api_servers_message() {
+    let ls = loopservice(json!({}));
+    let refusal = format!(
+        "Job.batch \"{}\" is invalid: spec.template.spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1",
+        job_name(1)
+    );
+    let (client, api) =
+        api_server(vec![Expect::dry_run_job().refused(422, "Invalid", &refusal), Expect::write_status(&ls), Expect::event()]);
+    let ctx = context(client, clock_at(t0()), vec![], vec![]);
+
+    let res = reconcile(cached(&ls), ctx.clone()).await;
+    let asked = api.done(ctx).await;
+
+    assert_eq!(res.expect("the reconcile succeeds"), secs(30), "a refused spec is checked again in 30 s");
+    assert_eq!(asked.created_jobs().len(), 0, "no real create");
+    let st = asked.status();
+    assert_eq!((st.phase, st.loops_started), (Some(Phase::Invalid), 0));
+    let (status, reason, message) = ready(&st);
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert_eq!(message, format!("the API server refuses the Job this spec makes: {refusal}"));
+    let events = asked.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!((events[0].type_.as_str(), events[0].reason.as_str()), ("Warning", "InvalidSpec"));
+    assert!(events[0].note.contains(&refusal), "{}", events[0].note);
+}
+
+// ---- The plan, by table ----
+
+fn obstacle_kind(o: &Obstacle) -> &'static str {
+    match o {
+        Obstacle::NameTaken { .. } => "NameTaken",
+        Obstacle::Lingering { .. } => "Lingering",
+        Obstacle::Stuck { .. } => "Stuck",
+    }
+}
+
+#[test]
+fn the_plan_by_situation() {
+    let ls = loopservice(json!({}));
+    let running = with_status(&ls, running_first_loop(&ls));
+    let running_job = loop_job(&ls, 1, t0());
+    let (done, loop_1) = first_loop_succeeded(&ls);
+    let waiting = with_status(&ls, done);
+    let stuck =
+        |job: String| Obstacle::Stuck { job, reason: Reason::LoopStuck, why: "its Pod cannot start its container: ErrImagePull".into() };
+
+    struct Row {
+        case: &'static str,
+        now: jiff::Timestamp,
+        o: super::observe::Observed,
+        launch: Option<i64>,
+        obstacle: Option<&'static str>,
+        ready: (&'static str, &'static str),
+        warnings: &'static [&'static str],
+        requeue: Requeue,
+    }
+    let with = |ls: &LoopService, jobs: &[Job], f: &dyn Fn(&mut super::observe::Observed)| {
+        let mut o = observed(ls, jobs);
+        f(&mut o);
+        o
+    };
+    let suspended = loopservice(json!({"suspend": true}));
+    let one_loop = with_status(&loopservice(json!({"loops": 1})), waiting.status.clone().unwrap());
+    let rows = [
+        Row {
+            case: "a new LoopService: loop 1 starts at once",
+            now: t0(),
+            o: observed(&ls, &[]),
+            launch: Some(1),
+            obstacle: None,
+            ready: ("True", "Running"),
+            warnings: &[],
+            requeue: Requeue::After(Duration::from_secs(15)),
+        },
+        Row {
+            case: "loop 2 not due yet: wait for t0 + 30 s",
+            now: at(10),
+            o: observed(&waiting, std::slice::from_ref(&loop_1)),
+            launch: None,
+            obstacle: None,
+            ready: ("True", "Waiting"),
+            warnings: &[],
+            requeue: Requeue::At(at(30)),
+        },
+        Row {
+            case: "loop 2 due, but a Pod of a deleted Job still runs",
+            now: at(30),
+            o: with(&waiting, std::slice::from_ref(&loop_1), &|o| o.lingering = Some(("report-old-x".into(), "Running".into()))),
+            launch: None,
+            obstacle: Some("Lingering"),
+            ready: ("False", "LoopStuck"),
+            warnings: &["LoopStuck"],
+            requeue: Requeue::After(Duration::from_secs(1)),
+        },
+        Row {
+            case: "the running loop's Pod cannot pull its image",
+            now: at(20),
+            o: with(&running, std::slice::from_ref(&running_job), &|o| o.stuck = Some(stuck(job_name(1)))),
+            launch: None,
+            obstacle: Some("Stuck"),
+            ready: ("False", "LoopStuck"),
+            warnings: &["LoopStuck"],
+            requeue: Requeue::After(Duration::from_secs(15)),
+        },
+        Row {
+            case: "a stuck verdict about another Job is not the running loop's",
+            now: at(20),
+            o: with(&running, std::slice::from_ref(&running_job), &|o| o.stuck = Some(stuck("report-other-9".into()))),
+            launch: None,
+            obstacle: None,
+            ready: ("True", "Running"),
+            warnings: &[],
+            requeue: Requeue::After(Duration::from_secs(15)),
+        },
+        Row {
+            case: "a loop running past its interval: the next waits for it",
+            now: at(45),
+            o: observed(&running, std::slice::from_ref(&running_job)),
+            launch: None,
+            obstacle: None,
+            ready: ("True", "Running"),
+            warnings: &[],
+            requeue: Requeue::After(Duration::from_secs(15)),
+        },
+        Row {
+            case: "the running loop's Job is gone: loop 1 failed, loop 2 starts",
+            now: at(40),
+            o: observed(&running, &[]),
+            launch: Some(2),
+            obstacle: None,
+            ready: ("True", "Running"),
+            warnings: &["LoopFailed"],
+            requeue: Requeue::After(Duration::from_secs(15)),
+        },
+        Row {
+            case: "draining: the due loop is left to the next instance",
+            now: at(30),
+            o: with(&waiting, std::slice::from_ref(&loop_1), &|o| o.draining = true),
+            launch: None,
+            obstacle: None,
+            ready: ("True", "Waiting"),
+            warnings: &[],
+            requeue: Requeue::After(Duration::from_secs(1)),
+        },
+        Row {
+            case: "suspended: nothing starts until the spec changes",
+            now: t0(),
+            o: observed(&suspended, &[]),
+            launch: None,
+            obstacle: None,
+            ready: ("False", "Suspended"),
+            warnings: &[],
+            requeue: Requeue::OnChange,
+        },
+        Row {
+            case: "spec.loops ran: finished",
+            now: at(30),
+            o: observed(&one_loop, std::slice::from_ref(&loop_1)),
+            launch: None,
+            obstacle: None,
+            ready: ("True", "Finished"),
+            warnings: &[],
+            requeue: Requeue::OnChange,
+        },
+        Row {
+            case: "the API server refuses the spec's Job: invalid, checked again in 30 s",
+            now: t0(),
+            o: with(&ls, &[], &|o| o.spec = super::observe::Checked::Refused("a quota says no".into())),
+            launch: None,
+            obstacle: None,
+            ready: ("False", "InvalidSpec"),
+            warnings: &["InvalidSpec"],
+            requeue: Requeue::After(Duration::from_secs(30)),
+        },
+    ];
+    for row in rows {
+        let p = plan::plan(&row.o, row.now);
+        assert_eq!(p.launch.as_ref().map(|l| l.loop_number), row.launch, "{}: the launch", row.case);
+        assert_eq!(p.obstacle.as_ref().map(obstacle_kind), row.obstacle, "{}: the obstacle", row.case);
+        // The launch answered as created, at the reconcile's instant.
+        let answer = p.launch.as_ref().map(|l| {
+            let seen = job::observe(&loop_job(&row.o.ls, l.loop_number, row.now)).expect("a loop's Job");
+            Launched::Created(seen)
+        });
+        let out = plan::conclude(&row.o, p, answer, row.now);
+        let (status, reason, _) = ready(&out.status);
+        assert_eq!((status.as_str(), reason.as_str()), row.ready, "{}: Ready", row.case);
+        let warnings: Vec<String> = out.notes.iter().filter(|n| n.warning).map(|n| n.reason.to_string()).collect();
+        assert_eq!(warnings, row.warnings, "{}: the warnings", row.case);
+        assert_eq!(out.requeue, row.requeue, "{}: the requeue", row.case);
+    }
+}
+
+#[test]
+fn a_stuck_loop_says_why_in_ready_and_its_warning_names_the_job() {
+    let ls = loopservice(json!({}));
+    let running = with_status(&ls, running_first_loop(&ls));
+    let mut o = observed(&running, &[loop_job(&ls, 1, t0())]);
+    let why = "its Pod cannot start its container: ErrImagePull: pull access denied for nope".to_string();
+    o.stuck = Some(Obstacle::Stuck { job: job_name(1), reason: Reason::LoopStuck, why: why.clone() });
+    let p = plan::plan(&o, at(20));
+    let out = plan::conclude(&o, p, None, at(20));
+    let (_, _, message) = ready(&out.status);
+    assert_eq!(message, format!("loop 1 is running as Job {}, but {why}", job_name(1)));
+    assert_eq!(out.status.phase, Some(Phase::Running));
+    let note = out.notes.iter().find(|n| n.warning).expect("a warning");
+    assert_eq!((note.reason, note.job.clone()), (Reason::LoopStuck, Some(job_name(1))));
+    // Written once: a second reconcile with that status stored warns no more.
+    let mut again = observed(&with_status(&ls, out.status.clone()), &[loop_job(&ls, 1, t0())]);
+    again.stuck = o.stuck.clone();
+    let out2 = plan::conclude(&again, plan::plan(&again, at(35)), None, at(35));
+    assert_eq!(out2.status, out.status, "the same verdict, nothing new to write");
+    assert!(out2.notes.iter().all(|n| !n.warning), "{:?}", out2.notes);
+}
+
+#[test]
+fn a_cache_from_objects_finds_them_by_their_loopservice() {
+    let ls = loopservice(json!({}));
+    let cache = crate::cache::Cache::from_objects(vec![loop_job(&ls, 1, t0()), loop_job(&ls, 2, at(30))]);
+    let mut found: Vec<String> = cache.of(UID).iter().map(|j| j.name_any()).collect();
+    found.sort();
+    assert_eq!(found, [job_name(1), job_name(2)]);
+    assert!(cache.of(OTHER_UID).is_empty());
+}
