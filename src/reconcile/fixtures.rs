@@ -130,7 +130,7 @@ pub fn observed(ls: &LoopService, jobs: &[Job]) -> Observed {
         namespace: NS.into(),
         uid: UID.into(),
         prev: ls.status.clone().unwrap_or_default(),
-        spec: Checked::Valid(ls.spec.validate().expect("a valid spec")),
+        spec: Checked::Valid(Box::new(ls.spec.validate().expect("a valid spec"))),
         jobs,
         lingering: None,
         stuck: None,
