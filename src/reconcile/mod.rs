@@ -53,6 +53,12 @@ pub async fn reconcile(cached: Arc<CachedLoopService>, ctx: Arc<Context>) -> Res
         Ok(res) => res,
         Err(_) => Err(Error::TimedOut(ctx.settings.reconcile_timeout)),
     };
+    // Timed only when it got to a decision: one put off for the cache to catch up is not one.
+    let res = match res {
+        Ok(Staged::PutOff(action)) => return Ok(action),
+        Ok(Staged::Done(action)) => Ok(action),
+        Err(e) => Err(e),
+    };
     ctx.metrics.reconcile_seconds.observe(began.elapsed().as_secs_f64());
     match &res {
         Ok(_) => {
@@ -65,17 +71,25 @@ pub async fn reconcile(cached: Arc<CachedLoopService>, ctx: Arc<Context>) -> Res
     res
 }
 
+/// How a reconcile ended.
+enum Staged {
+    /// It decided, and did what it decided.
+    Done(Action),
+    /// The cache lacked this instance's own last write: it looks again shortly.
+    PutOff(Action),
+}
+
 /// Observe, plan, act, record.
-async fn stages(ls: Arc<LoopService>, ctx: &Context) -> Result<Action> {
+async fn stages(ls: Arc<LoopService>, ctx: &Context) -> Result<Staged> {
     let now = ctx.clock.now();
     let observed = match observe::observe(ls, ctx, now).await? {
         Observation::Seen(observed) => observed,
-        Observation::Behind => return Ok(Action::requeue(observe::OWN_WRITE_RECHECK)),
-        Observation::Gone => return Ok(Action::await_change()),
+        Observation::Behind => return Ok(Staged::PutOff(Action::requeue(observe::OWN_WRITE_RECHECK))),
+        Observation::Gone => return Ok(Staged::Done(Action::await_change())),
     };
     let plan = plan::plan(&observed, now);
     let launched = act::act(&observed, plan.launch.as_ref(), ctx).await?;
-    record::record(&observed, plan, launched, ctx, now).await
+    record::record(&observed, plan, launched, ctx, now).await.map(Staged::Done)
 }
 
 fn is_conflict(e: &Error) -> bool {
