@@ -86,14 +86,15 @@ async fn assert_reported(ns: &TestNs, name: &str, st: &LoopServiceStatus, took: 
 #[ignore = "needs the local cluster: run `make test`"]
 async fn a_missing_service_account_is_reported_and_the_loop_runs_once_it_exists() {
     let ns = setup("nosa").await;
-    let _op = Operator::start(&ns.name, &[]);
+    let op = Operator::start(&ns.name, &[]);
     let v = templated("nosa", "5m", json!({"serviceAccountName": "loop-runner"}));
     let (st, took) = apply_and_wait_not_ready(&ns, v, "PodCreateFailed").await;
     assert_reported(&ns, "nosa", &st, took, "serviceaccount \"loop-runner\" not found").await;
     assert!(took <= REPORTED_WITHIN.as_secs_f64());
 
-    // Without spec.timeout the loop waits: one recheck later it is still loop 1, still running.
-    tokio::time::sleep(Duration::from_secs(16)).await;
+    // Without spec.timeout the loop waits: after the operator's own rechecks (every 15 s while a
+    // loop runs) it is still loop 1, still running.
+    rechecked_since(&op, &["nosa"], jiff::Timestamp::now(), Duration::from_secs(45)).await;
     let later = status(&ns, "nosa").await;
     let c = ready(&later).unwrap();
     assert_eq!(
