@@ -520,44 +520,45 @@ async fn the_operators_rbac_names_its_lease_and_is_enough_to_lead_and_run_loops(
     assert!(!op.log_text().contains("forbidden"), "{}", op.log_text());
 }
 
-#[tokio::test]
-#[ignore = "needs the local cluster: run `make test`"]
-async fn every_example_runs_in_a_namespace_that_enforces_restricted() {
-    let ns = setup("examples").await;
-    let minor = server_minor(&ns.client).await;
-    if minor < 25 {
-        // PodSecurity admission is GA from 1.25 (and absent before 1.23): nothing to check here.
-        println!("Kubernetes 1.{minor} has no PodSecurity admission; run this on the newest version");
-        return;
-    }
-    enforce_restricted(&ns).await;
-    let _op = Operator::start(&ns.name, &[]);
-    let mut names = vec![];
-    let mut files: Vec<_> = std::fs::read_dir(repo_root().join("examples")).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    for f in &files {
-        let (ok, out) = kubectl(&["apply", "-n", &ns.name, "-f", &f.to_string_lossy()], None);
-        assert!(ok, "{}: {out}", f.display());
-        assert!(!out.contains("Warning"), "{}: {out}", f.display());
-        let text = std::fs::read_to_string(f).unwrap();
-        for doc in text.split("\n---") {
-            let v: serde_yaml::Value = serde_yaml::from_str(doc).unwrap();
-            if v["kind"].as_str() == Some("LoopService") {
-                names.push(v["metadata"]["name"].as_str().unwrap().to_string());
+/// PodSecurity admission is GA from Kubernetes 1.25 (and absent before 1.23): `make test` leaves
+/// this out on older clusters (nextest reports it as skipped), and it fails if run by hand there.
+mod from_1_25 {
+    use super::*;
+
+    #[tokio::test]
+    #[ignore = "needs the local cluster: run `make test`"]
+    async fn every_example_runs_in_a_namespace_that_enforces_restricted() {
+        let ns = setup("examples").await;
+        require_minor(&ns.client, 25).await;
+        enforce_restricted(&ns).await;
+        let _op = Operator::start(&ns.name, &[]);
+        let mut names = vec![];
+        let mut files: Vec<_> = std::fs::read_dir(repo_root().join("examples")).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for f in &files {
+            let (ok, out) = kubectl(&["apply", "-n", &ns.name, "-f", &f.to_string_lossy()], None);
+            assert!(ok, "{}: {out}", f.display());
+            assert!(!out.contains("Warning"), "{}: {out}", f.display());
+            let text = std::fs::read_to_string(f).unwrap();
+            for doc in text.split("\n---") {
+                let v: serde_yaml::Value = serde_yaml::from_str(doc).unwrap();
+                if v["kind"].as_str() == Some("LoopService") {
+                    names.push(v["metadata"]["name"].as_str().unwrap().to_string());
+                }
             }
         }
-    }
-    println!("examples: {names:?}");
-    assert!(names.len() >= 5, "{names:?}");
-    for name in &names {
-        let (code, message) = wait_for(&format!("the first loop of {name} to end in its Pod"), LONG, || async {
-            loop_pods(&ns, name).await.iter().find_map(loop_ended)
-        })
-        .await;
-        println!("{name}: loop container exited {code}: {}", message.trim());
-        assert_eq!(code, if name == "failing" { 1 } else { 0 }, "{name}: {message}");
-        let st = status(&ns, name).await;
-        assert_ne!(st.phase, Some(Phase::Invalid), "{name}: {st:?}");
+        println!("examples: {names:?}");
+        assert!(names.len() >= 5, "{names:?}");
+        for name in &names {
+            let (code, message) = wait_for(&format!("the first loop of {name} to end in its Pod"), LONG, || async {
+                loop_pods(&ns, name).await.iter().find_map(loop_ended)
+            })
+            .await;
+            println!("{name}: loop container exited {code}: {}", message.trim());
+            assert_eq!(code, if name == "failing" { 1 } else { 0 }, "{name}: {message}");
+            let st = status(&ns, name).await;
+            assert_ne!(st.phase, Some(Phase::Invalid), "{name}: {st:?}");
+        }
     }
 }
 
