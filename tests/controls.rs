@@ -73,7 +73,7 @@ async fn run_now_starts_a_loop_at_once_or_after_the_running_one_and_anchors_the_
 #[ignore = "needs the local cluster: run `make test`"]
 async fn run_now_runs_one_loop_while_suspended_and_after_the_loops_ran_out() {
     let ns = setup("runsusp").await;
-    let _op = Operator::start(&ns.name, &[]);
+    let op = Operator::start(&ns.name, &[]);
     let mut v = ls("paused", "4s", "echo hi");
     v["spec"]["suspend"] = json!(true);
     create_ls(&ns, v).await.unwrap();
@@ -87,8 +87,9 @@ async fn run_now_runs_one_loop_while_suspended_and_after_the_loops_ran_out() {
         wait_status(&ns, "paused", "suspended again after the loop", |st| st.last_finished_loop == 1 && st.phase == Some(Phase::Suspended))
             .await;
     assert_eq!((st.loops_started, st.loops_succeeded, st.manual_loops), (1, 1, 1));
-    // Three intervals later, still only that one loop.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Past the time a scheduled loop would be due, and once the operator has looked since:
+    // still only that one loop.
+    reconciled_since(&op, &ns, &["paused"], next_due(&st, Duration::from_secs(4))).await;
     assert_eq!(loop_jobs(&ns, "paused").await.len(), 1, "one loop per request while suspended");
 
     // spec.loops: 2 and resumed: two scheduled loops run (the manual one is not counted),
@@ -102,7 +103,7 @@ async fn run_now_runs_one_loop_while_suspended_and_after_the_loops_ran_out() {
     assert_eq!(trigger(&jobs[3]), "Manual");
     let st = wait_status(&ns, "paused", "finished again", |st| st.last_finished_loop == 4 && st.phase == Some(Phase::Finished)).await;
     assert_eq!((st.loops_started, st.loops_succeeded, st.manual_loops), (4, 4, 2));
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    reconciled_since(&op, &ns, &["paused"], next_due(&st, Duration::from_secs(4))).await;
     assert_eq!(loop_jobs(&ns, "paused").await.len(), 4);
 }
 
@@ -131,8 +132,8 @@ async fn a_run_request_starts_exactly_one_loop_across_operator_restarts() {
     // And across a plain restart too.
     op2.signal("KILL");
     op2.wait_exit(Duration::from_secs(10)).await;
-    let _op3 = Operator::start(&ns.name, &[]);
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    let op3 = Operator::start(&ns.name, &[]);
+    reconciled_since(&op3, &ns, &["once"], jiff::Timestamp::now()).await;
     let jobs = loop_jobs(&ns, "once").await;
     assert_eq!(jobs.len(), 1, "{:?}", jobs.iter().map(|j| j.name_any()).collect::<Vec<_>>());
     assert_eq!(status(&ns, "once").await.phase, Some(Phase::Suspended));
@@ -382,7 +383,7 @@ async fn failure_backoff_grows_after_each_failure_and_a_success_resets_it() {
 #[ignore = "needs the local cluster: run `make test`"]
 async fn suspends_itself_after_n_failures_and_resuming_resets_the_count() {
     let ns = setup("autosusp").await;
-    let _op = Operator::start(&ns.name, &[]);
+    let op = Operator::start(&ns.name, &[]);
     let mut v = ls("fragile", "4s", "echo cannot reach the database; exit 1");
     v["spec"]["suspendAfterFailures"] = json!(2);
     create_ls(&ns, v).await.unwrap();
@@ -393,8 +394,9 @@ async fn suspends_itself_after_n_failures_and_resuming_resets_the_count() {
     assert_eq!((st.loops_failed, st.consecutive_failures), (2, 2));
     // The Event follows the status write that it reports.
     suspension_events(&ns, 1).await;
-    // Nothing more starts, and the user's spec is untouched.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Nothing more starts once the next loop would be due and the operator has looked since,
+    // and the user's spec is untouched.
+    reconciled_since(&op, &ns, &["fragile"], next_due(&st, Duration::from_secs(4))).await;
     assert_eq!(loop_jobs(&ns, "fragile").await.len(), 2, "no loop while suspended");
     let evs = events(&ns, "fragile").await;
     assert_eq!(evs.iter().filter(|(t, r, _)| t == "Warning" && r == "SuspendedAfterFailures").count(), 1, "{evs:?}");

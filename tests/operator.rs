@@ -125,14 +125,15 @@ async fn a_failing_loop_records_exit_code_and_message_and_goes_on() {
 #[ignore = "needs the local cluster: run `make test`"]
 async fn loops_3_stops_after_exactly_three_jobs() {
     let ns = setup("limit").await;
-    let _op = Operator::start(&ns.name, &[]);
+    let op = Operator::start(&ns.name, &[]);
     let mut v = ls("three", "1s", "echo once");
     v["spec"]["loops"] = json!(3);
     create_ls(&ns, v).await.unwrap();
     let st = wait_status(&ns, "three", "phase Finished", |st| st.phase == Some(Phase::Finished)).await;
     assert_eq!((st.loops_started, st.loops_succeeded, st.loops_failed), (3, 3, 0));
     assert_eq!(st.next_run_time, None);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Past the time a fourth loop would be due, and the operator has looked since.
+    reconciled_since(&op, &ns, &["three"], next_due(&st, Duration::from_secs(1))).await;
     let jobs = loop_jobs(&ns, "three").await;
     assert_eq!(jobs.len(), 3, "{:?}", jobs.iter().map(|j| j.name_any()).collect::<Vec<_>>());
     assert_eq!(status(&ns, "three").await.loops_started, 3);
@@ -142,14 +143,15 @@ async fn loops_3_stops_after_exactly_three_jobs() {
 #[ignore = "needs the local cluster: run `make test`"]
 async fn suspend_pauses_and_resume_goes_on_without_losing_counts() {
     let ns = setup("suspend").await;
-    let _op = Operator::start(&ns.name, &[]);
+    let op = Operator::start(&ns.name, &[]);
     create_ls(&ns, ls("pausable", "2s", "echo hi")).await.unwrap();
     wait_status(&ns, "pausable", "2 successes", |st| st.loops_succeeded >= 2).await;
     let patch = |s: bool| json!({"spec": {"suspend": s}});
     ns.loopservices().patch("pausable", &PatchParams::default(), &Patch::Merge(&patch(true))).await.unwrap();
     let st = wait_status(&ns, "pausable", "phase Suspended", |st| st.phase == Some(Phase::Suspended)).await;
     let paused_at = loop_jobs(&ns, "pausable").await.len();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Past the time the next loop would be due, and the operator has looked since.
+    reconciled_since(&op, &ns, &["pausable"], next_due(&st, Duration::from_secs(2))).await;
     assert_eq!(loop_jobs(&ns, "pausable").await.len(), paused_at, "no loop starts while suspended");
     let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Suspended"));
@@ -172,7 +174,11 @@ async fn sigkill_mid_loop_and_restart_makes_no_duplicate_and_loses_no_loop() {
     op.signal("KILL");
     op.wait_exit(Duration::from_secs(10)).await;
     // Loop 2 ends while no operator runs.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_for("loop 2's Job to end with no operator running", LONG, || async {
+        let jobs = loop_jobs(&ns, "sturdy").await;
+        finished(jobs.iter().find(|j| loop_number(j) == 2)?)
+    })
+    .await;
     let _op2 = Operator::start(&ns.name, &[]);
     let st = wait_status(&ns, "sturdy", "loop 4 started and 3 ended", |st| st.loops_started >= 4 && st.last_finished_loop >= 3).await;
     let jobs = loop_jobs(&ns, "sturdy").await;
@@ -241,15 +247,20 @@ async fn after_downtime_one_loop_starts_at_once_and_no_burst_follows() {
     wait_jobs(&ns, "patient", 2).await;
     op.signal("TERM");
     op.wait_exit(Duration::from_secs(30)).await;
-    let before = loop_jobs(&ns, "patient").await.len();
-    // Three intervals pass with no operator.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    let jobs = loop_jobs(&ns, "patient").await;
+    let before = jobs.len();
+    // Three loops come due with no operator: the clock passes the last start plus three
+    // intervals (the first of those due times is after the exit, or the operator would have
+    // started that loop).
+    wait_until(start_time(jobs.last().unwrap()) + jiff::SignedDuration::from_secs(12)).await;
     let restarted = jiff::Timestamp::now();
-    let _op2 = Operator::start(&ns.name, &[]);
+    let op2 = Operator::start(&ns.name, &[]);
     let jobs = wait_jobs(&ns, "patient", before + 1).await;
     let first = start_time(&jobs[before]);
     assert!(secs(restarted, first) < 5.0, "the missed loop started {:.3}s after restart", secs(restarted, first));
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The operator has looked again since it started the missed loop.
+    wait_status(&ns, "patient", "the missed loop in status", |st| st.loops_started as usize >= before + 1).await;
+    reconciled_since(&op2, &ns, &["patient"], jiff::Timestamp::now()).await;
     assert_eq!(loop_jobs(&ns, "patient").await.len(), before + 1, "no catch-up burst");
     let jobs = wait_jobs(&ns, "patient", before + 2).await;
     let gap = secs(first, start_time(&jobs[before + 1]));
@@ -276,7 +287,7 @@ async fn timeout_fails_a_loop_that_runs_too_long() {
 #[ignore = "needs the local cluster: run `make test`"]
 async fn a_job_the_api_server_would_refuse_is_invalid_spec_with_its_message_and_never_runs() {
     let ns = setup("refused").await;
-    let _op = Operator::start(&ns.name, &[]);
+    let op = Operator::start(&ns.name, &[]);
     let mut v = ls("refused", "2s", "echo hi");
     // `=` is refused in a variable's name by every Kubernetes version (1.34 allows spaces).
     v["spec"]["env"] = json!([{"name": "A=B", "value": "x"}]);
@@ -286,8 +297,8 @@ async fn a_job_the_api_server_would_refuse_is_invalid_spec_with_its_message_and_
     println!("Ready: {} {}: {}", ready.status, ready.reason, ready.message);
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
     assert!(ready.message.contains("env[") && ready.message.contains("A=B"), "{}", ready.message);
-    // Checked before the first loop: none started, none failed.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Checked before the first loop: none started, none failed, however often the operator looks.
+    reconciled_since(&op, &ns, &["refused"], jiff::Timestamp::now()).await;
     let st = status(&ns, "refused").await;
     assert_eq!((st.loops_started, st.loops_failed), (0, 0));
     assert!(loop_jobs(&ns, "refused").await.is_empty());
@@ -391,7 +402,7 @@ async fn with_leader_election_one_instance_works_and_a_standby_takes_over_on_dra
 #[ignore = "needs the local cluster: run `make test`"]
 async fn a_loop_whose_pod_cannot_start_is_reported_not_silent() {
     let ns = setup("stuck").await;
-    let _op = Operator::start(&ns.name, &[]);
+    let op = Operator::start(&ns.name, &[]);
     let mut v = ls("typo", "5s", "echo hi");
     // `Never` keeps the node from reaching for a registry: the image is simply not there.
     v["spec"]["image"] = json!("loops.dev/no-such-image:1");
@@ -410,8 +421,9 @@ async fn a_loop_whose_pod_cannot_start_is_reported_not_silent() {
     );
     assert_eq!(st.phase, Some(Phase::Running), "the loop is still running: no second Job");
     assert_eq!(loop_jobs(&ns, "typo").await.len(), 1);
-    // One recheck later (every 15 s while a loop runs) it is still reported, and only once.
-    tokio::time::sleep(Duration::from_secs(16)).await;
+    // After the operator's own rechecks (every 15 s while a loop runs) it is still reported,
+    // and only once.
+    rechecked_since(&op, &["typo"], jiff::Timestamp::now(), Duration::from_secs(45)).await;
     let again = status(&ns, "typo").await;
     let still = again.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!((still.reason.as_str(), still.last_transition_time), ("LoopStuck", ready.last_transition_time));

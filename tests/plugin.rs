@@ -156,7 +156,7 @@ async fn run_wait_prints_the_loops_result_and_exits_2_when_it_failed() {
 #[ignore = "needs the local cluster: run `make test`"]
 async fn suspend_and_resume_patch_spec_suspend_and_end_a_suspension_after_failures() {
     let ns = setup("psusp").await;
-    let _op = Operator::start(&ns.name, &[]);
+    let op = Operator::start(&ns.name, &[]);
     create_ls(&ns, ls("toggle", "4s", "echo hi")).await.unwrap();
     let mut failing = ls("failing", "4s", "exit 1");
     failing["spec"]["suspendAfterFailures"] = json!(1);
@@ -169,7 +169,8 @@ async fn suspend_and_resume_patch_spec_suspend_and_end_a_suspension_after_failur
     let st = wait_status(&ns, "toggle", "phase Suspended", |st| st.phase == Some(Phase::Suspended)).await;
     let out = plugin(&["suspend", "toggle", "-n", &ns.name]).await;
     assert_eq!(out.stdout, "loopservice.loops.dev/toggle already suspended\n");
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Past the time the next loop would be due, and once the operator has looked since.
+    reconciled_since(&op, &ns, &["toggle"], next_due(&st, Duration::from_secs(4))).await;
     assert_eq!(loop_jobs(&ns, "toggle").await.len() as i64, st.loops_started, "no loop while suspended");
 
     let out = plugin(&["resume", "toggle", "-n", &ns.name]).await;

@@ -40,6 +40,19 @@ pub async fn server_minor(client: &Client) -> u32 {
     v.minor.trim_end_matches('+').parse().expect("numeric minor version")
 }
 
+/// Panics unless the cluster runs Kubernetes 1.`min` or later. A test that applies only from
+/// some version lives in a module `from_1_<min>` and calls this first: `make test` leaves such
+/// tests out on an older cluster (nextest counts them as skipped), so on an older cluster this
+/// is reached only by a run by hand, which then fails rather than passing without checking.
+pub async fn require_minor(client: &Client, min: u32) {
+    let minor = server_minor(client).await;
+    assert!(
+        minor >= min,
+        "this test applies to Kubernetes 1.{min} and later, and this cluster is 1.{minor}: it checks nothing here. \
+         `make test` leaves it out on this version (nextest reports it as skipped); by hand, add -E 'not test(/^from_1_{min}::/)'"
+    );
+}
+
 /// A namespace of one test's own, deleted when dropped.
 pub struct TestNs {
     pub name: String,
@@ -323,6 +336,98 @@ pub async fn wait_status(
     .await
 }
 
+/// When loop `n + 1` would be due after what `st` records: the last start plus `interval`, or
+/// the last end if that is later (the loop rule, without jitter, backoff or other controls).
+pub fn next_due(st: &loopservice_operator::crd::LoopServiceStatus, interval: Duration) -> jiff::Timestamp {
+    let start = st.last_start_time.as_ref().expect("a loop has started").0;
+    let by_start = start + jiff::SignedDuration::try_from(interval).unwrap();
+    st.last_completion_time.as_ref().map_or(by_start, |end| by_start.max(end.0))
+}
+
+/// Waits until the clock has passed `t`.
+pub async fn wait_until(t: jiff::Timestamp) {
+    let left = t.duration_since(jiff::Timestamp::now());
+    if left.is_positive() {
+        tokio::time::sleep(left.unsigned_abs()).await;
+    }
+}
+
+/// How the operator's `Ready` message starts for a LoopService it cannot decode: it is never
+/// in the operator's cache, and never reconciled.
+pub const UNREADABLE: &str = "the operator cannot read this LoopService";
+
+/// Changes an annotation on LoopService `name` that nothing reads: a change of its metadata
+/// that makes the operator reconcile it, and changes nothing else. Untyped, so that it works
+/// on a LoopService the operator's types cannot decode.
+pub async fn poke(ns: &TestNs, name: &str) {
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(ns.client.clone(), &ns.name, &kube::api::ApiResource::erase::<LoopService>(&()));
+    let value = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos().to_string();
+    let patch = json!({"metadata": {"annotations": {"tests.loops.dev/poke": value}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_or_else(|e| panic!("poke {name}: {e}"));
+}
+
+/// Waits until the operator has looked at each of LoopServices `names` after the instant
+/// `since` (it first waits for the clock to pass it), making it look by [`poke`]s, and returns
+/// how many reconciles that took. A test calls this before it checks that something did *not*
+/// happen (no Job, no second Event): without it, the check may pass only because the operator
+/// had not got round to the object yet.
+///
+/// "Looked" is counted twice over: the operator's log says it reconciled each LoopService
+/// twice (`reconciled name=...`), and its reconciles that ran to a decision
+/// (`loopservice_reconcile_duration_seconds_count` on /metrics; one put off because the cache
+/// lacked the operator's own status write, or run before its caches synced, is not counted)
+/// rose by two per LoopService. Twice, because a reconcile in flight at `since` may end after
+/// it; kube-runtime never runs two reconciles of one object at once, so the second began after
+/// `since`. With one LoopService the metric is that LoopService's alone.
+pub async fn reconciled_since(op: &Operator, ns: &TestNs, names: &[&str], since: jiff::Timestamp) -> u64 {
+    looked_since(op, Some(ns), names, since, LONG).await
+}
+
+/// [`reconciled_since`] without pokes: waits up to `limit` for the operator's own rechecks
+/// (a requeue, a watch event) to reconcile each of `names` twice after `since`.
+pub async fn rechecked_since(op: &Operator, names: &[&str], since: jiff::Timestamp, limit: Duration) -> u64 {
+    looked_since(op, None, names, since, limit).await
+}
+
+async fn looked_since(op: &Operator, poke_in: Option<&TestNs>, names: &[&str], since: jiff::Timestamp, limit: Duration) -> u64 {
+    wait_until(since).await;
+    wait_for("the operator's caches to sync (/readyz)", LONG, || async {
+        (op.get("/readyz").await.as_deref() == Some("ready")).then_some(())
+    })
+    .await;
+    let decided0 = op.decided_reconciles().await;
+    let seen0: Vec<usize> = names.iter().map(|n| op.reconciles_of(n)).collect();
+    let want = decided0 + 2 * names.len() as u64;
+    let start = Instant::now();
+    let mut poked = None::<Instant>;
+    loop {
+        let behind: Vec<&str> = names.iter().zip(&seen0).filter(|(n, s0)| op.reconciles_of(n) < *s0 + 2).map(|(n, _)| *n).collect();
+        let decided = op.decided_reconciles().await;
+        if behind.is_empty() && decided >= want {
+            return decided - decided0;
+        }
+        if start.elapsed() > limit {
+            panic!(
+                "timed out after {limit:?} waiting for the operator to reconcile {names:?} twice each after {since}: \
+                 not yet {behind:?} (by the `reconciled` lines of its log); reconciles that ran to a decision: {} of {}",
+                decided - decided0,
+                want - decided0
+            );
+        }
+        if let Some(ns) = poke_in {
+            if poked.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                let lagging = if behind.is_empty() { names.to_vec() } else { behind };
+                for n in lagging {
+                    poke(ns, n).await;
+                }
+                poked = Some(Instant::now());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A running operator process, watching one namespace; killed when dropped.
 pub struct Operator {
     pub child: Child,
@@ -393,6 +498,22 @@ impl Operator {
         conn.read_to_string(&mut text).ok()?;
         let (head, body) = text.split_once("\r\n\r\n")?;
         head.starts_with("HTTP/1.1 200").then(|| body.trim().to_string())
+    }
+
+    /// Reconciles that ran to a decision so far, of every LoopService it watches: the count of
+    /// `loopservice_reconcile_duration_seconds` on /metrics.
+    pub async fn decided_reconciles(&self) -> u64 {
+        const SERIES: &str = "loopservice_reconcile_duration_seconds_count ";
+        let metrics = wait_for("the operator's /metrics", Duration::from_secs(20), || self.get("/metrics")).await;
+        let line = metrics.lines().find(|l| l.starts_with(SERIES)).unwrap_or_else(|| panic!("no {SERIES}on /metrics:\n{metrics}"));
+        line[SERIES.len()..].trim().parse().unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+
+    /// Reconciles of LoopService `name` that returned, by the `reconciled name=...` lines of the
+    /// operator's debug log.
+    pub fn reconciles_of(&self, name: &str) -> usize {
+        let field = format!("name={name}");
+        self.log_text().lines().filter(|l| l.contains(": reconciled ") && l.split_whitespace().any(|w| w == field)).count()
     }
 
     pub fn log_text(&self) -> String {
