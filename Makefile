@@ -74,7 +74,7 @@ test: cluster build image ## All tests on the local cluster (KUBERNETES_VERSION=
 	  if ((minor < gate)); then skip="$$skip & not test(/^from_1_$${gate}::/)"; fi; \
 	done; \
 	if ((minor < newest)); then skip="$$skip & not test(/^newest_only::/)"; fi; \
-	echo "Kubernetes 1.$$minor: left out (skipped), as they do not apply: $${skip:- nothing}"; \
+	left="$${skip# & }"; echo "Kubernetes 1.$$minor: tests left out (nextest counts them skipped) as they do not apply: $${left:-none}"; \
 	pidfile="$${LOOPS_CLUSTER_DIR:-$$HOME/.local/state/loops-cluster}/run/kube-apiserver.pid"; \
 	apiserver_pid=$$(cat "$$pidfile"); \
 	status=0; \
