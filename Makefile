@@ -59,6 +59,8 @@ lint: ## Formatting and clippy, as CI checks them (no cluster needed)
 # itself and fails, saying why, when run by hand where it does not apply: nothing passes that
 # checked nothing. (A name filter, not a whole-binary one: nextest counts a binary it leaves out
 # in no summary.) A bad-input case that does not apply is counted as skipped by tests/bad_input.rs.
+# The tests' operator is built with the `fault-injection` feature (LOOPSERVICE_FAULT); `make
+# build`, the image and the chart's binary are not (cargo keeps both builds: no rebuild).
 test: cluster build image ## All tests on the local cluster (KUBERNETES_VERSION=1.20 for the oldest)
 	hack/ensure-nextest.sh
 	$(CLUSTER) fake-nodes 5
@@ -81,14 +83,14 @@ test: cluster build image ## All tests on the local cluster (KUBERNETES_VERSION=
 	status=0; \
 	if ((minor < newest)); then \
 	  echo "chaos tests: none apply to 1.$$minor; this run's summary counts them skipped"; \
-	  $(CARGO) nextest run --release --no-fail-fast --run-ignored all -E "all()$$skip" || status=$$?; \
+	  $(CARGO) nextest run --release --features fault-injection --no-fail-fast --run-ignored all -E "all()$$skip" || status=$$?; \
 	  hack/check-alive.sh "$$apiserver_pid" || status=1; \
 	  exit $$status; \
 	fi; \
-	$(CARGO) nextest run --release --no-fail-fast --run-ignored all -E "not binary(chaos)$$skip" || status=$$?; \
+	$(CARGO) nextest run --release --features fault-injection --no-fail-fast --run-ignored all -E "not binary(chaos)$$skip" || status=$$?; \
 	hack/check-alive.sh "$$apiserver_pid" || status=1; \
 	echo "chaos tests: alone, one at a time (they stop and start the API server and etcd)"; \
-	$(CARGO) nextest run --release --no-fail-fast --run-ignored all --test chaos -E "binary(chaos)$$skip" --test-threads 1 || status=$$?; \
+	$(CARGO) nextest run --release --features fault-injection --no-fail-fast --run-ignored all --test chaos -E "binary(chaos)$$skip" --test-threads 1 || status=$$?; \
 	hack/check-alive.sh --restarted "$$(cat "$$pidfile" 2>/dev/null)" || status=1; \
 	exit $$status
 

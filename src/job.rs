@@ -164,6 +164,7 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
             labels: Some(labels),
             annotations: Some(annotations),
             owner_references: Some(vec![owner]),
+            finalizers: Some(vec![FINALIZER_RECORD.to_string()]),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
@@ -260,6 +261,33 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
     };
     let run_request = ann.get(ANN_RUN_REQUEST).cloned();
     Some(ObservedJob { name, loop_number, start, scheduled, run_request, end })
+}
+
+/// A loop's Job that carries [`FINALIZER_RECORD`]: it stays until the operator lets it go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Held {
+    pub name: String,
+    pub uid: String,
+    /// 0 when the loop label is missing or unreadable: such a Job is let go at once.
+    pub loop_number: i64,
+    /// Where the finalizer stands in `metadata.finalizers` (the release patch tests it is there).
+    pub index: usize,
+    /// Its deletion has begun (a TTL, a history limit, a user, the garbage collector).
+    pub deleting: bool,
+}
+
+/// Whether `job` carries the operator's finalizer, and where.
+pub fn held(job: &Job) -> Option<Held> {
+    let index = job.finalizers().iter().position(|f| f == FINALIZER_RECORD)?;
+    let loop_number = job.labels().get(LABEL_LOOP).and_then(|n| n.parse().ok()).filter(|n: &i64| *n > 0).unwrap_or(0);
+    let uid = job.uid().unwrap_or_default();
+    Some(Held { name: job.name_any(), uid, loop_number, index, deleting: job.metadata.deletion_timestamp.is_some() })
+}
+
+/// Whether a Job is being deleted before its loop ended: its loop counts as cut short (as
+/// though the Job were gone), while the finalizer still keeps the Job, and its name, in place.
+pub fn deleted_running(job: &Job, seen: &ObservedJob) -> bool {
+    job.metadata.deletion_timestamp.is_some() && seen.end.is_none()
 }
 
 /// What the Pods of a failed Job say: the loop container's exit code, reason and

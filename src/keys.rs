@@ -8,6 +8,10 @@ pub const LABEL_LOOP: &str = "loops.dev/loop";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER: &str = "loopservice-operator";
 pub const ANN_NAME: &str = "loops.dev/loopservice";
+/// On a loop's Job from its creation until its LoopService's status records the loop's end:
+/// the Job cannot vanish (a TTL, a history limit, a user's delete, the garbage collector)
+/// before the operator has read how the loop ended, so no loop number is ever freed to run again.
+pub const FINALIZER_RECORD: &str = "loops.dev/record-end";
 pub const ANN_LOOP: &str = "loops.dev/loop";
 pub const ANN_SCHEDULED: &str = "loops.dev/scheduled-time";
 pub const ANN_STARTED: &str = "loops.dev/start-time";

@@ -12,6 +12,7 @@ pub mod rules;
 pub mod text;
 // Pure logic: timing, validation, a loop's Job, the status of loops.
 pub mod clock;
+pub mod fault;
 pub mod job;
 pub mod schedule;
 pub mod spec;
@@ -22,6 +23,7 @@ pub mod cached;
 pub mod heap;
 pub mod http;
 pub mod metrics;
+pub mod orphans;
 pub mod reconcile;
 pub mod runtime;
 pub mod telemetry;
@@ -45,6 +47,8 @@ pub enum Error {
     WriteStatus(String, #[source] kube::Error),
     #[error("deleting job {0}: {1}")]
     DeleteJob(String, #[source] kube::Error),
+    #[error("taking the finalizer off job {0}: {1}")]
+    ReleaseJob(String, #[source] kube::Error),
     #[error("loopservice {0} has no namespace or uid")]
     Incomplete(String),
     #[error("decoding the cached loopservice {0}: {1}")]
@@ -55,6 +59,9 @@ pub enum Error {
         "the API server dropped {1} from the status of {0}: the LoopService CRD is older than this operator; apply crds/loopservice.yaml"
     )]
     OutdatedCrd(String, String),
+    /// An injected fault stopped the reconcile (the crate's own tests only).
+    #[error("fault injection: {0}")]
+    Fault(&'static str),
 }
 
 impl Error {
@@ -66,8 +73,9 @@ impl Error {
             | Error::GetJob(_, e)
             | Error::GetLoopService(_, e)
             | Error::WriteStatus(_, e)
-            | Error::DeleteJob(_, e) => Some(e),
-            Error::Incomplete(_) | Error::OutdatedCrd(..) | Error::TimedOut(_) | Error::Cached(..) => None,
+            | Error::DeleteJob(_, e)
+            | Error::ReleaseJob(_, e) => Some(e),
+            Error::Incomplete(_) | Error::OutdatedCrd(..) | Error::TimedOut(_) | Error::Cached(..) | Error::Fault(_) => None,
         }
     }
 
@@ -93,10 +101,12 @@ impl Error {
             Error::GetLoopService(..) => "get_loopservice",
             Error::WriteStatus(..) => "write_status",
             Error::DeleteJob(..) => "delete_job",
+            Error::ReleaseJob(..) => "release_job",
             Error::Incomplete(..) => "incomplete",
             Error::OutdatedCrd(..) => "outdated_crd",
             Error::TimedOut(..) => "timed_out",
             Error::Cached(..) => "cached",
+            Error::Fault(..) => "fault",
         }
     }
 }

@@ -84,9 +84,23 @@ struct Args {
     /// connection, say).
     #[arg(long, env = "RECONCILE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     reconcile_timeout: Duration,
-    /// Fault injection for crash-safety tests; never set in production.
+    /// Fault injection for crash-safety tests (a `fault-injection` build only).
+    #[cfg(feature = "fault-injection")]
     #[arg(long, env = "LOOPSERVICE_FAULT", hide = true)]
     fault: Option<Fault>,
+}
+
+impl Args {
+    #[cfg(feature = "fault-injection")]
+    fn fault(&self) -> Option<Fault> {
+        self.fault
+    }
+
+    /// A release build has no fault to inject.
+    #[cfg(not(feature = "fault-injection"))]
+    fn fault(&self) -> Option<Fault> {
+        None
+    }
 }
 
 /// How long a Lease holds without renewal, and how long before that the holder renews it.
@@ -227,7 +241,7 @@ impl Operator {
             reporter: Reporter { controller: "loopservice-operator".into(), instance: args.instance.clone() },
             metrics: self.metrics.clone(),
             draining: draining.clone(),
-            fault: args.fault,
+            fault: args.fault(),
             settings,
             clock: Arc::new(SystemClock),
         };

@@ -59,7 +59,7 @@ pub async fn run(
     let ctx = Arc::new(Context::new(parts, caches.clone()));
     let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.max_reconciles.max(ctx.settings.concurrency));
     let controller = Controller::for_stream(ls_stream, store.clone())
-        .owns_stream(cache::job_triggers(job_stream))
+        .owns_stream(cache::job_triggers(job_stream).inspect_ok(crate::orphans::watch(store.clone(), ctx.clone())))
         .with_config(config)
         .graceful_shutdown_on(shutdown);
     sweep_deleted(store.clone(), ctx.clone());
@@ -99,6 +99,7 @@ fn sweep_deleted(store: Store<CachedLoopService>, ctx: Arc<Context>) {
             for gone in ctx.metrics.forget_missing(exists) {
                 debug!(namespace = %gone.namespace, name = %gone.name, "removed the metrics of a deleted loopservice");
             }
+            crate::orphans::sweep(&store, &ctx);
             let uids: std::collections::HashSet<String> = store.state().iter().filter_map(|l| l.uid()).collect();
             ctx.forget_missing(|k| store.get(&ObjectRef::new(&k.name).within(k.namespace.as_deref().unwrap_or_default())).is_some(), &uids);
             drop(uids);

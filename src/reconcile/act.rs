@@ -5,7 +5,7 @@
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::context::{Context, Fault};
 use super::observe::{Checked, Observed};
@@ -52,10 +52,7 @@ pub async fn act(o: &Observed, launch: Option<&Launch>, ctx: &Context) -> Result
             let delay = schedule::seconds_between(launch.jittered.unwrap_or(launch.scheduled), start).max(0.0);
             ctx.metrics.start_delay_seconds.observe(delay);
             info!(namespace = %o.namespace, name = %o.ls.name_any(), r#loop = n, job = %name, delay_ms = (delay * 1000.0) as u64, "started loop");
-            if ctx.fault == Some(Fault::ExitAfterJobCreate) {
-                error!(job = %name, "fault injection: exiting after creating a job, before writing status");
-                std::process::exit(137);
-            }
+            Fault::AfterJobCreate.hit(ctx.fault)?;
             Ok(Some(Launched::Created(seen)))
         }
         Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists" => adopt(o, &api, name).await.map(Some),

@@ -16,30 +16,16 @@ use kube::Client;
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::crd::{LoopService, LoopServiceStatus};
+pub use crate::fault::Fault;
 use crate::metrics::Metrics;
 use crate::turns::{Priority, Turn, Turns};
 use crate::verdicts::Verdicts;
 
+/// How long a release is remembered: the Job watch brings it within milliseconds, or else
+/// a watch failed and the test in the release patch keeps a second one harmless.
+const RELEASED_KEPT: Duration = Duration::from_secs(30);
 /// How long after a watch failure the caches are not trusted alone.
 const SUSPECT_AFTER_WATCH_FAILURE: Duration = Duration::from_secs(60);
-
-/// A fault to inject, for tests of crash safety.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// Exit the process (code 137, as SIGKILL would) right after a Job is created and before
-    /// the status that records it is written.
-    ExitAfterJobCreate,
-}
-
-impl std::str::FromStr for Fault {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "exit-after-job-create" => Ok(Fault::ExitAfterJobCreate),
-            _ => Err(format!("unknown fault {s:?} (known: exit-after-job-create)")),
-        }
-    }
-}
 
 /// Which Events the operator publishes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -129,6 +115,9 @@ pub struct Context {
     /// A fingerprint of the status this instance last wrote, and when, by LoopService uid: a
     /// cached object whose status differs may be a write behind (see `reconcile::observe`).
     written: Mutex<HashMap<String, (u64, Instant)>>,
+    /// Jobs (by uid) whose finalizer this instance took off lately, while the cache may still
+    /// show it: not released again.
+    released: Mutex<HashMap<String, Instant>>,
     /// Turns to make an API request: `settings.concurrency` of them, launches first.
     turns: Turns,
     /// Dry-run answers of specs lately checked, by namespace and spec.
@@ -153,6 +142,7 @@ impl Context {
             limiter: governor::RateLimiter::direct(governor::Quota::per_second(qps).allow_burst(burst)),
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            released: Mutex::new(HashMap::new()),
             turns: Turns::new(turns),
             verdicts: Verdicts::default(),
         }
@@ -183,6 +173,18 @@ impl Context {
         let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
         let (hash, at) = written.get(uid)?;
         (*hash != fingerprint(cached)).then(|| at.elapsed())
+    }
+
+    /// Remembers that the finalizer of the Job with uid `job` is off.
+    pub fn remember_released(&self, job: &str) {
+        let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        released.retain(|_, at| at.elapsed() < RELEASED_KEPT);
+        released.insert(job.to_string(), Instant::now());
+    }
+
+    /// Whether this instance took the finalizer off the Job with uid `job` lately.
+    pub fn released_lately(&self, job: &str) -> bool {
+        self.released.lock().unwrap_or_else(|p| p.into_inner()).get(job).is_some_and(|at| at.elapsed() < RELEASED_KEPT)
     }
 
     /// Counts one more failed reconcile of `key` (or, with `reset`, forgets them); returns the

@@ -37,6 +37,7 @@ pub const UID: &str = "6f1c2a9e-5b7d-4c3e-9a8f-0d1e2f3a4b5c";
 /// Another LoopService's uid.
 pub const OTHER_UID: &str = "0aa1b2c3-d4e5-4f60-8a7b-9c8d7e6f5a4b";
 pub const MERGE_PATCH: &str = "application/merge-patch+json";
+pub const JSON_PATCH: &str = "application/json-patch+json";
 
 /// The instant the tests' LoopService was created, and its first loop due.
 pub fn t0() -> Timestamp {
@@ -121,9 +122,23 @@ pub fn ended(mut job: Job, end: Timestamp, succeeded: bool) -> Job {
     job
 }
 
+/// `job` with the operator's finalizer taken off, as it is once its loop's end is recorded.
+pub fn released(mut job: Job) -> Job {
+    job.metadata.finalizers.get_or_insert_with(Vec::new).retain(|f| f != crate::keys::FINALIZER_RECORD);
+    job
+}
+
+/// `job` being deleted since `at` (a TTL, a user, the garbage collector): still there, held by
+/// the operator's finalizer.
+pub fn deleting(mut job: Job, at: Timestamp) -> Job {
+    job.metadata.deletion_timestamp = Some(KTime(to_second(at)));
+    job
+}
+
 /// What a reconcile of `ls` would observe with these Jobs and nothing else in the way.
 pub fn observed(ls: &LoopService, jobs: &[Job]) -> Observed {
-    let mut jobs: Vec<ObservedJob> = jobs.iter().filter_map(job::observe).collect();
+    let held = jobs.iter().filter_map(job::held).collect();
+    let mut jobs: Vec<ObservedJob> = jobs.iter().filter_map(|j| job::observe(j).filter(|seen| !job::deleted_running(j, seen))).collect();
     jobs.sort_by_key(|j| j.loop_number);
     Observed {
         ls: Arc::new(ls.clone()),
@@ -132,6 +147,7 @@ pub fn observed(ls: &LoopService, jobs: &[Job]) -> Observed {
         prev: ls.status.clone().unwrap_or_default(),
         spec: Checked::Valid(Box::new(ls.spec.validate().expect("a valid spec"))),
         jobs,
+        held,
         lingering: None,
         stuck: None,
         draining: false,
@@ -160,7 +176,7 @@ pub fn first_loop_succeeded(ls: &LoopService) -> (LoopServiceStatus, Job) {
     let running = with_status(ls, running_first_loop(ls));
     let job = ended(loop_job(ls, 1, t0()), at(5), true);
     let st = status_after(&running, std::slice::from_ref(&job), None, at(5));
-    (st, job)
+    (st, released(job))
 }
 
 fn to_second(t: Timestamp) -> Timestamp {
@@ -172,12 +188,21 @@ fn to_second(t: Timestamp) -> Timestamp {
 /// A real Context on `client`: the clock, caches holding `jobs` and `pods` and marked
 /// synced, default settings (Events for problems only), nothing draining.
 pub fn context(client: Client, clock: Arc<ManualClock>, jobs: Vec<Job>, pods: Vec<Pod>) -> Arc<Context> {
+    context_of(client, clock, jobs, pods, None)
+}
+
+/// [`context`] with `fault` armed: the reconcile stops there with [`crate::Error::Fault`].
+pub fn context_with_fault(client: Client, clock: Arc<ManualClock>, jobs: Vec<Job>, fault: crate::fault::Fault) -> Arc<Context> {
+    context_of(client, clock, jobs, vec![], Some(fault))
+}
+
+fn context_of(client: Client, clock: Arc<ManualClock>, jobs: Vec<Job>, pods: Vec<Pod>, fault: Option<crate::fault::Fault>) -> Arc<Context> {
     let parts = Parts {
         client,
         reporter: Reporter { controller: "loopservice-operator".into(), instance: Some("test".into()) },
         metrics: Arc::new(Metrics::default()),
         draining: Arc::default(),
-        fault: None,
+        fault,
         settings: Settings::default(),
         clock,
     };
@@ -284,6 +309,23 @@ impl Expect {
             (StatusCode::OK, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}))
         });
         Expect::new(Method::DELETE, format!("{JOBS}/{name}"), answer)
+    }
+
+    /// The JSON patch that takes the operator's finalizer off Job `name` (testing it is there
+    /// first); answered with the Job without it, as stored.
+    pub fn release_job(name: &str) -> Self {
+        let key = name.to_string();
+        let answer = Box::new(move |b: &Value, stored: &mut Stored| {
+            let ops = b.as_array().cloned().unwrap_or_default();
+            assert_eq!(ops.len(), 2, "a test, then a remove: {b}");
+            assert_eq!((ops[0]["op"].as_str(), ops[0]["value"].as_str()), (Some("test"), Some(crate::keys::FINALIZER_RECORD)), "{b}");
+            assert_eq!((ops[1]["op"].as_str(), &ops[1]["path"]), (Some("remove"), &ops[0]["path"]), "{b}");
+            let mut job = stored.jobs.get(&key).cloned().unwrap_or_else(|| json!({"metadata": {"name": key}}));
+            job["metadata"]["finalizers"] = json!([]);
+            stored.jobs.insert(key, job.clone());
+            (StatusCode::OK, job)
+        });
+        Expect { content_type: Some(JSON_PATCH), ..Expect::new(Method::PATCH, format!("{JOBS}/{name}"), answer) }
     }
 
     /// A merge patch of the LoopService's status; answered with the LoopService as last
@@ -514,6 +556,15 @@ impl Requests {
                     related: e["related"]["name"].as_str().map(str::to_string),
                 }
             })
+            .collect()
+    }
+
+    /// The Jobs whose finalizer was taken off, in order.
+    pub fn released_jobs(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|s| s.method == Method::PATCH && s.path.starts_with(JOBS))
+            .map(|s| s.path.rsplit('/').next().unwrap_or_default().to_string())
             .collect()
     }
 

@@ -13,6 +13,8 @@
 pub mod act;
 pub mod context;
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
 mod fixtures;
 pub mod observe;
 pub mod plan;
@@ -64,8 +66,9 @@ pub async fn reconcile(cached: Arc<CachedLoopService>, ctx: Arc<Context>) -> Res
         Ok(_) => {
             ctx.retries(&key(ls.as_ref()), true);
         }
-        // A conflict is the cache a step behind a write of our own: no news.
-        Err(e) if !is_conflict(e) => report_failure(&ls, &ctx, e).await,
+        // A conflict is the cache a step behind a write of our own: no news. An injected fault
+        // stands for the process dying there: nothing more is written.
+        Err(e) if !is_conflict(e) && !matches!(e, Error::Fault(_)) => report_failure(&ls, &ctx, e).await,
         Err(_) => {}
     }
     res
@@ -82,10 +85,14 @@ enum Staged {
 /// Observe, plan, act, record.
 async fn stages(ls: Arc<LoopService>, ctx: &Context) -> Result<Staged> {
     let now = ctx.clock.now();
+    let ns = ls.namespace().unwrap_or_default();
     let observed = match observe::observe(ls, ctx, now).await? {
         Observation::Seen(observed) => observed,
         Observation::Behind => return Ok(Staged::PutOff(Action::requeue(observe::OWN_WRITE_RECHECK))),
-        Observation::Gone => return Ok(Staged::Done(Action::await_change())),
+        Observation::Gone(held) => {
+            record::release(ctx, &ns, &held).await?;
+            return Ok(Staged::Done(Action::await_change()));
+        }
     };
     let plan = plan::plan(&observed, now);
     let launched = act::act(&observed, plan.launch.as_ref(), ctx).await?;

@@ -17,7 +17,7 @@ use tracing::warn;
 
 use super::context::Context;
 use crate::crd::{LoopService, LoopServiceStatus, Phase};
-use crate::job::{self, JobParams, ObservedJob, Outcome};
+use crate::job::{self, Held, JobParams, ObservedJob, Outcome};
 use crate::keys::LABEL_JOB_NAME;
 use crate::reasons::Reason;
 use crate::schedule;
@@ -42,8 +42,9 @@ pub enum Observation {
     Seen(Box<Observed>),
     /// The cache lacks this instance's status write of a moment ago: look again shortly.
     Behind,
-    /// Being deleted (its Jobs go with it, through their owner references), or gone.
-    Gone,
+    /// Being deleted (its Jobs go with it, through their owner references), or gone. The Jobs
+    /// still held by the operator's finalizer are let go: no end of theirs will be recorded.
+    Gone(Vec<Held>),
 }
 
 /// Whether the spec can run, and if not, who said so.
@@ -66,7 +67,10 @@ pub struct Observed {
     pub prev: LoopServiceStatus,
     pub spec: Checked,
     /// Its loops' Jobs, by loop number; a failed loop not yet recorded says what its Pods said.
+    /// A Job being deleted before its loop ended is left out: its loop was cut short.
     pub jobs: Vec<ObservedJob>,
+    /// Its Jobs that carry the operator's finalizer, each let go once its loop's end is stored.
+    pub held: Vec<Held>,
     /// A Pod of a deleted Job of this LoopService that still runs (its name and phase): the
     /// next loop waits for it.
     pub lingering: Option<(String, String)>,
@@ -87,10 +91,11 @@ pub async fn observe(ls: Arc<LoopService>, ctx: &Context, now: Timestamp) -> Res
     let ls = match current(ls, ctx, &namespace, &uid).await? {
         Current::Use(ls) => ls,
         Current::Behind => return Ok(Observation::Behind),
-        Current::Gone => return Ok(Observation::Gone),
+        Current::Gone => return Ok(Observation::Gone(vec![])),
     };
     if ls.meta().deletion_timestamp.is_some() {
-        return Ok(Observation::Gone);
+        let owned = ctx.caches.jobs.of(&uid);
+        return Ok(Observation::Gone(owned.iter().filter(|j| owns(j, &uid)).filter_map(|j| job::held(j)).collect()));
     }
     let prev = ls.status.clone().unwrap_or_default();
     let spec = check(&ls, ctx, &namespace, &prev, now).await?;
@@ -101,13 +106,14 @@ pub async fn observe(ls: Arc<LoopService>, ctx: &Context, now: Timestamp) -> Res
         prev,
         spec,
         jobs: vec![],
+        held: vec![],
         lingering: None,
         stuck: None,
         draining: ctx.draining.load(Ordering::SeqCst),
         suspect: ctx.caches_suspect(),
     };
     if matches!(seen.spec, Checked::Valid(_)) {
-        seen.jobs = jobs(&seen, ctx).await?;
+        (seen.jobs, seen.held) = jobs(&seen, ctx).await?;
         let pods = ctx.caches.pods.of(&seen.uid);
         explain_failures(&mut seen.jobs, &pods, seen.prev.last_finished_loop);
         seen.lingering = lingering(&seen.jobs, &pods);
@@ -214,24 +220,31 @@ async fn dry_run(ls: &LoopService, spec: &ValidSpec, ctx: &Context, n: i64, now:
     }
 }
 
-/// The LoopService's loops' Jobs, from the cache. The running loop's Job missing from it is
-/// either deleted or not yet seen by a watch that is catching up (after an API server
-/// restart): it is read, rather than counted deleted with the next loop started beside it.
-/// While a watch failed lately it is read anyway: the cached Job may not show that it ended.
-async fn jobs(seen: &Observed, ctx: &Context) -> Result<Vec<ObservedJob>> {
+/// The LoopService's loops' Jobs, from the cache, and those of them the finalizer holds. The
+/// running loop's Job missing from the cache is either deleted or not yet seen by a watch that
+/// is catching up (after an API server restart): it is read, rather than counted deleted with
+/// the next loop started beside it. While a watch failed lately it is read anyway: the cached
+/// Job may not show that it ended.
+async fn jobs(seen: &Observed, ctx: &Context) -> Result<(Vec<ObservedJob>, Vec<Held>)> {
     let uid = seen.uid.as_str();
-    let owned = |j: &Job| j.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true));
-    let mut jobs: Vec<ObservedJob> = ctx.caches.jobs.of(uid).iter().filter(|j| owned(j)).filter_map(|j| job::observe(j)).collect();
-    let active = seen.prev.active_job.as_deref().filter(|a| seen.suspect || !jobs.iter().any(|j| j.name == *a));
+    let mut owned: Vec<Arc<Job>> = ctx.caches.jobs.of(uid).into_iter().filter(|j| owns(j, uid)).collect();
+    let active = seen.prev.active_job.as_deref().filter(|a| seen.suspect || !owned.iter().any(|j| j.name_any() == *a));
     if let Some(active) = active {
         let _turn = ctx.request(Priority::Bookkeeping).await;
         let api: Api<Job> = Api::namespaced(ctx.client.clone(), &seen.namespace);
         let stored = api.get_opt(active).await.map_err(|e| Error::GetJob(active.to_string(), e))?;
-        jobs.retain(|j| j.name != active);
-        jobs.extend(stored.filter(|j| owned(j)).as_ref().and_then(job::observe));
+        owned.retain(|j| j.name_any() != active);
+        owned.extend(stored.filter(|j| owns(j, uid)).map(Arc::new));
     }
+    let held = owned.iter().filter_map(|j| job::held(j)).filter(|h| !ctx.released_lately(&h.uid)).collect();
+    let mut jobs: Vec<ObservedJob> = owned.iter().filter_map(|j| job::observe(j).filter(|seen| !job::deleted_running(j, seen))).collect();
     jobs.sort_by_key(|j| j.loop_number);
-    Ok(jobs)
+    Ok((jobs, held))
+}
+
+/// Whether this LoopService (by uid) is the Job's controlling owner.
+fn owns(j: &Job, uid: &str) -> bool {
+    j.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true))
 }
 
 fn pods_of<'a>(pods: &'a [Arc<Pod>], job: &'a str) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 
 use super::observe::{Checked, Observed};
 use crate::crd::LoopServiceStatus;
-use crate::job::{ObservedJob, PreviousResult};
+use crate::job::{Held, ObservedJob, PreviousResult};
 use crate::keys::ANN_RUN_REQUESTED_AT;
 use crate::schedule::{self, Jitter};
 use crate::spec::ValidSpec;
@@ -82,12 +82,14 @@ pub enum Requeue {
     OnChange,
 }
 
-/// What the reconcile ends with: the status to store, the Events, the Jobs to delete once it
-/// is stored, and the next look.
+/// What the reconcile ends with: the status to store, the Events, the Jobs to let go of and
+/// to delete once it is stored, and the next look.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
     pub status: LoopServiceStatus,
     pub notes: Vec<Note>,
+    /// Held Jobs whose loops the status records as ended: their finalizer comes off.
+    pub releases: Vec<Held>,
     pub deletes: Vec<String>,
     pub requeue: Requeue,
 }
@@ -166,7 +168,13 @@ pub fn conclude(o: &Observed, plan: Plan, launched: Option<Launched>, now: Times
         }
         _ => vec![],
     };
-    Outcome { status: st, notes, deletes, requeue: requeue(&decision, obstacle.as_ref(), o.suspect) }
+    Outcome { releases: releases(&o.held, &st), status: st, notes, deletes, requeue: requeue(&decision, obstacle.as_ref(), o.suspect) }
+}
+
+/// The held Jobs to let go of once `st` is stored: those of loops it records as ended (a Job
+/// without a readable loop number is never a loop's).
+pub fn releases(held: &[Held], st: &LoopServiceStatus) -> Vec<Held> {
+    held.iter().filter(|h| h.loop_number <= st.last_finished_loop).cloned().collect()
 }
 
 /// The spec's jitter, for this LoopService (one not yet stored has no creation time: its

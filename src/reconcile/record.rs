@@ -12,10 +12,12 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, warn};
 
-use super::context::{Context, LoopEvents};
+use super::context::{Context, Fault, LoopEvents};
 use super::observe::Observed;
 use super::plan::{self, Launched, Outcome, Plan, Requeue};
 use crate::crd::{LoopService, LoopServiceStatus};
+use crate::job::Held;
+use crate::keys::FINALIZER_RECORD;
 use crate::metrics::{LsLabels, ResultLabels};
 use crate::reasons::Reason;
 use crate::schedule;
@@ -26,17 +28,19 @@ use crate::{Error, Result};
 /// Concludes the plan with the launch's answer and records the outcome; returns when to look
 /// again, computed last (kube-runtime counts a requeue from when the reconcile returns).
 pub async fn record(o: &Observed, plan: Plan, launched: Option<Launched>, ctx: &Context, now: Timestamp) -> Result<Action> {
-    let Outcome { status, notes, deletes, requeue } = plan::conclude(o, plan, launched, now);
+    let Outcome { status, notes, releases, deletes, requeue } = plan::conclude(o, plan, launched, now);
     if status != o.prev {
         let _turn = ctx.request(Priority::Bookkeeping).await;
         write_status(&o.ls, &status, ctx).await?;
+        Fault::AfterStatusWrite.hit(ctx.fault)?;
     }
     let labels = LsLabels { namespace: o.namespace.clone(), name: o.ls.name_any() };
     ctx.metrics.record_status(&labels, &status);
     for n in &notes {
         count(ctx, &labels, n);
     }
-    publish(&o.ls, ctx, &notes).await;
+    publish(&o.ls, ctx, &notes).await?;
+    release(ctx, &o.namespace, &releases).await?;
     delete_jobs(o, ctx, deletes).await?;
     Ok(match requeue {
         Requeue::At(at) => Action::requeue(schedule::until(at, ctx.clock.now())),
@@ -98,7 +102,7 @@ pub fn emits_event(note: &Note, events: LoopEvents) -> bool {
 }
 
 /// Events are best effort: a refused Event is logged, never a reason to redo a reconcile.
-pub async fn publish(ls: &LoopService, ctx: &Context, notes: &[Note]) {
+pub async fn publish(ls: &LoopService, ctx: &Context, notes: &[Note]) -> Result<()> {
     let reference = ls.object_ref(&());
     for n in notes.iter().filter(|n| emits_event(n, ctx.settings.loop_events)) {
         let _turn = ctx.request(Priority::Bookkeeping).await;
@@ -115,10 +119,39 @@ pub async fn publish(ls: &LoopService, ctx: &Context, notes: &[Note]) {
                 ..ObjectReference::default()
             }),
         };
+        Fault::BeforeEvent.hit(ctx.fault)?;
         if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
             warn!(name = %ls.name_any(), error = %e, "could not publish event");
         }
+        Fault::AfterEvent.hit(ctx.fault)?;
     }
+    Ok(())
+}
+
+/// Takes the operator's finalizer off Jobs whose loops' ends are stored (or that no loop will
+/// ever be recorded for): a JSON patch that tests the finalizer is still where it was read,
+/// so that no one else's finalizer is removed. A Job already gone, or changed since (the test
+/// fails), is left for a later reconcile.
+pub async fn release(ctx: &Context, ns: &str, held: &[Held]) -> Result<()> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    for h in held {
+        let path = format!("/metadata/finalizers/{}", h.index);
+        let ops = json!([{ "op": "test", "path": path, "value": FINALIZER_RECORD }, { "op": "remove", "path": path }]);
+        let patch: json_patch::Patch = serde_json::from_value(ops).map_err(|e| Error::Incomplete(format!("{}: {e}", h.name)))?;
+        let _turn = ctx.request(Priority::Bookkeeping).await;
+        match api.patch(&h.name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+            Ok(_) => {
+                ctx.remember_released(&h.uid);
+                debug!(namespace = %ns, job = %h.name, "released job");
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 || s.code == 409 => {
+                debug!(namespace = %ns, job = %h.name, code = s.code, "job gone or changed before its release; a later look releases it")
+            }
+            Err(e) => return Err(Error::ReleaseJob(h.name.clone(), e)),
+        }
+        Fault::AfterRelease.hit(ctx.fault)?;
+    }
+    Ok(())
 }
 
 /// Old Jobs go only once their loop is counted in the status just stored (or equal to the
@@ -131,7 +164,10 @@ async fn delete_jobs(o: &Observed, ctx: &Context, deletes: Vec<String>) -> Resul
     for old in deletes {
         let _turn = ctx.request(Priority::Bookkeeping).await;
         match api.delete(&old, &dp).await {
-            Ok(_) => debug!(namespace = %o.namespace, job = %old, "deleted old job"),
+            Ok(_) => {
+                debug!(namespace = %o.namespace, job = %old, "deleted old job");
+                Fault::AfterDelete.hit(ctx.fault)?;
+            }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(Error::DeleteJob(old, e)),
         }

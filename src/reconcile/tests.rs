@@ -69,6 +69,9 @@ fn after_loops(ls: &LoopService, n: i64) -> (LoopServiceStatus, Vec<Job>) {
         } else {
             jobs.push(ended(job, at(30 * (k - 1) + 5), true));
             st = status_after(&with_status(ls, st), &jobs, None, at(30 * (k - 1) + 5));
+            // Once its end is stored, the operator takes its finalizer off.
+            let done = jobs.pop().map(released);
+            jobs.extend(done);
         }
     }
     (st, jobs)
@@ -262,7 +265,12 @@ async fn old_jobs_beyond_the_history_limit_are_deleted_after_the_status_write() 
     let loop_3 = jobs.pop().unwrap();
     jobs.push(ended(loop_3, at(65), true));
     let ls = with_status(&ls, st);
-    let (client, api) = api_server(vec![Expect::write_status(&ls), Expect::delete_job(&job_name(2)), Expect::delete_job(&job_name(1))]);
+    let (client, api) = api_server(vec![
+        Expect::write_status(&ls),
+        Expect::release_job(&job_name(3)),
+        Expect::delete_job(&job_name(2)),
+        Expect::delete_job(&job_name(1)),
+    ]);
     let ctx = context(client, clock_at(at(70)), jobs, vec![]);
 
     let res = reconcile(cached(&ls), ctx.clone()).await;
@@ -273,10 +281,11 @@ async fn old_jobs_beyond_the_history_limit_are_deleted_after_the_status_write() 
         asked.lines(),
         [
             format!("PATCH /apis/loops.dev/v1alpha1/namespaces/ns/loopservices/{NAME}/status"),
+            format!("PATCH /apis/batch/v1/namespaces/ns/jobs/{}", job_name(3)),
             format!("DELETE /apis/batch/v1/namespaces/ns/jobs/{}", job_name(2)),
             format!("DELETE /apis/batch/v1/namespaces/ns/jobs/{}", job_name(1)),
         ],
-        "the status that counts loop 3 is stored before any Job goes"
+        "the status that counts loop 3 is stored before its Job is let go and before any Job goes"
     );
     let st = asked.status();
     assert_eq!((st.last_finished_loop, st.loops_succeeded, st.active_job.clone()), (3, 3, None));
