@@ -16,6 +16,8 @@ use crate::reasons::{condition_status, ConditionType, Reason};
 use crate::schedule::{self, Jitter, PreviousLoop};
 use crate::text::{clip, clip_to};
 
+pub mod why;
+
 /// Something worth an Event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Note {
@@ -402,7 +404,7 @@ pub struct Rules<'a> {
 
 /// Why the next scheduled loop is due when it is: the terms of the loop rule,
 /// max(previous start + interval, previous end), and the controls on top of it. [`decide`]
-/// starts the loop at `start`; `kubectl loopservice explain-timing` shows these terms.
+/// starts the loop at `start`; [`why::why`] says which of these terms sets it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Timing {
     /// The previous loop's start, as recorded (never after `now`).
