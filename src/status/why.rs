@@ -372,13 +372,15 @@ fn overrun(status: &LoopServiceStatus, t: &Timing, now: Timestamp) -> OverrunFac
     let (Some(start), Some(by_interval)) = (t.previous_start, t.by_interval) else {
         return OverrunFact { applies: false, at: None, previous: PreviousRun::NoneYet };
     };
-    match (&status.active_job, status.last_completion_time, t.previous_end) {
+    // An end recorded before the latest start is an earlier loop's.
+    let ended = status.last_completion_time.zip(status.last_start_time).is_some_and(|(end, start)| end >= start);
+    match (&status.active_job, ended, t.previous_end) {
         (Some(job), ..) => OverrunFact {
             applies: now > by_interval,
             at: None,
             previous: PreviousRun::Running { loop_number, job: job.clone(), ran: schedule::until(now, start) },
         },
-        (None, Some(_), Some(end)) => OverrunFact {
+        (None, true, Some(end)) => OverrunFact {
             applies: end > by_interval,
             at: Some(end).filter(|e| *e > by_interval),
             previous: PreviousRun::Ended { loop_number, end, took: schedule::until(end, start) },
@@ -774,8 +776,10 @@ mod tests {
         // A loop due long ago that no operator started.
         let w = why_at(&json!({}), none, 200);
         assert_eq!(w.next, Next::Due { loop_number: 8, at: at(130), run_request: None, overdue: true });
-        let w = why_at(&json!({"lastCompletionTime": null}), none, 110);
-        assert_eq!(w.factors.overrun.previous, PreviousRun::EndNotRecorded { loop_number: 7 });
+        for end in [Value::Null, json!(ts(95))] {
+            let w = why_at(&json!({"lastCompletionTime": end}), none, 110);
+            assert_eq!(w.factors.overrun.previous, PreviousRun::EndNotRecorded { loop_number: 7 }, "{end}");
+        }
         let w = why_at(&first_loop(), none, 110);
         assert_eq!((w.factors.interval.previous, &w.factors.overrun.previous), (None, &PreviousRun::NoneYet));
         let invalid = json!({"phase": "Invalid", "conditions": [{"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": "quota", "lastTransitionTime": ts(90)}]});
