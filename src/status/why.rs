@@ -311,6 +311,8 @@ pub fn why(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> Why
     let failure_backoff = BackoffFact { applies: t.backoff.is_some_and(|b| b.until > t.by_rule), rule: rules.backoff, in_force: t.backoff };
     let set_by =
         if status.phase == Some(Phase::Invalid) { SetBy::Invalid } else { set_by(&decision, &t, overrun.applies, failure_backoff.applies) };
+    // While a loop runs within its interval, the next starts one interval after it was due
+    // at the earliest, unless the backoff holds it back longer.
     let running_within = set_by == SetBy::Running && t.by_interval.is_some_and(|d| d > now);
     let scheduled = matches!(set_by, SetBy::Interval | SetBy::Overrun | SetBy::FailureBackoff | SetBy::FirstLoop);
     let interval = IntervalFact {
@@ -373,7 +375,7 @@ fn overrun(status: &LoopServiceStatus, t: &Timing, now: Timestamp) -> OverrunFac
         return OverrunFact { applies: false, at: None, previous: PreviousRun::NoneYet };
     };
     // An end recorded before the latest start is an earlier loop's.
-    let ended = status.last_completion_time.zip(status.last_start_time).is_some_and(|(end, start)| end >= start);
+    let ended = status.last_completion_time.zip(status.last_start_time).is_some_and(|(e, s)| e >= s);
     match (&status.active_job, ended, t.previous_end) {
         (Some(job), ..) => OverrunFact {
             applies: now > by_interval,
