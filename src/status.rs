@@ -16,6 +16,8 @@ use crate::reasons::{condition_status, ConditionType, Reason};
 use crate::schedule::{self, Jitter, PreviousLoop};
 use crate::text::{clip, clip_to};
 
+pub mod why;
+
 /// Something worth an Event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Note {
@@ -402,7 +404,7 @@ pub struct Rules<'a> {
 
 /// Why the next scheduled loop is due when it is: the terms of the loop rule,
 /// max(previous start + interval, previous end), and the controls on top of it. [`decide`]
-/// starts the loop at `start`; `kubectl loopservice explain-timing` shows these terms.
+/// starts the loop at `start`; [`why::why`] says which of these terms sets it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Timing {
     /// The previous loop's start, as recorded (never after `now`).
@@ -414,6 +416,9 @@ pub struct Timing {
     pub by_interval: Option<Timestamp>,
     /// The previous loop's end (its start when no end is recorded).
     pub previous_end: Option<Timestamp>,
+    /// The loop rule's time, before the failure backoff: max(by_interval, previous_end), or
+    /// when the first loop is due.
+    pub by_rule: Timestamp,
     /// After failures in a row: no loop before this instant.
     pub backoff: Option<Backoff>,
     /// The next loop's number, when it is due, and its jitter delay after that.
@@ -446,7 +451,7 @@ pub fn timing(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> 
     });
     let previous_end = previous_start.map(|start| status.last_completion_time.map(past).map_or(start, |e| e.max(start)));
     let previous = anchor.map(|start| PreviousLoop { start, end: previous_end });
-    let due = match (previous, rules.jitter) {
+    let by_rule = match (previous, rules.jitter) {
         // The first loop is due when the LoopService was created, a fixed instant to jitter from.
         (None, Some(j)) => j.created.min(now),
         _ => schedule::next_start(previous, rules.interval, now).unwrap_or(now),
@@ -460,7 +465,7 @@ pub fn timing(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> 
         }
         _ => None,
     };
-    let due = backoff.map_or(due, |b| due.max(b.until));
+    let due = backoff.map_or(by_rule, |b| by_rule.max(b.until));
     let next = status.loops_started.saturating_add(1);
     let jitter = rules.jitter.map(|j| j.offset(next));
     Timing {
@@ -468,6 +473,7 @@ pub fn timing(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> 
         anchor,
         by_interval: anchor.map(|a| schedule::add(a, rules.interval)),
         previous_end,
+        by_rule,
         backoff,
         next,
         due,

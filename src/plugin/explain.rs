@@ -1,7 +1,8 @@
-//! `explain-timing NAME`: why the next loop starts when it does. The answer is the
-//! operator's own (`status::decide` on the stored status, with the spec as the operator
-//! validates it); each factor (interval, overrun, failure backoff, jitter, suspend, loops
-//! limit, run request) is then shown with the instant it implies, from `schedule`.
+//! `explain-timing NAME`: why the next loop starts when it does. This renders the operator's
+//! own verdict, `status::why::why` on the stored status with the spec as the operator
+//! validates it: what sets the next start, what happens next, and each factor (interval,
+//! overrun, failure backoff, jitter, suspend, loops limit, run request), whether it applies
+//! and the instant it implies. Nothing here works out timing; it only puts it in words.
 
 use std::time::Duration;
 
@@ -12,12 +13,11 @@ use serde::Serialize;
 use super::connect::Target;
 use super::format::{self, relative};
 use super::{Error, Output, EXIT_OK};
-use crate::crd::{LoopService, LoopServiceStatus, Phase, Time};
+use crate::crd::{LoopService, LoopServiceStatus, Time};
 use crate::keys::ANN_RUN_REQUESTED_AT;
-use crate::reasons::ConditionType;
 use crate::schedule::{self, Jitter};
-use crate::spec::ValidSpec;
-use crate::status::{self, Decision, Rules, Timing};
+use crate::status::why::{self, FactorKind, Factors, PreviousRun, Suspension, Why};
+use crate::status::Rules;
 
 /// The explanation, as `-o json|yaml` prints it.
 #[derive(Serialize, Debug)]
@@ -81,324 +81,209 @@ fn dur(d: Duration) -> String {
     humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
 }
 
-fn factor(factor: &'static str, applies: bool, detail: String, at: Option<Timestamp>) -> Factor {
-    Factor { factor, applies, detail, at: at.map(Time) }
-}
-
-/// What the explanation is worked out from: the stored LoopService and what the operator's own
-/// timing code makes of it.
-#[derive(Clone, Copy)]
-struct View<'a> {
-    ls: &'a LoopService,
-    st: &'a LoopServiceStatus,
-    valid: &'a ValidSpec,
-    now: Timestamp,
-    jitter: Option<Jitter<'a>>,
-    /// The run request not yet handled.
-    pending: Option<&'a str>,
-    suspended: bool,
-    decision: &'a Decision,
-    timing: &'a Timing,
-    /// The latest loop started, and the next.
-    last: i64,
-    next: i64,
-    running: Option<&'a str>,
-    start: Option<Timestamp>,
-    anchor: Option<Timestamp>,
-    by_interval: Option<Timestamp>,
-    /// The previous loop's end, as recorded.
-    end: Option<Timestamp>,
-}
-
-/// Works out the explanation for `ls` at `now`.
+/// Works out the explanation for `ls` at `now`: the operator's verdict, in words.
 pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
     let st = ls.status.clone().unwrap_or_default();
-    let mut e = Explanation {
+    let (next, factors) = match verdict(ls, &st, now) {
+        Err(errors) => (next_step(&why::Next::Invalid { message: Some(errors) }, now), vec![]),
+        // Nothing moves the start of a loop that cannot start.
+        Ok(w) if matches!(w.next, why::Next::Invalid { .. }) => (next_step(&w.next, now), vec![]),
+        Ok(w) => {
+            let factor = |k: FactorKind| Factor {
+                factor: k.name(),
+                applies: w.factors.applies(k),
+                detail: detail(k, ls, &w.factors, now),
+                at: w.factors.at(k).map(Time),
+            };
+            (next_step(&w.next, now), FactorKind::ALL.into_iter().map(factor).collect())
+        }
+    };
+    Explanation {
         name: ls.name_any(),
         namespace: ls.namespace().unwrap_or_default(),
         now: Time(now),
         phase: st.phase.map(|p| p.to_string()),
-        next: Next { state: String::new(), loop_number: None, at: None, summary: String::new() },
-        factors: vec![],
+        next,
+        factors,
         status_next_run_time: st.next_run_time,
-    };
-    let valid = match ls.spec.validate() {
-        Ok(v) => v,
-        Err(errors) => {
-            e.next = Next { state: "Invalid".into(), loop_number: None, at: None, summary: format!("the spec cannot be run: {errors}") };
-            return e;
-        }
-    };
-    if st.phase == Some(Phase::Invalid) {
-        let ready = st.conditions.iter().find(|c| ConditionType::Ready == c.type_);
-        let why = ready.map_or("see the Ready condition", |c| c.message.as_str());
-        e.next = Next { state: "Invalid".into(), loop_number: None, at: None, summary: format!("the spec cannot be run: {why}") };
-        return e;
     }
+}
+
+/// The operator's verdict on `st` under the spec's rules, as the operator reads them from
+/// the LoopService; the spec's errors when it cannot be run.
+fn verdict(ls: &LoopService, st: &LoopServiceStatus, now: Timestamp) -> Result<Why, String> {
+    let valid = ls.spec.validate().map_err(|errors| errors.to_string())?;
     let uid = ls.uid().unwrap_or_default();
     let created = ls.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
     let jitter = valid.jitter.map(|max| Jitter { uid: &uid, max, created });
-    let request = ls.annotations().get(ANN_RUN_REQUESTED_AT).map(String::as_str);
-    let suspended = ls.spec.is_suspended();
     let rules = Rules {
         loops: ls.spec.loops,
-        suspended,
-        run_request: request,
+        suspended: ls.spec.is_suspended(),
+        run_request: ls.annotations().get(ANN_RUN_REQUESTED_AT).map(String::as_str),
         interval: valid.interval,
         jitter: jitter.as_ref(),
         backoff: valid.failure_backoff,
     };
-    let (decision, timing) = (status::decide(&st, &rules, now), status::timing(&st, &rules, now));
-    let v = View {
-        ls,
-        st: &st,
-        valid: &valid,
-        now,
-        jitter,
-        pending: status::pending_run_request(&st, request),
-        suspended,
-        decision: &decision,
-        timing: &timing,
-        last: st.loops_started,
-        next: st.loops_started.saturating_add(1),
-        running: st.active_job.as_deref(),
-        start: timing.previous_start,
-        anchor: timing.anchor,
-        by_interval: timing.by_interval,
-        end: st.last_completion_time.map(|t| t.0),
-    };
-    e.factors =
-        [interval_factor, overrun_factor, failure_backoff_factor, jitter_factor, suspend_factor, loops_limit_factor, run_request_factor]
-            .iter()
-            .map(|f| f(&v))
-            .collect();
-    // The loop rule's time is what sets the start only when nothing later or stronger does.
-    let scheduled_start = matches!(decision, Decision::Wait { .. } | Decision::Launch { run_request: None, .. });
-    let overridden = e.factors.iter().any(|f| f.applies && matches!(f.factor, "overrun" | "failureBackoff"));
-    let running_within = matches!(decision, Decision::Running { .. }) && v.by_interval.is_some_and(|d| d > now);
-    e.factors[0].applies = (scheduled_start || running_within) && !overridden;
-    e.next = next_step(&v);
-    e
+    Ok(why::why(st, &rules, now))
 }
 
-/// The loop rule's time, anchored on the previous start (without its jitter delay).
-fn interval_factor(v: &View<'_>) -> Factor {
-    let View { ls, now, jitter, last, start, anchor, by_interval, .. } = *v;
-    match (start, anchor, by_interval) {
-        (Some(s), Some(a), Some(due)) => {
-            let base = if a == s {
-                format!("loop {last} started at {}", Time(s))
-            } else {
-                format!("loop {last} was due at {} (it started {} later, its jitter delay)", Time(a), dur(schedule::until(s, a)))
-            };
-            factor("interval", true, format!("{base}; one interval ({}) later is {}", ls.spec.interval, when(due, now)), Some(due))
-        }
-        _ => {
-            let at = jitter.map_or(now, |j| j.created.min(now));
-            factor("interval", true, "no loop has started yet: the first loop is due as soon as the LoopService exists".into(), Some(at))
-        }
+/// Factor `kind`'s fact, in a sentence.
+fn detail(kind: FactorKind, ls: &LoopService, f: &Factors, now: Timestamp) -> String {
+    match kind {
+        FactorKind::Interval => interval(ls, &f.interval, now),
+        FactorKind::Overrun => overrun(ls, &f.overrun),
+        FactorKind::FailureBackoff => failure_backoff(&f.failure_backoff, now),
+        FactorKind::Jitter => jitter(&f.jitter),
+        FactorKind::Suspend => suspend(ls, &f.suspend),
+        FactorKind::LoopsLimit => loops_limit(&f.loops_limit),
+        FactorKind::RunRequest => run_request(&f.run_request),
     }
 }
 
+/// The loop rule's time, anchored on the previous start (without its jitter delay).
+fn interval(ls: &LoopService, f: &why::IntervalFact, now: Timestamp) -> String {
+    let Some(p) = f.previous else {
+        return "no loop has started yet: the first loop is due as soon as the LoopService exists".into();
+    };
+    let (last, start, due) = (p.loop_number, Time(p.start), Time(p.due));
+    let base = if p.delay.is_zero() {
+        format!("loop {last} started at {start}")
+    } else {
+        format!("loop {last} was due at {due} (it started {} later, its jitter delay)", dur(p.delay))
+    };
+    format!("{base}; one interval ({}) later is {}", ls.spec.interval, when(f.at, now))
+}
+
 /// The previous loop's end, when it is later than the interval allows.
-fn overrun_factor(v: &View<'_>) -> Factor {
-    let View { ls, now, last, running, start, by_interval, end, .. } = *v;
-    match (start, running, end, by_interval) {
-        (None, ..) => factor("overrun", false, "no loop has run yet".into(), None),
-        (Some(s), Some(job), _, due) => {
-            let over = due.is_some_and(|d| now > d);
-            let detail = if over {
-                format!("loop {last} (job/{job}) is still running, {} so far, past its interval: the next loop starts as soon as it ends, with no catch-up loops", dur(schedule::until(now, s)))
-            } else {
-                format!("loop {last} (job/{job}) is running, {} so far; loops never overlap", dur(schedule::until(now, s)))
-            };
-            factor("overrun", over, detail, None)
+fn overrun(ls: &LoopService, f: &why::OverrunFact) -> String {
+    match &f.previous {
+        PreviousRun::NoneYet => "no loop has run yet".into(),
+        PreviousRun::Running { loop_number: last, job, ran } if f.applies => format!(
+            "loop {last} (job/{job}) is still running, {} so far, past its interval: the next loop starts as soon as it ends, with no catch-up loops",
+            dur(*ran)
+        ),
+        PreviousRun::Running { loop_number: last, job, ran } => {
+            format!("loop {last} (job/{job}) is running, {} so far; loops never overlap", dur(*ran))
         }
-        (Some(s), None, Some(end), Some(due)) if end > due => factor(
-            "overrun",
-            true,
-            format!(
-                "loop {last} took {}s, longer than its interval of {}: the next loop is due at its end, {}, with no catch-up loops",
-                schedule::fmt_secs(schedule::seconds_between(s, end)),
-                ls.spec.interval,
-                Time(end)
-            ),
-            Some(end),
+        PreviousRun::Ended { loop_number: last, end, took } if f.applies => format!(
+            "loop {last} took {}s, longer than its interval of {}: the next loop is due at its end, {}, with no catch-up loops",
+            schedule::fmt_secs(took.as_secs_f64()),
+            ls.spec.interval,
+            Time(*end)
         ),
-        (Some(s), None, Some(end), _) => factor(
-            "overrun",
-            false,
-            format!(
-                "loop {last} ended at {} after {}s, within its interval",
-                Time(end),
-                schedule::fmt_secs(schedule::seconds_between(s, end))
-            ),
-            None,
-        ),
-        (Some(_), None, None, _) => factor("overrun", false, format!("the end of loop {last} is not recorded"), None),
+        PreviousRun::Ended { loop_number: last, end, took } => {
+            format!("loop {last} ended at {} after {}s, within its interval", Time(*end), schedule::fmt_secs(took.as_secs_f64()))
+        }
+        PreviousRun::EndNotRecorded { loop_number: last } => format!("the end of loop {last} is not recorded"),
     }
 }
 
 /// After failures in a row, a wait after the latest failed end.
-fn failure_backoff_factor(v: &View<'_>) -> Factor {
-    let View { valid, now, timing, by_interval, end, .. } = *v;
-    let rule = by_interval.max(end);
-    match (valid.failure_backoff, timing.backoff) {
-        (None, _) => factor("failureBackoff", false, "not set (spec.failureBackoff)".into(), None),
+fn failure_backoff(f: &why::BackoffFact, now: Timestamp) -> String {
+    match (f.rule, f.in_force) {
+        (None, _) => "not set (spec.failureBackoff)".into(),
         (Some((initial, max)), Some(b)) => {
-            let (k, wait, until, failed) = (b.failures, b.wait, b.until, Time(b.after));
-            let applies = rule.is_none_or(|r| until > r);
             let mut detail = format!(
-                "{k} loop(s) failed in a row: the next waits min({} x 2^{}, {}) = {} after the latest failed end, {}: {}",
+                "{} loop(s) failed in a row: the next waits min({} x 2^{}, {}) = {} after the latest failed end, {}: {}",
+                b.failures,
                 dur(initial),
-                k - 1,
+                b.failures - 1,
                 dur(max),
-                dur(wait),
-                Time(failed.0),
-                when(until, now)
+                dur(b.wait),
+                Time(b.after),
+                when(b.until, now)
             );
-            if !applies {
+            if !f.applies {
                 detail.push_str(", before the loop rule's time");
             }
-            factor("failureBackoff", applies, detail, Some(until))
+            detail
         }
-        (Some((initial, max)), _) => factor(
-            "failureBackoff",
-            false,
-            format!("no failure in a row (after failures it waits {} doubling up to {})", dur(initial), dur(max)),
-            None,
-        ),
+        (Some((initial, max)), None) => {
+            format!("no failure in a row (after failures it waits {} doubling up to {})", dur(initial), dur(max))
+        }
     }
 }
 
 /// A stable delay after the due time, for scheduled loops.
-fn jitter_factor(v: &View<'_>) -> Factor {
-    let View { jitter, pending, decision, next, timing, .. } = *v;
-    match &jitter {
-        None => factor("jitter", false, "not set (spec.jitter)".into(), None),
-        Some(j) => {
-            let off = timing.jitter.unwrap_or_default();
-            let applies = matches!(decision, Decision::Wait { .. } | Decision::Launch { run_request: None, .. });
-            let mut detail =
-                format!("loop {next} starts {} after it is due (stable for the uid and loop number, in [0, {}))", dur(off), dur(j.max));
-            if pending.is_some() {
-                detail.push_str("; a run request is not delayed");
-            }
-            factor("jitter", applies, detail, None)
-        }
+fn jitter(f: &why::JitterFact) -> String {
+    let Some(max) = f.max else {
+        return "not set (spec.jitter)".into();
+    };
+    let mut detail = format!(
+        "loop {} starts {} after it is due (stable for the uid and loop number, in [0, {}))",
+        f.loop_number,
+        dur(f.delay),
+        dur(max)
+    );
+    if f.run_request_pending {
+        detail.push_str("; a run request is not delayed");
     }
+    detail
 }
 
 /// Spec.suspend, or a suspension after failures (in status).
-fn suspend_factor(v: &View<'_>) -> Factor {
-    let View { ls, st, suspended, .. } = *v;
-    let self_suspension = st.failure_suspension.as_ref().filter(|s| s.active);
-    match (suspended, self_suspension, ls.spec.suspend_after_failures) {
-        (true, ..) => factor("suspend", true, format!("spec.suspend is true: no scheduled loop starts until it is resumed (kubectl loopservice resume {}); a run request still runs one loop", ls.name_any()), None),
-        (false, Some(s), limit) => factor(
-            "suspend",
-            true,
-            format!(
-                "suspended itself after {} loops failed in a row (spec.suspendAfterFailures: {}), the last loop {}: no scheduled loop starts until the spec changes (kubectl loopservice resume {}) or a run request's loop succeeds",
-                s.failures,
-                limit.map_or_else(|| "unset".to_string(), |l| l.to_string()),
-                s.r#loop,
-                ls.name_any()
-            ),
-            None,
+fn suspend(ls: &LoopService, f: &why::SuspendFact) -> String {
+    let name = ls.name_any();
+    match (f.by, ls.spec.suspend_after_failures) {
+        (Some(Suspension::Spec), _) => format!("spec.suspend is true: no scheduled loop starts until it is resumed (kubectl loopservice resume {name}); a run request still runs one loop"),
+        (Some(Suspension::AfterFailures { failures, r#loop }), limit) => format!(
+            "suspended itself after {failures} loops failed in a row (spec.suspendAfterFailures: {}), the last loop {loop}: no scheduled loop starts until the spec changes (kubectl loopservice resume {name}) or a run request's loop succeeds",
+            limit.map_or_else(|| "unset".to_string(), |l| l.to_string()),
         ),
-        (false, None, Some(limit)) => factor("suspend", false, format!("not suspended; it suspends itself after {limit} loops fail in a row ({} so far)", status::failures_toward_suspension(st)), None),
-        (false, None, None) => factor("suspend", false, "not suspended".into(), None),
+        (None, Some(limit)) => format!("not suspended; it suspends itself after {limit} loops fail in a row ({} so far)", f.failures_in_a_row),
+        (None, None) => "not suspended".into(),
     }
 }
 
 /// Spec.loops counts scheduled loops only.
-fn loops_limit_factor(v: &View<'_>) -> Factor {
-    let View { ls, st, .. } = *v;
-    let scheduled = st.loops_started.saturating_sub(st.manual_loops);
-    match ls.spec.loops {
-        None => factor("loopsLimit", false, "none: it loops for ever (spec.loops)".into(), None),
-        Some(n) if scheduled >= n => factor(
-            "loopsLimit",
-            true,
-            format!("all {n} scheduled loops have run (spec.loops): Finished; a run request still runs one loop"),
-            None,
-        ),
-        Some(n) => factor(
-            "loopsLimit",
-            false,
-            format!("{scheduled} of {n} scheduled loops have run (spec.loops; run requests do not count)"),
-            None,
-        ),
+fn loops_limit(f: &why::LoopsLimitFact) -> String {
+    match f.limit {
+        None => "none: it loops for ever (spec.loops)".into(),
+        Some(n) if f.applies => format!("all {n} scheduled loops have run (spec.loops): Finished; a run request still runs one loop"),
+        Some(n) => format!("{} of {n} scheduled loops have run (spec.loops; run requests do not count)", f.scheduled),
     }
 }
 
 /// A new value of the annotation starts a loop at once.
-fn run_request_factor(v: &View<'_>) -> Factor {
-    let View { st, now, pending, running, .. } = *v;
-    match (pending, &st.last_handled_run_request) {
-        (Some(r), _) if running.is_some() => factor(
-            "runRequest",
-            true,
-            format!("run request {r:?} ({ANN_RUN_REQUESTED_AT}) is pending: its loop starts as soon as the running loop ends"),
-            None,
-        ),
-        (Some(r), _) => {
-            factor("runRequest", true, format!("run request {r:?} ({ANN_RUN_REQUESTED_AT}) is pending: its loop starts at once"), Some(now))
+fn run_request(f: &why::RunRequestFact) -> String {
+    match (&f.pending, &f.last_handled) {
+        (Some(r), _) if f.waits_for.is_some() => {
+            format!("run request {r:?} ({ANN_RUN_REQUESTED_AT}) is pending: its loop starts as soon as the running loop ends")
         }
-        (None, Some(h)) => factor("runRequest", false, format!("none pending (the latest handled: {h:?})"), None),
-        (None, None) => factor("runRequest", false, "none pending".into(), None),
+        (Some(r), _) => format!("run request {r:?} ({ANN_RUN_REQUESTED_AT}) is pending: its loop starts at once"),
+        (None, Some(h)) => format!("none pending (the latest handled: {h:?})"),
+        (None, None) => "none pending".into(),
     }
 }
 
 /// What happens next, in a sentence.
-fn next_step(v: &View<'_>) -> Next {
-    let View { now, decision, last, next, by_interval, timing, .. } = *v;
-    match decision.clone() {
-        Decision::Launch { loop_number, scheduled, run_request: Some(r) } => Next {
-            state: "Due".into(),
-            loop_number: Some(loop_number),
-            at: Some(Time(scheduled)),
-            summary: format!("loop {loop_number} starts now, for run request {r:?}"),
-        },
-        Decision::Launch { loop_number, scheduled, run_request: None } => {
-            let at = if scheduled == timing.due { timing.start } else { scheduled };
-            let mut summary = format!("loop {loop_number} is due ({}): the operator starts it now", when(at, now));
-            if schedule::until(now, at) > Duration::from_secs(10) {
+fn next_step(n: &why::Next, now: Timestamp) -> Next {
+    let summary = match n {
+        why::Next::Due { loop_number, run_request: Some(r), .. } => format!("loop {loop_number} starts now, for run request {r:?}"),
+        why::Next::Due { loop_number, at, run_request: None, overdue } => {
+            let mut summary = format!("loop {loop_number} is due ({}): the operator starts it now", when(*at, now));
+            if *overdue {
                 summary.push_str("; it is overdue: is the operator running?");
             }
-            Next { state: "Due".into(), loop_number: Some(loop_number), at: Some(Time(at)), summary }
+            summary
         }
-        Decision::Running { job } => {
-            let mut summary = format!("loop {last} runs (job/{job}); the next loop starts when it ends");
-            if let Some(due) = by_interval.filter(|d| *d > now) {
-                summary =
-                    format!("loop {last} runs (job/{job}); the next loop starts at {} or when it ends, whichever is later", when(due, now));
-            }
-            Next { state: "Running".into(), loop_number: Some(last), at: None, summary }
+        why::Next::Running { loop_number: last, job, not_before: Some(due) } => {
+            format!("loop {last} runs (job/{job}); the next loop starts at {} or when it ends, whichever is later", when(*due, now))
         }
-        Decision::Wait { until } => Next {
-            state: "Waiting".into(),
-            loop_number: Some(next),
-            at: Some(Time(until)),
-            summary: format!("loop {next} starts at {}", when(until, now)),
-        },
-        Decision::Suspended => {
-            Next { state: "Suspended".into(), loop_number: None, at: None, summary: "no loop starts while spec.suspend is true".into() }
+        why::Next::Running { loop_number: last, job, not_before: None } => {
+            format!("loop {last} runs (job/{job}); the next loop starts when it ends")
         }
-        Decision::SuspendedAfterFailures { failures, r#loop } => Next {
-            state: "SuspendedAfterFailures".into(),
-            loop_number: None,
-            at: None,
-            summary: format!("no scheduled loop starts: it suspended itself after {failures} failures in a row, the last loop {}", r#loop),
-        },
-        Decision::Finished => {
-            Next { state: "Finished".into(), loop_number: None, at: None, summary: "no scheduled loop is left (spec.loops)".into() }
+        why::Next::Waiting { loop_number, at } => format!("loop {loop_number} starts at {}", when(*at, now)),
+        why::Next::Suspended => "no loop starts while spec.suspend is true".into(),
+        why::Next::SuspendedAfterFailures { failures, r#loop } => {
+            format!("no scheduled loop starts: it suspended itself after {failures} failures in a row, the last loop {loop}")
         }
-        Decision::Invalid { message, .. } => {
-            Next { state: "Invalid".into(), loop_number: None, at: None, summary: format!("the spec cannot be run: {message}") }
+        why::Next::Finished => "no scheduled loop is left (spec.loops)".into(),
+        why::Next::Invalid { message } => {
+            format!("the spec cannot be run: {}", message.as_deref().unwrap_or("see the Ready condition"))
         }
-    }
+    };
+    Next { state: n.state().into(), loop_number: n.loop_number(), at: n.at().map(Time), summary }
 }
 
 /// The explanation as text: the answer, then a table of the factors.
