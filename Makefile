@@ -77,6 +77,7 @@ test: cluster build image ## All tests on the local cluster (KUBERNETES_VERSION=
 	  if ((minor < gate)); then skip="$$skip & not test(/^from_1_$${gate}::/)"; fi; \
 	done; \
 	if ((minor < newest)); then skip="$$skip & not test(/^newest_only::/)"; fi; \
+	skip="$$skip & not test(/::soak_/)"; \
 	left="$${skip# & }"; echo "Kubernetes 1.$$minor: tests left out (nextest counts them skipped) as they do not apply: $${left:-none}"; \
 	pidfile="$${LOOPS_CLUSTER_DIR:-$$HOME/.local/state/loops-cluster}/run/kube-apiserver.pid"; \
 	apiserver_pid=$$(cat "$$pidfile"); \
@@ -93,6 +94,13 @@ test: cluster build image ## All tests on the local cluster (KUBERNETES_VERSION=
 	$(CARGO) nextest run --release --features fault-injection --no-fail-fast --run-ignored all --test chaos -E "binary(chaos)$$skip" --test-threads 1 || status=$$?; \
 	hack/check-alive.sh --restarted "$$(cat "$$pidfile" 2>/dev/null)" || status=1; \
 	exit $$status
+
+.PHONY: chaos
+chaos: cluster build ## The chaos tests and the soak (100 SIGKILLs, API server restarts; SOAK_KILLS), alone on the newest Kubernetes
+	hack/ensure-nextest.sh
+	$(CLUSTER) fake-nodes 5
+	eval "$$($(CLUSTER) env)"; \
+	$(CARGO) nextest run --release --features fault-injection --no-fail-fast --run-ignored all --test chaos --test-threads 1 --no-capture
 
 .PHONY: fuzz
 fuzz: ## Property tests with many cases: FUZZ_CASES per property (100000), at most FUZZ_SECONDS each (60)

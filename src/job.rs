@@ -284,6 +284,15 @@ pub fn held(job: &Job) -> Option<Held> {
     Some(Held { name: job.name_any(), uid, loop_number, index, deleting: job.metadata.deletion_timestamp.is_some() })
 }
 
+/// The JSON patch that takes the operator's finalizer off a Job: it tests the finalizer is
+/// still at `index` first, so that no one else's is removed (a Job changed since fails the
+/// patch with 422, and is looked at again).
+pub fn release_patch(index: usize) -> json_patch::Patch {
+    let path = format!("/metadata/finalizers/{index}");
+    let ops = serde_json::json!([{ "op": "test", "path": path, "value": FINALIZER_RECORD }, { "op": "remove", "path": path }]);
+    serde_json::from_value(ops).unwrap_or_else(|_| json_patch::Patch(vec![]))
+}
+
 /// Whether a Job is being deleted before its loop ended: its loop counts as cut short (as
 /// though the Job were gone), while the finalizer still keeps the Job, and its name, in place.
 pub fn deleted_running(job: &Job, seen: &ObservedJob) -> bool {

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -21,12 +22,21 @@ pub fn watch(store: Store<CachedLoopService>, ctx: Arc<Context>) -> impl FnMut(&
     move |j: &Job| check(j, &store, &ctx)
 }
 
-/// Looks at every cached Job: an orphan whose last event came before the caches synced (its
-/// LoopService deleted while no operator ran) is let go on the next sweep.
-pub fn sweep(store: &Store<CachedLoopService>, ctx: &Arc<Context>) {
-    for j in ctx.caches.jobs.store.state() {
-        check(&j, store, ctx);
-    }
+/// Looks at every cached Job once the caches have synced, then every `every`: an orphan whose
+/// last event came before they synced (its LoopService deleted while no operator ran) is let
+/// go then.
+pub fn sweep(store: Store<CachedLoopService>, ctx: Arc<Context>, every: Duration) {
+    tokio::spawn(async move {
+        while !ctx.caches.synced.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        loop {
+            for j in ctx.caches.jobs.store.state() {
+                check(&j, &store, &ctx);
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
 }
 
 fn check(j: &Job, store: &Store<CachedLoopService>, ctx: &Arc<Context>) {

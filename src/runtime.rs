@@ -63,6 +63,7 @@ pub async fn run(
         .with_config(config)
         .graceful_shutdown_on(shutdown);
     sweep_deleted(store.clone(), ctx.clone());
+    crate::orphans::sweep(store.clone(), ctx.clone(), SWEEP_EVERY);
     trim_heap_when_quiet(ctx.clone());
     signal_ready(store, &caches, ready);
     let watch_failed_at = caches.watch_failed_at.clone();
@@ -99,7 +100,6 @@ fn sweep_deleted(store: Store<CachedLoopService>, ctx: Arc<Context>) {
             for gone in ctx.metrics.forget_missing(exists) {
                 debug!(namespace = %gone.namespace, name = %gone.name, "removed the metrics of a deleted loopservice");
             }
-            crate::orphans::sweep(&store, &ctx);
             let uids: std::collections::HashSet<String> = store.state().iter().filter_map(|l| l.uid()).collect();
             ctx.forget_missing(|k| store.get(&ObjectRef::new(&k.name).within(k.namespace.as_deref().unwrap_or_default())).is_some(), &uids);
             drop(uids);

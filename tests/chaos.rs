@@ -473,4 +473,70 @@ mod newest_only {
             assert!(*l < 10.0, "a loop due during the failover started {l:.3}s after the takeover");
         }
     }
+
+    /// The soak (`make chaos`; not in `make test`, it runs for some 10 minutes): the operator
+    /// SIGKILLed `SOAK_KILLS` (100) times at random instants, the API server restarted at
+    /// every tenth, while 10 LoopServices loop every 2 s, half of them with a TTL of 0 and
+    /// history limits of 0. A Job watch of the test's own counts every creation by uid.
+    #[tokio::test]
+    #[ignore = "a soak: run `make chaos`"]
+    async fn soak_sigkills_and_api_server_restarts_no_loop_twice_none_lost() {
+        let ns = setup("soak").await;
+        require_newest(&ns.client).await;
+        wait_until_no_benchmark_runs().await;
+        let kills: usize = std::env::var("SOAK_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+        let names: Vec<String> = (1..=10).map(|i| format!("s{i}")).collect();
+        let seen = support::once::watch_jobs(&ns, vec![]);
+        for (i, n) in names.iter().enumerate() {
+            let mut v = ls(n, "2s", "echo loop $LOOP_NUMBER");
+            if i % 2 == 0 {
+                v["spec"]["ttlSecondsAfterFinished"] = json!(0);
+                v["spec"]["successfulJobsHistoryLimit"] = json!(0);
+                v["spec"]["failedJobsHistoryLimit"] = json!(0);
+            }
+            create_ls(&ns, v).await.unwrap();
+        }
+        let mut op = Operator::start(&ns.name, &[]);
+        let mut rng = fastrand::Rng::with_seed(kills as u64);
+        let began = Instant::now();
+        for i in 0..kills {
+            wait_for("the operator's caches to sync", Duration::from_secs(60), || async {
+                op.log_text().contains("caches synced").then_some(())
+            })
+            .await;
+            tokio::time::sleep(Duration::from_secs_f64(rng.f64() * 3.0)).await;
+            op.signal("KILL");
+            let (code, _) = op.wait_exit(Duration::from_secs(10)).await;
+            assert_eq!(code, None, "killed by a signal");
+            if i % 10 == 9 {
+                let mut down = Outage::begin("kube-apiserver");
+                tokio::time::sleep(Duration::from_secs_f64(rng.f64() * 5.0)).await;
+                down.end();
+                wait_ready(Duration::from_secs(120)).await;
+                down.finish().expect("the API server is healthy again");
+            }
+            op = Operator::start(&ns.name, &[]);
+        }
+        println!("{kills} SIGKILLs, {} API server restarts, in {:.0} s", kills / 10, began.elapsed().as_secs_f64());
+        // The last instance carries on, then all are suspended between loops.
+        for n in &names {
+            let started = status(&ns, n).await.loops_started;
+            wait_status(&ns, n, "two more loops with the last instance", |st| st.last_finished_loop >= started + 2).await;
+        }
+        for n in &names {
+            ns.loopservices().patch(n, &Default::default(), &kube::api::Patch::Merge(json!({"spec": {"suspend": true}}))).await.unwrap();
+        }
+        let mut total = 0;
+        for n in &names {
+            wait_status(&ns, n, "suspended with every loop recorded", |st| {
+                st.active_job.is_none() && st.last_finished_loop == st.loops_started
+            })
+            .await;
+            total += support::once::assert_once(&ns, n, &seen).await;
+        }
+        println!(
+            "soak: {kills} SIGKILLs and {} API server restarts over 10 LoopServices: {total} Jobs created, each loop once, none lost",
+            kills / 10
+        );
+    }
 }

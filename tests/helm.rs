@@ -182,6 +182,7 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
     let sa = format!("system:serviceaccount:{}:lso-loopservice-operator", op.name);
     let can = |verb: &str, what: &str| run("kubectl", &["auth", "can-i", verb, what, "-n", &ns.name, "--as", &sa]).1.trim().to_string();
     assert_eq!(can("create", "jobs.batch"), "yes");
+    assert_eq!(can("patch", "jobs.batch"), "yes", "to take its finalizer off a recorded loop's Job");
     let status_patch =
         run("kubectl", &["auth", "can-i", "patch", "loopservices.loops.dev", "--subresource=status", "-n", &ns.name, "--as", &sa]).1;
     assert_eq!(status_patch.trim(), "yes");
@@ -224,4 +225,20 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
         let (_, roles) = run("kubectl", &["get", "roles,rolebindings,serviceaccounts", "-n", n, "-o", "name"]);
         assert!(!roles.contains("lso-loopservice-operator"), "{roles}");
     }
+
+    // The clean-up docs/operations.md gives after an uninstall: the loops' Jobs let go, then
+    // the LoopService deleted, and its Jobs go with it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-loopservice"))
+        .args(["release-jobs", "-n", &ns.name])
+        .output()
+        .expect("run kubectl-loopservice");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && text.contains("job(s) released"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let held = loop_jobs(&ns, "beat").await.iter().filter(|j| !j.metadata.finalizers.clone().unwrap_or_default().is_empty()).count();
+    assert_eq!(held, 0, "no Job keeps a finalizer after release-jobs");
+    must("kubectl", &["delete", "loopservice", "beat", "-n", &ns.name, "--wait=true"]);
+    wait_for("the LoopService's Jobs to go with it", Duration::from_secs(60), || async {
+        loop_jobs(&ns, "beat").await.is_empty().then_some(())
+    })
+    .await;
 }

@@ -9,6 +9,7 @@ mod format;
 mod history;
 mod list;
 mod logs;
+mod release;
 mod run;
 mod suspend;
 
@@ -105,6 +106,14 @@ pub enum Command {
         #[command(flatten)]
         output: OutputFlag,
     },
+    /// After the operator is uninstalled: take its finalizer (loops.dev/record-end) off the
+    /// loops' Jobs, so that they can be deleted. Not while an operator runs: a Job let go
+    /// before its loop's end is recorded could go unrecorded.
+    ReleaseJobs {
+        /// The Jobs of every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
 }
 
 /// `-o json|yaml`: the same information as data, times in RFC 3339; a table or text when absent.
@@ -132,6 +141,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         Command::History { name, output } => history::history(&target, &name, output.format).await,
         Command::Logs { name, loop_number, follow } => logs::logs(&target, &name, loop_number, follow).await,
         Command::ExplainTiming { name, output } => explain::explain_timing(&target, &name, output.format).await,
+        Command::ReleaseJobs { all_namespaces } => release::release_jobs(&target, all_namespaces).await,
     }
 }
 

@@ -17,7 +17,6 @@ use super::observe::Observed;
 use super::plan::{self, Launched, Outcome, Plan, Requeue};
 use crate::crd::{LoopService, LoopServiceStatus};
 use crate::job::Held;
-use crate::keys::FINALIZER_RECORD;
 use crate::metrics::{LsLabels, ResultLabels};
 use crate::reasons::Reason;
 use crate::schedule;
@@ -135,9 +134,7 @@ pub async fn publish(ls: &LoopService, ctx: &Context, notes: &[Note]) -> Result<
 pub async fn release(ctx: &Context, ns: &str, held: &[Held]) -> Result<()> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     for h in held {
-        let path = format!("/metadata/finalizers/{}", h.index);
-        let ops = json!([{ "op": "test", "path": path, "value": FINALIZER_RECORD }, { "op": "remove", "path": path }]);
-        let patch: json_patch::Patch = serde_json::from_value(ops).map_err(|e| Error::Incomplete(format!("{}: {e}", h.name)))?;
+        let patch = crate::job::release_patch(h.index);
         let _turn = ctx.request(Priority::Bookkeeping).await;
         match api.patch(&h.name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
             Ok(_) => {

@@ -4,6 +4,8 @@
 //! operator process, watching that namespace only.
 #![allow(dead_code)]
 
+pub mod once;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -108,10 +110,24 @@ impl Drop for TestNs {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async {
                 let client = Client::try_default().await.ok()?;
+                release_jobs(&client, &name).await;
                 Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await.ok()
             })
         })
         .join();
+    }
+}
+
+/// Takes the operator's finalizer off the Jobs in `ns`, as `kubectl loopservice release-jobs`
+/// does after an uninstall: the test's operator is gone, and a namespace is not deleted while
+/// a Job in it still has a finalizer.
+pub async fn release_jobs(client: &Client, ns: &str) {
+    let api: Api<Job> = Api::namespaced(client.clone(), ns);
+    for j in api.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
+        if let Some(h) = loopservice_operator::job::held(&j) {
+            let patch = kube::api::Patch::<()>::Json(loopservice_operator::job::release_patch(h.index));
+            let _ = api.patch(&h.name, &PatchParams::default(), &patch).await;
+        }
     }
 }
 
