@@ -159,8 +159,13 @@ async fn a_loop_whose_finished_job_goes_after_a_crash_is_recorded_and_never_crea
         merge(&mut v["spec"], m.spec());
         create_ls(&ns, v).await.unwrap();
     }
-    // Each crashed instance creates one loop-1 Job before it dies; the next adopts those there.
-    for _ in 0..modes.len() {
+    // A crashed instance creates one loop-1 Job or more (reconciles run at once) before it
+    // dies; the next adopts those there and creates the rest.
+    loop {
+        let have = futures::future::join_all(modes.iter().map(|m| loop_jobs(&ns, m.name()))).await;
+        if have.iter().all(|jobs| !jobs.is_empty()) {
+            break;
+        }
         let mut op = Operator::start(&ns.name, &[("LOOPSERVICE_FAULT", "exit-after-job-create")]);
         let (code, _) = op.wait_exit(LONG).await;
         assert_eq!(code, Some(137), "the fault fired; log:\n{}", op.log_text());
