@@ -46,6 +46,7 @@ cluster-down: ## Stop the local cluster and remove its state
 lint: ## Formatting and clippy, as CI checks them (no cluster needed)
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features fault-injection -- -D warnings
 
 .PHONY: test
 # Tests that do not apply to the cluster's Kubernetes version are left out by name in the

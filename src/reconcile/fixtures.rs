@@ -561,17 +561,18 @@ impl Requests {
 
     /// The Jobs whose finalizer was taken off, in order.
     pub fn released_jobs(&self) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|s| s.method == Method::PATCH && s.path.starts_with(JOBS))
-            .map(|s| s.path.rsplit('/').next().unwrap_or_default().to_string())
-            .collect()
+        self.jobs_by(Method::PATCH)
     }
 
     pub fn deleted_jobs(&self) -> Vec<String> {
+        self.jobs_by(Method::DELETE)
+    }
+
+    /// The names of the Jobs `method` was sent to, in order.
+    fn jobs_by(&self, method: Method) -> Vec<String> {
         self.0
             .iter()
-            .filter(|s| s.method == Method::DELETE && s.path.starts_with(JOBS))
+            .filter(|s| s.method == method && s.path.starts_with(JOBS))
             .map(|s| s.path.rsplit('/').next().unwrap_or_default().to_string())
             .collect()
     }
