@@ -430,6 +430,9 @@ mod newest_only {
         }
         let mut late = Vec::new();
         for (name, n) in names.iter().zip(&counts) {
+            // The status write comes a moment after the Job's create: wait for it to count them.
+            let jobs = loop_jobs(&ns, name).await.len() as i64;
+            wait_status(&ns, name, "the status to catch up", |st| st.loops_started >= jobs).await;
             let all = assert_each_loop_once(&ns, name).await;
             assert!(all.len() as i64 >= n + 2);
             for l in &all {
