@@ -138,7 +138,6 @@ pub fn plan(o: &Observed, now: Timestamp) -> Plan {
 /// the next step decided again, and the phase and conditions set.
 pub fn conclude(o: &Observed, plan: Plan, launched: Option<Launched>, now: Timestamp) -> Outcome {
     let Plan { status: mut st, mut notes, mut decision, launch, mut obstacle } = plan;
-    let created = matches!(launched, Some(Launched::Created(_) | Launched::Adopted(_)));
     if let (Some(answer), Checked::Valid(valid)) = (launched, &o.spec) {
         let at = match answer {
             Launched::Created(seen) | Launched::Adopted(seen) => {
@@ -163,20 +162,13 @@ pub fn conclude(o: &Observed, plan: Plan, launched: Option<Launched>, now: Times
     let verdict = Verdict { decision: &decision, obstacle: obstacle.as_ref(), loops: spec.loops, generation: o.ls.metadata.generation };
     notes.extend(status::finalize(&mut st, &o.prev, verdict, now));
     let keep = |limit: Option<i32>| limit.map_or(DEFAULT_HISTORY, |n| n.max(0) as usize);
-    let mut deletes = match &o.spec {
+    let deletes = match &o.spec {
         Checked::Valid(_) => {
             status::jobs_to_delete(&o.jobs, &st, keep(spec.successful_jobs_history_limit), keep(spec.failed_jobs_history_limit))
         }
         _ => vec![],
     };
-    // A reconcile that started a loop leaves the held Jobs (and their deletes) to the next one,
-    // which the new loop's end brings: when many loops are due at once, the wave of creates
-    // then meets no finalizer patch at the API server.
-    let releases = if created { vec![] } else { releases(&o.held, &st) };
-    if created {
-        deletes.retain(|d| !o.held.iter().any(|h| h.name == *d));
-    }
-    Outcome { releases, status: st, notes, deletes, requeue: requeue(&decision, obstacle.as_ref(), o.suspect) }
+    Outcome { releases: releases(&o.held, &st), status: st, notes, deletes, requeue: requeue(&decision, obstacle.as_ref(), o.suspect) }
 }
 
 /// The held Jobs to let go of once `st` is stored: those of loops it records as ended (a Job
