@@ -1,4 +1,5 @@
-//! /healthz (alive), /readyz (caches synced, not draining) and /metrics.
+//! /healthz (alive), /readyz (caches synced, not draining, and not standing by for every
+//! LoopService it sees because another release works them) and /metrics.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +12,13 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
+use crate::reconcile::claim::{Claims, Standing};
 
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    pub claims: Arc<Claims>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -24,10 +27,13 @@ pub fn router(state: HttpState) -> Router {
         .route(
             "/readyz",
             get(|State(s): State<HttpState>| async move {
-                if s.ready.load(Ordering::SeqCst) {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                if !s.ready.load(Ordering::SeqCst) {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string());
+                }
+                match s.claims.standing() {
+                    Standing::Working => (StatusCode::OK, "ready\n".to_string()),
+                    Standing::Partly(why) => (StatusCode::OK, format!("ready\n{why}\n")),
+                    Standing::Only(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
                 }
             }),
         )

@@ -18,6 +18,9 @@ pub const ANN_STARTED: &str = "loops.dev/start-time";
 pub const ANN_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 /// With spec.jitter: the due time plus the loop's delay.
 pub const ANN_JITTERED: &str = "loops.dev/jittered-time";
+/// On a LoopService: the release of the operator that works it, as `<namespace>/<name>` of
+/// that release's leader Lease (see `reconcile::claim`).
+pub const ANN_CLAIMED_BY: &str = "loops.dev/claimed-by";
 /// On a LoopService: a new value starts a loop at once (or when the running loop ends).
 pub const ANN_RUN_REQUESTED_AT: &str = "loops.dev/run-requested-at";
 /// On a loop's Job: `Scheduled` or `Manual`.

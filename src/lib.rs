@@ -49,6 +49,8 @@ pub enum Error {
     DeleteJob(String, #[source] kube::Error),
     #[error("taking the finalizer off job {0}: {1}")]
     ReleaseJob(String, #[source] kube::Error),
+    #[error("claiming loopservice {0}: {1}")]
+    Claim(String, #[source] kube::Error),
     #[error("loopservice {0} has no namespace or uid")]
     Incomplete(String),
     #[error("decoding the cached loopservice {0}: {1}")]
@@ -74,7 +76,8 @@ impl Error {
             | Error::GetLoopService(_, e)
             | Error::WriteStatus(_, e)
             | Error::DeleteJob(_, e)
-            | Error::ReleaseJob(_, e) => Some(e),
+            | Error::ReleaseJob(_, e)
+            | Error::Claim(_, e) => Some(e),
             Error::Incomplete(_) | Error::OutdatedCrd(..) | Error::TimedOut(_) | Error::Cached(..) | Error::Fault(_) => None,
         }
     }
@@ -102,6 +105,7 @@ impl Error {
             Error::WriteStatus(..) => "write_status",
             Error::DeleteJob(..) => "delete_job",
             Error::ReleaseJob(..) => "release_job",
+            Error::Claim(..) => "claim",
             Error::Incomplete(..) => "incomplete",
             Error::OutdatedCrd(..) => "outdated_crd",
             Error::TimedOut(..) => "timed_out",

@@ -16,9 +16,12 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, error, info, warn};
 
-use loopservice_operator::clock::SystemClock;
+#[cfg(feature = "fault-injection")]
+use loopservice_operator::clock::OffsetClock;
+use loopservice_operator::clock::{ServerClock, SystemClock};
 use loopservice_operator::http::{self, HttpState};
 use loopservice_operator::metrics::Metrics;
+use loopservice_operator::reconcile::claim::Claims;
 use loopservice_operator::reconcile::{Fault, LoopEvents, Parts, Settings};
 use loopservice_operator::runtime;
 use loopservice_operator::telemetry::{self, LogFormat};
@@ -88,9 +91,27 @@ struct Args {
     #[cfg(feature = "fault-injection")]
     #[arg(long, env = "LOOPSERVICE_FAULT", hide = true)]
     fault: Option<Fault>,
+    /// Moves this machine's clock, as the operator reads it, by this much (`-1h`, `90s`): a
+    /// machine whose clock is off, for the clock tests (a `fault-injection` build only).
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, env = "LOOPSERVICE_CLOCK_OFFSET", hide = true, allow_hyphen_values = true, value_parser = signed_duration)]
+    clock_offset: Option<jiff::SignedDuration>,
+}
+
+/// `90s`, `-1h`: a duration in humantime's words, with an optional sign.
+#[cfg(feature = "fault-injection")]
+fn signed_duration(s: &str) -> Result<jiff::SignedDuration, String> {
+    let (sign, rest) = s.strip_prefix('-').map_or((1, s.trim_start_matches('+')), |r| (-1, r));
+    let d = humantime::parse_duration(rest).map_err(|e| e.to_string())?;
+    jiff::SignedDuration::try_from(d).map(|d| d * sign).map_err(|e| e.to_string())
 }
 
 impl Args {
+    /// The leader Lease's namespace.
+    fn lease_namespace(&self) -> String {
+        self.lease_namespace.clone().or(self.namespace.clone()).unwrap_or_else(|| "default".into())
+    }
+
     #[cfg(feature = "fault-injection")]
     fn fault(&self) -> Option<Fault> {
         self.fault
@@ -100,6 +121,16 @@ impl Args {
     #[cfg(not(feature = "fault-injection"))]
     fn fault(&self) -> Option<Fault> {
         None
+    }
+
+    /// The loops' clock: the API server's, read through this machine's (moved by
+    /// `--clock-offset` in a test build).
+    fn clock(&self) -> ServerClock {
+        #[cfg(feature = "fault-injection")]
+        if let Some(offset) = self.clock_offset {
+            return ServerClock::new(OffsetClock(offset));
+        }
+        ServerClock::new(SystemClock)
     }
 }
 
@@ -189,8 +220,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let client = client(&args).await?;
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
+    // A release claims the LoopServices it works by its leader Lease; without leader election it
+    // claims none (and stands by for those another release claims).
+    let claims = Arc::new(Claims::new(args.leader_elect.then(|| format!("{}/{}", args.lease_namespace(), args.lease_name))));
 
-    let (addr, server) = http::bind(args.http_addr, HttpState { metrics: metrics.clone(), ready: ready.clone() })
+    let (addr, server) = http::bind(args.http_addr, HttpState { metrics: metrics.clone(), ready: ready.clone(), claims: claims.clone() })
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", args.http_addr))?;
     info!(%addr, "serving /healthz, /readyz and /metrics");
@@ -199,7 +233,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             error!(error = %e, "http server stopped");
         }
     });
-    let operator = Operator { client, metrics, ready, args };
+    let clock = Arc::new(args.clock());
+    let operator = Operator { client, metrics, ready, claims, clock, args };
     let mut signals = Signals::new()?;
     if operator.args.leader_elect {
         operator.elected(&mut signals).await
@@ -213,6 +248,9 @@ struct Operator {
     client: Client,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    claims: Arc<Claims>,
+    /// Shared by every term, so that what it learnt of the API server's clock is kept.
+    clock: Arc<ServerClock>,
     args: Args,
 }
 
@@ -243,7 +281,8 @@ impl Operator {
             draining: draining.clone(),
             fault: args.fault(),
             settings,
-            clock: Arc::new(SystemClock),
+            clock: self.clock.clone(),
+            claims: self.claims.clone(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let shutdown = async move {
@@ -286,7 +325,7 @@ impl Operator {
     /// it crash-loop.
     async fn elected(&self, signals: &mut Signals) -> anyhow::Result<()> {
         let args = &self.args;
-        let namespace = args.lease_namespace.clone().or(args.namespace.clone()).unwrap_or_else(|| "default".into());
+        let namespace = args.lease_namespace();
         let identity = args.instance.clone().unwrap_or_else(|| format!("loopservice-operator-{}", std::process::id()));
         let manager = LeaseManagerBuilder::new(self.client.clone(), &args.lease_name)
             .with_namespace(&namespace)

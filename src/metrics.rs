@@ -50,6 +50,10 @@ pub struct Metrics {
     pub consecutive_failures: Family<LsLabels, Gauge>,
     pub overrunning: Family<LsLabels, Gauge>,
     pub stuck: Family<LsLabels, Gauge>,
+    /// The API server's clock minus this machine's, as last estimated.
+    pub clock_offset_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// LoopServices another release of the operator works, which this one stands by for.
+    pub claimed_elsewhere: Gauge,
 }
 
 impl Default for Metrics {
@@ -72,6 +76,8 @@ impl Default for Metrics {
             consecutive_failures: Family::default(),
             overrunning: Family::default(),
             stuck: Family::default(),
+            clock_offset_seconds: Gauge::default(),
+            claimed_elsewhere: Gauge::default(),
             registry: Registry::default(),
             seen: Default::default(),
         };
@@ -106,6 +112,16 @@ impl Default for Metrics {
             "stuck",
             "1 while the LoopService's loops cannot go on: the running loop's Pod cannot start (Ready=False, reason LoopStuck) or the next loop's Job name is taken (JobNameTaken), else 0",
             m.stuck.clone(),
+        );
+        registry.register(
+            "clock_offset_seconds",
+            "The API server's clock minus this machine's, as estimated from the times the API server stamps; loops are planned and recorded on the API server's",
+            m.clock_offset_seconds.clone(),
+        );
+        registry.register(
+            "claimed_elsewhere",
+            "LoopServices another release of the operator claims and works, which this one stands by for",
+            m.claimed_elsewhere.clone(),
         );
         Metrics { registry: root, ..m }
     }

@@ -116,6 +116,9 @@ words! {
         // Reconciled.
         ReconcileError,
         Reconciled,
+        // Which release works it (Events).
+        ClaimedElsewhere,
+        ClaimTaken,
     }
 }
 

@@ -65,9 +65,24 @@ pub async fn run(
     sweep_deleted(store.clone(), ctx.clone());
     crate::orphans::sweep(store.clone(), ctx.clone(), SWEEP_EVERY);
     trim_heap_when_quiet(ctx.clone());
-    signal_ready(store, &caches, ready);
+    signal_ready(store, &caches, ready, ctx.clone());
     let watch_failed_at = caches.watch_failed_at.clone();
     controller.run(reconcile, error_policy, ctx).for_each(|res| log_result(res, &watch_failed_at)).await;
+}
+
+/// Reads the API server's clock `n` times; says how far off this machine's clock is when that
+/// is more than a second.
+async fn read_server_clock(ctx: Arc<Context>, n: usize) {
+    let before = ctx.clock.now().as_millisecond() - ctx.clock.machine().as_millisecond();
+    if crate::clock::read_server_clock(&ctx.client, ctx.clock.as_ref(), n).await == 0 {
+        warn!("could not read the API server's clock (the Date of its answers); loops follow this machine's");
+        return;
+    }
+    let offset = ctx.clock.now().as_millisecond() - ctx.clock.machine().as_millisecond();
+    ctx.metrics.clock_offset_seconds.set(offset as f64 / 1000.0);
+    if offset.abs() > 1000 && (offset - before).abs() > 1000 {
+        warn!(offset_ms = offset, "this machine's clock is off the API server's; loops are planned and recorded on the API server's");
+    }
 }
 
 /// The LoopService watch. LoopServices are read untyped and decoded one by one: one the
@@ -96,6 +111,7 @@ fn sweep_deleted(store: Store<CachedLoopService>, ctx: Arc<Context>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(SWEEP_EVERY).await;
+            read_server_clock(ctx.clone(), 1).await;
             let exists = |l: &LsLabels| store.get(&ObjectRef::new(&l.name).within(&l.namespace)).is_some();
             for gone in ctx.metrics.forget_missing(exists) {
                 debug!(namespace = %gone.namespace, name = %gone.name, "removed the metrics of a deleted loopservice");
@@ -126,8 +142,12 @@ fn trim_heap_when_quiet(ctx: Arc<Context>) {
 }
 
 /// Sets `synced` and `ready` once the LoopService, Job and Pod caches have all synced.
-fn signal_ready(store: Store<CachedLoopService>, caches: &Caches, ready: Arc<AtomicBool>) {
+///
+/// The API server's clock is read meanwhile: no loop is planned before the first reading (or
+/// a failure to take it within a few seconds).
+fn signal_ready(store: Store<CachedLoopService>, caches: &Caches, ready: Arc<AtomicBool>, ctx: Arc<Context>) {
     let (job_store, pod_store, synced) = (caches.jobs.store.clone(), caches.pods.store.clone(), caches.synced.clone());
+    let clock_read = tokio::spawn(read_server_clock(ctx.clone(), 1));
     tokio::spawn(async move {
         // The stores' readiness signals wake only the last task that polled them, and the
         // controller polls one too: poll again now and then rather than wait to be woken.
@@ -140,6 +160,9 @@ fn signal_ready(store: Store<CachedLoopService>, caches: &Caches, ready: Arc<Ato
         loop {
             match tokio::time::timeout(Duration::from_millis(100), &mut all).await {
                 Ok(Ok(())) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), clock_read).await;
+                    // More readings narrow the window; loops' Job creates add theirs.
+                    tokio::spawn(read_server_clock(ctx.clone(), 3));
                     info!("caches synced");
                     synced.store(true, Ordering::SeqCst);
                     ready.store(true, Ordering::SeqCst);

@@ -20,7 +20,8 @@ pub async fn act(o: &Observed, launch: Option<&Launch>, ctx: &Context) -> Result
     let (Some(launch), Checked::Valid(spec)) = (launch, &o.spec) else { return Ok(None) };
     let _turn = ctx.request(Priority::Launch).await;
     // The start is the instant of the create, not of the reconcile's `now`: a launch may wait
-    // for its turn when many are due at once.
+    // for its turn when many are due at once. It is read off the API server's clock (see
+    // `clock::ServerClock`), as the Job's end will be.
     let start = ctx.clock.now();
     let params = JobParams {
         ls: &o.ls,
@@ -46,8 +47,14 @@ pub async fn act(o: &Observed, launch: Option<&Launch>, ctx: &Context) -> Result
         run_request: launch.run_request.clone(),
         end: None,
     };
+    let sent_at = ctx.clock.machine();
     match api.create(&PostParams::default(), &job).await {
-        Ok(_) => {
+        Ok(created) => {
+            // The Job's creationTimestamp: a reading of the API server's clock, which the
+            // operator's follows.
+            if let Some(stamp) = &created.metadata.creation_timestamp {
+                ctx.clock.learn(sent_at, ctx.clock.machine(), stamp.0);
+            }
             // Late against when the loop was to start: its due time, plus its jitter.
             let delay = schedule::seconds_between(launch.jittered.unwrap_or(launch.scheduled), start).max(0.0);
             ctx.metrics.start_delay_seconds.observe(delay);

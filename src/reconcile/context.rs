@@ -13,6 +13,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::Client;
 
+use super::claim::Claims;
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::crd::{LoopService, LoopServiceStatus};
@@ -84,6 +85,8 @@ pub struct Parts {
     pub fault: Option<Fault>,
     pub settings: Settings,
     pub clock: Arc<dyn Clock>,
+    /// This release's claims on LoopServices, and what it knows of other releases'.
+    pub claims: Arc<Claims>,
 }
 
 /// The caches of the operator's Jobs and Pods, and what their watches say of themselves.
@@ -109,6 +112,7 @@ pub struct Context {
     pub fault: Option<Fault>,
     pub settings: Settings,
     pub clock: Arc<dyn Clock>,
+    pub claims: Arc<Claims>,
     pub caches: Caches,
     limiter: Limiter,
     failures: Mutex<HashMap<ObjectRef<LoopService>, u32>>,
@@ -126,7 +130,7 @@ pub struct Context {
 
 impl Context {
     pub fn new(parts: Parts, caches: Caches) -> Self {
-        let Parts { client, reporter, metrics, draining, fault, settings, clock } = parts;
+        let Parts { client, reporter, metrics, draining, fault, settings, clock, claims } = parts;
         let turns = usize::from(settings.concurrency.max(1));
         let qps = std::num::NonZeroU32::new(settings.qps.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
         let burst = std::num::NonZeroU32::new(settings.burst.max(settings.qps).max(1)).unwrap_or(std::num::NonZeroU32::MIN);
@@ -138,6 +142,7 @@ impl Context {
             fault,
             settings,
             clock,
+            claims,
             caches,
             limiter: governor::RateLimiter::direct(governor::Quota::per_second(qps).allow_burst(burst)),
             failures: Mutex::new(HashMap::new()),
@@ -159,7 +164,8 @@ impl Context {
     /// Whether a watch failed lately (in the last minute), so the caches may be behind.
     pub fn caches_suspect(&self) -> bool {
         let at = self.caches.watch_failed_at.load(Ordering::SeqCst);
-        let now = self.clock.now().as_millisecond();
+        // When a watch failed is this machine's time (see `cache::drive`), not the loops' clock.
+        let now = jiff::Timestamp::now().as_millisecond();
         at > 0 && now.saturating_sub(at) < SUSPECT_AFTER_WATCH_FAILURE.as_millis() as i64
     }
 
@@ -209,6 +215,7 @@ impl Context {
     pub fn forget_missing(&self, exists: impl Fn(&ObjectRef<LoopService>) -> bool, uids: &std::collections::HashSet<String>) {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| exists(k));
         self.written.lock().unwrap_or_else(|p| p.into_inner()).retain(|uid, _| uids.contains(uid));
+        self.claims.forget_missing(uids);
     }
 }
 

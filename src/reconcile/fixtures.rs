@@ -188,15 +188,27 @@ fn to_second(t: Timestamp) -> Timestamp {
 /// A real Context on `client`: the clock, caches holding `jobs` and `pods` and marked
 /// synced, default settings (Events for problems only), nothing draining.
 pub fn context(client: Client, clock: Arc<ManualClock>, jobs: Vec<Job>, pods: Vec<Pod>) -> Arc<Context> {
-    context_of(client, clock, jobs, pods, None)
+    context_of(client, clock, jobs, pods, None, None)
+}
+
+/// [`context`] of a release named `mine` (`<lease namespace>/<lease name>`): it claims what it works.
+pub fn context_of_release(client: Client, clock: Arc<ManualClock>, jobs: Vec<Job>, mine: &str) -> Arc<Context> {
+    context_of(client, clock, jobs, vec![], None, Some(mine))
 }
 
 /// [`context`] with `fault` armed: the reconcile stops there with [`crate::Error::Fault`].
 pub fn context_with_fault(client: Client, clock: Arc<ManualClock>, jobs: Vec<Job>, fault: crate::fault::Fault) -> Arc<Context> {
-    context_of(client, clock, jobs, vec![], Some(fault))
+    context_of(client, clock, jobs, vec![], Some(fault), None)
 }
 
-fn context_of(client: Client, clock: Arc<ManualClock>, jobs: Vec<Job>, pods: Vec<Pod>, fault: Option<crate::fault::Fault>) -> Arc<Context> {
+fn context_of(
+    client: Client,
+    clock: Arc<ManualClock>,
+    jobs: Vec<Job>,
+    pods: Vec<Pod>,
+    fault: Option<crate::fault::Fault>,
+    mine: Option<&str>,
+) -> Arc<Context> {
     let parts = Parts {
         client,
         reporter: Reporter { controller: "loopservice-operator".into(), instance: Some("test".into()) },
@@ -205,6 +217,7 @@ fn context_of(client: Client, clock: Arc<ManualClock>, jobs: Vec<Job>, pods: Vec
         fault,
         settings: Settings::default(),
         clock,
+        claims: Arc::new(super::claim::Claims::new(mine.map(str::to_string))),
     };
     let caches = Caches {
         jobs: Cache::from_objects(jobs),
@@ -347,6 +360,36 @@ impl Expect {
             None => not_found("loopservices.loops.dev", NAME),
         });
         Expect::new(Method::GET, format!("{LOOPSERVICES}/{NAME}"), answer)
+    }
+
+    /// A merge patch of the LoopService's metadata writing claim `by`, conditioned on the
+    /// resourceVersion read; answered with the LoopService claimed, at the next resourceVersion.
+    pub fn claim(ls: &LoopService, by: &str) -> Self {
+        let mut claimed = serde_json::to_value(ls).expect("a LoopService serializes");
+        let (by, rv) = (by.to_string(), ls.metadata.resource_version.clone().unwrap_or_default());
+        let answer = Box::new(move |b: &Value, stored: &mut Stored| {
+            assert_eq!(b["metadata"]["resourceVersion"].as_str(), Some(rv.as_str()), "a claim is conditioned on the version read: {b}");
+            assert_eq!(b["metadata"]["annotations"][crate::keys::ANN_CLAIMED_BY].as_str(), Some(by.as_str()), "{b}");
+            claimed["metadata"]["annotations"][crate::keys::ANN_CLAIMED_BY] = json!(by);
+            let next = rv.parse::<u64>().unwrap_or(0) + 1;
+            claimed["metadata"]["resourceVersion"] = json!(next.to_string());
+            stored.loopservice = Some(claimed.clone());
+            (StatusCode::OK, claimed)
+        });
+        Expect { content_type: Some(MERGE_PATCH), ..Expect::new(Method::PATCH, format!("{LOOPSERVICES}/{NAME}"), answer) }
+    }
+
+    /// A read of the Lease `<namespace>/<name>` a claim names; answered with `lease` (a Lease's
+    /// JSON), or that it does not exist.
+    pub fn get_lease(claimant: &str, lease: Option<Value>) -> Self {
+        let (ns, name) = claimant.split_once('/').expect("<namespace>/<name>");
+        let path = format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}");
+        let name = name.to_string();
+        let answer = Box::new(move |_: &Value, _: &mut Stored| match lease {
+            Some(l) => (StatusCode::OK, l),
+            None => not_found("leases.coordination.k8s.io", &name),
+        });
+        Expect::new(Method::GET, path, answer)
     }
 
     /// An Event published (events.k8s.io/v1); answered as created.

@@ -1,6 +1,7 @@
 //! One reconcile of one LoopService, in four stages:
 //!
 //! ```text
+//! claim    whether this release works it, or another one does               claim.rs
 //! observe  what the caches say (and the few reads they cannot answer)   observe.rs
 //! plan     pure: the status, the Ready verdict, the launch, the requeue  plan.rs
 //! act      the launch: the Job create, ahead of every other write       act.rs
@@ -11,6 +12,9 @@
 //! with backoff ([`error_policy`]) and shows in the Reconciled condition once it repeats.
 
 pub mod act;
+pub mod claim;
+#[cfg(test)]
+mod claim_tests;
 pub mod context;
 #[cfg(test)]
 mod crash_tests;
@@ -82,8 +86,12 @@ enum Staged {
     PutOff(Action),
 }
 
-/// Observe, plan, act, record.
+/// Claim, observe, plan, act, record.
 async fn stages(ls: Arc<LoopService>, ctx: &Context) -> Result<Staged> {
+    let ls = match claim::claim(ls, ctx).await? {
+        claim::Claimed::Ours(ls) => ls,
+        claim::Claimed::Elsewhere(action) => return Ok(Staged::Done(action)),
+    };
     let now = ctx.clock.now();
     let ns = ls.namespace().unwrap_or_default();
     let observed = match observe::observe(ls, ctx, now).await? {

@@ -203,8 +203,13 @@ async fn dry_run(ls: &LoopService, spec: &ValidSpec, ctx: &Context, n: i64, now:
     let job_name = job.name_any();
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ls.namespace().unwrap_or_default());
     let pp = PostParams { dry_run: true, ..PostParams::default() };
+    let sent_at = ctx.clock.machine();
     match api.create(&pp, &job).await {
         Ok(stored) => {
+            // A dry run is stamped too: a reading of the API server's clock.
+            if let Some(created) = &stored.metadata.creation_timestamp {
+                ctx.clock.learn(sent_at, ctx.clock.machine(), created.0);
+            }
             let sent = serde_json::to_value(&job.spec).unwrap_or_default();
             let back = serde_json::to_value(&stored.spec).unwrap_or_default();
             let dropped = crate::json_paths::dropped_paths(&sent, &back, "spec");

@@ -15,7 +15,6 @@ use serde_json::json;
 use super::fixtures::*;
 use super::plan::{self, Launched, Requeue};
 use super::{is_conflict, reconcile};
-use crate::clock::Clock;
 use crate::crd::{LoopService, LoopServiceStatus, Phase, Time};
 use crate::job;
 use crate::keys::LABEL_LOOP;
@@ -336,7 +335,7 @@ async fn a_cache_behind_its_own_write_is_waited_for_then_the_stored_object_is_re
 
     // A watch failed just now: the cache is not trusted alone, and the stored object is read
     // (and, the caches being suspect, the running loop's Job too).
-    ctx.caches.watch_failed_at.store(clock.now().as_millisecond(), Ordering::SeqCst);
+    ctx.caches.watch_failed_at.store(jiff::Timestamp::now().as_millisecond(), Ordering::SeqCst);
     let third = reconcile(cached(&ls), ctx.clone()).await;
     assert_eq!(third.expect("the third reconcile succeeds"), secs(2), "a running loop is rechecked in 2 s while the caches are suspect");
     assert_eq!(ctx.metrics.stale_reads.get(), 1);

@@ -454,7 +454,11 @@ impl Operator {
     pub fn start(ns: &str, env: &[(&str, &str)]) -> Operator {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join(format!("{ns}-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()));
+        // Two operators started in the same millisecond (two releases) get logs of their own.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        let log = dir.join(format!("{ns}-{millis}-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_loopservice-operator"));
         cmd.args(["--namespace", ns, "--http-addr", "127.0.0.1:0"])
@@ -505,6 +509,11 @@ impl Operator {
 
     /// GETs `path` from the operator's http server: the trimmed body, `None` unless 200.
     pub async fn get(&self, path: &str) -> Option<String> {
+        self.get_any(path).await.filter(|(code, _)| *code == 200).map(|(_, body)| body)
+    }
+
+    /// GETs `path` from the operator's http server: the status code and the trimmed body.
+    pub async fn get_any(&self, path: &str) -> Option<(u16, String)> {
         use std::io::{Read, Write};
         let addr = self.http_addr().await;
         let mut conn = std::net::TcpStream::connect(addr).ok()?;
@@ -513,7 +522,8 @@ impl Operator {
         let mut text = String::new();
         conn.read_to_string(&mut text).ok()?;
         let (head, body) = text.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200").then(|| body.trim().to_string())
+        let code = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, body.trim().to_string()))
     }
 
     /// Reconciles that ran to a decision so far, of every LoopService it watches: the count of

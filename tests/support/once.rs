@@ -15,8 +15,8 @@ use super::*;
 /// One Job creation the watch saw.
 #[derive(Clone, Debug)]
 pub struct Created {
-    name: String,
-    r#loop: i64,
+    pub name: String,
+    pub r#loop: i64,
     start: jiff::Timestamp,
     /// Its end, the last the watch saw (to the second, as Kubernetes stamps it).
     end: Option<jiff::Timestamp>,
