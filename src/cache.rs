@@ -40,43 +40,44 @@ pub fn owned_config() -> watcher::Config {
     watcher::Config::default().labels(&format!("{}={}", keys::LABEL_MANAGED_BY, keys::MANAGER)).timeout(WATCH_TIMEOUT_SECS)
 }
 
-/// Names of cached objects by the uid of the LoopService they belong to (their
-/// `loops.dev/loopservice-uid` label). Entries of deleted objects may linger until looked up;
-/// lookups check the store, which is the truth.
+/// Names of cached objects by the namespace and uid of the LoopService they belong to (their
+/// own namespace and `loops.dev/loopservice-uid` label): an object in another namespace that
+/// carries a LoopService's uid is never taken for one of its own. Entries of deleted objects
+/// may linger until looked up; lookups check the store, which is the truth.
 #[derive(Clone, Default)]
-pub struct OwnerIndex(Arc<Mutex<HashMap<String, HashSet<ObjectKey>>>>);
+pub struct OwnerIndex(Arc<Mutex<HashMap<Owner, HashSet<String>>>>);
 
+/// A LoopService, as the objects that belong to it name it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-struct ObjectKey {
+struct Owner {
     namespace: String,
-    name: String,
+    uid: String,
 }
 
 impl OwnerIndex {
-    fn key<K: Resource>(obj: &K) -> Option<(String, ObjectKey)> {
+    fn key<K: Resource>(obj: &K) -> Option<(Owner, String)> {
         let uid = obj.meta().labels.as_ref()?.get(keys::LABEL_UID)?.clone();
-        let key = ObjectKey { namespace: obj.meta().namespace.clone()?, name: obj.meta().name.clone()? };
-        Some((uid, key))
+        Some((Owner { namespace: obj.meta().namespace.clone()?, uid }, obj.meta().name.clone()?))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<ObjectKey>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Owner, HashSet<String>>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn saw<K: Resource>(&self, event: &Event<K>) {
         match event {
             Event::Apply(o) | Event::InitApply(o) => {
-                if let Some((uid, key)) = Self::key(o) {
-                    self.lock().entry(uid).or_default().insert(key);
+                if let Some((owner, name)) = Self::key(o) {
+                    self.lock().entry(owner).or_default().insert(name);
                 }
             }
             Event::Delete(o) => {
-                if let Some((uid, key)) = Self::key(o) {
+                if let Some((owner, name)) = Self::key(o) {
                     let mut map = self.lock();
-                    if let Some(set) = map.get_mut(&uid) {
-                        set.remove(&key);
+                    if let Some(set) = map.get_mut(&owner) {
+                        set.remove(&name);
                         if set.is_empty() {
-                            map.remove(&uid);
+                            map.remove(&owner);
                         }
                     }
                 }
@@ -85,15 +86,16 @@ impl OwnerIndex {
         }
     }
 
-    /// The cached objects of the LoopService with this uid.
-    pub fn get<K>(&self, store: &Store<K>, uid: &str) -> Vec<Arc<K>>
+    /// The cached objects in `namespace` of the LoopService with this uid.
+    pub fn get<K>(&self, store: &Store<K>, namespace: &str, uid: &str) -> Vec<Arc<K>>
     where
         K: Resource<DynamicType = ()> + Clone + 'static,
     {
+        let owner = Owner { namespace: namespace.to_string(), uid: uid.to_string() };
         let mut map = self.lock();
-        let Some(set) = map.get_mut(uid) else { return vec![] };
+        let Some(set) = map.get_mut(&owner) else { return vec![] };
         let mut found = Vec::with_capacity(set.len());
-        set.retain(|k| match store.get(&ObjectRef::new(&k.name).within(&k.namespace)) {
+        set.retain(|name| match store.get(&ObjectRef::new(name).within(namespace)) {
             Some(o) if o.labels().get(keys::LABEL_UID).map(String::as_str) == Some(uid) => {
                 found.push(o);
                 true
@@ -102,7 +104,7 @@ impl OwnerIndex {
             _ => false,
         });
         if set.is_empty() {
-            map.remove(uid);
+            map.remove(&owner);
         }
         found
     }
@@ -164,9 +166,9 @@ where
         Cache { store, index }
     }
 
-    /// The cached objects labelled as the LoopService `uid`'s.
-    pub fn of(&self, uid: &str) -> Vec<Arc<K>> {
-        self.index.get(&self.store, uid)
+    /// The cached objects in `namespace` labelled as the LoopService `uid`'s.
+    pub fn of(&self, namespace: &str, uid: &str) -> Vec<Arc<K>> {
+        self.index.get(&self.store, namespace, uid)
     }
 }
 
@@ -316,12 +318,25 @@ mod tests {
         let e = Event::Apply(j.clone());
         index.saw(&e);
         writer.apply_watcher_event(&e);
-        assert_eq!(index.get(&store, "ls1").len(), 1);
-        assert!(index.get(&store, "other").is_empty());
+        assert_eq!(index.get(&store, "ns", "ls1").len(), 1);
+        assert!(index.get(&store, "ns", "other").is_empty());
         let e = Event::Delete(j);
         index.saw(&e);
         writer.apply_watcher_event(&e);
-        assert!(index.get(&store, "ls1").is_empty());
+        assert!(index.get(&store, "ns", "ls1").is_empty());
+    }
+
+    #[test]
+    fn an_object_in_another_namespace_with_a_loopservices_uid_is_not_its_own() {
+        let (store, mut writer) = reflector::store::<Job>();
+        let index = OwnerIndex::default();
+        let mut spoof = job(json!([]));
+        spoof.metadata.namespace = Some("elsewhere".into());
+        let e = Event::Apply(spoof);
+        index.saw(&e);
+        writer.apply_watcher_event(&e);
+        assert!(index.get(&store, "ns", "ls1").is_empty(), "labelled with ls1's uid, but in another namespace");
+        assert_eq!(index.get(&store, "elsewhere", "ls1").len(), 1);
     }
 
     #[test]
@@ -330,6 +345,6 @@ mod tests {
         let index = OwnerIndex::default();
         index.saw(&Event::Apply(job(json!([]))));
         // The store never saw it (say, deleted while the watch was away): not returned.
-        assert!(index.get(&store, "ls1").is_empty());
+        assert!(index.get(&store, "ns", "ls1").is_empty());
     }
 }

@@ -140,6 +140,29 @@ async fn a_loopservice_being_deleted_lets_go_of_its_held_jobs() {
     assert_eq!(asked.statuses().len(), 0);
 }
 
+#[tokio::test]
+async fn a_loopservice_whose_spec_went_bad_still_lets_go_of_jobs_whose_ends_are_stored() {
+    // Loop 1's end is stored, and the instance dies before letting its Job go.
+    let ls = loopservice(json!({}));
+    let running = with_status(&ls, running_first_loop(&ls));
+    let job = ended(loop_job(&ls, 1, t0()), at(5), true);
+    let (client, api) = api_server(vec![Expect::write_status(&running)]);
+    let ctx = context_with_fault(client, clock_at(at(5)), vec![job.clone()], Fault::AfterStatusWrite);
+    let res = reconcile(cached(&running), ctx.clone()).await;
+    assert!(matches!(res, Err(Error::Fault(_))), "{res:?}");
+    let written = api.done(ctx).await.status();
+
+    // Then the spec is edited into one the operator refuses: no loop runs, the Job is let go.
+    let bad = with_status(&loopservice(json!({"env": [{"name": "LOOP_NUMBER", "value": "7"}]})), written);
+    let (client, api) = api_server(vec![Expect::write_status(&bad), Expect::event(), Expect::release_job(&job_name(1))]);
+    let ctx = context(client, clock_at(at(6)), vec![job], vec![]);
+    reconcile(cached(&bad), ctx.clone()).await.expect("the reconcile succeeds");
+    let asked = api.done(ctx).await;
+    assert_eq!(asked.status().phase, Some(Phase::Invalid));
+    assert_eq!(asked.events()[0].reason, Reason::InvalidSpec.as_str());
+    assert_eq!(asked.released_jobs(), [job_name(1)]);
+}
+
 fn secs(n: u64) -> kube::runtime::controller::Action {
     kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(n))
 }

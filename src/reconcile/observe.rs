@@ -94,7 +94,7 @@ pub async fn observe(ls: Arc<LoopService>, ctx: &Context, now: Timestamp) -> Res
         Current::Gone => return Ok(Observation::Gone(vec![])),
     };
     if ls.meta().deletion_timestamp.is_some() {
-        let owned = ctx.caches.jobs.of(&uid);
+        let owned = ctx.caches.jobs.of(&namespace, &uid);
         return Ok(Observation::Gone(owned.iter().filter(|j| owns(j, &uid)).filter_map(|j| job::held(j)).collect()));
     }
     let prev = ls.status.clone().unwrap_or_default();
@@ -112,9 +112,17 @@ pub async fn observe(ls: Arc<LoopService>, ctx: &Context, now: Timestamp) -> Res
         draining: ctx.draining.load(Ordering::SeqCst),
         suspect: ctx.caches_suspect(),
     };
-    if matches!(seen.spec, Checked::Valid(_)) {
-        (seen.jobs, seen.held) = jobs(&seen, ctx).await?;
-        let pods = ctx.caches.pods.of(&seen.uid);
+    if !matches!(seen.spec, Checked::Valid(_)) {
+        // No loop is decided on, but Jobs whose loops' ends were stored before the spec went
+        // bad are still let go.
+        let owned = ctx.caches.jobs.of(&seen.namespace, &seen.uid);
+        seen.held =
+            owned.iter().filter(|j| owns(j, &seen.uid)).filter_map(|j| job::held(j)).filter(|h| !ctx.released_lately(&h.uid)).collect();
+    } else {
+        let owned_jobs;
+        (seen.jobs, seen.held, owned_jobs) = jobs(&seen, ctx).await?;
+        let pods: Vec<Arc<Pod>> =
+            ctx.caches.pods.of(&seen.namespace, &seen.uid).into_iter().filter(|p| of_our_jobs(p, &owned_jobs)).collect();
         explain_failures(&mut seen.jobs, &pods, seen.prev.last_finished_loop);
         seen.lingering = lingering(&seen.jobs, &pods);
         seen.stuck = stuck(&seen, &pods, ctx, now).await;
@@ -230,9 +238,9 @@ async fn dry_run(ls: &LoopService, spec: &ValidSpec, ctx: &Context, n: i64, now:
 /// is catching up (after an API server restart): it is read, rather than counted deleted with
 /// the next loop started beside it. While a watch failed lately it is read anyway: the cached
 /// Job may not show that it ended.
-async fn jobs(seen: &Observed, ctx: &Context) -> Result<(Vec<ObservedJob>, Vec<Held>)> {
+async fn jobs(seen: &Observed, ctx: &Context) -> Result<(Vec<ObservedJob>, Vec<Held>, Vec<Arc<Job>>)> {
     let uid = seen.uid.as_str();
-    let mut owned: Vec<Arc<Job>> = ctx.caches.jobs.of(uid).into_iter().filter(|j| owns(j, uid)).collect();
+    let mut owned: Vec<Arc<Job>> = ctx.caches.jobs.of(&seen.namespace, uid).into_iter().filter(|j| owns(j, uid)).collect();
     let active = seen.prev.active_job.as_deref().filter(|a| seen.suspect || !owned.iter().any(|j| j.name_any() == *a));
     if let Some(active) = active {
         let _turn = ctx.request(Priority::Bookkeeping).await;
@@ -244,7 +252,17 @@ async fn jobs(seen: &Observed, ctx: &Context) -> Result<(Vec<ObservedJob>, Vec<H
     let held = owned.iter().filter_map(|j| job::held(j)).filter(|h| !ctx.released_lately(&h.uid)).collect();
     let mut jobs: Vec<ObservedJob> = owned.iter().filter_map(|j| job::observe(j).filter(|seen| !job::deleted_running(j, seen))).collect();
     jobs.sort_by_key(|j| j.loop_number);
-    Ok((jobs, held))
+    Ok((jobs, held, owned))
+}
+
+/// Whether a Pod labelled as this LoopService's is one of its Jobs' Pods: its controlling
+/// owner is a Job of the LoopService (by uid), or a Job the cache no longer has (the Pod of a
+/// deleted Job, which the next loop waits for). A Pod of some other Job that carries the
+/// label says nothing of these loops.
+fn of_our_jobs(p: &Pod, owned: &[Arc<Job>]) -> bool {
+    let Some(owner) = p.owner_references().iter().find(|o| o.controller == Some(true)) else { return false };
+    owner.kind == "Job"
+        && (owned.iter().any(|j| j.uid().as_deref() == Some(owner.uid.as_str())) || !owned.iter().any(|j| j.name_any() == owner.name))
 }
 
 /// Whether this LoopService (by uid) is the Job's controlling owner.
@@ -316,5 +334,36 @@ async fn pod_create_failure(ctx: &Context, ns: &str, job: &str) -> Option<String
             warn!(namespace = %ns, %job, error = %e, "could not read the events of the running loop's job");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(owner: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns", "ownerReferences": owner,
+            "labels": {"loops.dev/loopservice-uid": "ls1", "job-name": "report-1"}}}))
+        .expect("a Pod")
+    }
+
+    fn owner(kind: &str, name: &str, uid: &str) -> serde_json::Value {
+        json!([{"apiVersion": "batch/v1", "kind": kind, "name": name, "uid": uid, "controller": true}])
+    }
+
+    #[test]
+    fn a_pod_counts_only_when_its_controlling_job_is_the_loopservices() {
+        let job: Job = serde_json::from_value(json!({"metadata": {"name": "report-1", "namespace": "ns", "uid": "job-uid"}})).unwrap();
+        let owned = [Arc::new(job)];
+        assert!(of_our_jobs(&pod(owner("Job", "report-1", "job-uid")), &owned), "its own Job's Pod");
+        assert!(
+            of_our_jobs(&pod(owner("Job", "report-0", "gone-uid")), &owned),
+            "the Pod of a Job deleted since: the next loop waits for it"
+        );
+        assert!(!of_our_jobs(&pod(owner("Job", "report-1", "another-uid")), &owned), "another Job of the same name");
+        assert!(!of_our_jobs(&pod(json!([])), &owned), "a Pod made by hand with the labels");
+        assert!(!of_our_jobs(&pod(owner("ReplicaSet", "report-1", "job-uid")), &owned), "not a Job's Pod");
     }
 }

@@ -638,8 +638,8 @@ fn a_stuck_loop_says_why_in_ready_and_its_warning_names_the_job() {
 fn a_cache_from_objects_finds_them_by_their_loopservice() {
     let ls = loopservice(json!({}));
     let cache = crate::cache::Cache::from_objects(vec![loop_job(&ls, 1, t0()), loop_job(&ls, 2, at(30))]);
-    let mut found: Vec<String> = cache.of(UID).iter().map(|j| j.name_any()).collect();
+    let mut found: Vec<String> = cache.of(NS, UID).iter().map(|j| j.name_any()).collect();
     found.sort();
     assert_eq!(found, [job_name(1), job_name(2)]);
-    assert!(cache.of(OTHER_UID).is_empty());
+    assert!(cache.of(NS, OTHER_UID).is_empty());
 }
