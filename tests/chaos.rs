@@ -519,6 +519,9 @@ mod newest_only {
                 down.finish().expect("the API server is healthy again");
             }
             op = Operator::start(&ns.name, &[]);
+            if i % 10 == 9 {
+                println!("soak: {} SIGKILLs and {} API server restarts after {:.0} s", i + 1, (i + 1) / 10, began.elapsed().as_secs_f64());
+            }
         }
         println!("{kills} SIGKILLs, {} API server restarts, in {:.0} s", kills / 10, began.elapsed().as_secs_f64());
         // The last instance carries on, then all are suspended between loops.
