@@ -23,7 +23,8 @@ async fn loops_on_a_clock_off_by(offset: &str, hours: f64) {
     let (api, out) = (ns.jobs(), created.clone());
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff().applied_objects());
-        while let Some(Ok(j)) = stream.next().await {
+        while let Some(item) = stream.next().await {
+            let Ok(j) = item else { continue };
             let j: Job = j;
             if let Some(t) = &j.metadata.creation_timestamp {
                 out.lock().unwrap().insert(loop_number(&j), t.0);

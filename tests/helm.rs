@@ -75,8 +75,21 @@ fn the_chart_lints_clean() {
     assert!(all.contains("kind: ClusterRole\n") && all.contains("kind: ClusterRoleBinding"));
     assert!(!all.contains("\"*\""), "no wildcard in RBAC");
     let one = must("helm", &["template", "x", CHART, "--set", "watchNamespace=team-a"]);
-    assert!(one.contains("kind: Role\n") && one.contains("kind: RoleBinding") && !one.contains("ClusterRoleBinding"));
+    assert!(one.contains("kind: Role\n") && one.contains("kind: RoleBinding"));
+    // Namespaced, its one ClusterRoleBinding is the read of other releases' Leases (below).
+    assert_eq!(one.matches("kind: ClusterRoleBinding").count(), 1, "{one}");
+    assert!(one.contains("name: x-loopservice-operator-claims"), "{one}");
     assert!(one.contains("--namespace=team-a"));
+
+    // The admission policy (a LoopService only from whoever may create Jobs): on by default
+    // where the API server serves it (1.30), left out before, and off when asked.
+    for kind in ["kind: ValidatingAdmissionPolicy\n", "kind: ValidatingAdmissionPolicyBinding\n"] {
+        assert!(all.contains(kind), "{kind} by default");
+        let old = must("helm", &["template", "x", CHART, "--kube-version", "1.29.0"]);
+        assert!(!old.contains(kind), "{kind} left out before 1.30");
+        let off = must("helm", &["template", "x", CHART, "--set", "admissionPolicy.enabled=false"]);
+        assert!(!off.contains(kind), "{kind} left out when disabled");
+    }
 
     // Monitoring is opt-in: nothing of it by default; each piece when asked.
     for kind in ["kind: PrometheusRule", "kind: ServiceMonitor", "grafana_dashboard"] {
@@ -113,7 +126,7 @@ fn the_chart_lints_clean() {
     // The only cluster-wide objects: the aggregated roles that let namespace editors and
     // viewers use LoopServices, which can be left out, and the read of other releases' Leases
     // (a claim on a LoopService is honoured while its release's Lease is renewed).
-    let cluster_roles: Vec<&str> = one.split("\n---").filter(|d| d.contains("kind: ClusterRole\n")).collect();
+    let cluster_roles: Vec<&str> = one.split("\n---").filter(|d| d.lines().any(|l| l == "kind: ClusterRole")).collect();
     assert_eq!(cluster_roles.len(), 3, "{one}");
     let leases_get = |d: &&str| {
         let role: serde_yaml::Value = serde_yaml::from_str(d).expect("a ClusterRole");

@@ -32,7 +32,10 @@ pub fn watch_jobs(ns: &TestNs, delete_finished_of: Vec<String>) -> Seen {
     tokio::spawn(async move {
         let stream = watcher(api.clone(), watcher::Config::default()).default_backoff().applied_objects();
         let mut stream = std::pin::pin!(stream);
-        while let Some(Ok(j)) = stream.next().await {
+        // A watch error (the API server restarting) is retried by the watcher, from where it
+        // was: the stream goes on after it.
+        while let Some(item) = stream.next().await {
+            let Ok(j) = item else { continue };
             let Some(ls) = j.labels().get("loops.dev/loopservice").cloned() else { continue };
             let end = finished(&j).map(|(_, t)| t);
             let c = Created { name: j.name_any(), r#loop: loop_number(&j), start: start_time(&j), end };

@@ -1,0 +1,138 @@
+//! A tenant gets no more through a LoopService than a Job would give it: the chart's admission
+//! policy admits a LoopService, or a change of its spec, only from a user who may create Jobs
+//! in its namespace.
+
+mod support;
+
+/// ValidatingAdmissionPolicy is served from Kubernetes 1.30.
+mod from_1_30 {
+    use std::process::Command;
+    use std::time::Duration;
+
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+    use kube::discovery::ApiResource;
+    use kube::{Api, Client};
+    use loopservice_operator::crd::LoopService;
+    use serde_json::json;
+
+    use super::support::*;
+
+    /// A client acting as `user`, through the API server's impersonation.
+    async fn as_user(user: &str) -> Client {
+        let mut config = kube::Config::infer().await.unwrap();
+        config.auth_info.impersonate = Some(user.to_string());
+        Client::try_from(config).unwrap()
+    }
+
+    /// The chart's policy and binding, renamed for this test and bound to its namespace only
+    /// (other tests run beside it); deleted when dropped.
+    struct Policy(Vec<(ApiResource, String)>);
+
+    impl Policy {
+        async fn install(ns: &TestNs) -> Policy {
+            let out = Command::new("helm")
+                .args(["template", "t", "charts/loopservice-operator", "--show-only", "templates/admission-policy.yaml"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .expect("helm, from the local cluster's tools (eval \"$(hack/cluster.sh env)\")");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let text = String::from_utf8(out.stdout).unwrap();
+            let name = format!("job-rights-{}", ns.name);
+            let mut made = vec![];
+            for doc in text.split("\n---").filter(|d| d.contains("kind:")) {
+                let mut v: serde_json::Value = serde_yaml::from_str(doc).unwrap();
+                v["metadata"]["name"] = json!(name);
+                if v["kind"] == "ValidatingAdmissionPolicyBinding" {
+                    v["spec"]["policyName"] = json!(name);
+                    v["spec"]["matchResources"] = json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}});
+                }
+                let kind = v["kind"].as_str().unwrap().to_string();
+                let ar = ApiResource {
+                    group: "admissionregistration.k8s.io".into(),
+                    version: "v1".into(),
+                    api_version: "admissionregistration.k8s.io/v1".into(),
+                    plural: match kind.as_str() {
+                        "ValidatingAdmissionPolicy" => "validatingadmissionpolicies".into(),
+                        _ => format!("{}s", kind.to_lowercase()),
+                    },
+                    kind,
+                };
+                let obj: DynamicObject = serde_json::from_value(v).unwrap();
+                Api::<DynamicObject>::all_with(ns.client.clone(), &ar).create(&PostParams::default(), &obj).await.unwrap();
+                made.push((ar, name.clone()));
+            }
+            assert_eq!(made.len(), 2, "a policy and its binding:\n{text}");
+            Policy(made)
+        }
+    }
+
+    impl Drop for Policy {
+        fn drop(&mut self) {
+            let made = std::mem::take(&mut self.0);
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                rt.block_on(async {
+                    let client = Client::try_default().await.ok()?;
+                    for (ar, name) in made {
+                        let _ = Api::<DynamicObject>::all_with(client.clone(), &ar).delete(&name, &DeleteParams::default()).await;
+                    }
+                    Some(())
+                })
+            })
+            .join();
+        }
+    }
+
+    /// A Role in `ns` with `rules`, bound to `user`.
+    async fn grant(ns: &TestNs, user: &str, rules: serde_json::Value) {
+        let role: Role = serde_json::from_value(json!({"metadata": {"name": user}, "rules": rules})).unwrap();
+        Api::<Role>::namespaced(ns.client.clone(), &ns.name).create(&PostParams::default(), &role).await.unwrap();
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": user},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": user},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(ns.client.clone(), &ns.name).create(&PostParams::default(), &binding).await.unwrap();
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the local cluster: run `make test`"]
+    async fn a_user_who_may_not_create_jobs_may_not_create_a_loopservice_or_change_its_spec() {
+        let ns = setup("tenant").await;
+        let loops = json!({"apiGroups": ["loops.dev"], "resources": ["loopservices"], "verbs": ["get", "create", "patch", "update"]});
+        let jobs = json!({"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]});
+        grant(&ns, "loops-only", json!([loops])).await;
+        grant(&ns, "loops-and-jobs", json!([loops, jobs])).await;
+        let _policy = Policy::install(&ns).await;
+        let only: Api<LoopService> = Api::namespaced(as_user("loops-only").await, &ns.name);
+        let both: Api<LoopService> = Api::namespaced(as_user("loops-and-jobs").await, &ns.name);
+        let privileged: LoopService = serde_json::from_value(ls("root", "1h", "echo hi")).unwrap();
+
+        // The policy takes a moment to load: a dry run asks until it answers.
+        let dry = PostParams { dry_run: true, ..PostParams::default() };
+        let refusal = wait_for("the policy to refuse a LoopService from loops-only", Duration::from_secs(60), || async {
+            match only.create(&dry, &privileged).await {
+                Err(kube::Error::Api(s)) if s.code == 403 => Some(s.message),
+                _ => None,
+            }
+        })
+        .await;
+        assert!(refusal.contains("loops-only may not create Jobs in namespace") && refusal.contains(&ns.name), "{refusal}");
+        assert!(only.get_opt("root").await.unwrap().is_none());
+
+        // Whoever may create Jobs there may create it; loops-only may then ask for a run (an
+        // annotation: the spec is as admitted), but not change what runs.
+        both.create(&PostParams::default(), &privileged).await.expect("admitted for a user who may create Jobs");
+        let run = json!({"metadata": {"annotations": {"loops.dev/run-requested-at": "2026-12-05T00:00:00Z"}}});
+        only.patch("root", &PatchParams::default(), &Patch::Merge(&run)).await.expect("a run request is not a change of spec");
+        let change = json!({"spec": {"command": ["sh", "-c", "cat /etc/shadow"]}});
+        match only.patch("root", &PatchParams::default(), &Patch::Merge(&change)).await {
+            Err(kube::Error::Api(s)) => assert!(s.code == 403 && s.message.contains("may not create Jobs"), "{s:?}"),
+            Ok(_) => panic!("loops-only changed the spec of a LoopService"),
+            Err(e) => panic!("{e}"),
+        }
+        both.patch("root", &PatchParams::default(), &Patch::Merge(&change)).await.expect("admitted for a user who may create Jobs");
+    }
+}
