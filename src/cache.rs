@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition, PodStatus};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -192,13 +192,35 @@ pub fn trim_job(j: &mut Job) {
 pub fn trim_pod(p: &mut Pod) {
     p.metadata.managed_fields = None;
     p.metadata.annotations = None;
+    // Only the labels the index and the decisions read: a Pod's other labels (copied from a
+    // template its author wrote) would be held for every kept Pod.
+    if let Some(labels) = p.metadata.labels.as_mut() {
+        labels.retain(|k, _| k == keys::LABEL_UID || k == keys::LABEL_JOB_NAME);
+    }
     p.spec = None;
     if let Some(s) = p.status.take() {
+        let states = |cs: Option<Vec<ContainerStatus>>| {
+            cs.map(|cs| {
+                cs.into_iter()
+                    .map(|c| ContainerStatus { name: c.name, state: c.state, ready: c.ready, ..ContainerStatus::default() })
+                    .collect::<Vec<_>>()
+            })
+        };
         p.status = Some(PodStatus {
             phase: s.phase,
-            conditions: s.conditions,
-            container_statuses: s.container_statuses,
-            init_container_statuses: s.init_container_statuses,
+            conditions: s.conditions.map(|cs| {
+                cs.into_iter()
+                    .map(|c| PodCondition {
+                        type_: c.type_,
+                        status: c.status,
+                        reason: c.reason,
+                        message: c.message,
+                        ..PodCondition::default()
+                    })
+                    .collect()
+            }),
+            container_statuses: states(s.container_statuses),
+            init_container_statuses: states(s.init_container_statuses),
             reason: s.reason,
             message: s.message,
             ..PodStatus::default()
@@ -308,6 +330,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(woke, vec![("x-1".to_string(), true), ("x-2".to_string(), false)]);
+    }
+
+    #[test]
+    fn a_cached_pod_keeps_only_what_decisions_read() {
+        let mut p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"loops.dev/loopservice-uid": "ls1", "job-name": "x-1",
+                         "team": "t".repeat(60), "app.kubernetes.io/managed-by": "loopservice-operator"},
+                         "annotations": {"a": "b".repeat(1000)}},
+            "spec": {"containers": [{"name": "loop", "image": "busybox"}]},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "m",
+                                                           "lastProbeTime": null, "lastTransitionTime": "2026-12-05T00:00:00Z"}],
+                       "containerStatuses": [{"name": "loop", "image": "busybox", "imageID": "sha256:abc", "ready": false, "restartCount": 3,
+                                              "state": {"waiting": {"reason": "ErrImagePull", "message": "pull access denied"}}}]},
+        }))
+        .unwrap();
+        trim_pod(&mut p);
+        let labels: Vec<&String> = p.metadata.labels.as_ref().unwrap().keys().collect();
+        assert_eq!(labels, ["job-name", "loops.dev/loopservice-uid"]);
+        assert!(p.metadata.annotations.is_none() && p.spec.is_none());
+        let st = p.status.unwrap();
+        let c = &st.container_statuses.unwrap()[0];
+        assert_eq!((c.name.as_str(), c.image.as_str(), c.restart_count), ("loop", "", 0));
+        assert_eq!(c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref()), Some("ErrImagePull"));
+        let cond = &st.conditions.unwrap()[0];
+        assert_eq!((cond.reason.as_deref(), cond.last_transition_time.is_none()), (Some("Unschedulable"), true));
     }
 
     #[test]

@@ -202,6 +202,10 @@ fn decode_event(event: watcher::Event<DynamicObject>, api: &Api<DynamicObject>) 
     use watcher::Event as E;
     // The object comes back with the error, boxed: it is far larger than a LoopService's Ok.
     let decode = |obj: DynamicObject| -> std::result::Result<LoopService, Box<(DynamicObject, String)>> {
+        // Measured before anything is copied: an oversized spec is never decoded, or cached.
+        if let Some(why) = oversized(&obj) {
+            return Err(Box::new((obj, why)));
+        }
         let value = serde_json::to_value(&obj).unwrap_or_default();
         serde_path_to_error::deserialize::<_, LoopService>(value).map_err(|e| Box::new((obj, format!("{}: {}", e.path(), e.inner()))))
     };
@@ -230,6 +234,35 @@ fn decode_event(event: watcher::Event<DynamicObject>, api: &Api<DynamicObject>) 
         E::Init => Some(E::Init),
         E::InitDone => Some(E::InitDone),
     }
+}
+
+/// The most a LoopService's spec may take, as compact JSON. A Pod template with dozens of
+/// variables and volumes takes a few KiB; the cap keeps what one namespace can make the
+/// operator hold small (1,000 LoopServices at the cap are 32 MiB of text in its cache), where
+/// Kubernetes alone would admit specs of about 1.5 MiB each.
+pub const MAX_SPEC_BYTES: usize = 32 * 1024;
+
+/// Why a LoopService's spec is too large to run, if it is.
+fn oversized(obj: &DynamicObject) -> Option<String> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    serde_json::to_writer(&mut n, obj.data.get("spec")?).ok()?;
+    (n.0 > MAX_SPEC_BYTES).then(|| {
+        format!(
+            "its spec is {} KiB of JSON, and a LoopService's spec may take at most {} KiB: keep large data in a ConfigMap or Secret and mount it",
+            n.0.div_ceil(1024),
+            MAX_SPEC_BYTES / 1024
+        )
+    })
 }
 
 /// A watch event of LoopServices as the cache keeps them.
@@ -315,5 +348,21 @@ mod decode_tests {
         assert!(serde_json::from_value::<LoopService>(value).is_err(), "an i32 past its range does not decode");
         let p = placeholder(&obj).expect("a placeholder");
         assert_eq!((p.metadata.name.as_deref(), p.metadata.namespace.as_deref()), (Some("x"), Some("ns")));
+    }
+
+    #[test]
+    fn a_spec_past_the_cap_is_refused_with_its_size_and_the_cap() {
+        let with_env = |n: usize| -> DynamicObject {
+            let env: Vec<serde_json::Value> = (0..n).map(|i| json!({"name": format!("V{i:05}"), "value": "x".repeat(40)})).collect();
+            serde_json::from_value(json!({
+                "apiVersion": "loops.dev/v1alpha1", "kind": "LoopService",
+                "metadata": {"name": "x", "namespace": "ns", "uid": "u"},
+                "spec": {"interval": "1h", "image": "busybox", "env": env},
+            }))
+            .unwrap()
+        };
+        assert_eq!(oversized(&with_env(100)), None, "about 6 KiB");
+        let why = oversized(&with_env(20_000)).expect("about 1.2 MiB");
+        assert!(why.starts_with("its spec is 1348 KiB of JSON, and a LoopService's spec may take at most 32 KiB"), "{why}");
     }
 }
