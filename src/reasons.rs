@@ -116,6 +116,8 @@ words! {
         // Reconciled.
         ReconcileError,
         Reconciled,
+        // A run request that is not a time (Events).
+        RunRequestRefused,
         // Which release works it (Events).
         ClaimedElsewhere,
         ClaimTaken,

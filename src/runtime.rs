@@ -316,6 +316,10 @@ pub fn trim_loopservice(ls: &mut LoopService) {
     ls.metadata.managed_fields = None;
     if let Some(a) = ls.metadata.annotations.as_mut() {
         a.remove(ANN_LAST_APPLIED);
+        // A run request too long to run is kept as its digest, which is refused the same way.
+        if let Some(r) = a.get_mut(crate::keys::ANN_RUN_REQUESTED_AT).filter(|r| r.len() > crate::status::RUN_REQUEST_MAX) {
+            *r = crate::status::refused_request_key(r);
+        }
     }
 }
 

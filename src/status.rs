@@ -276,9 +276,57 @@ fn handled(st: &mut LoopServiceStatus, r: &str) {
     st.last_handled_run_request = Some(r.to_string());
 }
 
-/// The run request not yet handled: the annotation's value, when it is new.
+/// The longest run request taken: the time `kubectl loopservice run` and `date -Is` write
+/// takes 25 to 35 characters. The value is copied to status and to the loop's Job and Pod.
+pub const RUN_REQUEST_MAX: usize = 64;
+
+/// Whether a run request's value is one the operator runs: at most [`RUN_REQUEST_MAX`]
+/// characters, none of them a control character. Any such value will do, as with Flux's
+/// `reconcile.fluxcd.io/requestedAt` (a time is the convention, not a rule).
+pub fn run_request_ok(r: &str) -> bool {
+    r.len() <= RUN_REQUEST_MAX && !r.chars().any(char::is_control) && !r.starts_with(DIGEST)
+}
+
+/// How the digest of a refused run request begins (the cache keeps a value too long to run as
+/// its digest); a run request may not begin so.
+const DIGEST: &str = "sha256:";
+
+/// What status records of a refused run request: the value, or a digest of one too long to copy.
+pub fn refused_request_key(r: &str) -> String {
+    if r.len() <= RUN_REQUEST_MAX {
+        return r.to_string();
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(r.as_bytes());
+    format!("{DIGEST}{}", digest.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// The run request not yet handled: the annotation's value, when it is new and one the
+/// operator runs.
 pub fn pending_run_request<'a>(status: &LoopServiceStatus, annotation: Option<&'a str>) -> Option<&'a str> {
-    annotation.filter(|r| !r.is_empty() && Some(*r) != status.last_handled_run_request.as_deref())
+    annotation.filter(|r| !r.is_empty() && run_request_ok(r) && Some(*r) != status.last_handled_run_request.as_deref())
+}
+
+/// A new run request the operator does not run (too long, or with control characters):
+/// recorded as handled, with a Warning, and no loop.
+pub fn refuse_run_request(st: &mut LoopServiceStatus, annotation: Option<&str>) -> Option<Note> {
+    let r = annotation.filter(|r| !r.is_empty() && !run_request_ok(r))?;
+    let key = refused_request_key(r);
+    if st.last_handled_run_request.as_deref() == Some(key.as_str()) {
+        return None;
+    }
+    st.last_handled_run_request = Some(key);
+    let shown = match r {
+        _ if r.len() > RUN_REQUEST_MAX => format!("a value of {} characters", r.len()),
+        _ if r.starts_with(DIGEST) => format!("a value of more than {RUN_REQUEST_MAX} characters ({r})"),
+        _ => format!("{r:?}"),
+    };
+    Some(Note::warning(
+        Reason::RunRequestRefused,
+        format!(
+            "no loop for the run request {shown}: loops.dev/run-requested-at must be at most {RUN_REQUEST_MAX} characters with no control characters, such as the time `kubectl loopservice run` or `date -Is` writes"
+        ),
+    ))
 }
 
 /// What to do next.

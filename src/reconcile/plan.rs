@@ -107,6 +107,7 @@ pub fn plan(o: &Observed, now: Timestamp) -> Plan {
     let spec = &o.ls.spec;
     let (mut st, mut notes) = status::record_jobs(&o.prev, &o.jobs, valid.interval, now);
     notes.extend(status::suspend_after_failures(&mut st, spec.suspend_after_failures, o.ls.metadata.generation, now));
+    notes.extend(status::refuse_run_request(&mut st, o.ls.annotations().get(ANN_RUN_REQUESTED_AT).map(String::as_str)));
     let decision = decide(o, valid, &st, now);
     let (mut launch, mut obstacle) = (None, None);
     match &decision {

@@ -643,3 +643,32 @@ fn a_cache_from_objects_finds_them_by_their_loopservice() {
     assert_eq!(found, [job_name(1), job_name(2)]);
     assert!(cache.of(NS, OTHER_UID).is_empty());
 }
+
+#[tokio::test]
+async fn a_run_request_too_long_to_copy_is_refused_once_with_no_loop_and_no_copy() {
+    let mut ls = with_status(&loopservice(json!({})), running_first_loop(&loopservice(json!({}))));
+    let huge = "9".repeat(250_000);
+    ls.metadata.annotations = Some([(crate::keys::ANN_RUN_REQUESTED_AT.to_string(), huge)].into());
+    let (client, api) = api_server(vec![Expect::write_status(&ls), Expect::event()]);
+    let ctx = context(client, clock_at(at(2)), vec![loop_job(&ls, 1, t0())], vec![]);
+    reconcile(cached(&ls), ctx.clone()).await.expect("the reconcile succeeds");
+    let asked = api.done(ctx).await;
+    let st = asked.status();
+    let key = st.last_handled_run_request.clone().expect("the request is recorded as handled");
+    assert!(key.starts_with("sha256:") && key.len() == 23, "a digest, not the value: {key}");
+    assert_eq!((st.manual_loops, st.loops_started), (0, 1), "no loop for it");
+    let events = asked.events();
+    assert_eq!((events[0].type_.as_str(), events[0].reason.as_str()), ("Warning", Reason::RunRequestRefused.as_str()));
+    assert!(events[0].note.contains("a value of 250000 characters") && events[0].note.len() < 400, "{}", events[0].note);
+
+    // Looked at again, as the cache keeps it (the value as its digest): handled already,
+    // nothing said twice.
+    let mut handled = LoopService { status: Some(st), ..ls };
+    crate::runtime::trim_loopservice(&mut handled);
+    let kept = handled.annotations()[crate::keys::ANN_RUN_REQUESTED_AT].clone();
+    assert_eq!(kept, key, "the cache keeps the digest, not 250,000 characters");
+    let (client, api) = api_server(vec![]);
+    let ctx = context(client, clock_at(at(3)), vec![loop_job(&handled, 1, t0())], vec![]);
+    reconcile(cached(&handled), ctx.clone()).await.expect("the reconcile succeeds");
+    assert!(api.done(ctx).await.0.is_empty());
+}
