@@ -65,15 +65,17 @@ pub struct LoopServiceSpec {
     /// `imagePullPolicy`. Required, unless `template.spec.containers` has a container named
     /// `loop` instead; setting both is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 1024))]
     pub image: Option<String>,
 
     /// Entrypoint of the loop's container (the image's ENTRYPOINT when absent), e.g. `[sh, -c]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256), inner(length(max = 16384)))]
     pub command: Option<Vec<String>>,
 
     /// Arguments to the entrypoint (the image's CMD when absent), e.g. `["echo hello"]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256), inner(length(max = 16384)))]
     pub args: Option<Vec<String>>,
 
     /// Environment variables of the loop's container. The operator adds LOOP_NUMBER,
@@ -82,6 +84,7 @@ pub struct LoopServiceSpec {
     /// LOOP_LAST_SUCCESS_TIME (the LOOP_SCHEDULED_TIME of the latest loop that succeeded, or
     /// empty), so that a loop can process what came since the latest success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
     pub env: Option<Vec<EnvVar>>,
 
     /// When the node pulls the image: Always, IfNotPresent or Never (Kubernetes' default when absent).
@@ -96,6 +99,7 @@ pub struct LoopServiceSpec {
     /// ServiceAccount the loop's Pod runs as (the namespace's `default` when absent). Set it
     /// here or in `template.spec.serviceAccountName`, not in both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub service_account_name: Option<String>,
 
     /// The loop's Pod, as in a Deployment or CronJob: `metadata` (labels and annotations) and
