@@ -180,7 +180,10 @@ async fn check(ls: &LoopService, ctx: &Context, ns: &str, prev: &LoopServiceStat
     let verdict = ctx.verdicts.cell(ns, &ls.spec);
     let refused = verdict
         .get_or_try_init(|| async {
-            let _turn = ctx.request(Priority::Launch).await;
+            // A new spec is checked on the way to its first loop; a spec the API server refused
+            // before, checked again as it was, is bookkeeping: it never delays a due loop.
+            let again = prev.observed_generation == ls.metadata.generation && prev.phase == Some(Phase::Invalid);
+            let _turn = ctx.request(if again { Priority::Bookkeeping } else { Priority::Launch }).await;
             dry_run(ls, &valid, ctx, prev.loops_started.saturating_add(1), now).await
         })
         .await?;

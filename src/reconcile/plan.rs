@@ -12,6 +12,7 @@ use super::observe::{Checked, Observed};
 use crate::crd::LoopServiceStatus;
 use crate::job::{Held, ObservedJob, PreviousResult};
 use crate::keys::ANN_RUN_REQUESTED_AT;
+use crate::reasons::{ConditionType, Reason};
 use crate::schedule::{self, Jitter};
 use crate::spec::ValidSpec;
 use crate::status::{self, Decision, Note, Obstacle, Rules, Verdict};
@@ -25,8 +26,11 @@ const RUNNING_RECHECK: Duration = Duration::from_secs(15);
 const SUSPECT_RECHECK: Duration = Duration::from_secs(2);
 /// How often a loop blocked by a Job name that is taken tries again.
 const NAME_TAKEN_RECHECK: Duration = Duration::from_secs(5);
-/// How often a spec the API server refused is checked again (the cause may be outside it).
+/// How soon a spec the API server refused is checked again (the cause may be outside it: a
+/// quota, a webhook), and how seldom at most: the wait doubles with how long it has been
+/// refused, so one that stays refused costs one dry run per 10 minutes.
 const RECHECK_INVALID: Duration = Duration::from_secs(30);
+const RECHECK_INVALID_MAX: Duration = Duration::from_secs(600);
 /// How often a loop waiting for a lingering Pod, or left due by a draining instance, looks again.
 const SHORT_RECHECK: Duration = Duration::from_secs(1);
 
@@ -169,7 +173,8 @@ pub fn conclude(o: &Observed, plan: Plan, launched: Option<Launched>, now: Times
         }
         _ => vec![],
     };
-    Outcome { releases: releases(&o.held, &st), status: st, notes, deletes, requeue: requeue(&decision, obstacle.as_ref(), o.suspect) }
+    let requeue = requeue(&decision, obstacle.as_ref(), o.suspect, refused_for(&st, now));
+    Outcome { releases: releases(&o.held, &st), status: st, notes, deletes, requeue }
 }
 
 /// The held Jobs to let go of once `st` is stored: those of loops it records as ended (a Job
@@ -207,7 +212,14 @@ fn decide(o: &Observed, valid: &ValidSpec, st: &LoopServiceStatus, now: Timestam
     status::decide(st, &rules, now)
 }
 
-fn requeue(decision: &Decision, obstacle: Option<&Obstacle>, suspect: bool) -> Requeue {
+/// How long the spec has been refused (since Ready turned False with InvalidSpec).
+fn refused_for(st: &LoopServiceStatus, now: Timestamp) -> Duration {
+    let ready = st.conditions.iter().find(|c| c.type_ == ConditionType::Ready.as_str() && c.reason == Reason::InvalidSpec.as_str());
+    // The time from the transition to `now`.
+    ready.map_or(Duration::ZERO, |c| schedule::until(now, c.last_transition_time.0))
+}
+
+fn requeue(decision: &Decision, obstacle: Option<&Obstacle>, suspect: bool, refused_for: Duration) -> Requeue {
     match (decision, obstacle) {
         (_, Some(Obstacle::NameTaken { .. })) => Requeue::After(NAME_TAKEN_RECHECK),
         (_, Some(Obstacle::Lingering { .. })) => Requeue::After(SHORT_RECHECK),
@@ -216,7 +228,7 @@ fn requeue(decision: &Decision, obstacle: Option<&Obstacle>, suspect: bool) -> R
         (Decision::Launch { .. }, _) => Requeue::After(SHORT_RECHECK),
         (Decision::Running { .. }, _) if suspect => Requeue::After(SUSPECT_RECHECK),
         (Decision::Running { .. }, _) => Requeue::After(RUNNING_RECHECK),
-        (Decision::Invalid { recheck: true, .. }, _) => Requeue::After(RECHECK_INVALID),
+        (Decision::Invalid { recheck: true, .. }, _) => Requeue::After(refused_for.clamp(RECHECK_INVALID, RECHECK_INVALID_MAX)),
         (Decision::Invalid { .. } | Decision::Suspended | Decision::SuspendedAfterFailures { .. } | Decision::Finished, _) => {
             Requeue::OnChange
         }

@@ -443,6 +443,18 @@ async fn a_spec_whose_job_the_dry_run_refuses_is_invalid_with_the_api_servers_me
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!((events[0].type_.as_str(), events[0].reason.as_str()), ("Warning", "InvalidSpec"));
     assert!(events[0].note.contains(&refusal), "{}", events[0].note);
+
+    // Still refused when checked again, 30 s, 2 min and an hour after it was first refused:
+    // each recheck waits as long as it has been refused so far, at most 10 minutes.
+    let refused = with_status(&ls, st);
+    for (after, wait) in [(30, 30), (120, 120), (3600, 600)] {
+        let (client, api) = api_server(vec![Expect::dry_run_job().refused(422, "Invalid", &refusal)]);
+        let ctx = context(client, clock_at(at(after)), vec![], vec![]);
+        let res = reconcile(cached(&refused), ctx.clone()).await;
+        let asked = api.done(ctx).await;
+        assert_eq!(res.expect("the reconcile succeeds"), secs(wait), "refused for {after} s");
+        assert!(asked.statuses().is_empty() && asked.events().is_empty(), "nothing new to say: {:#?}", asked.lines());
+    }
 }
 
 // ---- The plan, by table ----
