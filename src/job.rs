@@ -34,11 +34,18 @@ pub const UID_FRAGMENT: usize = 5;
 /// runs twice.
 pub fn job_name(loopservice: &str, uid: &str, n: i64) -> String {
     let suffix = format!("-{}-{n}", uid_fragment(uid));
-    if loopservice.len() + suffix.len() <= MAX_NAME {
-        return format!("{loopservice}{suffix}");
-    }
-    format!("{}{suffix}", short_name(loopservice, MAX_NAME - suffix.len()))
+    // Room is kept for a loop number of LOOP_DIGITS digits, so that a LoopService's Job names
+    // keep one shape from loop 1 on (a name is never cut at loop 10 or 100 that was whole
+    // before); only past loop 9,999,999,999 would the name part shrink.
+    let room = NAME_ROOM.min(MAX_NAME.saturating_sub(suffix.len()));
+    format!("{}{suffix}", short_name(loopservice, room))
 }
+
+/// The most digits of a loop number a Job name keeps room for.
+const LOOP_DIGITS: usize = 10;
+/// What is left of a Job name for the LoopService's name: 63, less `-<fragment>-` and the
+/// loop number's room (46).
+const NAME_ROOM: usize = MAX_NAME - UID_FRAGMENT - 2 - LOOP_DIGITS;
 
 /// The first [`UID_FRAGMENT`] hex digits of the SHA-256 of a uid.
 pub fn uid_fragment(uid: &str) -> String {
@@ -441,20 +448,25 @@ mod tests {
             assert!(ja.ends_with(&format!("-{}-{n}", uid_fragment(UID))));
             assert_eq!(ja, job_name(&a, UID, n), "deterministic");
         }
-        // A name that fits exactly is kept as it is.
-        let exact = "x".repeat(55);
+        // A name of 46 characters is kept as it is up to loop 9,999,999,999; one longer is cut
+        // from loop 1 on, so that the shape of its Job names never changes with the loop number.
+        let exact = "x".repeat(46);
         let f = uid_fragment(UID);
         assert_eq!(job_name(&exact, UID, 1), format!("{exact}-{f}-1"));
-        assert_eq!(job_name(&exact, UID, 1).len(), 63);
-        assert_ne!(job_name(&format!("{exact}y"), UID, 1), format!("{exact}y-{f}-1"));
+        assert_eq!(job_name(&exact, UID, 9_999_999_999), format!("{exact}-{f}-9999999999"));
+        assert_eq!(job_name(&exact, UID, 9_999_999_999).len(), 63);
+        let longer = format!("{exact}y");
+        let (first, later) = (job_name(&longer, UID, 1), job_name(&longer, UID, 1000));
+        assert_ne!(first, format!("{longer}-{f}-1"));
+        assert_eq!(first.trim_end_matches("-1"), later.trim_end_matches("-1000"), "one shape at loop 1 and loop 1000");
     }
 
     #[test]
     fn truncation_never_leaves_a_trailing_separator() {
-        // Cut at 46 characters (63, less "-<fragment>-7", less "-<hash>"): right after "-.".
-        let name = format!("{}-.{}", "a".repeat(44), "b".repeat(40));
+        // Cut at 37 characters (46, less "-<hash>"): right after "-.".
+        let name = format!("{}-.{}", "a".repeat(35), "b".repeat(40));
         let j = job_name(&name, UID, 7);
-        assert!(j.starts_with(&format!("{}-", "a".repeat(44))), "{j}");
+        assert!(j.starts_with(&format!("{}-", "a".repeat(35))), "{j}");
         assert!(!j.contains("-.") && !j.contains(".-") && !j.contains("--"), "{j}");
         assert!(j.len() <= 63);
     }

@@ -17,6 +17,11 @@ pub const OWNED_ANNOTATION_PREFIX: &str = "loops.dev/";
 
 pub const MSG_LOOP_CONTAINER_TWICE: &str =
     "spec.image and a container named loop in spec.template.spec.containers both define the loop's container: keep one of them";
+/// The longest LoopService name: a DNS label, so that the name is whole in its Jobs' labels and
+/// its Events' names (Kubernetes alone would admit 253 characters).
+pub const MAX_LOOPSERVICE_NAME: usize = 63;
+pub const RULE_NAME_LENGTH: &str = "size(self.metadata.name) <= 63";
+pub const MSG_NAME_LENGTH: &str = "metadata.name: a LoopService name may have at most 63 characters (it names its Jobs, labels and Events)";
 pub const MSG_LOOP_CONTAINER_MISSING: &str = "spec.image is required, unless spec.template.spec.containers has a container named loop";
 pub const MSG_SERVICE_ACCOUNT_TWICE: &str =
     "spec.serviceAccountName and spec.template.spec.serviceAccountName are both set: keep one of them";

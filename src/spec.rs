@@ -607,5 +607,7 @@ mod tests {
         for m in [MSG_OWNED_LABELS, MSG_OWNED_ANNOTATIONS, MSG_ENV_OWNED, MSG_TEMPLATE_ENV_OWNED] {
             assert!(crd.contains(m), "{m}");
         }
+        let yaml = crate::crdgen_yaml().unwrap();
+        assert!(yaml.contains(RULE_NAME_LENGTH) && yaml.contains(MSG_NAME_LENGTH), "the name's bound is a rule of the whole object");
     }
 }

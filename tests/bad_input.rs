@@ -328,6 +328,7 @@ fn cases() -> Vec<Case> {
         case("name with an underscore", json!({"metadata": {"name": "bad_name"}, "spec": base()}), "metadata.name", Refused),
         case("name in upper case", json!({"metadata": {"name": "Report"}, "spec": base()}), "metadata.name", Refused),
         case("name of 254 characters", json!({"metadata": {"name": "a".repeat(254)}, "spec": base()}), "metadata.name", Refused),
+        case("name of 64 characters", json!({"metadata": {"name": "a".repeat(64)}, "spec": base()}), "metadata.name", Cel),
         case("name starting with a dash", json!({"metadata": {"name": "-report"}, "spec": base()}), "metadata.name", Refused),
     ]
 }

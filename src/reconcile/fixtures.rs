@@ -397,6 +397,11 @@ impl Expect {
         Expect::new(Method::POST, EVENTS.into(), Box::new(|b: &Value, _: &mut Stored| (StatusCode::CREATED, b.clone())))
     }
 
+    /// The same request, to `path` instead.
+    pub fn at(self, path: &str) -> Self {
+        Expect { path: path.to_string(), ..self }
+    }
+
     /// Answers with `body` instead.
     pub fn answers(self, code: u16, body: Value) -> Self {
         let code = StatusCode::from_u16(code).expect("an HTTP status code");

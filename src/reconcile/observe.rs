@@ -170,6 +170,10 @@ async fn current(ls: Arc<LoopService>, ctx: &Context, ns: &str, uid: &str) -> Re
 /// server's dry run of the Job it makes (what it would refuse or drop is InvalidSpec now, not a
 /// failed loop later). While refused, the check is repeated.
 async fn check(ls: &LoopService, ctx: &Context, ns: &str, prev: &LoopServiceStatus, now: Timestamp) -> Result<Checked> {
+    // The CRD's rule, for API servers that do not run CEL (before 1.25).
+    if ls.name_any().len() > crate::rules::MAX_LOOPSERVICE_NAME {
+        return Ok(Checked::Invalid(crate::rules::MSG_NAME_LENGTH.into()));
+    }
     let valid = match ls.spec.validate() {
         Ok(v) => v,
         Err(errors) => return Ok(Checked::Invalid(errors.to_string())),

@@ -684,3 +684,20 @@ async fn a_run_request_too_long_to_copy_is_refused_once_with_no_loop_and_no_copy
     reconcile(cached(&handled), ctx.clone()).await.expect("the reconcile succeeds");
     assert!(api.done(ctx).await.0.is_empty());
 }
+
+#[tokio::test]
+async fn a_name_longer_than_63_characters_is_invalid_where_the_api_server_runs_no_cel() {
+    let mut ls = loopservice(json!({}));
+    ls.metadata.name = Some("n".repeat(64));
+    let (client, api) = api_server(vec![
+        Expect::write_status(&ls).at(&format!("{}/{}/status", "/apis/loops.dev/v1alpha1/namespaces/ns/loopservices", "n".repeat(64))),
+        Expect::event(),
+    ]);
+    let ctx = context(client, clock_at(t0()), vec![], vec![]);
+    reconcile(cached(&ls), ctx.clone()).await.expect("the reconcile succeeds");
+    let asked = api.done(ctx).await;
+    let st = asked.status();
+    assert_eq!(st.phase, Some(Phase::Invalid));
+    assert_eq!(ready(&st).2, crate::rules::MSG_NAME_LENGTH);
+    assert!(asked.created_jobs().is_empty());
+}
