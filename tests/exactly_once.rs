@@ -307,10 +307,12 @@ async fn two_releases_at_once_each_loopservice_is_worked_by_one_and_no_loop_runs
     let mut a = a;
     a.signal("KILL");
     a.wait_exit(Duration::from_secs(10)).await;
+    let killed = std::time::Instant::now();
     wait_for("release-b to claim every LoopService", Duration::from_secs(120), || async {
         claims().await.iter().all(|c| *c == claim_b).then_some(())
     })
     .await;
+    println!("release-b claimed all 20 LoopServices {:.1} s after release-a was SIGKILLed", killed.elapsed().as_secs_f64());
     futures::future::join_all(names.iter().map(|n| async {
         let started = status(&ns, n).await.loops_started;
         wait_status(&ns, n, "two more loops under release-b", |st| st.last_finished_loop >= started + 2).await;
