@@ -34,15 +34,15 @@ pub async fn list(t: &Target, all_namespaces: bool, output: Option<Output>) -> R
     let mut rows: Vec<Row> = items.iter().map(row).collect();
     rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     match output {
-        Some(f) => print!("{}", format::data(&rows, f)?),
+        Some(f) => format::print(&format::data(&rows, f)?)?,
         None if rows.is_empty() => {
             if all_namespaces {
-                eprintln!("No resources found");
+                format::note("No resources found");
             } else {
-                eprintln!("No resources found in {} namespace.", t.namespace);
+                format::note(&format!("No resources found in {} namespace.", t.namespace));
             }
         }
-        None => print!("{}", render(&rows, all_namespaces, Timestamp::now())),
+        None => format::print(&render(&rows, all_namespaces, Timestamp::now()))?,
     }
     Ok(EXIT_OK)
 }

@@ -19,9 +19,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use error::{describe, Error};
-pub use format::{human_duration, relative};
+pub use format::{human_duration, note, relative};
 
-/// Exit codes of the plugin.
+/// Exit codes of the plugin. Success; also a command whose stdout was closed by its reader
+/// (`| head`), which ends quietly.
 pub const EXIT_OK: u8 = 0;
 /// An error: bad flags, the API server refused, not found, a timeout.
 pub const EXIT_ERROR: u8 = 1;
@@ -35,7 +36,7 @@ pub const EXIT_LOOP_FAILED: u8 = 2;
     name = "kubectl-loopservice",
     bin_name = "kubectl loopservice",
     version,
-    after_help = "Exit codes: 0 ok; 1 an error (including a timeout); 2 `run --wait`: the loop failed."
+    after_help = "Exit codes: 0 ok (also when stdout is closed early, as by `| head`); 1 an error (including a timeout); 2 `run --wait`: the loop failed."
 )]
 pub struct Cli {
     #[command(flatten)]

@@ -31,7 +31,7 @@ pub async fn run(t: &Target, name: &str, wait: bool, timeout: Duration) -> Resul
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| Error::loopservice("requesting a run of", name, &t.namespace, e))?;
-    println!("loopservice.loops.dev/{name} run requested ({ANN_RUN_REQUESTED_AT}={value})");
+    format::print(&format!("loopservice.loops.dev/{name} run requested ({ANN_RUN_REQUESTED_AT}={value})\n"))?;
     if !wait {
         return Ok(EXIT_OK);
     }
@@ -51,7 +51,7 @@ pub async fn run(t: &Target, name: &str, wait: bool, timeout: Duration) -> Resul
         .map_err(|e| Error::api(format!("listing the pods of job {job_name}"), e))?
         .items;
     let result = LoopResult::of(&job, &pods).ok_or_else(|| Error::Other(format!("job {job_name} is not a loop's Job")))?;
-    print!("{}", result.render());
+    format::print(&result.render())?;
     Ok(if result.failed { EXIT_LOOP_FAILED } else { EXIT_OK })
 }
 
@@ -59,7 +59,7 @@ pub async fn run(t: &Target, name: &str, wait: bool, timeout: Duration) -> Resul
 /// value) and that Job has finished; returns the finished Job.
 async fn wait_for_loop(t: &Target, uid: &str, value: &str) -> Result<Job, Error> {
     let jobs: Api<Job> = Api::namespaced(t.client.clone(), &t.namespace);
-    eprintln!("waiting for the operator to start the loop");
+    format::note("waiting for the operator to start the loop");
     let config = watcher::Config::default().labels(&format!("{LABEL_UID}={uid}"));
     let stream = watcher(jobs.clone(), config).default_backoff().applied_objects();
     pin_mut!(stream);
@@ -79,7 +79,7 @@ async fn wait_for_loop(t: &Target, uid: &str, value: &str) -> Result<Job, Error>
     let j = started.ok_or_else(|| Error::Other("the watch of the jobs ended".to_string()))?;
     let job_name = j.name_any();
     let n = job::observe(&j).map_or_else(|| "?".to_string(), |o| o.loop_number.to_string());
-    eprintln!("loop {n} started: job/{job_name}; waiting for it to finish");
+    format::note(&format!("loop {n} started: job/{job_name}; waiting for it to finish"));
     let ended = |j: Option<&Job>| j.is_none_or(|j| job::observe(j).is_some_and(|o| o.end.is_some()));
     let done = await_condition(jobs, &job_name, ended).await.map_err(|e| Error::Other(format!("watching job {job_name}: {e}")))?;
     done.ok_or_else(|| Error::Other(format!("job {job_name} was deleted before it finished")))

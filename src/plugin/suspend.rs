@@ -5,7 +5,7 @@ use kube::Api;
 use serde_json::json;
 
 use super::connect::Target;
-use super::{Error, EXIT_OK};
+use super::{format, Error, EXIT_OK};
 use crate::crd::LoopService;
 
 pub async fn set_suspend(t: &Target, name: &str, suspend: bool) -> Result<u8, Error> {
@@ -41,6 +41,6 @@ pub async fn set_suspend(t: &Target, name: &str, suspend: bool) -> Result<u8, Er
             "resumed (its suspension after failures has ended)"
         }
     };
-    println!("loopservice.loops.dev/{name} {verb}");
+    format::print(&format!("loopservice.loops.dev/{name} {verb}\n"))?;
     Ok(EXIT_OK)
 }
