@@ -144,12 +144,31 @@ async fn run_wait_prints_the_loops_result_and_exits_2_when_it_failed() {
         (1, format!("error: loopservice \"nosuch\" not found in namespace \"{}\"", ns.name).as_str())
     );
 
-    // With no operator to answer, --timeout gives up with exit 1.
+    // With no operator to answer, --timeout gives up with exit 4, naming what the status shows.
     op.signal("KILL");
     op.wait_exit(Duration::from_secs(10)).await;
     let out = plugin(&["run", "manual", "-n", &ns.name, "--wait", "--timeout", "2s"]).await;
-    assert_eq!(out.code, 1);
-    assert_matches(r"^error: timed out after 2s waiting for the loop of run request \S+$", out.stderr.lines().last().unwrap());
+    assert_eq!(out.code, 4, "{out:?}");
+    assert_matches(
+        r#"^error: no operator took up run request \S+ within 2s: status\.lastHandledRunRequest of loopservice "manual" is still \S+, and the status shows phase Suspended, Ready False \(Suspended\): .+$"#,
+        out.stderr.lines().last().unwrap(),
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn run_wait_exits_3_with_the_ready_message_when_the_spec_is_invalid() {
+    let ns = setup("pinval").await;
+    let _op = Operator::start(&ns.name, &[]);
+    create_ls(&ns, ls("bad", "9999h", "echo hi")).await.unwrap();
+    wait_status(&ns, "bad", "phase Invalid", |st| st.phase == Some(Phase::Invalid)).await;
+
+    let out = plugin(&["run", "bad", "-n", &ns.name, "--wait", "--timeout", "60s"]).await;
+    assert_eq!(out.code, 3, "{out:?}");
+    assert_matches(
+        r#"^error: loopservice "bad" cannot run the request: Ready is False \(InvalidSpec\): .*spec\.interval"#,
+        out.stderr.lines().last().unwrap(),
+    );
 }
 
 #[tokio::test]

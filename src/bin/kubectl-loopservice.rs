@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use loopservice_operator::plugin::{self, Cli, EXIT_ERROR};
+use loopservice_operator::plugin::{self, Cli, Error, EXIT_ERROR};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -19,9 +19,11 @@ async fn main() -> ExitCode {
     };
     match plugin::run(cli).await {
         Ok(code) => ExitCode::from(code),
+        // Its reader has gone: nothing to say, and no one to say it to.
+        Err(Error::StdoutClosed) => ExitCode::from(Error::StdoutClosed.exit_code()),
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_ERROR)
+            plugin::note(&format!("error: {e}"));
+            ExitCode::from(e.exit_code())
         }
     }
 }

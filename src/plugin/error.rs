@@ -1,4 +1,8 @@
-//! The plugin's errors: one line each, printed after `error: `.
+//! The plugin's errors: one line each, printed after `error: `, and the exit code of each.
+
+use std::io;
+
+use super::{EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_TIMED_OUT};
 
 /// Everything a command can fail at.
 #[derive(thiserror::Error, Debug)]
@@ -17,6 +21,19 @@ pub enum Error {
     Config(String),
     #[error("{0}")]
     Other(String),
+    /// `run --wait`: the request cannot be answered as things stand (the spec is invalid, the
+    /// API server refused the loop's Job, its name is taken); what the status says.
+    #[error("{0}")]
+    Refused(String),
+    /// `run --wait`: nothing took the request up, or its loop did not end, within --timeout.
+    #[error("{0}")]
+    TimedOut(String),
+    /// The reader of stdout has gone (`| head`): there is no one left to tell, so the command
+    /// ends quietly.
+    #[error("stdout is closed")]
+    StdoutClosed,
+    #[error("writing to stdout: {0}")]
+    Stdout(#[source] io::Error),
 }
 
 impl Error {
@@ -29,6 +46,28 @@ impl Error {
             _ => {}
         }
         Error::Api { what: format!("{what} loopservice {name:?} in namespace {namespace:?}"), source }
+    }
+
+    /// A failed write to stdout: a closed pipe is [`Error::StdoutClosed`], anything else an
+    /// error to report.
+    pub fn stdout(e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            Error::StdoutClosed
+        } else {
+            Error::Stdout(e)
+        }
+    }
+
+    /// The exit code this error ends the plugin with (the codes are in `after_help` and
+    /// docs/plugin.md).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Refused(_) => EXIT_REFUSED,
+            Error::TimedOut(_) => EXIT_TIMED_OUT,
+            // As `kubectl logs | head` ends: the reader has what it wanted.
+            Error::StdoutClosed => EXIT_OK,
+            _ => EXIT_ERROR,
+        }
     }
 
     /// An API error while doing `what`; a 404 for the LoopService resource itself becomes
@@ -82,5 +121,17 @@ mod tests {
             describe(&api(500, "", "no preferred addresses found; known addresses: []")),
             "no preferred addresses found; known addresses: [] (500)"
         );
+    }
+
+    #[test]
+    fn a_closed_stdout_ends_quietly_with_0_and_other_failures_have_codes_of_their_own() {
+        let closed = Error::stdout(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(matches!(closed, Error::StdoutClosed), "{closed:?}");
+        assert_eq!(closed.exit_code(), 0);
+        let full = Error::stdout(io::Error::other("no space left on device"));
+        assert_eq!((full.to_string().as_str(), full.exit_code()), ("writing to stdout: no space left on device", 1));
+        assert_eq!(Error::Refused("r".into()).exit_code(), 3);
+        assert_eq!(Error::TimedOut("t".into()).exit_code(), 4);
+        assert_eq!(Error::Other("o".into()).exit_code(), 1);
     }
 }

@@ -67,8 +67,8 @@ pub async fn explain_timing(t: &Target, name: &str, output: Option<Output>) -> R
     let ls = api.get(name).await.map_err(|e| Error::loopservice("reading", name, &t.namespace, e))?;
     let e = explain(&ls, Timestamp::now());
     match output {
-        Some(f) => print!("{}", format::data(&e, f)?),
-        None => print!("{}", render(&e)),
+        Some(f) => format::print(&format::data(&e, f)?)?,
+        None => format::print(&render(&e))?,
     }
     Ok(EXIT_OK)
 }

@@ -1,7 +1,8 @@
 //! Output as kubectl writes it: tables aligned like `kubectl get` (the same tab-stop
-//! algorithm and 3-space padding), ages like its AGE column, and `-o json|yaml`.
+//! algorithm and 3-space padding), ages like its AGE column, and `-o json|yaml`; and the two
+//! ways out: stdout, whose failures are errors, and stderr, whose are not.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -108,6 +109,24 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// Writes `text` to stdout. A reader that has gone (`| head`) ends the command through
+/// [`Error::StdoutClosed`] instead of the panic of `print!`.
+pub fn print(text: &str) -> Result<(), Error> {
+    write_out(&mut io::stdout().lock(), text.as_bytes())
+}
+
+/// Writes `bytes` to `out` and flushes them, so that what a followed log says shows at once.
+pub fn write_out(out: &mut impl Write, bytes: &[u8]) -> Result<(), Error> {
+    out.write_all(bytes).and_then(|()| out.flush()).map_err(Error::stdout)
+}
+
+/// A line for the person at the terminal (progress, warnings) on stderr. One that cannot be
+/// written is dropped: stderr closed with the pipe it shared with stdout is no reason to fail,
+/// and `eprintln!` would panic.
+pub fn note(line: &str) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
 /// `value` as JSON (indented, as `kubectl -o json`) or YAML.
 pub fn data<T: Serialize>(value: &T, format: Output) -> Result<String, Error> {
     match format {
@@ -183,6 +202,26 @@ mod tests {
              hello                 10s        Waiting\n\
              overrunning-service   <none>     Running\n"
         );
+    }
+
+    /// A writer whose reader has gone.
+    struct Closed;
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn output_to_a_closed_pipe_is_the_quiet_error_not_a_panic() {
+        assert!(matches!(write_out(&mut Closed, b"row\n"), Err(Error::StdoutClosed)));
+        let mut out = vec![];
+        write_out(&mut out, b"row\n").unwrap();
+        assert_eq!(out, b"row\n");
     }
 
     #[test]

@@ -16,9 +16,9 @@ pub async fn history(t: &Target, name: &str, output: Option<Output>) -> Result<u
     let ls = api.get(name).await.map_err(|e| Error::loopservice("reading", name, &t.namespace, e))?;
     let history = ls.status.map(|s| s.history).unwrap_or_default();
     match output {
-        Some(f) => print!("{}", format::data(&history, f)?),
-        None if history.is_empty() => eprintln!("No loops recorded for loopservice {name:?} yet."),
-        None => print!("{}", render(&history, Timestamp::now())),
+        Some(f) => format::print(&format::data(&history, f)?)?,
+        None if history.is_empty() => format::note(&format!("No loops recorded for loopservice {name:?} yet.")),
+        None => format::print(&render(&history, Timestamp::now()))?,
     }
     Ok(EXIT_OK)
 }

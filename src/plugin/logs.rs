@@ -2,14 +2,20 @@
 //! server cannot serve it (a kubelet it cannot reach, say), its error goes to stderr and the
 //! container's termination message stands in: by default the tail of a failed loop's log, or
 //! what the loop wrote to /dev/termination-log.
+//!
+//! The log goes to stdout as the API server sends it, byte for byte: a log can be larger
+//! than memory, and a loop may write what is not UTF-8.
 
-use futures::{AsyncBufReadExt, TryStreamExt};
+use std::io::{self, Write};
+
+use futures::{pin_mut, AsyncBufRead, AsyncBufReadExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, LogParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, ResourceExt};
 
 use super::connect::Target;
+use super::format::{self, note};
 use super::{Error, EXIT_OK};
 use crate::crd::LoopService;
 use crate::keys::{CONTAINER, LABEL_LOOP, LABEL_UID};
@@ -33,16 +39,14 @@ pub async fn logs(t: &Target, name: &str, loop_number: Option<i64>, follow: bool
         None => Error::Other(format!("loopservice {name:?} has no loop with a Pod (no loop has run, or their Jobs were deleted)")),
     })?;
     let pod_name = pod.name_any();
-    eprintln!("loop {}: pod/{pod_name}", pod_loop(pod).unwrap_or_default());
+    note(&format!("loop {}: pod/{pod_name}", pod_loop(pod).unwrap_or_default()));
     let params = LogParams { container: Some(CONTAINER.to_string()), follow, ..LogParams::default() };
-    let fetched =
-        if follow { stream(&pods, &pod_name, &params).await } else { pods.logs(&pod_name, &params).await.map(|text| print!("{text}")) };
-    let Err(e) = fetched else { return Ok(EXIT_OK) };
-    eprintln!("error: the API server could not serve the log of pod/{pod_name} container {CONTAINER:?}: {}", super::describe(&e));
+    let Err(e) = stream(&pods, &pod_name, &params).await? else { return Ok(EXIT_OK) };
+    note(&format!("error: the API server could not serve the log of pod/{pod_name} container {CONTAINER:?}: {}", super::describe(&e)));
     let ended = match termination(pod) {
         Some(t) => t,
         None if follow => {
-            eprintln!("waiting for the container to end, to show its termination message instead");
+            note("waiting for the container to end, to show its termination message instead");
             let done = await_condition(pods, &pod_name, |p: Option<&Pod>| p.is_none_or(|p| termination(p).is_some()))
                 .await
                 .map_err(|e| Error::Other(format!("watching pod/{pod_name}: {e}")))?;
@@ -56,24 +60,66 @@ pub async fn logs(t: &Target, name: &str, loop_number: Option<i64>, follow: bool
             )));
         }
     };
-    eprintln!(
+    note(&format!(
         "showing the termination message of container {CONTAINER:?} instead (it exited with code {}): the tail of its log when it failed, else what it wrote to /dev/termination-log",
         ended.exit_code
-    );
+    ));
     match ended.message {
-        Some(m) => println!("{}", m.trim_end()),
-        None => eprintln!("(the termination message is empty)"),
+        Some(m) => format::print(&format!("{}\n", m.trim_end()))?,
+        None => note("(the termination message is empty)"),
     }
     Ok(EXIT_OK)
 }
 
-/// Copies the followed log to stdout line by line, as it comes.
-async fn stream(pods: &Api<Pod>, name: &str, params: &LogParams) -> Result<(), kube::Error> {
-    let mut lines = pods.log_stream(name, params).await?.lines();
-    while let Some(line) = lines.try_next().await.map_err(kube::Error::ReadEvents)? {
-        println!("{line}");
+/// Copies the log (followed or not) to stdout as it comes. The inner error is the API
+/// server's, which the termination message can stand in for; the outer one is stdout's.
+async fn stream(pods: &Api<Pod>, name: &str, params: &LogParams) -> Result<Result<(), kube::Error>, Error> {
+    let log = match pods.log_stream(name, params).await {
+        Ok(log) => log,
+        Err(e) => return Ok(Err(e)),
+    };
+    match copy(log, &mut Stdout).await {
+        Ok(()) => Ok(Ok(())),
+        Err(Broken::Read(e)) => Ok(Err(kube::Error::ReadEvents(e))),
+        Err(Broken::Write(e)) => Err(e),
     }
-    Ok(())
+}
+
+/// Where a copy stopped short.
+#[derive(Debug)]
+pub enum Broken {
+    /// Reading the log failed.
+    Read(io::Error),
+    /// Writing it failed ([`Error::StdoutClosed`] when its reader has gone).
+    Write(Error),
+}
+
+/// Copies `from` to `out` chunk by chunk as the bytes come, each flushed at once: at most one
+/// chunk is held, and the bytes are never read as text.
+pub async fn copy(from: impl AsyncBufRead, out: &mut impl Write) -> Result<(), Broken> {
+    pin_mut!(from);
+    loop {
+        let chunk = from.fill_buf().await.map_err(Broken::Read)?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let n = chunk.len();
+        format::write_out(out, chunk).map_err(Broken::Write)?;
+        from.consume_unpin(n);
+    }
+}
+
+/// Stdout, locked for each write only: the copy awaits the log between writes, and a lock held
+/// across an await would tie the future to the thread it started on.
+struct Stdout;
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        io::stdout().lock().write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        io::stdout().lock().flush()
+    }
 }
 
 /// The loop number a Pod belongs to (its `loops.dev/loop` label).
@@ -138,6 +184,29 @@ mod tests {
         assert_eq!(name(pick_pod(&pods, Some(9))).as_deref(), Some("r-9-aaaaa"));
         assert_eq!(name(pick_pod(&pods, Some(3))), None);
         assert_eq!(name(pick_pod(&[], None)), None);
+    }
+
+    #[tokio::test]
+    async fn a_log_is_copied_byte_for_byte_and_a_closed_stdout_stops_the_copy() {
+        // Not UTF-8, no final newline, and more than one read buffer's worth.
+        let mut log = b"caf\xe9 \xff\xfe\n".to_vec();
+        log.extend(std::iter::repeat_n(b'x', 20_000));
+        let from = futures::io::BufReader::with_capacity(4096, futures::io::Cursor::new(log.clone()));
+        let mut out = vec![];
+        copy(from, &mut out).await.unwrap();
+        assert_eq!(out, log);
+
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let from = futures::io::Cursor::new(log);
+        assert!(matches!(copy(from, &mut Closed).await, Err(Broken::Write(Error::StdoutClosed))));
     }
 
     #[test]

@@ -19,14 +19,24 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use error::{describe, Error};
-pub use format::{human_duration, relative};
+pub use format::{human_duration, note, relative};
 
-/// Exit codes of the plugin.
+/// Exit codes of the plugin. Success; also a command whose stdout was closed by its reader
+/// (`| head`), which ends quietly.
 pub const EXIT_OK: u8 = 0;
-/// An error: bad flags, the API server refused, not found, a timeout.
+/// An error: bad flags, the API server refused a request, not found.
 pub const EXIT_ERROR: u8 = 1;
 /// `run --wait`: the loop ran and failed.
 pub const EXIT_LOOP_FAILED: u8 = 2;
+/// `run --wait`: the request cannot run as things stand: the spec is invalid, the API server
+/// refused the loop's Job, or the Job's name is taken. The status's message is printed.
+pub const EXIT_REFUSED: u8 = 3;
+/// `run --wait`: no operator took the request up, or its loop did not end, within --timeout.
+pub const EXIT_TIMED_OUT: u8 = 4;
+
+/// How long `run --wait` waits by default: a request is taken up within a second or two by a
+/// running operator, and a script should not hang for ever on one that is not.
+const DEFAULT_TIMEOUT: &str = "10m";
 
 /// Operate LoopServices (loops.dev/v1alpha1): list them, run one now, suspend and resume,
 /// read their history and logs, and see why the next loop starts when it does.
@@ -35,7 +45,8 @@ pub const EXIT_LOOP_FAILED: u8 = 2;
     name = "kubectl-loopservice",
     bin_name = "kubectl loopservice",
     version,
-    after_help = "Exit codes: 0 ok; 1 an error (including a timeout); 2 `run --wait`: the loop failed."
+    after_help = "Exit codes: 0 ok (also when stdout is closed early, as by `| head`); 1 an error; `run --wait`: 2 the loop failed, \
+3 the request was refused (invalid spec, Job refused, Job name taken), 4 timed out (not taken up, or the loop did not end)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -72,11 +83,13 @@ pub enum Command {
     /// Start a loop now (the annotation loops.dev/run-requested-at), or as soon as the running one ends.
     Run {
         name: String,
-        /// Wait for the loop to finish and print its result; exit 2 when it failed.
+        /// Wait for the loop to finish and print its result; exit 2 when it failed, 3 when the
+        /// request was refused, 4 when it timed out.
         #[arg(long)]
         wait: bool,
-        /// With --wait: give up after this long (e.g. 30s, 5m); 0s waits for ever.
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        /// With --wait: give up after this long (e.g. 30s, 5m, 1h), counted from the request
+        /// until its loop ends; 0s waits for ever.
+        #[arg(long, default_value = DEFAULT_TIMEOUT, value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
     /// Pause a LoopService (spec.suspend: true): no new loop starts, a running loop finishes.
@@ -130,7 +143,8 @@ pub enum Output {
     Yaml,
 }
 
-/// Runs one command; the exit code on success (0, or 2 for a failed loop with `run --wait`).
+/// Runs one command; the exit code on success (0, or 2 for a failed loop with `run --wait`);
+/// an error's is [`Error::exit_code`].
 pub async fn run(cli: Cli) -> Result<u8, Error> {
     let target = connect::connect(&cli.global).await?;
     match cli.command {
@@ -166,5 +180,8 @@ mod tests {
         assert!(matches!(cli.command, Command::Logs { loop_number: Some(3), follow: true, .. }));
         assert!(Cli::try_parse_from(["kubectl-loopservice", "history", "report", "-o", "wide"]).is_err());
         assert!(Cli::try_parse_from(["kubectl-loopservice", "run"]).is_err(), "run needs a name");
+        // `run --wait` gives up after 10 minutes unless told otherwise.
+        let cli = Cli::try_parse_from(["kubectl-loopservice", "run", "report", "--wait"]).unwrap();
+        assert!(matches!(cli.command, Command::Run { timeout, .. } if timeout == Duration::from_secs(600)));
     }
 }

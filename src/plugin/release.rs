@@ -8,7 +8,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
 use super::connect::Target;
-use super::{Error, EXIT_OK};
+use super::{format, Error, EXIT_OK};
 use crate::job;
 use crate::keys::{LABEL_MANAGED_BY, MANAGER};
 
@@ -24,7 +24,7 @@ pub async fn release_jobs(t: &Target, all_namespaces: bool) -> Result<u8, Error>
         let api: Api<Job> = Api::namespaced(t.client.clone(), &ns);
         match api.patch(&held.name, &PatchParams::default(), &Patch::<()>::Json(job::release_patch(held.index))).await {
             Ok(_) => {
-                println!("job.batch/{} released (namespace {ns})", held.name);
+                format::print(&format!("job.batch/{} released (namespace {ns})\n", held.name))?;
                 released += 1;
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -33,6 +33,6 @@ pub async fn release_jobs(t: &Target, all_namespaces: bool) -> Result<u8, Error>
             }
         }
     }
-    println!("{released} job(s) released in {where_}");
+    format::print(&format!("{released} job(s) released in {where_}\n"))?;
     Ok(EXIT_OK)
 }
