@@ -296,18 +296,6 @@ fn assert_loop_rule(all: &[Loop], from: i64, interval: f64, slack: f64) {
 }
 
 /// Places a loop's Pod on the cluster's fake (kwok) nodes, which complete it at once.
-fn on_fake_nodes(name: &str, interval: &str, jitter: &str) -> serde_json::Value {
-    json!({"metadata": {"name": name}, "spec": {
-        "interval": interval, "jitter": jitter,
-        "successfulJobsHistoryLimit": 100, "failedJobsHistoryLimit": 100,
-        "template": {"spec": {
-            "nodeSelector": {"loops.dev/fake-node": "true"},
-            "tolerations": [{"key": "loops.dev/fake-node", "operator": "Exists", "effect": "NoSchedule"}],
-            "containers": [{"name": "loop", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"]}],
-        }},
-    }})
-}
-
 /// The chaos tests apply to the newest Kubernetes the cluster script brings up only: `make test`
 /// leaves them out on older clusters (nextest reports them as skipped), and each fails if run by
 /// hand there (`require_newest`).

@@ -556,3 +556,17 @@ impl Drop for Operator {
         }
     }
 }
+
+/// A LoopService `name` whose loops run on the fake (kwok) nodes `make test` adds: many loops
+/// at once cost the one real node nothing. History limits of 100.
+pub fn on_fake_nodes(name: &str, interval: &str, jitter: &str) -> serde_json::Value {
+    serde_json::json!({"metadata": {"name": name}, "spec": {
+        "interval": interval, "jitter": jitter,
+        "successfulJobsHistoryLimit": 100, "failedJobsHistoryLimit": 100,
+        "template": {"spec": {
+            "nodeSelector": {"loops.dev/fake-node": "true"},
+            "tolerations": [{"key": "loops.dev/fake-node", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{"name": "loop", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"]}],
+        }},
+    }})
+}
