@@ -187,14 +187,16 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
     must("kubectl", &["-n", &op.name, "rollout", "status", "deployment/lso-loopservice-operator", "--timeout=120s"]);
 
     kubectl_apply(&format!(
-        "apiVersion: loops.dev/v1alpha1\nkind: LoopService\nmetadata: {{name: beat, namespace: {}}}\nspec:\n  interval: 4s\n  image: busybox:1.36\n  imagePullPolicy: IfNotPresent\n  command: [sh, -c]\n  args: [\"echo beat $LOOP_NUMBER\"]\n  successfulJobsHistoryLimit: 50\n",
+        "apiVersion: loops.dev/v1alpha1\nkind: LoopService\nmetadata: {{name: beat, namespace: {}}}\nspec:\n  interval: 8s\n  image: busybox:1.36\n  imagePullPolicy: IfNotPresent\n  command: [sh, -c]\n  args: [\"echo beat $LOOP_NUMBER\"]\n  successfulJobsHistoryLimit: 50\n",
         ns.name
     ));
     wait_for("3 loops run by the in-cluster operator", Duration::from_secs(120), || async {
         (status(&ns, "beat").await.loops_succeeded >= 3).then_some(())
     })
     .await;
-    let row = wait_for("kubectl columns filled in", Duration::from_secs(60), || async {
+    // Next Run is set between loops: 8 s leaves a gap even when a busy node takes 5 s to start
+    // and end a loop's Pod (4 s did not, and every loop overran).
+    let row = wait_for("kubectl columns filled in", Duration::from_secs(90), || async {
         let (_, text) = run("kubectl", &["get", "loopservices", "-n", &ns.name, "--no-headers"]);
         let row = text.lines().next()?.to_string();
         (!row.contains("<none>") && row.split_whitespace().count() == 9).then_some(row)
