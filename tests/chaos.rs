@@ -533,4 +533,101 @@ mod newest_only {
             kills / 10
         );
     }
+
+    /// Run with the chaos tests, alone: 20 loops every 2 s ask the Job controller for more than
+    /// it gives at its default QPS, and would slow every test beside it.
+    ///
+    /// Two releases of the operator (two leader Leases) at once on the same LoopServices: each
+    /// LoopService is worked by the one release that claimed it. 20 LoopServices (on the fake
+    /// nodes) every 2 s with
+    /// history limits of 0 for `TWO_RELEASES_SECONDS` (180); then one release is SIGKILLed and the
+    /// other takes its LoopServices over; started again, it stands by for all of them and says so.
+    #[tokio::test]
+    #[ignore = "needs the local cluster: run `make test`"]
+    async fn two_releases_at_once_each_loopservice_is_worked_by_one_and_no_loop_runs_twice() {
+        let ns = setup("two-releases").await;
+        require_newest(&ns.client).await;
+        let seconds: u64 = std::env::var("TWO_RELEASES_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(180);
+        let names: Vec<String> = (1..=20).map(|i| format!("r{i:02}")).collect();
+        let seen = support::once::watch_jobs(&ns, vec![]);
+        // On the fake nodes: 20 loops every 2 s for minutes would crowd the one real node.
+        for n in &names {
+            let mut v = on_fake_nodes(n, "2s", "1s");
+            v["spec"]["successfulJobsHistoryLimit"] = json!(0);
+            v["spec"]["failedJobsHistoryLimit"] = json!(0);
+            create_ls(&ns, v).await.unwrap();
+        }
+        let release = |lease: &str| {
+            Operator::start(&ns.name, &[("LEADER_ELECT", "true"), ("LEASE_NAME", lease), ("POD_NAMESPACE", ns.name.as_str())])
+        };
+        let (a, b) = (release("release-a"), release("release-b"));
+        let (claim_a, claim_b) = (format!("{}/release-a", ns.name), format!("{}/release-b", ns.name));
+        let claims = || async {
+            let list = ns.loopservices().list(&Default::default()).await.unwrap();
+            list.items
+                .iter()
+                .map(|l| l.annotations().get(loopservice_operator::keys::ANN_CLAIMED_BY).cloned().unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        wait_for("every LoopService claimed", LONG, || async { claims().await.iter().all(|c| !c.is_empty()).then_some(()) }).await;
+        let began = std::time::Instant::now();
+        while began.elapsed() < Duration::from_secs(seconds) {
+            let now = claims().await;
+            assert!(now.iter().all(|c| *c == claim_a || *c == claim_b), "claimed by one of the two: {now:?}");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        let split = claims().await;
+        let by_a = split.iter().filter(|c| **c == claim_a).count();
+        println!("two releases for {seconds} s: {by_a} LoopServices claimed by release-a, {} by release-b", split.len() - by_a);
+        assert!(a.log_text().contains("became the leader") && b.log_text().contains("became the leader"), "both releases led");
+
+        // One release dies: the other takes its LoopServices over once its Lease lapses.
+        let mut a = a;
+        a.signal("KILL");
+        a.wait_exit(Duration::from_secs(10)).await;
+        let killed = std::time::Instant::now();
+        wait_for("release-b to claim every LoopService", Duration::from_secs(120), || async {
+            claims().await.iter().all(|c| *c == claim_b).then_some(())
+        })
+        .await;
+        println!("release-b claimed all 20 LoopServices {:.1} s after release-a was SIGKILLed", killed.elapsed().as_secs_f64());
+        futures::future::join_all(names.iter().map(|n| async {
+            let started = status(&ns, n).await.loops_started;
+            wait_status(&ns, n, "two more loops under release-b", |st| st.last_finished_loop >= started + 2).await;
+        }))
+        .await;
+        // Back again, release-a stands by for all of them: not ready, saying why, and an Event each.
+        let a = release("release-a");
+        let why = wait_for("release-a's /readyz to say it stands by", LONG, || async {
+            a.get_any("/readyz").await.filter(|(code, body)| *code == 503 && body.contains("standing by for 20")).map(|(_, b)| b)
+        })
+        .await;
+        assert!(why.contains(&claim_b), "{why}");
+        let events: Vec<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(ns.client.clone(), &ns.name).list(&Default::default()).await.unwrap().items;
+        let standing: Vec<&str> = events
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("ClaimedElsewhere") && e.note.as_deref().is_some_and(|n| n.contains(&claim_b)))
+            .filter_map(|e| e.regarding.as_ref()?.name.as_deref())
+            .collect();
+        for n in &names {
+            assert!(standing.contains(&n.as_str()), "{n}: no ClaimedElsewhere Event naming release-b; Events: {standing:?}");
+        }
+        assert!(a.log_text().contains("standing by: another release works this loopservice"));
+
+        for n in &names {
+            ns.loopservices().patch(n, &Default::default(), &kube::api::Patch::Merge(json!({"spec": {"suspend": true}}))).await.unwrap();
+        }
+        futures::future::join_all(names.iter().map(|n| {
+            wait_status(&ns, n, "suspended with every loop recorded", |st| {
+                st.active_job.is_none() && st.last_finished_loop == st.loops_started
+            })
+        }))
+        .await;
+        let mut total = 0;
+        for n in &names {
+            total += support::once::assert_once(&ns, n, &seen).await;
+        }
+        println!("two releases: 20 LoopServices, {total} loops created, each once, none lost");
+    }
 }
