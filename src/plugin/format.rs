@@ -136,7 +136,7 @@ pub fn data<T: Serialize>(value: &T, format: Output) -> Result<String, Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn at(s: i64) -> Timestamp {
@@ -204,8 +204,8 @@ mod tests {
         );
     }
 
-    /// A writer whose reader has gone.
-    struct Closed;
+    /// A writer whose reader has gone (`| head` after its lines): the plugin's tests share it.
+    pub(crate) struct Closed;
 
     impl Write for Closed {
         fn write(&mut self, _: &[u8]) -> io::Result<usize> {

@@ -196,15 +196,7 @@ mod tests {
         copy(from, &mut out).await.unwrap();
         assert_eq!(out, log);
 
-        struct Closed;
-        impl Write for Closed {
-            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-                Err(io::ErrorKind::BrokenPipe.into())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
+        use super::format::tests::Closed;
         let from = futures::io::Cursor::new(log);
         assert!(matches!(copy(from, &mut Closed).await, Err(Broken::Write(Error::StdoutClosed))));
     }

@@ -91,13 +91,7 @@ async fn killed_after_the_create_with_the_finished_job_then_deleted_the_loop_is_
 #[tokio::test]
 async fn killed_after_the_status_write_with_history_limit_0_the_next_instance_lets_go_and_deletes_the_job_only() {
     let ls = loopservice(json!({"successfulJobsHistoryLimit": 0}));
-    let running = with_status(&ls, running_first_loop(&ls));
-    let job = ended(loop_job(&ls, 1, t0()), at(5), true);
-    let (client, api) = api_server(vec![Expect::write_status(&running)]);
-    let ctx = context_with_fault(client, clock_at(at(5)), vec![job.clone()], Fault::AfterStatusWrite);
-    let res = reconcile(cached(&running), ctx.clone()).await;
-    assert!(matches!(res, Err(Error::Fault(_))), "{res:?}");
-    let written = api.done(ctx).await.status();
+    let (job, written) = end_stored_then_killed(&ls).await;
     assert_eq!(written.last_finished_loop, 1);
 
     // A new instance: the end is stored, the Job still held.
@@ -144,13 +138,7 @@ async fn a_loopservice_being_deleted_lets_go_of_its_held_jobs() {
 async fn a_loopservice_whose_spec_went_bad_still_lets_go_of_jobs_whose_ends_are_stored() {
     // Loop 1's end is stored, and the instance dies before letting its Job go.
     let ls = loopservice(json!({}));
-    let running = with_status(&ls, running_first_loop(&ls));
-    let job = ended(loop_job(&ls, 1, t0()), at(5), true);
-    let (client, api) = api_server(vec![Expect::write_status(&running)]);
-    let ctx = context_with_fault(client, clock_at(at(5)), vec![job.clone()], Fault::AfterStatusWrite);
-    let res = reconcile(cached(&running), ctx.clone()).await;
-    assert!(matches!(res, Err(Error::Fault(_))), "{res:?}");
-    let written = api.done(ctx).await.status();
+    let (job, written) = end_stored_then_killed(&ls).await;
 
     // Then the spec is edited into one the operator refuses: no loop runs, the Job is let go.
     let bad = with_status(&loopservice(json!({"env": [{"name": "LOOP_NUMBER", "value": "7"}]})), written);
@@ -161,6 +149,19 @@ async fn a_loopservice_whose_spec_went_bad_still_lets_go_of_jobs_whose_ends_are_
     assert_eq!(asked.status().phase, Some(Phase::Invalid));
     assert_eq!(asked.events()[0].reason, Reason::InvalidSpec.as_str());
     assert_eq!(asked.released_jobs(), [job_name(1)]);
+}
+
+/// Loop 1 of `ls` ends at t0 + 5 s; an instance stores its end and is killed right after, before
+/// letting the Job go. Returns the Job (still held) and the status it stored.
+async fn end_stored_then_killed(ls: &crate::crd::LoopService) -> (k8s_openapi::api::batch::v1::Job, crate::crd::LoopServiceStatus) {
+    let running = with_status(ls, running_first_loop(ls));
+    let job = ended(loop_job(ls, 1, t0()), at(5), true);
+    let (client, api) = api_server(vec![Expect::write_status(&running)]);
+    let ctx = context_with_fault(client, clock_at(at(5)), vec![job.clone()], Fault::AfterStatusWrite);
+    let res = reconcile(cached(&running), ctx.clone()).await;
+    assert!(matches!(res, Err(Error::Fault(_))), "{res:?}");
+    let written = api.done(ctx).await.status();
+    (job, written)
 }
 
 fn secs(n: u64) -> kube::runtime::controller::Action {
