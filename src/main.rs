@@ -69,8 +69,9 @@ struct Args {
     /// status writes, deletes of old Jobs and Events wait while any is waiting.
     #[arg(long, env = "CONCURRENCY", default_value_t = Settings::default().concurrency, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
-    /// Reconciles running at once, at most (each LoopService is reconciled by one at a time).
-    /// Most of them wait for a turn to make a request; a waiting reconcile costs a few KiB.
+    /// Reconciles running at once, at most (each LoopService is reconciled by one at a time);
+    /// more wait for a place, namespaces in turn. Most of them wait for a turn to make a
+    /// request; a waiting reconcile costs a few KiB.
     #[arg(long, env = "MAX_RECONCILES", default_value_t = 1024, value_parser = clap::value_parser!(u16).range(1..))]
     max_reconciles: u16,
     /// API requests per second that reconciles make, at most (watches are not counted).

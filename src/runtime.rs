@@ -57,7 +57,9 @@ pub async fn run(
         .applied_objects()
         .predicate_filter(loopservice_fingerprint, Default::default());
     let ctx = Arc::new(Context::new(parts, caches.clone()));
-    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.max_reconciles.max(ctx.settings.concurrency));
+    // No limit here: `reconcile` takes one of `max_reconciles` places, handed out fairly between
+    // namespaces (the controller's own limit serves waiting reconciles in no particular order).
+    let config = kube::runtime::controller::Config::default().concurrency(0);
     let controller = Controller::for_stream(ls_stream, store.clone())
         .owns_stream(cache::job_triggers(job_stream).inspect_ok(crate::orphans::watch(store.clone(), ctx.clone())))
         .with_config(config)

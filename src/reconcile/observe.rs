@@ -150,7 +150,7 @@ async fn current(ls: Arc<LoopService>, ctx: &Context, ns: &str, uid: &str) -> Re
         Some(_) => {}
     }
     let name = ls.name_any();
-    let _turn = ctx.request(Priority::Bookkeeping).await;
+    let _turn = ctx.request(Priority::Bookkeeping, ns).await;
     let mut stored = match Api::<LoopService>::namespaced(ctx.client.clone(), ns).get(&name).await {
         Ok(stored) => stored,
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Current::Gone),
@@ -187,7 +187,7 @@ async fn check(ls: &LoopService, ctx: &Context, ns: &str, prev: &LoopServiceStat
             // A new spec is checked on the way to its first loop; a spec the API server refused
             // before, checked again as it was, is bookkeeping: it never delays a due loop.
             let again = prev.observed_generation == ls.metadata.generation && prev.phase == Some(Phase::Invalid);
-            let _turn = ctx.request(if again { Priority::Bookkeeping } else { Priority::Launch }).await;
+            let _turn = ctx.request(if again { Priority::Bookkeeping } else { Priority::Launch }, ns).await;
             dry_run(ls, &valid, ctx, prev.loops_started.saturating_add(1), now).await
         })
         .await?;
@@ -250,7 +250,7 @@ async fn jobs(seen: &Observed, ctx: &Context) -> Result<(Vec<ObservedJob>, Vec<H
     let mut owned: Vec<Arc<Job>> = ctx.caches.jobs.of(&seen.namespace, uid).into_iter().filter(|j| owns(j, uid)).collect();
     let active = seen.prev.active_job.as_deref().filter(|a| seen.suspect || !owned.iter().any(|j| j.name_any() == *a));
     if let Some(active) = active {
-        let _turn = ctx.request(Priority::Bookkeeping).await;
+        let _turn = ctx.request(Priority::Bookkeeping, &seen.namespace).await;
         let api: Api<Job> = Api::namespaced(ctx.client.clone(), &seen.namespace);
         let stored = api.get_opt(active).await.map_err(|e| Error::GetJob(active.to_string(), e))?;
         owned.retain(|j| j.name_any() != active);
@@ -329,7 +329,7 @@ async fn stuck(seen: &Observed, pods: &[Arc<Pod>], ctx: &Context, now: Timestamp
 async fn pod_create_failure(ctx: &Context, ns: &str, job: &str) -> Option<String> {
     let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(ctx.client.clone(), ns);
     let lp = ListParams::default().fields(&format!("involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"));
-    let _turn = ctx.request(Priority::Bookkeeping).await;
+    let _turn = ctx.request(Priority::Bookkeeping, ns).await;
     match api.list(&lp).await {
         Ok(list) => list
             .items
