@@ -26,6 +26,18 @@ pub async fn start(ns: &str) -> (Operator, String) {
     (op, addr)
 }
 
+/// Starts the operator for the namespaces `namespaces` (a list) and returns it with its HTTP
+/// address.
+pub async fn start_for(namespaces: &[&str]) -> (Operator, String) {
+    let list = namespaces.join(",");
+    let extra = extra_env();
+    let mut env: Vec<(&str, &str)> = vec![("LOG_LEVEL", "warn,loopservice_operator=info"), ("WATCH_NAMESPACES", &list)];
+    env.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let op = Operator::start(namespaces[0], &env);
+    let addr = op.http_addr().await;
+    (op, addr)
+}
+
 /// GETs `path` from `addr`: (status code, body).
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut conn = std::net::TcpStream::connect(addr).ok()?;
