@@ -137,6 +137,63 @@ mod from_1_30 {
     }
 }
 
+/// The operator's peak resident memory (VmHWM) in MiB.
+fn peak_mib(op: &support::Operator) -> f64 {
+    let kib: f64 = std::fs::read_to_string(format!("/proc/{}/status", op.pid()))
+        .expect("the operator runs")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib / 1024.0
+}
+
+/// The largest specs the operator works (just under its 32 KiB cap), 1,000 of them: the
+/// operator that sees them created, and one started with all of them there (its first list
+/// holds them all at once), each stay within the chart's 128 MiB memory limit.
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn a_thousand_of_the_largest_specs_fit_in_the_charts_memory_limit() {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use support::*;
+    const N: usize = 1000;
+    let ns = setup("largest").await;
+    let mut big = ls("x", "1h", "echo never");
+    big["spec"]["suspend"] = true.into();
+    big["spec"]["args"] = (0..2).map(|i| serde_json::json!(format!("{i}{}", "x".repeat(15_850)))).collect();
+    let bytes = serde_json::to_vec(&big["spec"]).unwrap().len();
+    let cap = loopservice_operator::runtime::MAX_SPEC_BYTES;
+    assert!(bytes > cap - 1024 && bytes <= cap, "a spec of {bytes} bytes is not the largest under the {cap}-byte cap");
+    let op = Operator::start(&ns.name, &[]);
+    let creates = futures::stream::iter(0..N).map(|i| {
+        let (ns, mut v) = (&ns, big.clone());
+        async move {
+            v["metadata"]["name"] = format!("largest-{i:04}").into();
+            create_ls(ns, v).await.unwrap_or_else(|e| panic!("create largest-{i:04}: {e}"));
+        }
+    });
+    creates.buffer_unordered(16).collect::<Vec<()>>().await;
+    wait_for("all of them reconciled", Duration::from_secs(300), || async { (op.decided_reconciles().await >= N as u64).then_some(()) })
+        .await;
+    let seen_created = peak_mib(&op);
+    let first = status(&ns, "largest-0000").await;
+    assert_eq!(first.phase, Some(loopservice_operator::crd::Phase::Suspended), "the largest spec under the cap is worked: {first:?}");
+    drop(op);
+    let op = Operator::start(&ns.name, &[]);
+    wait_for("all of them reconciled after a restart", Duration::from_secs(300), || async {
+        (op.decided_reconciles().await >= N as u64).then_some(())
+    })
+    .await;
+    let restarted = peak_mib(&op);
+    println!("{N} suspended LoopServices with {bytes}-byte specs: peak resident memory {seen_created:.1} MiB as they were created, {restarted:.1} MiB when started with them there");
+    for (what, mib) in [("as they were created", seen_created), ("after a restart", restarted)] {
+        assert!(mib < 128.0, "peak resident memory {what} {mib:.1} MiB, past the chart's 128 MiB limit");
+    }
+    assert!(!op.log_text().contains("panicked"), "{}", op.log_text());
+}
+
 /// A tenant cannot make the operator hold more than its cap per LoopService. 20,000 variables
 /// are refused by the schema, naming the field; 40 LoopServices with 1.25 MiB specs that the
 /// schema admits (80 arguments of 16,000 characters) are each refused as InvalidSpec with their
@@ -170,13 +227,8 @@ async fn oversized_specs_are_refused_with_their_size_and_cost_the_operator_nothi
     }
     let started = status(&ns, "healthy").await.last_finished_loop;
     wait_status(&ns, "healthy", "two more loops beside them", |st| st.last_finished_loop >= started + 2).await;
-    let peak_kib: f64 = std::fs::read_to_string(format!("/proc/{}/status", op.pid()))
-        .expect("the operator runs")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    println!("40 specs of 1251 KiB refused; the operator's peak resident memory {:.1} MiB", peak_kib / 1024.0);
-    assert!(peak_kib < 128.0 * 1024.0, "peak resident memory {peak_kib} KiB, past the chart's 128 MiB limit");
+    let peak = peak_mib(&op);
+    println!("40 specs of 1251 KiB refused; the operator's peak resident memory {peak:.1} MiB");
+    assert!(peak < 128.0, "peak resident memory {peak:.1} MiB, past the chart's 128 MiB limit");
     assert!(!op.log_text().contains("panicked"), "{}", op.log_text());
 }
