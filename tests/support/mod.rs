@@ -444,7 +444,7 @@ async fn looked_since(op: &Operator, poke_in: Option<&TestNs>, names: &[&str], s
     }
 }
 
-/// A running operator process, watching one namespace; killed when dropped.
+/// A running operator process, watching one namespace or a few; killed when dropped.
 pub struct Operator {
     pub child: Child,
     pub log: PathBuf,
@@ -452,6 +452,16 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(ns: &str, env: &[(&str, &str)]) -> Operator {
+        Operator::spawn(ns, &["--namespace", ns], env)
+    }
+
+    /// An operator watching the namespaces `namespaces`.
+    pub fn start_for(namespaces: &[&str], env: &[(&str, &str)]) -> Operator {
+        let list = namespaces.join(",");
+        Operator::spawn(namespaces[0], &["--namespaces", &list], env)
+    }
+
+    fn spawn(ns: &str, args: &[&str], env: &[(&str, &str)]) -> Operator {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&dir).unwrap();
         // Two operators started in the same millisecond (two releases) get logs of their own.
@@ -461,7 +471,8 @@ impl Operator {
         let log = dir.join(format!("{ns}-{millis}-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_loopservice-operator"));
-        cmd.args(["--namespace", ns, "--http-addr", "127.0.0.1:0"])
+        cmd.args(args)
+            .args(["--http-addr", "127.0.0.1:0"])
             // Debug logs help a failing test, unless the caller chose a level (a bench does).
             .env("LOG_LEVEL", "info,loopservice_operator=debug")
             .stdin(Stdio::null())
