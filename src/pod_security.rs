@@ -121,7 +121,8 @@ mod tests {
     fn the_texts_of_299_warnings_are_read_with_their_escapes() {
         let texts = warning_texts([RESTRICTED]);
         assert_eq!(texts.len(), 1);
-        assert!(texts[0].starts_with(r#"would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container "loop" must"#));
+        assert!(texts[0]
+            .starts_with(r#"would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container "loop" must"#));
         assert!(texts[0].ends_with(r#"must set securityContext.runAsNonRoot=true)"#), "{}", texts[0]);
         // Several in one value, a date, another code, and text that is not a warning.
         let many = r#"299 - "one, with a comma" "Sat, 05 Dec 2026 04:00:00 GMT", 199 agent "miscellaneous", 299 kube "two""#;
@@ -135,7 +136,10 @@ mod tests {
         let v = violation(&texts).expect("a PodSecurity warning");
         assert_eq!(v.level, Level::Restricted);
         assert_eq!(v.text, texts[1]);
-        let baseline = vec![r#"would violate PodSecurity "baseline:v1.30": privileged (container "loop" must not set securityContext.privileged=true)"#.to_string()];
+        let baseline = vec![
+            r#"would violate PodSecurity "baseline:v1.30": privileged (container "loop" must not set securityContext.privileged=true)"#
+                .to_string(),
+        ];
         assert_eq!(violation(&baseline).map(|v| v.level), Some(Level::Baseline));
         assert_eq!(violation(&[r#"would violate PodSecurity "unheard-of:latest": x"#.into()]), None);
         assert_eq!(violation(&["spec.template: deprecated".into()]), None);

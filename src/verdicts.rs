@@ -81,7 +81,11 @@ mod tests {
         assert_eq!(check("a", "busybox", warned.clone()).await, warned);
         assert_eq!(check("a", "busybox", Verdict::refused("not asked".into())).await, warned, "the same spec is answered from before");
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
-        assert_eq!(check("b", "busybox", Verdict::refused("quota".into())).await.refused.as_deref(), Some("quota"), "another namespace is asked");
+        assert_eq!(
+            check("b", "busybox", Verdict::refused("quota".into())).await.refused.as_deref(),
+            Some("quota"),
+            "another namespace is asked"
+        );
         assert_eq!(check("b", "busybox", takes()).await, takes(), "a refusal is asked again");
         assert_eq!(check("a", "alpine", takes()).await, takes());
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 4);

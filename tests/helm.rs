@@ -63,6 +63,7 @@ fn the_chart_lints_clean() {
         vec!["--set", "metrics.prometheusRule.enabled=true"],
         vec!["--set", "metrics.serviceMonitor.enabled=true"],
         vec!["--set", "grafana.dashboard.enabled=true"],
+        vec!["--set", "admissionPolicy.denyList.enabled=true"],
         observe.to_vec(),
     ] {
         let mut args = vec!["lint", CHART, "--strict"];
@@ -151,6 +152,57 @@ fn the_chart_lints_clean() {
     let none = must("helm", &["template", "x", CHART, "--set", "watchNamespace=team-a", "--set", "rbac.aggregateToDefaultRoles=false"]);
     let kinds: Vec<&str> = none.lines().filter(|l| l.starts_with("kind: Cluster")).collect();
     assert_eq!(kinds, ["kind: ClusterRole", "kind: ClusterRole", "kind: ClusterRoleBinding", "kind: ClusterRoleBinding"], "{none}");
+}
+
+/// The admission policy's deny-list is off by default; on, each check renders as a validation
+/// of its own, and a check turned off is left out.
+#[test]
+#[ignore = "needs helm from the local cluster's tools: run `make test`"]
+fn the_deny_list_renders_only_when_enabled() {
+    let policy = |args: &[&str]| -> serde_yaml::Value {
+        let mut all = vec!["template", "x", CHART, "--show-only", "templates/admission-policy.yaml"];
+        all.extend(args);
+        let text = must("helm", &all);
+        let doc = text.split("\n---").find(|d| d.contains("kind: ValidatingAdmissionPolicy\n")).expect("the policy");
+        serde_yaml::from_str(doc).unwrap()
+    };
+    let messages = |p: &serde_yaml::Value| -> Vec<String> {
+        p["spec"]["validations"].as_sequence().unwrap().iter().filter_map(|v| v["message"].as_str().map(str::to_string)).collect()
+    };
+    let default = policy(&[]);
+    assert_eq!(default["spec"]["validations"].as_sequence().map(Vec::len), Some(1), "only the Job-rights check by default");
+    assert!(default["spec"]["variables"].is_null());
+    let on = policy(&["--set", "admissionPolicy.denyList.enabled=true"]);
+    let all = messages(&on);
+    for words in [
+        "privileged container",
+        ".hostNetwork",
+        ".hostPID",
+        ".hostIPC",
+        "hostPath",
+        "hostPort",
+        "capabilities beyond",
+        "privilege escalation",
+    ] {
+        assert_eq!(all.iter().filter(|m| m.contains(words)).count(), 1, "{words}: {all:#?}");
+    }
+    assert_eq!(all.len(), 8, "{all:#?}");
+    let some = messages(&policy(&[
+        "--set",
+        "admissionPolicy.denyList.enabled=true",
+        "--set",
+        "admissionPolicy.denyList.hostNamespaces=false",
+        "--set",
+        "admissionPolicy.denyList.capabilities=false",
+    ]));
+    assert_eq!(some.len(), 4, "{some:#?}");
+    assert!(!some.iter().any(|m| m.contains("namespaces") || m.contains("capabilities")), "{some:#?}");
+    // The deny-list is part of the policy: nothing of it without the policy, or before 1.30.
+    for off in [&["--set", "admissionPolicy.enabled=false"][..], &["--kube-version", "1.29.0"][..]] {
+        let mut args = vec!["template", "x", CHART, "--set", "admissionPolicy.denyList.enabled=true"];
+        args.extend(off);
+        assert!(!must("helm", &args).contains("this cluster refuses"), "{off:?}");
+    }
 }
 
 #[tokio::test]

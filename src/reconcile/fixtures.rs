@@ -518,9 +518,7 @@ pub fn api_server(expected: Vec<Expect>) -> (Client, ApiServer) {
             for w in &next.warnings {
                 response = response.header("warning", format!("299 - {}", serde_json::to_string(w).expect("a JSON string")));
             }
-            let response = response
-                .body(Body::from(serde_json::to_vec(&answer).expect("a JSON answer")))
-                .expect("a response");
+            let response = response.body(Body::from(serde_json::to_vec(&answer).expect("a JSON answer"))).expect("a response");
             send.send_response(response);
         }
         let left: Vec<String> = expected.iter().map(Expect::describe).collect();

@@ -292,7 +292,9 @@ async fn pod_security_verdict(ctx: &Context, ns: &str, v: &pod_security::Violati
     let (refused, warning) = match (&labels, labels.as_ref().and_then(|l| pod_security::enforced(v, l))) {
         (_, Some(level)) => (Some(format!("its Pods would be refused: namespace {ns} enforces PodSecurity \"{level}\", and {said}")), None),
         (Some(_), None) => (None, Some(format!("{said}; namespace {ns} does not enforce that level, and the loops run"))),
-        (None, None) => (None, Some(format!("{said}; the operator cannot read whether namespace {ns} enforces that level, and the loops run"))),
+        (None, None) => {
+            (None, Some(format!("{said}; the operator cannot read whether namespace {ns} enforces that level, and the loops run")))
+        }
     };
     Ok(Verdict { refused: refused.as_deref().map(clip), warning: warning.as_deref().map(clip) })
 }
