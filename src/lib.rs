@@ -7,6 +7,7 @@ pub mod crd;
 pub mod duration;
 pub mod json_paths;
 pub mod keys;
+pub mod pod_security;
 pub mod reasons;
 pub mod rules;
 pub mod text;

@@ -25,14 +25,15 @@ mod from_1_30 {
         Client::try_from(config).unwrap()
     }
 
-    /// The chart's policy and binding, renamed for this test and bound to its namespace only
-    /// (other tests run beside it); deleted when dropped.
+    /// The chart's policy and binding (rendered with the helm arguments `values`), renamed for
+    /// this test and bound to its namespace only (other tests run beside it); deleted when dropped.
     struct Policy(Vec<(ApiResource, String)>);
 
     impl Policy {
-        async fn install(ns: &TestNs) -> Policy {
+        async fn install(ns: &TestNs, values: &[&str]) -> Policy {
             let out = Command::new("helm")
                 .args(["template", "t", "charts/loopservice-operator", "--show-only", "templates/admission-policy.yaml"])
+                .args(values)
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .output()
                 .expect("helm, from the local cluster's tools (eval \"$(hack/cluster.sh env)\")");
@@ -173,7 +174,7 @@ mod from_1_30 {
         let jobs = json!({"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]});
         grant(&ns, "loops-only", json!([loops])).await;
         grant(&ns, "loops-and-jobs", json!([loops, jobs])).await;
-        let _policy = Policy::install(&ns).await;
+        let _policy = Policy::install(&ns, &[]).await;
         let only: Api<LoopService> = Api::namespaced(as_user("loops-only").await, &ns.name);
         let both: Api<LoopService> = Api::namespaced(as_user("loops-and-jobs").await, &ns.name);
         let privileged: LoopService = serde_json::from_value(ls("root", "1h", "echo hi")).unwrap();
@@ -202,6 +203,68 @@ mod from_1_30 {
             Err(e) => panic!("{e}"),
         }
         both.patch("root", &PatchParams::default(), &Patch::Merge(&change)).await.expect("admitted for a user who may create Jobs");
+    }
+
+    /// The message of the policy's refusal of a dry-run create of `ls`; `None` when admitted.
+    async fn refusal(api: &Api<LoopService>, ls: &LoopService) -> Option<String> {
+        match api.create(&PostParams { dry_run: true, ..PostParams::default() }, ls).await {
+            Err(kube::Error::Api(s)) if s.code == 403 => Some(s.message),
+            _ => None,
+        }
+    }
+
+    /// With the chart's deny-list on, a LoopService whose Pod template asks for what the node
+    /// gives is refused with a message naming what, even from a user who may create Jobs; a
+    /// plain one, and one that adds a capability of the allowed set, are admitted.
+    #[tokio::test]
+    #[ignore = "needs the local cluster: run `make test`"]
+    async fn the_deny_list_refuses_a_pod_template_that_asks_for_the_node_each_with_its_message() {
+        let ns = setup("denylist").await;
+        require_minor(&ns.client, 30).await;
+        let loops = json!({"apiGroups": ["loops.dev"], "resources": ["loopservices"], "verbs": ["get", "create"]});
+        let jobs = json!({"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]});
+        grant(&ns, "jobs-too", json!([loops, jobs])).await;
+        let _policy = Policy::install(&ns, &["--set", "admissionPolicy.denyList.enabled=true"]).await;
+        let api: Api<LoopService> = Api::namespaced(as_user("jobs-too").await, &ns.name);
+        let with_pod = |name: &str, pod: serde_json::Value| -> LoopService {
+            let mut v = ls(name, "1h", "echo hi");
+            v["spec"]["template"] = json!({"spec": pod});
+            serde_json::from_value(v).unwrap()
+        };
+        let container = |extra: serde_json::Value| {
+            let mut c = json!({"name": "helper", "image": "busybox:1.36"});
+            c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            c
+        };
+        // The policy takes a moment to load: a dry run asks until it answers.
+        let privileged = with_pod("privileged", json!({"containers": [container(json!({"securityContext": {"privileged": true}}))]}));
+        let said = wait_for("the deny-list to refuse a privileged container", Duration::from_secs(60), || refusal(&api, &privileged)).await;
+        assert!(said.contains("privileged container"), "{said}");
+        let cases = [
+            (json!({"initContainers": [container(json!({"securityContext": {"privileged": true}}))]}), "privileged container"),
+            (json!({"hostPID": true}), "spec.template.spec.hostPID may not be true"),
+            (json!({"hostNetwork": true}), "spec.template.spec.hostNetwork may not be true"),
+            (json!({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}), "may not use hostPath"),
+            (json!({"containers": [container(json!({"ports": [{"containerPort": 80, "hostPort": 80}]}))]}), "ports[].hostPort"),
+            (
+                json!({"containers": [container(json!({"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}))]}),
+                "add Linux capabilities beyond",
+            ),
+            (
+                json!({"containers": [container(json!({"securityContext": {"allowPrivilegeEscalation": true}}))]}),
+                "allow privilege escalation",
+            ),
+        ];
+        for (pod, words) in cases {
+            let said = refusal(&api, &with_pod("refused", pod.clone())).await.unwrap_or_else(|| panic!("admitted: {pod}"));
+            println!("refused: {said}");
+            assert!(said.contains(words) && said.contains("this cluster refuses LoopServices"), "{pod}: {said}");
+        }
+        api.create(&PostParams::default(), &serde_json::from_value(ls("plain", "1h", "echo hi")).unwrap())
+            .await
+            .expect("a plain one is admitted");
+        let allowed = json!({"containers": [container(json!({"securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}}}))]});
+        api.create(&PostParams::default(), &with_pod("bind", allowed)).await.expect("an allowed capability is admitted");
     }
 }
 
