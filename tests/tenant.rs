@@ -106,7 +106,7 @@ mod from_1_30 {
         let ns = setup("loops-only").await;
         let loops = json!({"apiGroups": ["loops.dev"], "resources": ["loopservices"], "verbs": ["get", "create", "patch", "update"]});
         grant(&ns, "loops-only", json!([loops])).await;
-        let _policy = Policy::install(&ns).await;
+        let _policy = Policy::install(&ns, &[]).await;
         let only: Api<LoopService> = Api::namespaced(as_user("loops-only").await, &ns.name);
         let mut t = super::attacks::Tally::default();
         let with = |name: &str, pod: serde_json::Value| -> LoopService {
