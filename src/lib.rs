@@ -9,6 +9,7 @@ pub mod json_paths;
 pub mod keys;
 pub mod reasons;
 pub mod rules;
+pub mod scope;
 pub mod text;
 // Pure logic: timing, validation, a loop's Job, the status of loops.
 pub mod clock;
@@ -29,6 +30,7 @@ pub mod runtime;
 pub mod telemetry;
 pub mod turns;
 pub mod verdicts;
+pub mod watches;
 // The kubectl plugin.
 pub mod plugin;
 
