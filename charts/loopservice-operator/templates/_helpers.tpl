@@ -29,3 +29,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{- /*
+The namespaces whose LoopServices run, as a JSON list: watchNamespaces, and watchNamespace (the
+older single value) as one more; empty for all namespaces but excludeNamespaces.
+*/}}
+{{- define "loopservice-operator.watchNamespaces" -}}
+{{- $list := concat (.Values.watchNamespaces | default list) (compact (list .Values.watchNamespace)) | uniq }}
+{{- toJson $list }}
+{{- end }}
