@@ -500,14 +500,7 @@ async fn the_operators_rbac_names_its_lease_and_is_enough_to_lead_and_run_loops(
     assert!(!allowed(c, &sa, "kube-system", "create", ("batch", "jobs"), None).await, "nothing outside its namespace");
 
     // The operator, as that ServiceAccount, leads with that Lease and runs a loop.
-    let config = std::fs::read_to_string(std::env::var("KUBECONFIG").expect("KUBECONFIG (eval \"$(hack/cluster.sh env)\")")).unwrap();
-    let mut kc: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
-    for user in kc["users"].as_sequence_mut().unwrap() {
-        user["user"]["as"] = serde_yaml::Value::from(sa.clone());
-    }
-    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-as-operator.kubeconfig", ns.name));
-    std::fs::write(&path, serde_yaml::to_string(&kc).unwrap()).unwrap();
-    let path = path.to_string_lossy().to_string();
+    let path = kubeconfig_as(&sa, &format!("{}-as-operator", ns.name));
     let mut op =
         Operator::start(&ns.name, &[("KUBECONFIG", &path), ("LEADER_ELECT", "true"), ("LEASE_NAME", lease), ("POD_NAMESPACE", &ns.name)]);
     wait_for("the operator to lead", LONG, || async { op.log_text().contains("became the leader").then_some(()) }).await;
