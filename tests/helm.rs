@@ -6,8 +6,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -30,19 +29,6 @@ fn must(cmd: &str, args: &[&str]) -> String {
     let (ok, text) = run(cmd, args);
     assert!(ok, "{cmd} {} failed:\n{text}", args.join(" "));
     text
-}
-
-fn kubectl_apply(yaml: &str) {
-    let mut child = Command::new("kubectl")
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -458,24 +458,8 @@ async fn allowed(client: &Client, user: &str, ns: &str, verb: &str, resource: (&
 async fn the_operators_rbac_names_its_lease_and_is_enough_to_lead_and_run_loops() {
     let ns = setup("rbac").await;
     let lease = "loops-lease";
-    let yaml = helm_template(&[
-        "lso",
-        "charts/loopservice-operator",
-        "-n",
-        &ns.name,
-        "--set",
-        &format!("watchNamespace={}", ns.name),
-        "--set",
-        &format!("leaderElection.leaseName={lease}"),
-        "--set",
-        "rbac.aggregateToDefaultRoles=false",
-        "--show-only",
-        "templates/rbac.yaml",
-        "--show-only",
-        "templates/serviceaccount.yaml",
-    ]);
-    let (ok, out) = kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(&yaml));
-    assert!(ok, "{out}");
+    let yaml = chart_rbac(&ns.name, &[&format!("watchNamespace={}", ns.name), &format!("leaderElection.leaseName={lease}")]);
+    kubectl_apply(&yaml);
     let sa = format!("system:serviceaccount:{}:lso-loopservice-operator", ns.name);
     let leases = ("coordination.k8s.io", "leases");
     let c = &ns.client;

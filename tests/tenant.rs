@@ -188,32 +188,12 @@ async fn oversized_specs_are_refused_with_their_size_and_cost_the_operator_nothi
 #[tokio::test]
 #[ignore = "needs the local cluster: run `make test`"]
 async fn a_namespace_list_runs_its_namespaces_under_roles_there_and_leaves_another_untouched() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-
     use support::*;
 
     let (a, b, c) = (setup("list-a").await, TestNs::new("list-b").await, TestNs::new("list-c").await);
-    let out = Command::new("helm")
-        .args(["template", "lso", "charts/loopservice-operator", "-n", &a.name])
-        .args(["--set", &format!("watchNamespaces={{{},{}}}", a.name, b.name), "--set", "leaderElection.enabled=false"])
-        .args([
-            "--set",
-            "rbac.aggregateToDefaultRoles=false",
-            "--show-only",
-            "templates/rbac.yaml",
-            "--show-only",
-            "templates/serviceaccount.yaml",
-        ])
-        .current_dir(repo_root())
-        .output()
-        .expect("helm, from the local cluster's tools (eval \"$(hack/cluster.sh env)\")");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let yaml = String::from_utf8(out.stdout).unwrap();
+    let yaml = chart_rbac(&a.name, &[&format!("watchNamespaces={{{},{}}}", a.name, b.name), "leaderElection.enabled=false"]);
     assert!(!yaml.contains("kind: Cluster"), "nothing cluster-wide:\n{yaml}");
-    let mut apply = Command::new("kubectl").args(["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    apply.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
-    assert!(apply.wait_with_output().unwrap().status.success(), "kubectl apply of\n{yaml}");
+    kubectl_apply(&yaml);
 
     loopservices_in(&[&a, &b], &c).await;
     let kubeconfig = kubeconfig_as(&format!("system:serviceaccount:{}:lso-loopservice-operator", a.name), &format!("{}-list", a.name));

@@ -619,3 +619,35 @@ pub async fn loopservices_in(watched: &[&TestNs], left: &TestNs) {
         create_ls(ns, ls("beat", "2s", "true")).await.unwrap();
     }
 }
+
+/// The chart's RBAC and ServiceAccount for a release `lso` in `ns`, with `sets` (each a `--set`
+/// value), without the aggregated roles.
+pub fn chart_rbac(ns: &str, sets: &[&str]) -> String {
+    let mut args = vec!["template", "lso", "charts/loopservice-operator", "-n", ns, "--set", "rbac.aggregateToDefaultRoles=false"];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    args.extend(["--show-only", "templates/rbac.yaml", "--show-only", "templates/serviceaccount.yaml"]);
+    let out = Command::new("helm")
+        .args(&args)
+        .current_dir(repo_root())
+        .output()
+        .expect("helm, from the local cluster's tools (eval \"$(hack/cluster.sh env)\")");
+    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `kubectl apply` of `yaml`, whose objects name their namespaces.
+pub fn kubectl_apply(yaml: &str) {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kubectl apply: {}\n{yaml}", String::from_utf8_lossy(&out.stderr));
+}
