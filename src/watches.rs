@@ -77,8 +77,12 @@ struct Merge<K: Resource<DynamicType = ()> + Clone + 'static> {
     first: HashSet<usize>,
     /// Events of namespaces listed early, held until the merged list is over.
     held: VecDeque<(usize, Event<K>)>,
-    /// The names in each namespace's list under way, after its first.
+    /// The names in each namespace's list under way.
     relists: Vec<Option<HashSet<String>>>,
+    /// Namespaces whose first list started again before it ended, and their sweeps, due once
+    /// the merged list is over.
+    restarted: HashSet<usize>,
+    sweeps: Vec<Out<K>>,
     out: VecDeque<Out<K>>,
 }
 
@@ -91,6 +95,8 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Merge<K> {
             first: (0..n).collect(),
             held: VecDeque::new(),
             relists: vec![None; n],
+            restarted: HashSet::new(),
+            sweeps: vec![],
             out: VecDeque::from([Out::Event(Event::Init)]),
         }
     }
@@ -108,15 +114,28 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Merge<K> {
     /// Namespace `i`'s first list, a part of the merged one.
     fn first_list(&mut self, i: usize, event: Event<K>) {
         match event {
-            // The merged list began with the stream; a list started again before it ended (its
-            // watch failed) adds to it.
-            Event::Init => {}
-            Event::InitApply(o) | Event::Apply(o) => self.out.push_back(Out::Event(Event::InitApply(o))),
+            // The merged list began with the stream. A list started again before it ended (its
+            // watch failed) adds to it; what only the earlier attempt had is swept once the
+            // merged list is over.
+            Event::Init => {
+                if self.relists[i].replace(HashSet::new()).is_some() {
+                    self.restarted.insert(i);
+                }
+            }
+            Event::InitApply(o) | Event::Apply(o) => {
+                self.relists[i].get_or_insert_with(HashSet::new).insert(o.name_any());
+                self.out.push_back(Out::Event(Event::InitApply(o)));
+            }
             Event::Delete(_) => {}
             Event::InitDone => {
                 self.first.remove(&i);
+                let seen = self.relists[i].take().unwrap_or_default();
+                if self.restarted.remove(&i) {
+                    self.sweeps.push(Out::Sweep(i, seen));
+                }
                 if self.first.is_empty() {
                     self.out.push_back(Out::Event(Event::InitDone));
+                    self.out.extend(self.sweeps.drain(..));
                     while let Some((j, e)) = self.held.pop_front() {
                         self.changes(j, e);
                     }
@@ -222,6 +241,17 @@ mod tests {
         a.extend([Ok(Event::Apply(cm("a", "x", "2"))), Ok(Event::Delete(cm("a", "gone", "1")))]);
         let (names, ready) = run(vec![("a", a), ("b", list("b", &["x"]))], 7).await;
         assert_eq!(names, ["a/x=2", "b/x=1"]);
+        assert!(ready);
+    }
+
+    #[tokio::test]
+    async fn a_first_list_started_again_keeps_only_what_its_last_attempt_listed() {
+        // a's watch failed while listing: listed again, without y (deleted meanwhile).
+        let mut a = vec![Ok(Event::Init), Ok(Event::InitApply(cm("a", "x", "1"))), Ok(Event::InitApply(cm("a", "y", "1")))];
+        a.extend(list("a", &["x"]));
+        // Init, a/x, a/y, a/x, b/x, InitDone, then y's deletion.
+        let (names, ready) = run(vec![("a", a), ("b", list("b", &["x"]))], 7).await;
+        assert_eq!(names, ["a/x=1", "b/x=1"]);
         assert!(ready);
     }
 
