@@ -200,6 +200,12 @@ async fn a_namespace_list_runs_its_namespaces_under_roles_there_and_leaves_anoth
     let list = format!("{},{}", a.name, b.name);
     let op = Operator::start_with(&a.name, &[], &[("KUBECONFIG", &kubeconfig), ("WATCH_NAMESPACES", &list)]);
     only_the_watched_namespaces_loop(&op, &[&a, &b], &c).await;
+    // Made once the merged watches are listed: their changes come through too, and only theirs.
+    create_ls(&c, ls("later", "2s", "true")).await.unwrap();
+    create_ls(&b, ls("later", "2s", "true")).await.unwrap();
+    wait_status(&b, "later", "a loop of a LoopService made after the start", |st| st.loops_started >= 1).await;
+    wait_jobs(&b, "later", 1).await;
+    assert!(c.loopservices().get("later").await.unwrap().status.is_none());
     assert!(!op.log_text().contains("forbidden"), "{}", op.log_text());
 }
 
