@@ -10,6 +10,7 @@ pub mod keys;
 pub mod pod_security;
 pub mod reasons;
 pub mod rules;
+pub mod scope;
 pub mod text;
 // Pure logic: timing, validation, a loop's Job, the status of loops.
 pub mod clock;
@@ -31,6 +32,7 @@ pub mod runtime;
 pub mod telemetry;
 pub mod turns;
 pub mod verdicts;
+pub mod watches;
 // The kubectl plugin.
 pub mod plugin;
 

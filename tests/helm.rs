@@ -6,8 +6,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -32,19 +31,6 @@ fn must(cmd: &str, args: &[&str]) -> String {
     text
 }
 
-fn kubectl_apply(yaml: &str) {
-    let mut child = Command::new("kubectl")
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[test]
 #[ignore = "needs helm from the local cluster's tools: run `make test`"]
 fn the_chart_lints_clean() {
@@ -60,6 +46,8 @@ fn the_chart_lints_clean() {
         vec![],
         vec!["-f", "hack/values-local.yaml"],
         vec!["--set", "watchNamespace=team-a"],
+        vec!["--set", "watchNamespaces={team-a,team-b}"],
+        vec!["--set", "excludeNamespaces={kube-system,team-c}"],
         vec!["--set", "metrics.prometheusRule.enabled=true"],
         vec!["--set", "metrics.serviceMonitor.enabled=true"],
         vec!["--set", "grafana.dashboard.enabled=true"],
@@ -82,7 +70,7 @@ fn the_chart_lints_clean() {
     assert_eq!(one.matches("kind: ClusterRoleBinding").count(), 2, "{one}");
     assert!(one.contains("name: x-loopservice-operator-claims"), "{one}");
     assert!(one.contains("name: x-loopservice-operator-namespaces"), "{one}");
-    assert!(one.contains("--namespace=team-a"));
+    assert!(one.contains("--namespaces=team-a") && !one.contains("--exclude-namespaces"), "{one}");
 
     // The admission policy (a LoopService only from whoever may create Jobs): on by default
     // where the API server serves it (1.30), left out before, and off when asked.
@@ -203,6 +191,67 @@ fn the_deny_list_renders_only_when_enabled() {
         args.extend(off);
         assert!(!must("helm", &args).contains("this cluster refuses"), "{off:?}");
     }
+}
+
+/// The chart's documents, parsed.
+fn documents(yaml: &str) -> Vec<serde_yaml::Value> {
+    yaml.split("\n---").filter_map(|d| serde_yaml::from_str::<serde_yaml::Value>(d).ok()).filter(|d| d["kind"].is_string()).collect()
+}
+
+/// Whether a role's rules name any of `resources`.
+fn grants_any(role: &serde_yaml::Value, resources: &[&str]) -> bool {
+    let rules = role["rules"].as_sequence().cloned().unwrap_or_default();
+    rules
+        .iter()
+        .flat_map(|r| r["resources"].as_sequence().cloned().unwrap_or_default())
+        .any(|r| resources.contains(&r.as_str().unwrap_or("")))
+}
+
+#[test]
+#[ignore = "needs helm from the local cluster's tools: run `make test`"]
+fn a_namespace_list_gets_a_role_in_each_and_no_cluster_wide_rights_and_kube_system_is_left_out_by_default() {
+    const WATCHED: [&str; 4] = ["loopservices", "jobs", "pods", "events"];
+    let kinds_in = |docs: &[serde_yaml::Value], kind: &str| -> Vec<(String, String)> {
+        let of = |d: &serde_yaml::Value, k: &str| d["metadata"][k].as_str().unwrap_or("").to_string();
+        docs.iter().filter(|d| d["kind"].as_str() == Some(kind)).map(|d| (of(d, "namespace"), of(d, "name"))).collect()
+    };
+    // A list (and the older single value, one more item): a Role and RoleBinding in each.
+    let list =
+        must("helm", &["template", "x", CHART, "-n", "ops", "--set", "watchNamespaces={team-a,team-b}", "--set", "watchNamespace=team-c"]);
+    let docs = documents(&list);
+    let role = |ns: &str| (ns.to_string(), "x-loopservice-operator".to_string());
+    let want = vec![role("team-a"), role("team-b"), role("team-c")];
+    let operator_roles: Vec<_> = kinds_in(&docs, "Role").into_iter().filter(|r| r.1 == "x-loopservice-operator").collect();
+    assert_eq!(operator_roles, want, "{list}");
+    let bindings: Vec<_> = kinds_in(&docs, "RoleBinding").into_iter().filter(|r| r.1 == "x-loopservice-operator").collect();
+    assert_eq!(bindings, want, "{list}");
+    for d in docs.iter().filter(|d| d["kind"].as_str() == Some("RoleBinding")) {
+        assert_eq!(d["subjects"][0]["namespace"].as_str(), Some("ops"), "bound to the operator's ServiceAccount");
+    }
+    // The aggregated roles go to whoever holds view, edit or admin; the operator's own
+    // cluster-wide roles are those its ClusterRoleBindings name.
+    let bound: Vec<&str> = docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("ClusterRoleBinding") && d["subjects"][0]["name"].as_str() == Some("x-loopservice-operator"))
+        .filter_map(|d| d["roleRef"]["name"].as_str())
+        .collect();
+    assert_eq!(bound, ["x-loopservice-operator-claims"], "{list}");
+    for d in
+        docs.iter().filter(|d| d["kind"].as_str() == Some("ClusterRole") && bound.contains(&d["metadata"]["name"].as_str().unwrap_or("")))
+    {
+        assert!(!grants_any(d, &WATCHED), "no cluster-wide right over {WATCHED:?}: {d:?}");
+    }
+    assert!(list.contains("- --namespaces=team-a,team-b,team-c") && !list.contains("--exclude-namespaces"), "{list}");
+    // The default: cluster-wide, kube-system left out by the operator's watches.
+    let all = must("helm", &["template", "x", CHART]);
+    let docs = documents(&all);
+    assert_eq!(kinds_in(&docs, "ClusterRole").iter().filter(|r| r.1 == "x-loopservice-operator").count(), 1, "{all}");
+    assert!(kinds_in(&docs, "Role").iter().all(|r| r.1 != "x-loopservice-operator"), "{all}");
+    assert!(all.contains("- --exclude-namespaces=kube-system") && !all.contains("--namespaces="), "{all}");
+    let more = must("helm", &["template", "x", CHART, "--set", "excludeNamespaces={kube-system,team-c}"]);
+    assert!(more.contains("- --exclude-namespaces=kube-system,team-c"), "{more}");
+    let none = must("helm", &["template", "x", CHART, "--set", "excludeNamespaces=null"]);
+    assert!(!none.contains("--exclude-namespaces") && !none.contains("--namespaces="), "{none}");
 }
 
 #[tokio::test]

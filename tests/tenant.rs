@@ -1,6 +1,7 @@
 //! A tenant gets no more through a LoopService than a Job would give it: the chart's admission
 //! policy admits a LoopService, or a change of its spec, only from a user who may create Jobs
-//! in its namespace.
+//! in its namespace. An operator told to watch a list of namespaces works in those only, with
+//! the chart's Roles there, and never touches a LoopService elsewhere.
 
 mod support;
 
@@ -618,4 +619,79 @@ async fn oversized_specs_are_refused_with_their_size_and_cost_the_operator_nothi
     println!("40 specs of 1251 KiB refused; the operator's peak resident memory {peak:.1} MiB");
     assert!(peak < 128.0, "peak resident memory {peak:.1} MiB, past the chart's 128 MiB limit");
     assert!(!op.log_text().contains("panicked"), "{}", op.log_text());
+}
+
+/// A list of namespaces: the operator, as the chart's ServiceAccount with nothing but the
+/// chart's Roles in the two listed namespaces, runs their LoopServices and never touches one in
+/// a third.
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn a_namespace_list_runs_its_namespaces_under_roles_there_and_leaves_another_untouched() {
+    use support::*;
+
+    let (a, b, c) = (setup("list-a").await, TestNs::new("list-b").await, TestNs::new("list-c").await);
+    let yaml = chart_rbac(&a.name, &[&format!("watchNamespaces={{{},{}}}", a.name, b.name), "leaderElection.enabled=false"]);
+    assert!(!yaml.contains("kind: Cluster"), "nothing cluster-wide:\n{yaml}");
+    kubectl_apply(&yaml);
+
+    loopservices_in(&[&a, &b], &c).await;
+    let kubeconfig = kubeconfig_as(&format!("system:serviceaccount:{}:lso-loopservice-operator", a.name), &format!("{}-list", a.name));
+    let list = format!("{},{}", a.name, b.name);
+    let op = Operator::start_with(&a.name, &[], &[("KUBECONFIG", &kubeconfig), ("WATCH_NAMESPACES", &list)]);
+    only_the_watched_namespaces_loop(&op, &[&a, &b], &c).await;
+    // Made once the merged watches are listed: their changes come through too, and only theirs.
+    create_ls(&c, ls("later", "2s", "true")).await.unwrap();
+    create_ls(&b, ls("later", "2s", "true")).await.unwrap();
+    wait_status(&b, "later", "a loop of a LoopService made after the start", |st| st.loops_started >= 1).await;
+    wait_jobs(&b, "later", 1).await;
+    assert!(c.loopservices().get("later").await.unwrap().status.is_none());
+    assert!(!op.log_text().contains("forbidden"), "{}", op.log_text());
+}
+
+/// All namespaces but a list: one cluster-wide watch per kind, with the field selector the
+/// operator makes, which the API server serves for LoopServices, Jobs and Pods (on Kubernetes
+/// 1.20 too). What the operator does with it runs alone, in tests/chaos.rs: a cluster-wide
+/// operator would run the LoopServices of the tests beside it.
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn the_field_selector_of_an_exclusion_list_leaves_those_namespaces_out_of_each_watch() {
+    use std::collections::BTreeSet;
+
+    use futures::TryStreamExt;
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{ApiResource, DynamicObject, ListParams};
+    use kube::runtime::watcher::{self, watcher};
+    use kube::{Api, ResourceExt};
+    use loopservice_operator::crd::LoopService;
+    use loopservice_operator::scope::Scope;
+
+    use support::*;
+
+    let (a, c) = (setup("exclude-a").await, TestNs::new("exclude-c").await);
+    for ns in [&a, &c] {
+        create_ls(ns, ls("idle", "1h", "true")).await.unwrap();
+        create_foreign_job(ns, "mine").await;
+    }
+    for ns in [&a, &c] {
+        let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+        wait_for("the Job's Pod", LONG, || async { (!pods.list(&ListParams::default()).await.ok()?.items.is_empty()).then_some(()) }).await;
+    }
+    let scope = Scope::new(&[], &[c.name.clone(), "kube-system".into()]).unwrap();
+    for ar in [ApiResource::erase::<LoopService>(&()), ApiResource::erase::<Job>(&()), ApiResource::erase::<Pod>(&())] {
+        let api: Api<DynamicObject> = Api::all_with(a.client.clone(), &ar);
+        let mut events = std::pin::pin!(watcher(api, scope.config(watcher::Config::default())));
+        let mut seen = BTreeSet::new();
+        while let Some(event) = events.try_next().await.unwrap() {
+            match event {
+                watcher::Event::InitApply(o) => {
+                    seen.insert(o.namespace().unwrap_or_default());
+                }
+                watcher::Event::InitDone => break,
+                _ => {}
+            }
+        }
+        assert!(seen.contains(&a.name), "{}: {seen:?}", ar.plural);
+        assert!(!seen.contains(&c.name) && !seen.contains("kube-system"), "{}: {seen:?}", ar.plural);
+    }
 }
