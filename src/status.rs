@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use crate::crd::{Condition, LoopError, LoopRecord, LoopResult, LoopServiceStatus, Overrun, Phase, Time, Trigger};
 use crate::job::{ObservedJob, Outcome, PreviousResult};
 use crate::reasons::{condition_status, ConditionType, Reason};
-use crate::schedule::{self, Jitter, PreviousLoop};
+use crate::schedule::{self, Alignment, Grid, Jitter, PreviousLoop};
 use crate::text::{clip, clip_to};
 
 pub mod why;
@@ -448,6 +448,8 @@ pub struct Rules<'a> {
     pub jitter: Option<&'a Jitter<'a>>,
     /// spec.failureBackoff: (initial, max).
     pub backoff: Option<(Duration, Duration)>,
+    /// spec.alignment.
+    pub alignment: Option<Alignment>,
 }
 
 /// Why the next scheduled loop is due when it is: the terms of the loop rule,
@@ -458,7 +460,8 @@ pub struct Timing {
     /// The previous loop's start, as recorded (never after `now`).
     pub previous_start: Option<Timestamp>,
     /// What the interval counts from: the previous start without its jitter delay (manual
-    /// loops have none), so delays never add up.
+    /// loops have none), so delays never add up; with spec.alignment, the grid point it was
+    /// due at when it started on time (see [`Grid::anchor`]).
     pub anchor: Option<Timestamp>,
     /// anchor + interval.
     pub by_interval: Option<Timestamp>,
@@ -469,6 +472,10 @@ pub struct Timing {
     pub by_rule: Timestamp,
     /// After failures in a row: no loop before this instant.
     pub backoff: Option<Backoff>,
+    /// With spec.alignment: the grid the due time moves onto, from `off_grid`, the later of
+    /// the loop rule's time and the backoff's.
+    pub grid: Option<Grid>,
+    pub off_grid: Timestamp,
     /// The next loop's number, when it is due, and its jitter delay after that.
     pub next: i64,
     pub due: Timestamp,
@@ -493,15 +500,19 @@ pub fn timing(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> 
     // instance's) or an edited status must not hold the loop back longer than one interval.
     let past = |t: Time| t.0.min(now);
     let previous_start = status.last_start_time.map(past);
+    let grid = rules.alignment.map(|a| Grid { interval: rules.interval, offset: a.offset });
     let anchor = previous_start.map(|start| match rules.jitter {
         Some(j) if !manual(status, status.loops_started) => schedule::sub(start, j.offset(status.loops_started)),
         _ => start,
     });
+    let anchor = anchor.map(|a| grid.map_or(a, |g| g.anchor(a)));
     let previous_end = previous_start.map(|start| status.last_completion_time.map(past).map_or(start, |e| e.max(start)));
     let previous = anchor.map(|start| PreviousLoop { start, end: previous_end });
-    let by_rule = match (previous, rules.jitter) {
-        // The first loop is due when the LoopService was created, a fixed instant to jitter from.
-        (None, Some(j)) => j.created.min(now),
+    // With jitter or alignment, the first loop is due when the LoopService was created (then
+    // on the grid), a fixed instant to jitter from.
+    let created = rules.jitter.map(|j| j.created).or(rules.alignment.map(|a| a.created));
+    let by_rule = match (previous, created) {
+        (None, Some(created)) => created.min(now),
         _ => schedule::next_start(previous, rules.interval, now).unwrap_or(now),
     };
     // After failures in a row, the next loop waits at least the backoff after the latest
@@ -513,7 +524,9 @@ pub fn timing(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> 
         }
         _ => None,
     };
-    let due = backoff.map_or(by_rule, |b| by_rule.max(b.until));
+    let off_grid = backoff.map_or(by_rule, |b| by_rule.max(b.until));
+    // With alignment, the first grid point at or after it: after an overrun or a backoff too.
+    let due = grid.map_or(off_grid, |g| g.at_or_after(off_grid));
     let next = status.loops_started.saturating_add(1);
     let jitter = rules.jitter.map(|j| j.offset(next));
     Timing {
@@ -523,6 +536,8 @@ pub fn timing(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> 
         previous_end,
         by_rule,
         backoff,
+        grid,
+        off_grid,
         next,
         due,
         jitter,
@@ -858,7 +873,7 @@ mod tests {
         let (mut st, notes) = record_jobs(st, jobs, I, t(now));
         let d = super::decide(
             &st,
-            &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+            &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
             t(now),
         );
         finalize(&mut st, &d, None, Some(1), t(now));
@@ -1004,7 +1019,7 @@ mod tests {
         assert_eq!(
             super::decide(
                 &st,
-                &Rules { loops: Some(3), suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                &Rules { loops: Some(3), suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
                 t(2.0)
             ),
             Decision::Finished
@@ -1012,7 +1027,7 @@ mod tests {
         assert_eq!(
             super::decide(
                 &st,
-                &Rules { loops: Some(4), suspended: true, run_request: None, interval: I, jitter: None, backoff: None },
+                &Rules { loops: Some(4), suspended: true, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
                 t(2.0)
             ),
             Decision::Suspended
@@ -1020,7 +1035,7 @@ mod tests {
         assert!(matches!(
             super::decide(
                 &st,
-                &Rules { loops: Some(4), suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                &Rules { loops: Some(4), suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
                 t(2.0)
             ),
             Decision::Wait { .. }
@@ -1032,7 +1047,7 @@ mod tests {
         assert!(matches!(
             super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
                 t(500.0)
             ),
             Decision::Launch { loop_number: 4, .. }
@@ -1134,7 +1149,7 @@ mod tests {
         // Due at 10 s; a request at 3 s starts loop 2 now.
         let d = super::decide(
             &st,
-            &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+            &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None, alignment: None },
             t(3.0),
         );
         assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(3.0), run_request: Some("a".into()) });
@@ -1148,7 +1163,7 @@ mod tests {
         assert_eq!(
             super::decide(
                 &st3,
-                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None, alignment: None },
                 t(5.0)
             ),
             Decision::Wait { until: t(13.0) }
@@ -1157,7 +1172,7 @@ mod tests {
         assert!(matches!(
             super::decide(
                 &st3,
-                &Rules { loops: None, suspended: false, run_request: Some("b"), interval: I, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: Some("b"), interval: I, jitter: None, backoff: None, alignment: None },
                 t(5.0)
             ),
             Decision::Launch { loop_number: 3, run_request: Some(_), .. }
@@ -1165,7 +1180,7 @@ mod tests {
         assert_eq!(
             super::decide(
                 &st3,
-                &Rules { loops: None, suspended: false, run_request: Some(""), interval: I, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: Some(""), interval: I, jitter: None, backoff: None, alignment: None },
                 t(5.0)
             ),
             Decision::Wait { until: t(13.0) }
@@ -1180,7 +1195,7 @@ mod tests {
         assert_eq!(
             super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None, alignment: None },
                 t(2.0)
             ),
             Decision::Running { job: "r-1".into() }
@@ -1189,7 +1204,7 @@ mod tests {
         assert_eq!(
             super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None, alignment: None },
                 t(4.2)
             ),
             Decision::Launch { loop_number: 2, scheduled: t(4.2), run_request: Some("a".into()) }
@@ -1204,7 +1219,7 @@ mod tests {
         assert_eq!(
             super::decide(
                 &st,
-                &Rules { loops: None, suspended: true, run_request: None, interval: I, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: true, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
                 t(2.0)
             ),
             Decision::Suspended
@@ -1212,7 +1227,7 @@ mod tests {
         assert!(matches!(
             super::decide(
                 &st,
-                &Rules { loops: None, suspended: true, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: true, run_request: Some("a"), interval: I, jitter: None, backoff: None, alignment: None },
                 t(2.0)
             ),
             Decision::Launch { loop_number: 2, .. }
@@ -1223,7 +1238,7 @@ mod tests {
         assert_eq!(
             super::decide(
                 &st,
-                &Rules { loops: None, suspended: true, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: true, run_request: Some("a"), interval: I, jitter: None, backoff: None, alignment: None },
                 t(3.5)
             ),
             Decision::Suspended,
@@ -1233,7 +1248,15 @@ mod tests {
         assert_eq!(
             super::decide(
                 &st,
-                &Rules { loops: Some(1), suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                &Rules {
+                    loops: Some(1),
+                    suspended: false,
+                    run_request: Some("a"),
+                    interval: I,
+                    jitter: None,
+                    backoff: None,
+                    alignment: None
+                },
                 t(3.5)
             ),
             Decision::Finished
@@ -1241,7 +1264,15 @@ mod tests {
         assert!(matches!(
             super::decide(
                 &st,
-                &Rules { loops: Some(1), suspended: false, run_request: Some("b"), interval: I, jitter: None, backoff: None },
+                &Rules {
+                    loops: Some(1),
+                    suspended: false,
+                    run_request: Some("b"),
+                    interval: I,
+                    jitter: None,
+                    backoff: None,
+                    alignment: None
+                },
                 t(3.5)
             ),
             Decision::Launch { loop_number: 3, .. }
@@ -1250,7 +1281,15 @@ mod tests {
         assert_eq!(
             super::decide(
                 &st,
-                &Rules { loops: Some(2), suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                &Rules {
+                    loops: Some(2),
+                    suspended: false,
+                    run_request: Some("a"),
+                    interval: I,
+                    jitter: None,
+                    backoff: None,
+                    alignment: None
+                },
                 t(3.5)
             ),
             Decision::Wait { until: t(12.0) }
@@ -1271,7 +1310,7 @@ mod tests {
         assert_eq!(
             super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None, alignment: None },
                 t(5.5)
             ),
             Decision::Wait { until: t(13.0) }
@@ -1396,7 +1435,7 @@ mod tests {
             let due = 100.0 + 10.0 * (n - 1) as f64;
             let d = super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None },
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None, alignment: None },
                 t(now),
             );
             if off > 0.005 {
@@ -1404,7 +1443,15 @@ mod tests {
                 assert_eq!(
                     super::decide(
                         &st,
-                        &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None },
+                        &Rules {
+                            loops: None,
+                            suspended: false,
+                            run_request: None,
+                            interval: I,
+                            jitter: Some(&j),
+                            backoff: None,
+                            alignment: None
+                        },
                         t(now + 0.5).min(t(due + off - 0.01))
                     ),
                     d,
@@ -1414,7 +1461,7 @@ mod tests {
             now = due + off;
             let d = super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None },
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None, alignment: None },
                 t(now),
             );
             assert_eq!(d, Decision::Launch { loop_number: n, scheduled: t(due), run_request: None }, "loop {n}");
@@ -1427,7 +1474,7 @@ mod tests {
         // Ten loops later the due times are still exactly one interval apart: 100, 110, ... 190.
         let next = super::decide(
             &st,
-            &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None },
+            &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None, alignment: None },
             t(now),
         );
         assert_eq!(next, Decision::Wait { until: t(200.0 + j.offset(11).as_secs_f64()) });
@@ -1440,7 +1487,7 @@ mod tests {
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
         assert!(
-            matches!(super::decide(&st, &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: Some(&j), backoff: None }, t(3.0)), Decision::Launch { scheduled, .. } if scheduled == t(3.0))
+            matches!(super::decide(&st, &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: Some(&j), backoff: None, alignment: None }, t(3.0)), Decision::Launch { scheduled, .. } if scheduled == t(3.0))
         );
         launched(&mut st, 2, "r-2", t(3.0), t(3.0), Some("a"));
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, Some((4.0, true))), "a")];
@@ -1448,11 +1495,115 @@ mod tests {
         assert_eq!(
             super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: Some(&j), backoff: None },
+                &Rules {
+                    loops: None,
+                    suspended: false,
+                    run_request: Some("a"),
+                    interval: I,
+                    jitter: Some(&j),
+                    backoff: None,
+                    alignment: None
+                },
                 t(4.5)
             ),
             Decision::Wait { until: t(13.0 + j.offset(3).as_secs_f64()) }
         );
+    }
+
+    /// Loop 1 (a scheduled loop, or one for run request `request`), due at `due`, started at
+    /// `start` and ended at `end`, succeeded or not (`ok`), as recorded at its end.
+    fn after_loop_1(due: f64, start: f64, end: f64, ok: bool, request: Option<&str>) -> LoopServiceStatus {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(due), t(start), request);
+        let mut j = job(1, start, Some((end, ok)));
+        (j.scheduled, j.run_request) = (Some(t(due)), request.map(Into::into));
+        record_jobs(&st, &[j], I, t(end)).0
+    }
+
+    #[test]
+    fn alignment_puts_every_due_time_on_the_grid() {
+        // Interval 10 s, offset 3 s: the grid is 3, 13, 23, ... s after the epoch; the
+        // LoopService was created at 101.
+        let a = Alignment { offset: Duration::from_secs(3), created: t(101.0) };
+        let j = Jitter { uid: "u-1", max: Duration::from_secs(5), created: t(101.0) };
+        let backoff = Some((Duration::from_secs(15), Duration::from_secs(60)));
+        let rules = |jitter: Option<&'static Jitter<'static>>, backoff, run_request| Rules {
+            loops: None,
+            suspended: false,
+            run_request,
+            interval: I,
+            jitter,
+            backoff,
+            alignment: Some(a),
+        };
+        let j: &'static Jitter<'static> = Box::leak(Box::new(j));
+        let launch = |at: f64| Decision::Launch { loop_number: 2, scheduled: t(at), run_request: None };
+        let wait = |at: f64| Decision::Wait { until: t(at) };
+        let none = LoopServiceStatus::default();
+        #[rustfmt::skip]
+        let cases: Vec<(&str, LoopServiceStatus, Rules<'_>, f64, Decision)> = vec![
+            // The first loop waits for the first grid point at or after the creation.
+            ("first loop waits for the grid", none.clone(), rules(None, None, None), 101.0, Decision::Wait { until: t(103.0) }),
+            ("first loop on the grid", none.clone(), rules(None, None, None), 103.0, Decision::Launch { loop_number: 1, scheduled: t(103.0), run_request: None }),
+            // A start a little late (the reconcile, the create) still counts from its grid point.
+            ("normal", after_loop_1(103.0, 103.4, 105.0, true, None), rules(None, None, None), 105.0, wait(113.0)),
+            ("normal, due", after_loop_1(103.0, 103.4, 105.0, true, None), rules(None, None, None), 113.0, launch(113.0)),
+            // An overrun: the next loop waits for the grid point after the end, not at once.
+            ("overrun", after_loop_1(103.0, 103.0, 115.5, true, None), rules(None, None, None), 115.5, wait(123.0)),
+            ("overrun ending on a grid point", after_loop_1(103.0, 103.0, 123.0, true, None), rules(None, None, None), 123.0, launch(123.0)),
+            // After hours of downtime one loop is due at once (its grid point is long past) ...
+            ("downtime", after_loop_1(103.0, 103.0, 104.0, true, None), rules(None, None, None), 7300.0, launch(113.0)),
+            // ... and the loop after it is one interval later at least, back on the grid.
+            ("after downtime", after_loop_1(113.0, 7300.0, 7301.0, true, None), rules(None, None, None), 7301.0, wait(7313.0)),
+            // Jitter delays the start after the grid point; the next due counts from the grid
+            // point, not from the delayed start.
+            ("jitter", after_loop_1(103.0, 103.0 + j.offset(1).as_secs_f64() + 0.2, 109.0, true, None), rules(Some(j), None, None), 109.0, wait(113.0 + j.offset(2).as_secs_f64())),
+            // A failure's backoff (15 s after its end at 105) moves the due to 120, then onto the grid.
+            ("backoff", after_loop_1(103.0, 103.0, 105.0, false, None), rules(None, backoff, None), 105.0, wait(123.0)),
+            // A run request starts at once, off the grid; the next loop is the first grid
+            // point at least one interval after its start.
+            ("run now", after_loop_1(100.0, 107.5, 108.0, true, None), rules(None, None, Some("go")), 108.0, Decision::Launch { loop_number: 2, scheduled: t(108.0), run_request: Some("go".into()) }),
+            ("after run now", after_loop_1(107.5, 107.5, 108.0, true, Some("go")), rules(None, None, Some("go")), 108.0, wait(123.0)),
+        ];
+        for (name, st, rules, now, want) in cases {
+            assert_eq!(super::decide(&st, &rules, t(now)), want, "{name}");
+        }
+        // Without alignment the same loops are start-anchored, as before.
+        let off = Rules { alignment: None, ..rules(None, None, None) };
+        assert_eq!(super::decide(&none, &off, t(101.0)), Decision::Launch { loop_number: 1, scheduled: t(101.0), run_request: None });
+        assert_eq!(super::decide(&after_loop_1(103.0, 103.4, 105.0, true, None), &off, t(105.0)), wait(113.4));
+        assert_eq!(super::decide(&after_loop_1(103.0, 103.0, 115.5, true, None), &off, t(115.5)), launch(115.5));
+        // The status's next run time is the aligned one.
+        let mut st = after_loop_1(103.0, 103.0, 115.5, true, None);
+        let d = super::decide(&st, &rules(None, None, None), t(115.5));
+        finalize(&mut st, &d, None, Some(1), t(115.5));
+        assert_eq!(st.next_run_time, Some(Time(t(123.0))));
+    }
+
+    #[test]
+    fn aligned_loops_stay_on_the_grid_and_never_closer_than_one_interval() {
+        // Loops of random lengths (some overrun), started up to 0.5 s late: every due time is
+        // on the grid, and every start at least one interval (less the slack) after the last.
+        let a = Alignment { offset: Duration::from_millis(2500), created: t(0.0) };
+        let rules =
+            Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: Some(a) };
+        let mut st = LoopServiceStatus::default();
+        let (mut jobs, mut now, mut last_start) = (vec![], 0.0, None::<f64>);
+        for n in 1..=40i64 {
+            let Decision::Wait { until } = super::decide(&st, &rules, t(now)) else { panic!("loop {n} due at {now}") };
+            let due = until.as_millisecond() as f64 / 1000.0;
+            assert_eq!((due * 1000.0) as i64 % 10_000, 2_500, "loop {n} due at {due}");
+            let start = due + (n % 6) as f64 * 0.1;
+            assert_eq!(super::decide(&st, &rules, t(due)), Decision::Launch { loop_number: n, scheduled: t(due), run_request: None });
+            if let Some(last) = last_start {
+                assert!(start - last >= 9.0, "loop {n} started {start}, {} after the previous", start - last);
+            }
+            launched(&mut st, n, &format!("r-{n}"), t(due), t(start), None);
+            let end = start + [1.0, 4.0, 12.0, 25.0, 9.65][n as usize % 5];
+            jobs.push(job(n, start, Some((end, true))));
+            st = record_jobs(&st, &jobs, I, t(end)).0;
+            (now, last_start) = (end, Some(start));
+        }
     }
 
     #[test]
@@ -1471,7 +1622,7 @@ mod tests {
             st = next;
             let Decision::Wait { until } = super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: b },
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: b, alignment: None },
                 t(end + 0.1),
             ) else {
                 panic!("loop {n}")
@@ -1481,7 +1632,15 @@ mod tests {
             assert!(matches!(
                 super::decide(
                     &st,
-                    &Rules { loops: None, suspended: false, run_request: Some("now"), interval: I, jitter: None, backoff: b },
+                    &Rules {
+                        loops: None,
+                        suspended: false,
+                        run_request: Some("now"),
+                        interval: I,
+                        jitter: None,
+                        backoff: b,
+                        alignment: None
+                    },
                     t(end + 0.1)
                 ),
                 Decision::Launch { .. }
@@ -1504,7 +1663,7 @@ mod tests {
             st = record_jobs(&st, &jobs, one, t(end)).0;
             let Decision::Wait { until } = super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: one, jitter: None, backoff: b },
+                &Rules { loops: None, suspended: false, run_request: None, interval: one, jitter: None, backoff: b, alignment: None },
                 t(end),
             ) else {
                 after_end.push(0.0);
@@ -1534,7 +1693,7 @@ mod tests {
         assert!(note.message.contains("after 2 loops failed in a row"), "{}", note.message);
         let d = super::decide(
             &st,
-            &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+            &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
             t(100.0),
         );
         assert_eq!(d, Decision::SuspendedAfterFailures { failures: 2, r#loop: 2 });
@@ -1550,7 +1709,7 @@ mod tests {
         assert!(matches!(
             super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: Some("r"), interval: I, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: Some("r"), interval: I, jitter: None, backoff: None, alignment: None },
                 t(101.0)
             ),
             Decision::Launch { .. }
@@ -1561,7 +1720,7 @@ mod tests {
         assert!(matches!(
             super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
                 t(102.0)
             ),
             Decision::Launch { loop_number: 3, .. }
@@ -1576,7 +1735,7 @@ mod tests {
         assert_eq!(
             super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
                 t(55.0)
             ),
             Decision::Wait { until: t(60.0) }
@@ -1599,7 +1758,7 @@ mod tests {
         assert_eq!(
             super::decide(
                 &lowered,
-                &Rules { loops: None, suspended: false, run_request: None, interval: ten, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: None, interval: ten, jitter: None, backoff: None, alignment: None },
                 t(20.5)
             ),
             Decision::Launch { loop_number: 2, scheduled: t(20.0), run_request: None }
@@ -1612,7 +1771,7 @@ mod tests {
         assert_eq!(
             super::decide(
                 &raised,
-                &Rules { loops: None, suspended: false, run_request: None, interval: thirty, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: None, interval: thirty, jitter: None, backoff: None, alignment: None },
                 t(20.5)
             ),
             Decision::Wait { until: t(30.0) }
@@ -1632,7 +1791,15 @@ mod tests {
             assert_ne!(
                 super::decide(
                     &st,
-                    &Rules { loops: Some(10), suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                    &Rules {
+                        loops: Some(10),
+                        suspended: false,
+                        run_request: None,
+                        interval: I,
+                        jitter: None,
+                        backoff: None,
+                        alignment: None
+                    },
                     t(start + 2.0)
                 ),
                 Decision::Finished
@@ -1641,7 +1808,7 @@ mod tests {
         // The running loop is left to end as usual.
         let d = super::decide(
             &st,
-            &Rules { loops: Some(2), suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+            &Rules { loops: Some(2), suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
             t(53.0),
         );
         assert_eq!(d, Decision::Running { job: "r-5".into() });
@@ -1653,7 +1820,15 @@ mod tests {
             assert_eq!(
                 super::decide(
                     &st,
-                    &Rules { loops: Some(2), suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                    &Rules {
+                        loops: Some(2),
+                        suspended: false,
+                        run_request: None,
+                        interval: I,
+                        jitter: None,
+                        backoff: None,
+                        alignment: None
+                    },
                     t(now)
                 ),
                 Decision::Finished,
@@ -1690,21 +1865,25 @@ mod tests {
         assert_eq!(
             super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
                 t(100.0)
             ),
             Decision::Wait { until: t(110.0) }
         );
         let backoff = Some((Duration::from_secs(4), Duration::from_secs(60)));
         assert_eq!(
-            super::decide(&st, &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff }, t(100.0)),
+            super::decide(
+                &st,
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff, alignment: None },
+                t(100.0)
+            ),
             Decision::Wait { until: t(110.0) }
         );
         let long = Some((Duration::from_secs(30), Duration::from_secs(60)));
         assert_eq!(
             super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: long },
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: long, alignment: None },
                 t(100.0)
             ),
             Decision::Wait { until: t(130.0) }
