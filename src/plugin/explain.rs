@@ -1,7 +1,7 @@
 //! `explain-timing NAME`: why the next loop starts when it does. This renders the operator's
 //! own verdict, `status::why::why` on the stored status with the spec as the operator
 //! validates it: what sets the next start, what happens next, and each factor (interval,
-//! overrun, failure backoff, jitter, suspend, loops limit, run request), whether it applies
+//! overrun, failure backoff, alignment, jitter, suspend, loops limit, run request), whether it applies
 //! and the instant it implies. Nothing here works out timing; it only puts it in words.
 
 use std::time::Duration;
@@ -53,7 +53,7 @@ pub struct Next {
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct Factor {
-    /// interval, overrun, failureBackoff, jitter, suspend, loopsLimit or runRequest.
+    /// interval, overrun, failureBackoff, alignment, jitter, suspend, loopsLimit or runRequest.
     pub factor: &'static str,
     pub applies: bool,
     pub detail: String,
