@@ -848,6 +848,10 @@ mod tests {
     fn t(s: f64) -> Timestamp {
         Timestamp::from_millisecond((s * 1000.0) as i64).unwrap()
     }
+    /// The rules over interval `I` with no jitter, backoff or alignment.
+    fn plain(loops: Option<i64>, suspended: bool, run_request: Option<&str>) -> Rules<'_> {
+        Rules { loops, suspended, run_request, interval: I, jitter: None, backoff: None, alignment: None }
+    }
     fn job(n: i64, start: f64, end: Option<(f64, bool)>) -> ObservedJob {
         ObservedJob {
             name: format!("r-{n}"),
@@ -871,11 +875,7 @@ mod tests {
     /// One full reconcile of the pure parts, as the controller runs them.
     fn step(st: &LoopServiceStatus, jobs: &[ObservedJob], now: f64) -> (LoopServiceStatus, Decision, Vec<Note>) {
         let (mut st, notes) = record_jobs(st, jobs, I, t(now));
-        let d = super::decide(
-            &st,
-            &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
-            t(now),
-        );
+        let d = super::decide(&st, &plain(None, false, None), t(now));
         finalize(&mut st, &d, None, Some(1), t(now));
         (st, d, notes)
     }
@@ -1016,42 +1016,14 @@ mod tests {
         launched(&mut st, 3, "r-3", t(0.0), t(0.0), None);
         st.last_finished_loop = 2;
         let (mut st, _) = record_jobs(&st, &[job(3, 0.0, Some((1.0, true)))], I, t(2.0));
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: Some(3), suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
-                t(2.0)
-            ),
-            Decision::Finished
-        );
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: Some(4), suspended: true, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
-                t(2.0)
-            ),
-            Decision::Suspended
-        );
-        assert!(matches!(
-            super::decide(
-                &st,
-                &Rules { loops: Some(4), suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
-                t(2.0)
-            ),
-            Decision::Wait { .. }
-        ));
+        assert_eq!(super::decide(&st, &plain(Some(3), false, None), t(2.0)), Decision::Finished);
+        assert_eq!(super::decide(&st, &plain(Some(4), true, None), t(2.0)), Decision::Suspended);
+        assert!(matches!(super::decide(&st, &plain(Some(4), false, None), t(2.0)), Decision::Wait { .. }));
         finalize(&mut st, &Decision::Finished, Some(3), Some(2), t(2.0));
         assert_eq!(st.phase, Some(Phase::Finished));
         assert_eq!(st.next_run_time, None);
         // Resumed long after its time: due at once.
-        assert!(matches!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
-                t(500.0)
-            ),
-            Decision::Launch { loop_number: 4, .. }
-        ));
+        assert!(matches!(super::decide(&st, &plain(None, false, None), t(500.0)), Decision::Launch { loop_number: 4, .. }));
     }
 
     #[test]
@@ -1147,11 +1119,7 @@ mod tests {
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(3.0));
         // Due at 10 s; a request at 3 s starts loop 2 now.
-        let d = super::decide(
-            &st,
-            &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None, alignment: None },
-            t(3.0),
-        );
+        let d = super::decide(&st, &plain(None, false, Some("a")), t(3.0));
         assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(3.0), run_request: Some("a".into()) });
         let mut st2 = st.clone();
         let note = launched(&mut st2, 2, "r-2", t(3.0), t(3.0), Some("a"));
@@ -1160,31 +1128,13 @@ mod tests {
         // The same value again starts nothing; the next loop is one interval after loop 2's start.
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, Some((4.0, true))), "a")];
         let (st3, _) = record_jobs(&st2, &jobs, I, t(5.0));
-        assert_eq!(
-            super::decide(
-                &st3,
-                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None, alignment: None },
-                t(5.0)
-            ),
-            Decision::Wait { until: t(13.0) }
-        );
+        assert_eq!(super::decide(&st3, &plain(None, false, Some("a")), t(5.0)), Decision::Wait { until: t(13.0) });
         // A new value does; an empty one does not.
         assert!(matches!(
-            super::decide(
-                &st3,
-                &Rules { loops: None, suspended: false, run_request: Some("b"), interval: I, jitter: None, backoff: None, alignment: None },
-                t(5.0)
-            ),
+            super::decide(&st3, &plain(None, false, Some("b")), t(5.0)),
             Decision::Launch { loop_number: 3, run_request: Some(_), .. }
         ));
-        assert_eq!(
-            super::decide(
-                &st3,
-                &Rules { loops: None, suspended: false, run_request: Some(""), interval: I, jitter: None, backoff: None, alignment: None },
-                t(5.0)
-            ),
-            Decision::Wait { until: t(13.0) }
-        );
+        assert_eq!(super::decide(&st3, &plain(None, false, Some("")), t(5.0)), Decision::Wait { until: t(13.0) });
     }
 
     #[test]
@@ -1192,21 +1142,10 @@ mod tests {
         let mut st = LoopServiceStatus::default();
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, _) = record_jobs(&st, &[job(1, 0.0, None)], I, t(2.0));
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None, alignment: None },
-                t(2.0)
-            ),
-            Decision::Running { job: "r-1".into() }
-        );
+        assert_eq!(super::decide(&st, &plain(None, false, Some("a")), t(2.0)), Decision::Running { job: "r-1".into() });
         let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((4.0, true)))], I, t(4.2));
         assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None, alignment: None },
-                t(4.2)
-            ),
+            super::decide(&st, &plain(None, false, Some("a")), t(4.2)),
             Decision::Launch { loop_number: 2, scheduled: t(4.2), run_request: Some("a".into()) }
         );
     }
@@ -1216,84 +1155,17 @@ mod tests {
         let mut st = LoopServiceStatus::default();
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: true, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
-                t(2.0)
-            ),
-            Decision::Suspended
-        );
-        assert!(matches!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: true, run_request: Some("a"), interval: I, jitter: None, backoff: None, alignment: None },
-                t(2.0)
-            ),
-            Decision::Launch { loop_number: 2, .. }
-        ));
+        assert_eq!(super::decide(&st, &plain(None, true, None), t(2.0)), Decision::Suspended);
+        assert!(matches!(super::decide(&st, &plain(None, true, Some("a")), t(2.0)), Decision::Launch { loop_number: 2, .. }));
         launched(&mut st, 2, "r-2", t(2.0), t(2.0), Some("a"));
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 2.0, Some((3.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(3.5));
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: true, run_request: Some("a"), interval: I, jitter: None, backoff: None, alignment: None },
-                t(3.5)
-            ),
-            Decision::Suspended,
-            "suspended again"
-        );
+        assert_eq!(super::decide(&st, &plain(None, true, Some("a")), t(3.5)), Decision::Suspended, "suspended again");
         // spec.loops: 1 ran out with loop 1; the manual loop 2 does not count, a request still runs.
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules {
-                    loops: Some(1),
-                    suspended: false,
-                    run_request: Some("a"),
-                    interval: I,
-                    jitter: None,
-                    backoff: None,
-                    alignment: None
-                },
-                t(3.5)
-            ),
-            Decision::Finished
-        );
-        assert!(matches!(
-            super::decide(
-                &st,
-                &Rules {
-                    loops: Some(1),
-                    suspended: false,
-                    run_request: Some("b"),
-                    interval: I,
-                    jitter: None,
-                    backoff: None,
-                    alignment: None
-                },
-                t(3.5)
-            ),
-            Decision::Launch { loop_number: 3, .. }
-        ));
+        assert_eq!(super::decide(&st, &plain(Some(1), false, Some("a")), t(3.5)), Decision::Finished);
+        assert!(matches!(super::decide(&st, &plain(Some(1), false, Some("b")), t(3.5)), Decision::Launch { loop_number: 3, .. }));
         // spec.loops: 2 has one scheduled loop left, anchored on the manual start.
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules {
-                    loops: Some(2),
-                    suspended: false,
-                    run_request: Some("a"),
-                    interval: I,
-                    jitter: None,
-                    backoff: None,
-                    alignment: None
-                },
-                t(3.5)
-            ),
-            Decision::Wait { until: t(12.0) }
-        );
+        assert_eq!(super::decide(&st, &plain(Some(2), false, Some("a")), t(3.5)), Decision::Wait { until: t(12.0) });
     }
 
     #[test]
@@ -1307,14 +1179,7 @@ mod tests {
         assert_eq!((st.loops_started, st.manual_loops, st.last_handled_run_request.as_deref()), (2, 1, Some("a")));
         let jobs = [jobs[0].clone(), manual(job(2, 3.0, Some((5.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(5.5));
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None, alignment: None },
-                t(5.5)
-            ),
-            Decision::Wait { until: t(13.0) }
-        );
+        assert_eq!(super::decide(&st, &plain(None, false, Some("a")), t(5.5)), Decision::Wait { until: t(13.0) });
         // A lost status is rebuilt with the newest request handled.
         let (lost, _) = record_jobs(&LoopServiceStatus::default(), &jobs, I, t(6.0));
         assert_eq!((lost.manual_loops, lost.last_handled_run_request.as_deref()), (1, Some("a")));
@@ -1433,37 +1298,17 @@ mod tests {
             let off = j.offset(n).as_secs_f64();
             // Looking early: wait until due + offset, whenever we look.
             let due = 100.0 + 10.0 * (n - 1) as f64;
-            let d = super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None, alignment: None },
-                t(now),
-            );
+            let d = super::decide(&st, &Rules { jitter: Some(&j), ..plain(None, false, None) }, t(now));
             if off > 0.005 {
                 assert_eq!(d, Decision::Wait { until: t(due + off) }, "loop {n}");
                 assert_eq!(
-                    super::decide(
-                        &st,
-                        &Rules {
-                            loops: None,
-                            suspended: false,
-                            run_request: None,
-                            interval: I,
-                            jitter: Some(&j),
-                            backoff: None,
-                            alignment: None
-                        },
-                        t(now + 0.5).min(t(due + off - 0.01))
-                    ),
+                    super::decide(&st, &Rules { jitter: Some(&j), ..plain(None, false, None) }, t(now + 0.5).min(t(due + off - 0.01))),
                     d,
                     "the same later"
                 );
             }
             now = due + off;
-            let d = super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None, alignment: None },
-                t(now),
-            );
+            let d = super::decide(&st, &Rules { jitter: Some(&j), ..plain(None, false, None) }, t(now));
             assert_eq!(d, Decision::Launch { loop_number: n, scheduled: t(due), run_request: None }, "loop {n}");
             launched(&mut st, n, &format!("r-{n}"), t(due), t(now), None);
             jobs.push(job(n, now, Some((now + 1.0, true))));
@@ -1472,11 +1317,7 @@ mod tests {
             st = next;
         }
         // Ten loops later the due times are still exactly one interval apart: 100, 110, ... 190.
-        let next = super::decide(
-            &st,
-            &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None, alignment: None },
-            t(now),
-        );
+        let next = super::decide(&st, &Rules { jitter: Some(&j), ..plain(None, false, None) }, t(now));
         assert_eq!(next, Decision::Wait { until: t(200.0 + j.offset(11).as_secs_f64()) });
     }
 
@@ -1487,25 +1328,13 @@ mod tests {
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
         assert!(
-            matches!(super::decide(&st, &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: Some(&j), backoff: None, alignment: None }, t(3.0)), Decision::Launch { scheduled, .. } if scheduled == t(3.0))
+            matches!(super::decide(&st, &Rules { jitter: Some(&j), ..plain(None, false, Some("a")) }, t(3.0)), Decision::Launch { scheduled, .. } if scheduled == t(3.0))
         );
         launched(&mut st, 2, "r-2", t(3.0), t(3.0), Some("a"));
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, Some((4.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(4.5));
         assert_eq!(
-            super::decide(
-                &st,
-                &Rules {
-                    loops: None,
-                    suspended: false,
-                    run_request: Some("a"),
-                    interval: I,
-                    jitter: Some(&j),
-                    backoff: None,
-                    alignment: None
-                },
-                t(4.5)
-            ),
+            super::decide(&st, &Rules { jitter: Some(&j), ..plain(None, false, Some("a")) }, t(4.5)),
             Decision::Wait { until: t(13.0 + j.offset(3).as_secs_f64()) }
         );
     }
@@ -1528,13 +1357,10 @@ mod tests {
         let j = Jitter { uid: "u-1", max: Duration::from_secs(5), created: t(101.0) };
         let backoff = Some((Duration::from_secs(15), Duration::from_secs(60)));
         let rules = |jitter: Option<&'static Jitter<'static>>, backoff, run_request| Rules {
-            loops: None,
-            suspended: false,
-            run_request,
-            interval: I,
             jitter,
             backoff,
             alignment: Some(a),
+            ..plain(None, false, run_request)
         };
         let j: &'static Jitter<'static> = Box::leak(Box::new(j));
         let launch = |at: f64| Decision::Launch { loop_number: 2, scheduled: t(at), run_request: None };
@@ -1585,8 +1411,7 @@ mod tests {
         // Loops of random lengths (some overrun), started up to 0.5 s late: every due time is
         // on the grid, and every start at least one interval (less the slack) after the last.
         let a = Alignment { offset: Duration::from_millis(2500), created: t(0.0) };
-        let rules =
-            Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: Some(a) };
+        let rules = Rules { alignment: Some(a), ..plain(None, false, None) };
         let mut st = LoopServiceStatus::default();
         let (mut jobs, mut now, mut last_start) = (vec![], 0.0, None::<f64>);
         for n in 1..=40i64 {
@@ -1620,29 +1445,13 @@ mod tests {
             jobs.push(job(n, start, Some((end, n == 5))));
             let (next, _) = record_jobs(&st, &jobs, I, t(end + 0.1));
             st = next;
-            let Decision::Wait { until } = super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: b, alignment: None },
-                t(end + 0.1),
-            ) else {
+            let Decision::Wait { until } = super::decide(&st, &Rules { backoff: b, ..plain(None, false, None) }, t(end + 0.1)) else {
                 panic!("loop {n}")
             };
             waits.push((until.duration_since(t(start)).as_secs_f64(), until.duration_since(t(end)).as_secs_f64()));
             // A run request is not held back.
             assert!(matches!(
-                super::decide(
-                    &st,
-                    &Rules {
-                        loops: None,
-                        suspended: false,
-                        run_request: Some("now"),
-                        interval: I,
-                        jitter: None,
-                        backoff: b,
-                        alignment: None
-                    },
-                    t(end + 0.1)
-                ),
+                super::decide(&st, &Rules { backoff: b, ..plain(None, false, Some("now")) }, t(end + 0.1)),
                 Decision::Launch { .. }
             ));
             start = until.as_millisecond() as f64 / 1000.0;
@@ -1691,11 +1500,7 @@ mod tests {
         let note = run(&mut st, &mut jobs, 2, false, 1).expect("suspended after 2");
         assert!(note.warning && note.reason == Reason::SuspendedAfterFailures && note.job.as_deref() == Some("r-2"), "{note:?}");
         assert!(note.message.contains("after 2 loops failed in a row"), "{}", note.message);
-        let d = super::decide(
-            &st,
-            &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
-            t(100.0),
-        );
+        let d = super::decide(&st, &plain(None, false, None), t(100.0));
         assert_eq!(d, Decision::SuspendedAfterFailures { failures: 2, r#loop: 2 });
         let mut shown = st.clone();
         finalize(&mut shown, &d, None, Some(1), t(100.0));
@@ -1706,25 +1511,11 @@ mod tests {
         );
         // Seen again: no second Note, still suspended; a run request still runs.
         assert_eq!(suspend_after_failures(&mut st, Some(2), Some(1), t(101.0)), None);
-        assert!(matches!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: Some("r"), interval: I, jitter: None, backoff: None, alignment: None },
-                t(101.0)
-            ),
-            Decision::Launch { .. }
-        ));
+        assert!(matches!(super::decide(&st, &plain(None, false, Some("r")), t(101.0)), Decision::Launch { .. }));
         // The spec changes (generation 2): resumed, and the count starts again.
         assert_eq!(suspend_after_failures(&mut st, Some(2), Some(2), t(102.0)), None);
         assert!(!st.failure_suspension.as_ref().unwrap().active);
-        assert!(matches!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
-                t(102.0)
-            ),
-            Decision::Launch { loop_number: 3, .. }
-        ));
+        assert!(matches!(super::decide(&st, &plain(None, false, None), t(102.0)), Decision::Launch { loop_number: 3, .. }));
         assert_eq!(run(&mut st, &mut jobs, 3, false, 2), None, "one failure since the resume");
         assert_eq!(failures_toward_suspension(&st), 1);
         assert_eq!(st.consecutive_failures, 3, "the streak itself is kept");
@@ -1732,14 +1523,7 @@ mod tests {
         // A success (a run request's loop, say) ends it too.
         assert_eq!(run(&mut st, &mut jobs, 5, true, 2), None);
         assert!(!st.failure_suspension.as_ref().unwrap().active);
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
-                t(55.0)
-            ),
-            Decision::Wait { until: t(60.0) }
-        );
+        assert_eq!(super::decide(&st, &plain(None, false, None), t(55.0)), Decision::Wait { until: t(60.0) });
     }
 
     #[test]
@@ -1788,52 +1572,17 @@ mod tests {
             launched(&mut st, n, &format!("r-{n}"), t(start), t(start), None);
             jobs.push(job(n, start, (n < 5).then_some((start + 1.0, true))));
             st = record_jobs(&st, &jobs, I, t(start + 2.0)).0;
-            assert_ne!(
-                super::decide(
-                    &st,
-                    &Rules {
-                        loops: Some(10),
-                        suspended: false,
-                        run_request: None,
-                        interval: I,
-                        jitter: None,
-                        backoff: None,
-                        alignment: None
-                    },
-                    t(start + 2.0)
-                ),
-                Decision::Finished
-            );
+            assert_ne!(super::decide(&st, &plain(Some(10), false, None), t(start + 2.0)), Decision::Finished);
         }
         // The running loop is left to end as usual.
-        let d = super::decide(
-            &st,
-            &Rules { loops: Some(2), suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
-            t(53.0),
-        );
+        let d = super::decide(&st, &plain(Some(2), false, None), t(53.0));
         assert_eq!(d, Decision::Running { job: "r-5".into() });
         jobs[4] = job(5, 50.0, Some((54.0, true)));
         let (mut st, _) = record_jobs(&st, &jobs, I, t(55.0));
         assert_eq!((st.loops_succeeded, st.last_finished_loop, st.active_job.as_deref()), (5, 5, None));
         // Then nothing more starts, now or ever after.
         for now in [55.0, 60.0, 3600.0] {
-            assert_eq!(
-                super::decide(
-                    &st,
-                    &Rules {
-                        loops: Some(2),
-                        suspended: false,
-                        run_request: None,
-                        interval: I,
-                        jitter: None,
-                        backoff: None,
-                        alignment: None
-                    },
-                    t(now)
-                ),
-                Decision::Finished,
-                "at {now}"
-            );
+            assert_eq!(super::decide(&st, &plain(Some(2), false, None), t(now)), Decision::Finished, "at {now}");
         }
         finalize(&mut st, &Decision::Finished, Some(2), Some(2), t(55.0));
         let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
@@ -1862,14 +1611,7 @@ mod tests {
             consecutive_failures: 1,
             ..Default::default()
         };
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None },
-                t(100.0)
-            ),
-            Decision::Wait { until: t(110.0) }
-        );
+        assert_eq!(super::decide(&st, &plain(None, false, None), t(100.0)), Decision::Wait { until: t(110.0) });
         let backoff = Some((Duration::from_secs(4), Duration::from_secs(60)));
         assert_eq!(
             super::decide(
@@ -1880,14 +1622,7 @@ mod tests {
             Decision::Wait { until: t(110.0) }
         );
         let long = Some((Duration::from_secs(30), Duration::from_secs(60)));
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: long, alignment: None },
-                t(100.0)
-            ),
-            Decision::Wait { until: t(130.0) }
-        );
+        assert_eq!(super::decide(&st, &Rules { backoff: long, ..plain(None, false, None) }, t(100.0)), Decision::Wait { until: t(130.0) });
     }
 
     #[test]
