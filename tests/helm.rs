@@ -265,7 +265,9 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
         op.enforce_pod_security("restricted").await;
     }
     ensure_crd(&ns.client).await;
-    let release = "lso";
+    // Not `lso`: the RBAC tests apply the chart's RBAC as release `lso` with kubectl, and leave
+    // its cluster-wide objects behind, which Helm would refuse to adopt.
+    let release = "helm-lso";
     let watch = format!("watchNamespace={}", ns.name);
     // Before 1.25 server-side apply (Helm v4's way with CRDs) refuses the CRD's CEL rules:
     // there the CRD goes in as README says (ensure_crd did) and the chart skips it.
@@ -295,7 +297,7 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
     let out = install(&[]);
     assert!(out.contains("kubectl get loopservices"), "NOTES tell the user how to check:\n{out}");
     // PodSecurity admission refuses a Pod that breaks `restricted`: a running Pod meets it.
-    must("kubectl", &["-n", &op.name, "rollout", "status", "deployment/lso-loopservice-operator", "--timeout=120s"]);
+    must("kubectl", &["-n", &op.name, "rollout", "status", "deployment/helm-lso-loopservice-operator", "--timeout=120s"]);
 
     kubectl_apply(&format!(
         "apiVersion: loops.dev/v1alpha1\nkind: LoopService\nmetadata: {{name: beat, namespace: {}}}\nspec:\n  interval: 8s\n  image: busybox:1.36\n  imagePullPolicy: IfNotPresent\n  command: [sh, -c]\n  args: [\"echo beat $LOOP_NUMBER\"]\n  successfulJobsHistoryLimit: 50\n",
@@ -316,7 +318,7 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
     println!("{row}");
 
     // Least privilege: the operator's ServiceAccount does what it needs and nothing more.
-    let sa = format!("system:serviceaccount:{}:lso-loopservice-operator", op.name);
+    let sa = format!("system:serviceaccount:{}:helm-lso-loopservice-operator", op.name);
     let can = |verb: &str, what: &str| run("kubectl", &["auth", "can-i", verb, what, "-n", &ns.name, "--as", &sa]).1.trim().to_string();
     assert_eq!(can("create", "jobs.batch"), "yes");
     assert_eq!(can("patch", "jobs.batch"), "yes", "to take its finalizer off a recorded loop's Job");
@@ -336,10 +338,10 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
     // An upgrade with a changed value replaces the Pod and the loops go on, with no duplicate.
     let before = status(&ns, "beat").await.loops_started;
     install(&["--set", "logLevel=debug"]);
-    must("kubectl", &["-n", &op.name, "rollout", "status", "deployment/lso-loopservice-operator", "--timeout=120s"]);
+    must("kubectl", &["-n", &op.name, "rollout", "status", "deployment/helm-lso-loopservice-operator", "--timeout=120s"]);
     let deploy: Api<Deployment> = Api::namespaced(ns.client.clone(), &op.name);
     let args =
-        deploy.get("lso-loopservice-operator").await.unwrap().spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+        deploy.get("helm-lso-loopservice-operator").await.unwrap().spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
     assert!(args.contains(&"--log-level=debug".to_string()), "{args:?}");
     wait_for("loops after the upgrade", Duration::from_secs(120), || async {
         (status(&ns, "beat").await.last_finished_loop >= before + 2).then_some(())
@@ -360,7 +362,7 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
     .await;
     for n in [&ns.name, &op.name] {
         let (_, roles) = run("kubectl", &["get", "roles,rolebindings,serviceaccounts", "-n", n, "-o", "name"]);
-        assert!(!roles.contains("lso-loopservice-operator"), "{roles}");
+        assert!(!roles.contains("helm-lso-loopservice-operator"), "{roles}");
     }
 
     // The clean-up docs/operations.md gives after an uninstall: the loops' Jobs let go, then
