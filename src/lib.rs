@@ -23,6 +23,7 @@ pub mod cached;
 pub mod heap;
 pub mod http;
 pub mod metrics;
+pub mod metrics_auth;
 pub mod orphans;
 pub mod reconcile;
 pub mod runtime;

@@ -396,7 +396,7 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
     let ns = TestNs::new("prom").await;
     ensure_crd(&ns.client).await;
     let op = Operator::start(&ns.name, &[]);
-    let target = op.http_addr().await;
+    let target = op.metrics_addr().await;
 
     // The chart's rules, with short waits so that they fire within the test.
     let job = "loopservice-e2e";

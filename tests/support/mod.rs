@@ -461,9 +461,12 @@ impl Operator {
         let log = dir.join(format!("{ns}-{millis}-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_loopservice-operator"));
-        cmd.args(["--namespace", ns, "--http-addr", "127.0.0.1:0"])
+        cmd.args(["--namespace", ns, "--http-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
             // Debug logs help a failing test, unless the caller chose a level (a bench does).
             .env("LOG_LEVEL", "info,loopservice_operator=debug")
+            // /metrics without a token, unless the caller asks for one (a test of the token
+            // check does): the tests that read it are about what it says.
+            .env("METRICS_AUTH", "none")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file);
@@ -497,11 +500,20 @@ impl Operator {
         }
     }
 
-    /// The address of /healthz, /readyz and /metrics, from the operator's log.
+    /// The address of /healthz and /readyz, from the operator's log.
     pub async fn http_addr(&self) -> String {
-        wait_for("the operator's http address", Duration::from_secs(20), || async {
+        self.logged_addr("serving /healthz").await
+    }
+
+    /// The address of /metrics, from the operator's log.
+    pub async fn metrics_addr(&self) -> String {
+        self.logged_addr("serving /metrics").await
+    }
+
+    async fn logged_addr(&self, what: &str) -> String {
+        wait_for(&format!("the operator's log line {what:?}"), Duration::from_secs(20), || async {
             let log = self.log_text();
-            let line = log.lines().find(|l| l.contains("serving /healthz"))?;
+            let line = log.lines().find(|l| l.contains(what))?;
             Some(line.split("addr=").nth(1)?.split_whitespace().next()?.to_string())
         })
         .await
@@ -512,13 +524,20 @@ impl Operator {
         self.get_any(path).await.filter(|(code, _)| *code == 200).map(|(_, body)| body)
     }
 
-    /// GETs `path` from the operator's http server: the status code and the trimmed body.
+    /// GETs `path` from the operator's http server (/metrics from its own listener): the
+    /// status code and the trimmed body.
     pub async fn get_any(&self, path: &str) -> Option<(u16, String)> {
+        self.get_with(path, &[]).await
+    }
+
+    /// [`Operator::get_any`] with extra request header lines (`"Authorization: Bearer ..."`).
+    pub async fn get_with(&self, path: &str, headers: &[&str]) -> Option<(u16, String)> {
         use std::io::{Read, Write};
-        let addr = self.http_addr().await;
+        let addr = if path.starts_with("/metrics") { self.metrics_addr().await } else { self.http_addr().await };
         let mut conn = std::net::TcpStream::connect(addr).ok()?;
         conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n").as_bytes()).ok()?;
         let mut text = String::new();
         conn.read_to_string(&mut text).ok()?;
         let (head, body) = text.split_once("\r\n\r\n")?;
