@@ -74,7 +74,9 @@ fn the_chart_lints_clean() {
     let all = must("helm", &["template", "x", CHART]);
     assert!(all.contains("kind: ClusterRole\n") && all.contains("kind: ClusterRoleBinding"));
     assert!(!all.contains("\"*\""), "no wildcard in RBAC");
-    let one = must("helm", &["template", "x", CHART, "--set", "watchNamespace=team-a"]);
+    // (Without the /metrics token check's ClusterRoles: tests/metrics_auth.rs checks those.)
+    let no_metrics_roles = ["--set", "metrics.auth=none", "--set", "metrics.reader.create=false"];
+    let one = must("helm", &[&["template", "x", CHART, "--set", "watchNamespace=team-a"][..], &no_metrics_roles].concat());
     assert!(one.contains("kind: Role\n") && one.contains("kind: RoleBinding"));
     // Namespaced, its one ClusterRoleBinding is the read of other releases' Leases (below).
     assert_eq!(one.matches("kind: ClusterRoleBinding").count(), 1, "{one}");
@@ -138,7 +140,14 @@ fn the_chart_lints_clean() {
     };
     assert!(cluster_roles.iter().all(|d| d.contains("rbac.authorization.k8s.io/aggregate-to-") || leases_get(d)), "{one}");
     assert_eq!(cluster_roles.iter().filter(|d| leases_get(d)).count(), 1);
-    let none = must("helm", &["template", "x", CHART, "--set", "watchNamespace=team-a", "--set", "rbac.aggregateToDefaultRoles=false"]);
+    let none = must(
+        "helm",
+        &[
+            &["template", "x", CHART, "--set", "watchNamespace=team-a", "--set", "rbac.aggregateToDefaultRoles=false"][..],
+            &no_metrics_roles,
+        ]
+        .concat(),
+    );
     let kinds: Vec<&str> = none.lines().filter(|l| l.starts_with("kind: Cluster")).collect();
     assert_eq!(kinds, ["kind: ClusterRole", "kind: ClusterRoleBinding"], "{none}");
 }
