@@ -448,6 +448,9 @@ async fn looked_since(op: &Operator, poke_in: Option<&TestNs>, names: &[&str], s
 pub struct Operator {
     pub child: Child,
     pub log: PathBuf,
+    /// The bearer token [`Operator::get`] sends for /metrics, for an operator started with
+    /// `METRICS_AUTH=token`.
+    pub metrics_token: Option<String>,
 }
 
 impl Operator {
@@ -474,7 +477,7 @@ impl Operator {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start the operator binary");
-        Operator { child, log }
+        Operator { child, log, metrics_token: None }
     }
 
     pub fn pid(&self) -> u32 {
@@ -524,10 +527,13 @@ impl Operator {
         self.get_any(path).await.filter(|(code, _)| *code == 200).map(|(_, body)| body)
     }
 
-    /// GETs `path` from the operator's http server (/metrics from its own listener): the
-    /// status code and the trimmed body.
+    /// GETs `path` from the operator's http server (/metrics from its own listener, with
+    /// [`Operator::metrics_token`]): the status code and the trimmed body.
     pub async fn get_any(&self, path: &str) -> Option<(u16, String)> {
-        self.get_with(path, &[]).await
+        match (&self.metrics_token, path.starts_with("/metrics")) {
+            (Some(token), true) => self.get_with(path, &[&format!("Authorization: Bearer {token}")]).await,
+            _ => self.get_with(path, &[]).await,
+        }
     }
 
     /// [`Operator::get_any`] with extra request header lines (`"Authorization: Bearer ..."`).
@@ -588,4 +594,65 @@ pub fn on_fake_nodes(name: &str, interval: &str, jitter: &str) -> serde_json::Va
             "containers": [{"name": "loop", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"]}],
         }},
     }})
+}
+
+/// A token of ServiceAccount `name` in `ns` (created if missing), from the TokenRequest API.
+pub async fn service_account_token(ns: &TestNs, name: &str) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let api: Api<ServiceAccount> = Api::namespaced(ns.client.clone(), &ns.name);
+    if api.get_opt(name).await.expect("read ServiceAccount").is_none() {
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        api.create(&PostParams::default(), &sa).await.expect("create ServiceAccount");
+    }
+    let request = TokenRequest { spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }, ..Default::default() };
+    let answer = api.create_token_request(name, &PostParams::default(), &request).await.expect("request a ServiceAccount token");
+    answer.status.expect("a TokenRequest's status").token
+}
+
+/// Binds the chart's metrics-reader ClusterRole (renamed for this test) to ServiceAccount `sa`
+/// of `ns`, and waits until the API server says it may get /metrics. Both objects are owned by
+/// the test's namespace, and go with it.
+pub async fn grant_metrics_reader(ns: &TestNs, sa: &str) {
+    use k8s_openapi::api::authorization::v1::{NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let out = Command::new("helm")
+        .args(["template", "t", "charts/loopservice-operator", "--show-only", "templates/metrics-rbac.yaml"])
+        .current_dir(repo_root())
+        .output()
+        .expect("helm, from the local cluster's tools (eval \"$(hack/cluster.sh env)\")");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut role: ClusterRole = text
+        .split("\n---")
+        .filter_map(|d| serde_yaml::from_str::<ClusterRole>(d).ok())
+        .find(|r| r.metadata.name.as_deref().is_some_and(|n| n.ends_with("-metrics-reader")))
+        .unwrap_or_else(|| panic!("the chart's metrics-reader ClusterRole in\n{text}"));
+    let namespace = Api::<Namespace>::all(ns.client.clone()).get(&ns.name).await.expect("the test's namespace");
+    let owner = json!([{"apiVersion": "v1", "kind": "Namespace", "name": ns.name, "uid": namespace.metadata.uid}]);
+    let name = format!("{}-metrics-reader", ns.name);
+    role.metadata = serde_json::from_value(json!({"name": name, "ownerReferences": owner})).unwrap();
+    Api::<ClusterRole>::all(ns.client.clone()).create(&PostParams::default(), &role).await.expect("create the reader ClusterRole");
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-{sa}"), "ownerReferences": owner},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns.name}],
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(ns.client.clone()).create(&PostParams::default(), &binding).await.expect("bind the reader ClusterRole");
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!("system:serviceaccount:{}:{sa}", ns.name)),
+            groups: Some(vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{}", ns.name)]),
+            non_resource_attributes: Some(NonResourceAttributes { path: Some("/metrics".into()), verb: Some("get".into()) }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let reviews: Api<SubjectAccessReview> = Api::all(ns.client.clone());
+    wait_for("the API server to let the reader get /metrics", Duration::from_secs(30), || async {
+        let answer = reviews.create(&PostParams::default(), &review).await.ok()?;
+        answer.status.is_some_and(|s| s.allowed).then_some(())
+    })
+    .await;
 }
