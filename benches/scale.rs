@@ -14,7 +14,11 @@
 //! 4. `BENCH_IDLE` (10000) suspended LoopServices: memory, time to ready after a restart at a
 //!    tenth, a half and all of them, idle CPU, /metrics size.
 //!
-//! `BENCH_PHASES` (default `floor,peers,overdue,idle`; `loopservices` is `peers` without the
+//! 5. (before 4) `BENCH_FAIR_N` (100) LoopServices every 10 s in one namespace, alone, beside
+//!    `BENCH_FAIR_BROKEN` (5000) broken ones created in another, and after a restart: how
+//!    late their Jobs are.
+//!
+//! `BENCH_PHASES` (default `floor,peers,overdue,fairness,idle`; `loopservices` is `peers` without the
 //! CronJobs) picks phases. `BENCH_FLOOR_AT_ONCE` (a comma list; default `--concurrency`'s) sets
 //! the floor's creates in flight at once. `BENCH_OPERATOR_ENV="K=V,K=V"` passes extra
 //! environment to the operator. Plots go to `<target dir>/bench/`.
@@ -24,6 +28,8 @@ mod support;
 
 #[path = "scale/apiserver.rs"]
 mod apiserver;
+#[path = "scale/fairness.rs"]
+mod fairness;
 #[path = "scale/floor.rs"]
 mod floor;
 #[path = "scale/idle.rs"]
@@ -74,7 +80,7 @@ async fn main() {
     let minutes = env_num("BENCH_MINUTES", 3).max(1);
     let overdue_n = env_num("BENCH_OVERDUE", 1000);
     let idle_n = env_num("BENCH_IDLE", 10000);
-    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "floor,peers,overdue,idle".into());
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "floor,peers,overdue,fairness,idle".into());
     let client = support::client().await;
     let fake =
         Api::<Node>::all(client.clone()).list(&ListParams::default().labels("loops.dev/fake-node=true")).await.expect("list nodes").items;
@@ -132,6 +138,15 @@ async fn main() {
         let o = overdue::run(overdue_n).await;
         report::overdue(&o);
         delete_and_wait(o.ns).await;
+    }
+    if phases.contains("fairness") {
+        let (fair_n, broken_n) = (env_num("BENCH_FAIR_N", 100), env_num("BENCH_FAIR_BROKEN", 5000));
+        println!("\nFairness phase: {fair_n} LoopServices every 10 s, then {broken_n} broken ones in another namespace");
+        let r = fairness::run(fair_n, broken_n).await;
+        report::fairness(&r);
+        let (a, b) = r.namespaces;
+        delete_and_wait(b).await;
+        delete_and_wait(a).await;
     }
     if phases.contains("idle") && idle_n > 0 {
         println!("\nIdle phase: {idle_n} suspended LoopServices, in steps {:?}", idle::steps(idle_n));

@@ -130,19 +130,20 @@ impl<K> Cache<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    /// Starts a cache of `api`'s objects that `config` selects, each trimmed by `trim` before it
-    /// is stored. Returns the cache and the stream of changed objects that keeps it.
+    /// Starts a cache of the objects that `config` selects through `apis` (one watch each: a
+    /// namespace's, or a cluster-wide one, `None`), each trimmed by `trim` before it is stored.
+    /// Returns the cache and the stream of changed objects that keeps it.
     pub fn new(
-        api: Api<K>,
+        apis: Vec<(Option<String>, Api<K>)>,
         config: watcher::Config,
         trim: fn(&mut K),
     ) -> (Self, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static) {
         let (store, writer) = reflector::store();
         let index = OwnerIndex::default();
         let indexer = index.clone();
-        let stream = watcher::watcher(api, config)
-            .backoff(watch_backoff())
-            .modify(trim)
+        let watches =
+            apis.into_iter().map(|(ns, api)| (ns, watcher::watcher(api, config.clone()).backoff(watch_backoff()).modify(trim))).collect();
+        let stream = crate::watches::combine(watches, &store)
             .inspect(move |e| {
                 if let Ok(e) = e {
                     indexer.saw(e);

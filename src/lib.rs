@@ -7,8 +7,10 @@ pub mod crd;
 pub mod duration;
 pub mod json_paths;
 pub mod keys;
+pub mod pod_security;
 pub mod reasons;
 pub mod rules;
+pub mod scope;
 pub mod text;
 // Pure logic: timing, validation, a loop's Job, the status of loops.
 pub mod clock;
@@ -20,6 +22,7 @@ pub mod status;
 // API code: caches, one reconcile, the controller's wiring, metrics and HTTP.
 pub mod cache;
 pub mod cached;
+pub mod fair;
 pub mod heap;
 pub mod http;
 pub mod metrics;
@@ -30,6 +33,7 @@ pub mod runtime;
 pub mod telemetry;
 pub mod turns;
 pub mod verdicts;
+pub mod watches;
 // The kubectl plugin.
 pub mod plugin;
 

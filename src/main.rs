@@ -25,6 +25,7 @@ use loopservice_operator::metrics_auth::{Authorizer, MetricsAuth};
 use loopservice_operator::reconcile::claim::Claims;
 use loopservice_operator::reconcile::{Fault, LoopEvents, Parts, Settings};
 use loopservice_operator::runtime;
+use loopservice_operator::scope::{Scope, ScopeError};
 use loopservice_operator::telemetry::{self, LogFormat};
 
 /// Runs one Kubernetes Job per loop of each LoopService, on start-anchored timing.
@@ -37,9 +38,18 @@ struct Args {
     /// Kubeconfig context to use.
     #[arg(long, env = "KUBE_CONTEXT")]
     context: Option<String>,
-    /// Namespace whose LoopServices to run; all namespaces when absent.
+    /// Namespace whose LoopServices to run: a list of one (`--namespaces`), kept for
+    /// compatibility.
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Namespaces whose LoopServices to run, comma-separated, each watched on its own (a Role in
+    /// each is all the operator needs); all namespaces but `--exclude-namespaces` when absent.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Namespaces whose LoopServices are never run, comma-separated: left out of the cluster-wide
+    /// watches by a field selector. Not with `--namespaces`.
+    #[arg(long, env = "EXCLUDE_NAMESPACES", value_delimiter = ',')]
+    exclude_namespaces: Vec<String>,
     /// Log filter, e.g. `info` or `loopservice_operator=debug,kube=info`.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -83,8 +93,9 @@ struct Args {
     /// status writes, deletes of old Jobs and Events wait while any is waiting.
     #[arg(long, env = "CONCURRENCY", default_value_t = Settings::default().concurrency, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
-    /// Reconciles running at once, at most (each LoopService is reconciled by one at a time).
-    /// Most of them wait for a turn to make a request; a waiting reconcile costs a few KiB.
+    /// Reconciles running at once, at most (each LoopService is reconciled by one at a time);
+    /// more wait for a place, namespaces in turn. Most of them wait for a turn to make a
+    /// request; a waiting reconcile costs a few KiB.
     #[arg(long, env = "MAX_RECONCILES", default_value_t = 1024, value_parser = clap::value_parser!(u16).range(1..))]
     max_reconciles: u16,
     /// API requests per second that reconciles make, at most (watches are not counted).
@@ -121,9 +132,16 @@ fn signed_duration(s: &str) -> Result<jiff::SignedDuration, String> {
 }
 
 impl Args {
-    /// The leader Lease's namespace.
+    /// The namespaces whose LoopServices to run.
+    fn scope(&self) -> Result<Scope, ScopeError> {
+        let watch: Vec<String> = self.namespace.iter().chain(&self.namespaces).cloned().collect();
+        Scope::new(&watch, &self.exclude_namespaces)
+    }
+
+    /// The leader Lease's namespace: the first watched namespace, else `default`, when not given.
     fn lease_namespace(&self) -> String {
-        self.lease_namespace.clone().or(self.namespace.clone()).unwrap_or_else(|| "default".into())
+        let watched = self.scope().ok().and_then(|s| s.first().map(String::from));
+        self.lease_namespace.clone().or(watched).unwrap_or_else(|| "default".into())
     }
 
     #[cfg(feature = "fault-injection")]
@@ -205,7 +223,14 @@ async fn operate() {
         eprintln!("loopservice-operator: {e}");
         std::process::exit(2);
     }
-    match run(args).await {
+    let scope = match args.scope() {
+        Ok(scope) => scope,
+        Err(e) => {
+            eprintln!("loopservice-operator: {e}");
+            std::process::exit(2);
+        }
+    };
+    match run(args, scope).await {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             error!("{e:#}");
@@ -230,7 +255,7 @@ async fn client(args: &Args) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, scope: Scope) -> anyhow::Result<()> {
     let client = client(&args).await?;
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
@@ -263,7 +288,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
     let clock = Arc::new(args.clock());
-    let operator = Operator { client, metrics, ready, claims, clock, args };
+    let operator = Operator { client, metrics, ready, claims, clock, args, scope };
     let mut signals = Signals::new()?;
     if operator.args.leader_elect {
         operator.elected(&mut signals).await
@@ -281,6 +306,7 @@ struct Operator {
     /// Shared by every term, so that what it learnt of the API server's clock is kept.
     clock: Arc<ServerClock>,
     args: Args,
+    scope: Scope,
 }
 
 /// A running term of work: the controller task, and how to stop it.
@@ -317,7 +343,7 @@ impl Operator {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let controller = tokio::spawn(runtime::run(parts, args.namespace.clone(), self.ready.clone(), shutdown));
+        let controller = tokio::spawn(runtime::run(parts, self.scope.clone(), self.ready.clone(), shutdown));
         Term { draining, stop, controller }
     }
 
@@ -329,7 +355,7 @@ impl Operator {
 
     /// Without leader election: one term, until a signal.
     async fn alone(&self, signals: &mut Signals) -> anyhow::Result<()> {
-        info!(namespace = self.args.namespace.as_deref().unwrap_or("<all>"), "starting controller");
+        info!(namespace = %self.scope, "starting controller");
         let mut term = self.term();
         tokio::select! {
             name = signals.next() => info!(signal = name, "draining"),
@@ -499,5 +525,47 @@ async fn wait_for_lease(leader: &mut tokio::sync::watch::Receiver<bool>, api: &A
         } else if leader.changed().await.is_err() {
             return false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(args: &[&str]) -> Result<Scope, String> {
+        let args = Args::try_parse_from(std::iter::once("loopservice-operator").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        args.scope().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn namespaces_are_a_comma_separated_list_and_namespace_is_one_more_item() {
+        let list = |names: &[&str]| Ok(Scope::Only(names.iter().map(|s| s.to_string()).collect()));
+        assert_eq!(scope(&["--namespaces", "a,b"]), list(&["a", "b"]));
+        assert_eq!(scope(&["--namespaces", "a", "--namespaces", "b,c"]), list(&["a", "b", "c"]));
+        assert_eq!(scope(&["--namespace", "a", "--namespaces", "b,a"]), list(&["a", "b"]));
+        assert_eq!(scope(&["--namespace", "team-a"]), list(&["team-a"]));
+    }
+
+    #[test]
+    fn exclusions_and_everything() {
+        let all_but = |names: &[&str]| Ok(Scope::AllBut(names.iter().map(|s| s.to_string()).collect()));
+        assert_eq!(scope(&["--exclude-namespaces", "kube-system,c"]), all_but(&["kube-system", "c"]));
+        assert_eq!(scope(&[]), all_but(&[]));
+    }
+
+    #[test]
+    fn a_list_with_exclusions_or_a_bad_name_is_an_error_at_start() {
+        let e = scope(&["--namespace", "a", "--exclude-namespaces", "kube-system"]).unwrap_err();
+        assert!(e.contains("cannot be given together"), "{e}");
+        let e = scope(&["--namespaces", "a,Team_B"]).unwrap_err();
+        assert!(e.starts_with("--namespaces (WATCH_NAMESPACES): \"Team_B\" is not a namespace name"), "{e}");
+    }
+
+    #[test]
+    fn the_lease_lives_in_the_first_watched_namespace_unless_told() {
+        let args = |a: &[&str]| Args::try_parse_from(std::iter::once("x").chain(a.iter().copied())).unwrap();
+        assert_eq!(args(&["--namespaces", "b,a"]).lease_namespace(), "b");
+        assert_eq!(args(&["--namespaces", "b,a", "--lease-namespace", "ops"]).lease_namespace(), "ops");
+        assert_eq!(args(&["--exclude-namespaces", "c"]).lease_namespace(), "default");
     }
 }

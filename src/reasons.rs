@@ -118,6 +118,9 @@ words! {
         Reconciled,
         // A run request that is not a time (Events).
         RunRequestRefused,
+        // The Pod template breaks the namespace's PodSecurity `warn` level, not its `enforce`
+        // level: the loops run (Events).
+        PodSecurityWarning,
         // Which release works it (Events).
         ClaimedElsewhere,
         ClaimTaken,

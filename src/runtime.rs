@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use jiff::Timestamp;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -27,6 +25,7 @@ use crate::keys::ANN_LAST_APPLIED;
 use crate::metrics::LsLabels;
 use crate::reasons::{ConditionType, Reason, FALSE};
 use crate::reconcile::{error_policy, reconcile, Caches, Context, Parts};
+use crate::scope::Scope;
 use crate::text::clip;
 
 /// How often the series of deleted LoopServices are swept from /metrics.
@@ -34,30 +33,23 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How long no reconcile runs (give or take half of it) before freed heap is handed back.
 const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(1);
 
-/// Runs the controller until `shutdown` resolves and every in-flight reconcile has finished.
-/// `ready` is set once the caches have synced.
-pub async fn run(
-    parts: Parts,
-    namespace: Option<String>,
-    ready: Arc<AtomicBool>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
+/// Runs the controller on the LoopServices of `scope` until `shutdown` resolves and every
+/// in-flight reconcile has finished. `ready` is set once the caches have synced.
+pub async fn run(parts: Parts, scope: Scope, ready: Arc<AtomicBool>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = parts.client.clone();
-    let (jobs_api, pods_api): (Api<Job>, Api<Pod>) = match &namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    let (jobs, job_stream) = Cache::new(jobs_api, cache::owned_config(), cache::trim_job);
-    let (pods, pod_stream) = Cache::new(pods_api, cache::owned_config(), cache::trim_pod);
+    let (jobs, job_stream) = Cache::new(apis(&client, &scope), scope.config(cache::owned_config()), cache::trim_job);
+    let (pods, pod_stream) = Cache::new(apis(&client, &scope), scope.config(cache::owned_config()), cache::trim_pod);
     let caches = Caches { jobs, pods, synced: Arc::new(AtomicBool::new(false)), watch_failed_at: Arc::new(AtomicI64::new(0)) };
     cache::drive(pod_stream, "pods", caches.watch_failed_at.clone());
     let (store, writer) = reflector::store();
-    let ls_stream = loopservices(&client, namespace.as_deref())
+    let ls_stream = loopservices(&client, &scope, &store)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(loopservice_fingerprint, Default::default());
     let ctx = Arc::new(Context::new(parts, caches.clone()));
-    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.max_reconciles.max(ctx.settings.concurrency));
+    // No limit here: `reconcile` takes one of `max_reconciles` places, handed out fairly between
+    // namespaces (the controller's own limit serves waiting reconciles in no particular order).
+    let config = kube::runtime::controller::Config::default().concurrency(0);
     let controller = Controller::for_stream(ls_stream, store.clone())
         .owns_stream(cache::job_triggers(job_stream).inspect_ok(crate::orphans::watch(store.clone(), ctx.clone())))
         .with_config(config)
@@ -85,24 +77,39 @@ async fn read_server_clock(ctx: Arc<Context>, n: usize) {
     }
 }
 
-/// The LoopService watch. LoopServices are read untyped and decoded one by one: one the
-/// operator cannot decode (a value the schema let through) is reported in its own status, and
-/// never keeps the others from a list.
+/// A watch's API per watch of `scope`: a namespace's, or the cluster's (`None`).
+fn apis<K>(client: &Client, scope: &Scope) -> Vec<(Option<String>, Api<K>)>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    let api = |ns: Option<&str>| ns.map_or_else(|| Api::all(client.clone()), |ns| Api::namespaced(client.clone(), ns));
+    scope.watches().into_iter().map(|ns| (ns.map(String::from), api(ns))).collect()
+}
+
+/// The LoopService watch (one per namespace of a list, merged for the one `store`).
+/// LoopServices are read untyped and decoded one by one: one the operator cannot decode (a value
+/// the schema let through) is reported in its own status, and never keeps the others from a list.
 fn loopservices(
     client: &Client,
-    namespace: Option<&str>,
+    scope: &Scope,
+    store: &Store<CachedLoopService>,
 ) -> impl Stream<Item = Result<watcher::Event<CachedLoopService>, watcher::Error>> + Send + 'static {
     let ar = ApiResource::erase::<LoopService>(&());
-    let raw_api: Api<DynamicObject> = match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    let undecodable = raw_api.clone();
-    watcher(raw_api, watcher::Config::default().timeout(cache::WATCH_TIMEOUT_SECS))
-        .backoff(cache::watch_backoff())
-        .try_filter_map(move |event| std::future::ready(Ok(decode_event(event, &undecodable))))
-        .modify(trim_loopservice)
-        .map_ok(to_cached)
+    let config = scope.config(watcher::Config::default().timeout(cache::WATCH_TIMEOUT_SECS));
+    let watches = scope.watches().into_iter().map(|ns| {
+        let raw_api: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        let undecodable = raw_api.clone();
+        let stream = watcher(raw_api, config.clone())
+            .backoff(cache::watch_backoff())
+            .try_filter_map(move |event| std::future::ready(Ok(decode_event(event, &undecodable))))
+            .modify(trim_loopservice)
+            .map_ok(to_cached);
+        (ns.map(String::from), stream)
+    });
+    crate::watches::combine(watches.collect(), store)
 }
 
 /// Deleted LoopServices are never reconciled again: their metric series, retry counters and

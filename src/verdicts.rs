@@ -15,9 +15,21 @@ use crate::crd::LoopServiceSpec;
 
 pub const VERDICT_TTL: Duration = Duration::from_secs(10);
 
-/// `None`: the API server takes the spec's Job as it is; `Some(why)`: it refuses or drops
-/// part of it.
-pub type Verdict = Option<String>;
+/// What the API server said of a spec's Job.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Verdict {
+    /// Why it refuses the Job, drops part of it, or would refuse its Pods; `None`: it takes it.
+    pub refused: Option<String>,
+    /// A warning it took the Job with that the user should read (the Pod template breaks the
+    /// namespace's PodSecurity `warn` level, not its `enforce` level).
+    pub warning: Option<String>,
+}
+
+impl Verdict {
+    pub fn refused(why: String) -> Verdict {
+        Verdict { refused: Some(why), warning: None }
+    }
+}
 
 /// A spec's answer, and when it was first asked for.
 type Entry = (Instant, Arc<OnceCell<Verdict>>);
@@ -34,7 +46,7 @@ impl Verdicts {
         serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
         let key = h.finish();
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, (at, cell)| at.elapsed() < VERDICT_TTL && cell.get().is_none_or(|v| v.is_none()));
+        map.retain(|_, (at, cell)| at.elapsed() < VERDICT_TTL && cell.get().is_none_or(|v| v.refused.is_none()));
         map.entry(key).or_insert_with(|| (Instant::now(), Arc::default())).1.clone()
     }
 }
@@ -64,12 +76,18 @@ mod tests {
                 .clone()
             }
         };
-        assert_eq!(check("a", "busybox", None).await, None);
-        assert_eq!(check("a", "busybox", Some("not asked".into())).await, None, "the same spec is answered from before");
+        let takes = Verdict::default;
+        let warned = Verdict { refused: None, warning: Some("PodSecurity warn".into()) };
+        assert_eq!(check("a", "busybox", warned.clone()).await, warned);
+        assert_eq!(check("a", "busybox", Verdict::refused("not asked".into())).await, warned, "the same spec is answered from before");
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
-        assert_eq!(check("b", "busybox", Some("quota".into())).await.as_deref(), Some("quota"), "another namespace is asked");
-        assert_eq!(check("b", "busybox", None).await, None, "a refusal is asked again");
-        assert_eq!(check("a", "alpine", None).await, None);
+        assert_eq!(
+            check("b", "busybox", Verdict::refused("quota".into())).await.refused.as_deref(),
+            Some("quota"),
+            "another namespace is asked"
+        );
+        assert_eq!(check("b", "busybox", takes()).await, takes(), "a refusal is asked again");
+        assert_eq!(check("a", "alpine", takes()).await, takes());
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 4);
     }
 }

@@ -302,6 +302,26 @@ fn assert_loop_rule(all: &[Loop], from: i64, interval: f64, slack: f64) {
 mod newest_only {
     use super::*;
 
+    /// All namespaces but a list (here, every namespace but the two of the test: the LoopServices
+    /// of any other are not the test's to run): the operator watches the cluster with a field
+    /// selector, runs the LoopServices of the two and never touches one in an excluded namespace.
+    /// A cluster-wide operator, so it runs alone, with the chaos tests.
+    #[tokio::test]
+    #[ignore = "needs the local cluster: run `make test`"]
+    async fn an_exclusion_list_runs_every_namespace_but_those() {
+        use k8s_openapi::api::core::v1::Namespace;
+        use kube::api::ListParams;
+
+        let (a, b, c) = (setup("exclude-a").await, TestNs::new("exclude-b").await, TestNs::new("exclude-c").await);
+        require_newest(&a.client).await;
+        loopservices_in(&[&a, &b], &c).await;
+        let namespaces = Api::<Namespace>::all(a.client.clone()).list(&ListParams::default()).await.unwrap().items;
+        let mut out: Vec<String> = namespaces.iter().map(|n| n.name_any()).filter(|n| *n != a.name && *n != b.name).collect();
+        out.sort_by_key(|n| *n != c.name);
+        let op = Operator::start_with(&a.name, &[], &[("EXCLUDE_NAMESPACES", &out.join(","))]);
+        only_the_watched_namespaces_loop(&op, &[&a, &b], &c).await;
+    }
+
     #[tokio::test]
     #[ignore = "needs the local cluster: run `make test`"]
     async fn the_api_server_down_30s_no_loop_twice_none_lost_next_loop_within_10s() {

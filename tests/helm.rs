@@ -6,8 +6,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -32,19 +31,6 @@ fn must(cmd: &str, args: &[&str]) -> String {
     text
 }
 
-fn kubectl_apply(yaml: &str) {
-    let mut child = Command::new("kubectl")
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[test]
 #[ignore = "needs helm from the local cluster's tools: run `make test`"]
 fn the_chart_lints_clean() {
@@ -60,9 +46,12 @@ fn the_chart_lints_clean() {
         vec![],
         vec!["-f", "hack/values-local.yaml"],
         vec!["--set", "watchNamespace=team-a"],
+        vec!["--set", "watchNamespaces={team-a,team-b}"],
+        vec!["--set", "excludeNamespaces={kube-system,team-c}"],
         vec!["--set", "metrics.prometheusRule.enabled=true"],
         vec!["--set", "metrics.serviceMonitor.enabled=true"],
         vec!["--set", "grafana.dashboard.enabled=true"],
+        vec!["--set", "admissionPolicy.denyList.enabled=true"],
         observe.to_vec(),
     ] {
         let mut args = vec!["lint", CHART, "--strict"];
@@ -78,10 +67,12 @@ fn the_chart_lints_clean() {
     let no_metrics_roles = ["--set", "metrics.auth=none", "--set", "metrics.reader.create=false"];
     let one = must("helm", &[&["template", "x", CHART, "--set", "watchNamespace=team-a"][..], &no_metrics_roles].concat());
     assert!(one.contains("kind: Role\n") && one.contains("kind: RoleBinding"));
-    // Namespaced, its one ClusterRoleBinding is the read of other releases' Leases (below).
-    assert_eq!(one.matches("kind: ClusterRoleBinding").count(), 1, "{one}");
+    // Namespaced, its ClusterRoleBindings are the read of other releases' Leases and the read
+    // of a Namespace's PodSecurity labels (below).
+    assert_eq!(one.matches("kind: ClusterRoleBinding").count(), 2, "{one}");
     assert!(one.contains("name: x-loopservice-operator-claims"), "{one}");
-    assert!(one.contains("--namespace=team-a"));
+    assert!(one.contains("name: x-loopservice-operator-namespaces"), "{one}");
+    assert!(one.contains("--namespaces=team-a") && !one.contains("--exclude-namespaces"), "{one}");
 
     // The admission policy (a LoopService only from whoever may create Jobs): on by default
     // where the API server serves it (1.30), left out before, and off when asked.
@@ -126,20 +117,28 @@ fn the_chart_lints_clean() {
         run("helm", &["template", "x", CHART, "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"]);
     assert!(!ok && text.contains("metrics.serviceMonitor.enabled needs metrics.service.enabled"), "{text}");
     // The only cluster-wide objects: the aggregated roles that let namespace editors and
-    // viewers use LoopServices, which can be left out, and the read of other releases' Leases
-    // (a claim on a LoopService is honoured while its release's Lease is renewed).
+    // viewers use LoopServices, which can be left out, the read of other releases' Leases
+    // (a claim on a LoopService is honoured while its release's Lease is renewed), and the read
+    // of a Namespace (whether it enforces the PodSecurity level a new spec's dry run warns of).
     let cluster_roles: Vec<&str> = one.split("\n---").filter(|d| d.lines().any(|l| l == "kind: ClusterRole")).collect();
-    assert_eq!(cluster_roles.len(), 3, "{one}");
-    let leases_get = |d: &&str| {
-        let role: serde_yaml::Value = serde_yaml::from_str(d).expect("a ClusterRole");
-        role["rules"].as_sequence().is_some_and(|rules| {
-            rules.len() == 1
-                && rules[0]["resources"] == serde_yaml::Value::from(vec!["leases"])
-                && rules[0]["verbs"] == serde_yaml::Value::from(vec!["get"])
-        })
+    assert_eq!(cluster_roles.len(), 4, "{one}");
+    let get_only = |resource: &'static str| {
+        move |d: &&str| {
+            let role: serde_yaml::Value = serde_yaml::from_str(d).expect("a ClusterRole");
+            role["rules"].as_sequence().is_some_and(|rules| {
+                rules.len() == 1
+                    && rules[0]["resources"] == serde_yaml::Value::from(vec![resource])
+                    && rules[0]["verbs"] == serde_yaml::Value::from(vec!["get"])
+            })
+        }
     };
-    assert!(cluster_roles.iter().all(|d| d.contains("rbac.authorization.k8s.io/aggregate-to-") || leases_get(d)), "{one}");
+    let (leases_get, namespaces_get) = (get_only("leases"), get_only("namespaces"));
+    assert!(
+        cluster_roles.iter().all(|d| d.contains("rbac.authorization.k8s.io/aggregate-to-") || leases_get(d) || namespaces_get(d)),
+        "{one}"
+    );
     assert_eq!(cluster_roles.iter().filter(|d| leases_get(d)).count(), 1);
+    assert_eq!(cluster_roles.iter().filter(|d| namespaces_get(d)).count(), 1);
     let none = must(
         "helm",
         &[
@@ -149,7 +148,119 @@ fn the_chart_lints_clean() {
         .concat(),
     );
     let kinds: Vec<&str> = none.lines().filter(|l| l.starts_with("kind: Cluster")).collect();
-    assert_eq!(kinds, ["kind: ClusterRole", "kind: ClusterRoleBinding"], "{none}");
+    assert_eq!(kinds, ["kind: ClusterRole", "kind: ClusterRole", "kind: ClusterRoleBinding", "kind: ClusterRoleBinding"], "{none}");
+}
+
+/// The admission policy's deny-list is off by default; on, each check renders as a validation
+/// of its own, and a check turned off is left out.
+#[test]
+#[ignore = "needs helm from the local cluster's tools: run `make test`"]
+fn the_deny_list_renders_only_when_enabled() {
+    let policy = |args: &[&str]| -> serde_yaml::Value {
+        let mut all = vec!["template", "x", CHART, "--show-only", "templates/admission-policy.yaml"];
+        all.extend(args);
+        let text = must("helm", &all);
+        let doc = text.split("\n---").find(|d| d.contains("kind: ValidatingAdmissionPolicy\n")).expect("the policy");
+        serde_yaml::from_str(doc).unwrap()
+    };
+    let messages = |p: &serde_yaml::Value| -> Vec<String> {
+        p["spec"]["validations"].as_sequence().unwrap().iter().filter_map(|v| v["message"].as_str().map(str::to_string)).collect()
+    };
+    let default = policy(&[]);
+    assert_eq!(default["spec"]["validations"].as_sequence().map(Vec::len), Some(1), "only the Job-rights check by default");
+    assert!(default["spec"]["variables"].is_null());
+    let on = policy(&["--set", "admissionPolicy.denyList.enabled=true"]);
+    let all = messages(&on);
+    for words in [
+        "privileged container",
+        ".hostNetwork",
+        ".hostPID",
+        ".hostIPC",
+        "hostPath",
+        "hostPort",
+        "capabilities beyond",
+        "privilege escalation",
+    ] {
+        assert_eq!(all.iter().filter(|m| m.contains(words)).count(), 1, "{words}: {all:#?}");
+    }
+    assert_eq!(all.len(), 8, "{all:#?}");
+    let some = messages(&policy(&[
+        "--set",
+        "admissionPolicy.denyList.enabled=true",
+        "--set",
+        "admissionPolicy.denyList.hostNamespaces=false",
+        "--set",
+        "admissionPolicy.denyList.capabilities=false",
+    ]));
+    assert_eq!(some.len(), 4, "{some:#?}");
+    assert!(!some.iter().any(|m| m.contains("namespaces") || m.contains("capabilities")), "{some:#?}");
+    // The deny-list is part of the policy: nothing of it without the policy, or before 1.30.
+    for off in [&["--set", "admissionPolicy.enabled=false"][..], &["--kube-version", "1.29.0"][..]] {
+        let mut args = vec!["template", "x", CHART, "--set", "admissionPolicy.denyList.enabled=true"];
+        args.extend(off);
+        assert!(!must("helm", &args).contains("this cluster refuses"), "{off:?}");
+    }
+}
+
+/// The chart's documents, parsed.
+fn documents(yaml: &str) -> Vec<serde_yaml::Value> {
+    yaml.split("\n---").filter_map(|d| serde_yaml::from_str::<serde_yaml::Value>(d).ok()).filter(|d| d["kind"].is_string()).collect()
+}
+
+/// Whether a role's rules name any of `resources`.
+fn grants_any(role: &serde_yaml::Value, resources: &[&str]) -> bool {
+    let rules = role["rules"].as_sequence().cloned().unwrap_or_default();
+    rules
+        .iter()
+        .flat_map(|r| r["resources"].as_sequence().cloned().unwrap_or_default())
+        .any(|r| resources.contains(&r.as_str().unwrap_or("")))
+}
+
+#[test]
+#[ignore = "needs helm from the local cluster's tools: run `make test`"]
+fn a_namespace_list_gets_a_role_in_each_and_no_cluster_wide_rights_and_kube_system_is_left_out_by_default() {
+    const WATCHED: [&str; 4] = ["loopservices", "jobs", "pods", "events"];
+    let kinds_in = |docs: &[serde_yaml::Value], kind: &str| -> Vec<(String, String)> {
+        let of = |d: &serde_yaml::Value, k: &str| d["metadata"][k].as_str().unwrap_or("").to_string();
+        docs.iter().filter(|d| d["kind"].as_str() == Some(kind)).map(|d| (of(d, "namespace"), of(d, "name"))).collect()
+    };
+    // A list (and the older single value, one more item): a Role and RoleBinding in each.
+    let list =
+        must("helm", &["template", "x", CHART, "-n", "ops", "--set", "watchNamespaces={team-a,team-b}", "--set", "watchNamespace=team-c"]);
+    let docs = documents(&list);
+    let role = |ns: &str| (ns.to_string(), "x-loopservice-operator".to_string());
+    let want = vec![role("team-a"), role("team-b"), role("team-c")];
+    let operator_roles: Vec<_> = kinds_in(&docs, "Role").into_iter().filter(|r| r.1 == "x-loopservice-operator").collect();
+    assert_eq!(operator_roles, want, "{list}");
+    let bindings: Vec<_> = kinds_in(&docs, "RoleBinding").into_iter().filter(|r| r.1 == "x-loopservice-operator").collect();
+    assert_eq!(bindings, want, "{list}");
+    for d in docs.iter().filter(|d| d["kind"].as_str() == Some("RoleBinding")) {
+        assert_eq!(d["subjects"][0]["namespace"].as_str(), Some("ops"), "bound to the operator's ServiceAccount");
+    }
+    // The aggregated roles go to whoever holds view, edit or admin; the operator's own
+    // cluster-wide roles are those its ClusterRoleBindings name.
+    let bound: Vec<&str> = docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("ClusterRoleBinding") && d["subjects"][0]["name"].as_str() == Some("x-loopservice-operator"))
+        .filter_map(|d| d["roleRef"]["name"].as_str())
+        .collect();
+    assert_eq!(bound, ["x-loopservice-operator-claims"], "{list}");
+    for d in
+        docs.iter().filter(|d| d["kind"].as_str() == Some("ClusterRole") && bound.contains(&d["metadata"]["name"].as_str().unwrap_or("")))
+    {
+        assert!(!grants_any(d, &WATCHED), "no cluster-wide right over {WATCHED:?}: {d:?}");
+    }
+    assert!(list.contains("- --namespaces=team-a,team-b,team-c") && !list.contains("--exclude-namespaces"), "{list}");
+    // The default: cluster-wide, kube-system left out by the operator's watches.
+    let all = must("helm", &["template", "x", CHART]);
+    let docs = documents(&all);
+    assert_eq!(kinds_in(&docs, "ClusterRole").iter().filter(|r| r.1 == "x-loopservice-operator").count(), 1, "{all}");
+    assert!(kinds_in(&docs, "Role").iter().all(|r| r.1 != "x-loopservice-operator"), "{all}");
+    assert!(all.contains("- --exclude-namespaces=kube-system") && !all.contains("--namespaces="), "{all}");
+    let more = must("helm", &["template", "x", CHART, "--set", "excludeNamespaces={kube-system,team-c}"]);
+    assert!(more.contains("- --exclude-namespaces=kube-system,team-c"), "{more}");
+    let none = must("helm", &["template", "x", CHART, "--set", "excludeNamespaces=null"]);
+    assert!(!none.contains("--exclude-namespaces") && !none.contains("--namespaces="), "{none}");
 }
 
 #[tokio::test]

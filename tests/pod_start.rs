@@ -162,6 +162,12 @@ mod from_1_25 {
         let ns = setup("psa").await;
         require_minor(&ns.client, 25).await;
         ns.enforce_pod_security("restricted").await;
+        // Warnings of `privileged` (none): the dry run of the Job brings no PodSecurity warning,
+        // which would make the spec InvalidSpec before the loop (tests/pod_security.rs), and the
+        // refusal of its Pods is what the running loop reports.
+        let quiet = json!({"metadata": {"labels": {"pod-security.kubernetes.io/warn": "privileged"}}});
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ns.client.clone());
+        namespaces.patch(&ns.name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&quiet)).await.unwrap();
         let _op = Operator::start(&ns.name, &[]);
         // busybox as root, with no securityContext: the Job itself is admitted (PodSecurity only
         // warns about workloads), its Pods are not.

@@ -458,24 +458,8 @@ async fn allowed(client: &Client, user: &str, ns: &str, verb: &str, resource: (&
 async fn the_operators_rbac_names_its_lease_and_is_enough_to_lead_and_run_loops() {
     let ns = setup("rbac").await;
     let lease = "loops-lease";
-    let yaml = helm_template(&[
-        "lso",
-        "charts/loopservice-operator",
-        "-n",
-        &ns.name,
-        "--set",
-        &format!("watchNamespace={}", ns.name),
-        "--set",
-        &format!("leaderElection.leaseName={lease}"),
-        "--set",
-        "rbac.aggregateToDefaultRoles=false",
-        "--show-only",
-        "templates/rbac.yaml",
-        "--show-only",
-        "templates/serviceaccount.yaml",
-    ]);
-    let (ok, out) = kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(&yaml));
-    assert!(ok, "{out}");
+    let yaml = chart_rbac(&ns.name, &[&format!("watchNamespace={}", ns.name), &format!("leaderElection.leaseName={lease}")]);
+    kubectl_apply(&yaml);
     let sa = format!("system:serviceaccount:{}:lso-loopservice-operator", ns.name);
     let leases = ("coordination.k8s.io", "leases");
     let c = &ns.client;
@@ -500,14 +484,7 @@ async fn the_operators_rbac_names_its_lease_and_is_enough_to_lead_and_run_loops(
     assert!(!allowed(c, &sa, "kube-system", "create", ("batch", "jobs"), None).await, "nothing outside its namespace");
 
     // The operator, as that ServiceAccount, leads with that Lease and runs a loop.
-    let config = std::fs::read_to_string(std::env::var("KUBECONFIG").expect("KUBECONFIG (eval \"$(hack/cluster.sh env)\")")).unwrap();
-    let mut kc: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
-    for user in kc["users"].as_sequence_mut().unwrap() {
-        user["user"]["as"] = serde_yaml::Value::from(sa.clone());
-    }
-    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-as-operator.kubeconfig", ns.name));
-    std::fs::write(&path, serde_yaml::to_string(&kc).unwrap()).unwrap();
-    let path = path.to_string_lossy().to_string();
+    let path = kubeconfig_as(&sa, &format!("{}-as-operator", ns.name));
     let mut op =
         Operator::start(&ns.name, &[("KUBECONFIG", &path), ("LEADER_ELECT", "true"), ("LEASE_NAME", lease), ("POD_NAMESPACE", &ns.name)]);
     wait_for("the operator to lead", LONG, || async { op.log_text().contains("became the leader").then_some(()) }).await;

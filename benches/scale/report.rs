@@ -1,6 +1,7 @@
 //! The printed figures, each with its sample count, and the targets beside them.
 
 use crate::apiserver::{self, RESOURCES};
+use crate::fairness::FairResult;
 use crate::floor::FloorResult;
 use crate::idle::IdleResult;
 use crate::overdue::OverdueResult;
@@ -177,6 +178,28 @@ pub fn floor(rows: &[FloorResult]) {
             r.at_once,
             s.line(1000.0, " ms"),
             if s.n() < r.n { format!(" (only {} of {} seen)", s.n(), r.n) } else { String::new() }
+        );
+    }
+}
+
+pub fn fairness(r: &FairResult) {
+    let (alone, beside, restarted) = (Sample::new(r.alone.clone()), Sample::new(r.beside.clone()), Sample::new(r.restarted.clone()));
+    println!("\n5. Fairness: {} LoopServices every 10 s in one namespace, {} broken ones in another", r.healthy, r.broken);
+    println!("  Job created after due (the bench's watch), loops after the first:");
+    println!("  alone                       {}", alone.line(1000.0, " ms"));
+    println!("  while {} broken are created ({:.1} s) and 60 s on  {}", r.broken, r.create_broken_s, beside.line(1000.0, " ms"));
+    println!("  60 s after an operator restart with both  {}", restarted.line(1000.0, " ms"));
+    println!("  broken LoopServices reported Invalid: {} of {}", r.broken_reported, r.broken);
+    let bound = 2.0 * alone.p(0.99);
+    for (what, s) in [("beside", &beside), ("after a restart", &restarted)] {
+        let met = s.p(0.99) <= bound;
+        println!(
+            "{}",
+            target(
+                &format!("(3) p99 {what} <= 2x alone ({} ms)", fmt(bound * 1000.0)),
+                &format!("p99 {} ms", fmt(s.p(0.99) * 1000.0)),
+                met
+            )
         );
     }
 }

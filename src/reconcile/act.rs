@@ -17,8 +17,8 @@ use crate::{is_transient, Error, Result};
 
 /// Performs the plan's launch, if any.
 pub async fn act(o: &Observed, launch: Option<&Launch>, ctx: &Context) -> Result<Option<Launched>> {
-    let (Some(launch), Checked::Valid(spec)) = (launch, &o.spec) else { return Ok(None) };
-    let _turn = ctx.request(Priority::Launch).await;
+    let (Some(launch), Checked::Valid(spec, _)) = (launch, &o.spec) else { return Ok(None) };
+    let _turn = ctx.request(Priority::Launch, &o.namespace).await;
     // The start is the instant of the create, not of the reconcile's `now`: a launch may wait
     // for its turn when many are due at once. It is read off the API server's clock (see
     // `clock::ServerClock`), as the Job's end will be.

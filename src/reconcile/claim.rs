@@ -209,7 +209,7 @@ async fn read_lease(ctx: &Context, claimant: &str) -> LeaseRead {
         // Not a claim this operator writes: no release answers to it.
         return LeaseRead::Missing;
     };
-    let _turn = ctx.request(Priority::Bookkeeping).await;
+    let _turn = ctx.request(Priority::Bookkeeping, ns).await;
     match Api::<Lease>::namespaced(ctx.client.clone(), ns).get_opt(name).await {
         Ok(None) => LeaseRead::Missing,
         Ok(Some(lease)) => {
@@ -273,7 +273,7 @@ pub async fn claim(ls: Arc<LoopService>, ctx: &Context) -> Result<Claimed> {
 async fn write_claim(ls: &LoopService, ctx: &Context, mine: &str) -> Result<LoopService> {
     let (ns, name) = (ls.namespace().unwrap_or_default(), ls.name_any());
     let patch = json!({"metadata": {"resourceVersion": ls.resource_version(), "annotations": {ANN_CLAIMED_BY: mine}}});
-    let _turn = ctx.request(Priority::Launch).await;
+    let _turn = ctx.request(Priority::Launch, &ns).await;
     Api::<LoopService>::namespaced(ctx.client.clone(), &ns)
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await

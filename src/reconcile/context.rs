@@ -17,6 +17,7 @@ use super::claim::Claims;
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::crd::{LoopService, LoopServiceStatus};
+use crate::fair::Gate;
 pub use crate::fault::Fault;
 use crate::metrics::Metrics;
 use crate::turns::{Priority, Turn, Turns};
@@ -124,6 +125,9 @@ pub struct Context {
     released: Mutex<HashMap<String, Instant>>,
     /// Turns to make an API request: `settings.concurrency` of them, launches first.
     turns: Turns,
+    /// Places for reconciles past their first step: `settings.max_reconciles` of them, handed
+    /// to namespaces in turn.
+    pub slots: Gate<1>,
     /// Dry-run answers of specs lately checked, by namespace and spec.
     pub verdicts: Verdicts,
 }
@@ -132,6 +136,7 @@ impl Context {
     pub fn new(parts: Parts, caches: Caches) -> Self {
         let Parts { client, reporter, metrics, draining, fault, settings, clock, claims } = parts;
         let turns = usize::from(settings.concurrency.max(1));
+        let slots = usize::from(settings.max_reconciles.max(settings.concurrency).max(1));
         let qps = std::num::NonZeroU32::new(settings.qps.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
         let burst = std::num::NonZeroU32::new(settings.burst.max(settings.qps).max(1)).unwrap_or(std::num::NonZeroU32::MIN);
         Context {
@@ -149,14 +154,16 @@ impl Context {
             written: Mutex::new(HashMap::new()),
             released: Mutex::new(HashMap::new()),
             turns: Turns::new(turns),
+            slots: Gate::new(slots),
             verdicts: Verdicts::default(),
         }
     }
 
-    /// Waits for a turn (launches first) and the client's rate limit before one API request;
+    /// Waits for a turn (launches first, namespaces in turn) and the client's rate limit before
+    /// one API request about a LoopService in `namespace`;
     /// the turn is held until it is dropped, after the request.
-    pub async fn request(&self, priority: Priority) -> Turn<'_> {
-        let turn = self.turns.take(priority).await;
+    pub async fn request(&self, priority: Priority, namespace: &str) -> Turn<'_> {
+        let turn = self.turns.take(priority, namespace).await;
         self.limiter.until_ready().await;
         turn
     }

@@ -145,7 +145,7 @@ pub fn observed(ls: &LoopService, jobs: &[Job]) -> Observed {
         namespace: NS.into(),
         uid: UID.into(),
         prev: ls.status.clone().unwrap_or_default(),
-        spec: Checked::Valid(Box::new(ls.spec.validate().expect("a valid spec"))),
+        spec: Checked::Valid(Box::new(ls.spec.validate().expect("a valid spec")), None),
         jobs,
         held,
         lingering: None,
@@ -274,6 +274,8 @@ pub struct Expect {
     query: &'static str,
     content_type: Option<&'static str>,
     answer: Answer,
+    /// The texts of the `Warning` headers of the answer.
+    warnings: Vec<String>,
 }
 
 const JOBS: &str = "/apis/batch/v1/namespaces/ns/jobs";
@@ -282,7 +284,7 @@ const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
 
 impl Expect {
     fn new(method: Method, path: String, answer: Answer) -> Self {
-        Expect { method, path, query: "", content_type: None, answer }
+        Expect { method, path, query: "", content_type: None, answer, warnings: vec![] }
     }
 
     /// The server-side dry run of a Job create; answered as the API server takes it (and
@@ -392,6 +394,20 @@ impl Expect {
         Expect::new(Method::GET, path, answer)
     }
 
+    /// A read of the namespace's metadata; answered with `labels`.
+    pub fn get_namespace(labels: Value) -> Self {
+        let answer = Box::new(move |_: &Value, _: &mut Stored| {
+            (StatusCode::OK, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": labels}}))
+        });
+        Expect::new(Method::GET, format!("/api/v1/namespaces/{NS}"), answer)
+    }
+
+    /// Answers with a `Warning` header of `text` too, as admission's warnings come.
+    pub fn warns(mut self, text: &str) -> Self {
+        self.warnings.push(text.to_string());
+        self
+    }
+
     /// An Event published (events.k8s.io/v1); answered as created.
     pub fn event() -> Self {
         Expect::new(Method::POST, EVENTS.into(), Box::new(|b: &Value, _: &mut Stored| (StatusCode::CREATED, b.clone())))
@@ -498,11 +514,11 @@ pub fn api_server(expected: Vec<Expect>) -> (Client, ApiServer) {
                 assert_eq!(request.content_type.as_deref(), Some(ct), "the content type of {}", request.line());
             }
             let (code, answer) = (next.answer)(&request.body, &mut stored);
-            let response = Response::builder()
-                .status(code)
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Body::from(serde_json::to_vec(&answer).expect("a JSON answer")))
-                .expect("a response");
+            let mut response = Response::builder().status(code).header(http::header::CONTENT_TYPE, "application/json");
+            for w in &next.warnings {
+                response = response.header("warning", format!("299 - {}", serde_json::to_string(w).expect("a JSON string")));
+            }
+            let response = response.body(Body::from(serde_json::to_vec(&answer).expect("a JSON answer"))).expect("a response");
             send.send_response(response);
         }
         let left: Vec<String> = expected.iter().map(Expect::describe).collect();

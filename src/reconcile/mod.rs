@@ -50,11 +50,15 @@ pub async fn reconcile(cached: Arc<CachedLoopService>, ctx: Arc<Context>) -> Res
     if !ctx.caches.synced.load(Ordering::SeqCst) {
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
+    // The controller starts every reconcile that is due; at most `max_reconciles` go past here
+    // at once, namespaces in turn, so that thousands due in one namespace hold back another's
+    // by a place each, not by all of theirs. Waiting here costs little: nothing is expanded yet.
+    let _slot = ctx.slots.take(0, cached.namespace().as_deref().unwrap_or_default()).await;
     let ls = Arc::new(cached.expand().map_err(|e| Error::Cached(cached.name_any(), e))?);
     let began = Instant::now();
     ctx.metrics.reconciles.inc();
-    // The work is boxed, and so allocated only once the reconcile runs: the controller makes up
-    // to `max_reconciles` of these at once, and most finish in their first poll.
+    // The work is boxed, and so allocated only once the reconcile has its place: the controller
+    // makes one of these for every LoopService due, and most finish in their first poll.
     let res = match tokio::time::timeout(ctx.settings.reconcile_timeout, Box::pin(stages(ls.clone(), &ctx))).await {
         Ok(res) => res,
         Err(_) => Err(Error::TimedOut(ctx.settings.reconcile_timeout)),
@@ -124,7 +128,7 @@ async fn report_failure(ls: &LoopService, ctx: &Context, err: &Error) {
     let mut st = prev.clone();
     status::reconcile_failed(&mut st, &err.plain(), failures, ctx.clock.now());
     if st != prev {
-        let _turn = ctx.request(Priority::Bookkeeping).await;
+        let _turn = ctx.request(Priority::Bookkeeping, ls.namespace().as_deref().unwrap_or_default()).await;
         if let Err(e) = record::write_status(ls, &st, ctx).await {
             debug!(name = %ls.name_any(), error = %e, "could not record the reconcile error in status");
         }

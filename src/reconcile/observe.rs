@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use tracing::warn;
@@ -19,12 +19,14 @@ use super::context::Context;
 use crate::crd::{LoopService, LoopServiceStatus, Phase};
 use crate::job::{self, Held, JobParams, ObservedJob, Outcome};
 use crate::keys::LABEL_JOB_NAME;
+use crate::pod_security;
 use crate::reasons::Reason;
 use crate::schedule;
 use crate::spec::ValidSpec;
 use crate::status::Obstacle;
 use crate::text::clip;
 use crate::turns::Priority;
+use crate::verdicts::Verdict;
 use crate::{is_transient, Error, Result};
 
 /// A reconcile that finds the cache without this instance's last status write (the watch a
@@ -49,7 +51,9 @@ pub enum Observation {
 
 /// Whether the spec can run, and if not, who said so.
 pub enum Checked {
-    Valid(Box<ValidSpec>),
+    /// With the warning the dry run of a new spec brought, to publish once (PodSecurity's
+    /// `warn` level: the loops run).
+    Valid(Box<ValidSpec>, Option<String>),
     /// The operator's own checks refuse it: nothing runs until the spec changes.
     Invalid(String),
     /// The API server refuses (or would drop part of) the Job it makes: checked again now and
@@ -112,7 +116,7 @@ pub async fn observe(ls: Arc<LoopService>, ctx: &Context, now: Timestamp) -> Res
         draining: ctx.draining.load(Ordering::SeqCst),
         suspect: ctx.caches_suspect(),
     };
-    if !matches!(seen.spec, Checked::Valid(_)) {
+    if !matches!(seen.spec, Checked::Valid(..)) {
         // No loop is decided on, but Jobs whose loops' ends were stored before the spec went
         // bad are still let go.
         let owned = ctx.caches.jobs.of(&seen.namespace, &seen.uid);
@@ -150,7 +154,7 @@ async fn current(ls: Arc<LoopService>, ctx: &Context, ns: &str, uid: &str) -> Re
         Some(_) => {}
     }
     let name = ls.name_any();
-    let _turn = ctx.request(Priority::Bookkeeping).await;
+    let _turn = ctx.request(Priority::Bookkeeping, ns).await;
     let mut stored = match Api::<LoopService>::namespaced(ctx.client.clone(), ns).get(&name).await {
         Ok(stored) => stored,
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Current::Gone),
@@ -179,28 +183,29 @@ async fn check(ls: &LoopService, ctx: &Context, ns: &str, prev: &LoopServiceStat
         Err(errors) => return Ok(Checked::Invalid(errors.to_string())),
     };
     if prev.observed_generation == ls.metadata.generation && prev.phase != Some(Phase::Invalid) {
-        return Ok(Checked::Valid(Box::new(valid)));
+        return Ok(Checked::Valid(Box::new(valid), None));
     }
     let verdict = ctx.verdicts.cell(ns, &ls.spec);
-    let refused = verdict
+    let verdict = verdict
         .get_or_try_init(|| async {
             // A new spec is checked on the way to its first loop; a spec the API server refused
             // before, checked again as it was, is bookkeeping: it never delays a due loop.
             let again = prev.observed_generation == ls.metadata.generation && prev.phase == Some(Phase::Invalid);
-            let _turn = ctx.request(if again { Priority::Bookkeeping } else { Priority::Launch }).await;
+            let _turn = ctx.request(if again { Priority::Bookkeeping } else { Priority::Launch }, ns).await;
             dry_run(ls, &valid, ctx, prev.loops_started.saturating_add(1), now).await
         })
         .await?;
-    Ok(match refused {
-        Some(message) => Checked::Refused(message.clone()),
-        None => Checked::Valid(Box::new(valid)),
+    Ok(match verdict {
+        Verdict { refused: Some(message), .. } => Checked::Refused(message.clone()),
+        Verdict { refused: None, warning } => Checked::Valid(Box::new(valid), warning.clone()),
     })
 }
 
 /// Asks the API server to validate, not create, the Job that loop `n` of this spec would be
-/// (a server-side dry run). `Some(message)` when it refuses it, or would drop a field of it
-/// that this Kubernetes version does not have.
-async fn dry_run(ls: &LoopService, spec: &ValidSpec, ctx: &Context, n: i64, now: Timestamp) -> Result<Option<String>> {
+/// (a server-side dry run). Refused when it refuses it, would drop a field of it that this
+/// Kubernetes version does not have, or warns that its Pods break the PodSecurity level the
+/// namespace enforces (PodSecurity refuses only the Pods, and the loop would never run).
+async fn dry_run(ls: &LoopService, spec: &ValidSpec, ctx: &Context, n: i64, now: Timestamp) -> Result<Verdict> {
     let params = JobParams {
         ls,
         spec,
@@ -216,11 +221,11 @@ async fn dry_run(ls: &LoopService, spec: &ValidSpec, ctx: &Context, n: i64, now:
         return Err(Error::Incomplete(ls.name_any()));
     };
     let job_name = job.name_any();
-    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ls.namespace().unwrap_or_default());
+    let ns = ls.namespace().unwrap_or_default();
     let pp = PostParams { dry_run: true, ..PostParams::default() };
     let sent_at = ctx.clock.machine();
-    match api.create(&pp, &job).await {
-        Ok(stored) => {
+    match create_with_warnings(&ctx.client, &ns, &pp, &job).await {
+        Ok((stored, warnings)) => {
             // A dry run is stamped too: a reading of the API server's clock.
             if let Some(created) = &stored.metadata.creation_timestamp {
                 ctx.clock.learn(sent_at, ctx.clock.machine(), created.0);
@@ -228,16 +233,70 @@ async fn dry_run(ls: &LoopService, spec: &ValidSpec, ctx: &Context, n: i64, now:
             let sent = serde_json::to_value(&job.spec).unwrap_or_default();
             let back = serde_json::to_value(&stored.spec).unwrap_or_default();
             let dropped = crate::json_paths::dropped_paths(&sent, &back, "spec");
-            Ok((!dropped.is_empty())
-                .then(|| format!("this Kubernetes API server drops {}: a field or feature it does not have", dropped.join(", "))))
+            if !dropped.is_empty() {
+                let why = format!("this Kubernetes API server drops {}: a field or feature it does not have", dropped.join(", "));
+                return Ok(Verdict::refused(why));
+            }
+            match pod_security::violation(&warnings) {
+                Some(v) => pod_security_verdict(ctx, &ns, &v).await.map_err(|e| Error::CheckJob(job_name, e)),
+                None => Ok(Verdict::default()),
+            }
         }
         // A Job of that name exists: not the spec's fault (the launch reports whose it is).
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Verdict::default()),
         Err(e) if is_transient(&e) => Err(Error::CheckJob(job_name, e)),
         Err(kube::Error::Api(s)) if super::act::forbids_the_operator(&s) => Err(Error::CheckJob(job_name, kube::Error::Api(s))),
-        Err(kube::Error::Api(s)) => Ok(Some(clip(&format!("the API server refuses the Job this spec makes: {}", s.message)))),
+        Err(kube::Error::Api(s)) => Ok(Verdict::refused(clip(&format!("the API server refuses the Job this spec makes: {}", s.message)))),
         Err(e) => Err(Error::CheckJob(job_name, e)),
     }
+}
+
+/// `Api::create` of `job` in `ns`, with the texts of the answer's `Warning` headers, which
+/// kube's `Api` leaves out. Errors as `Api::create`'s.
+async fn create_with_warnings(client: &kube::Client, ns: &str, pp: &PostParams, job: &Job) -> kube::Result<(Job, Vec<String>)> {
+    let api: Api<Job> = Api::namespaced(client.clone(), ns);
+    let bytes = serde_json::to_vec(job).map_err(kube::Error::SerdeError)?;
+    let mut req = kube::core::Request::new(api.resource_url()).create(pp, bytes).map_err(kube::Error::BuildRequest)?;
+    req.extensions_mut().insert("create");
+    let res = client.send(req.map(kube::client::Body::from)).await?;
+    let code = res.status();
+    let warnings = pod_security::warning_texts(res.headers().get_all("warning").iter().filter_map(|v| v.to_str().ok()));
+    let body = res.into_body().collect_bytes().await?;
+    if code.is_client_error() || code.is_server_error() {
+        // As kube's own client reads an error: a `Status`, or the text of one.
+        let status = serde_json::from_slice::<kube::core::Status>(&body).unwrap_or_else(|_| {
+            let text = String::from_utf8_lossy(&body);
+            kube::core::Status::failure(text.trim(), "Failed to parse error data").with_code(code.as_u16())
+        });
+        return Err(kube::Error::Api(status.boxed()));
+    }
+    Ok((serde_json::from_slice(&body).map_err(kube::Error::SerdeError)?, warnings))
+}
+
+/// What a PodSecurity warning on the dry run means: refused when the namespace enforces the
+/// level it names (or a stricter one), so every Pod of the Job would be refused; otherwise a
+/// warning to publish, and the loops run. The namespace's labels say which; when the operator
+/// may not read them, the Pods may yet be admitted, and it is only a warning (a refused Pod is
+/// then reported as `PodCreateFailed` by the running loop).
+async fn pod_security_verdict(ctx: &Context, ns: &str, v: &pod_security::Violation) -> kube::Result<Verdict> {
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let labels = match namespaces.get(ns).await {
+        Ok(namespace) => Some(namespace.metadata.labels.unwrap_or_default()),
+        Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 => {
+            warn!(namespace = %ns, error = %s.message, "cannot read the namespace's PodSecurity labels; a PodSecurity warning is reported as a warning");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let said = format!("the API server warns that the Pod template {}", v.text);
+    let (refused, warning) = match (&labels, labels.as_ref().and_then(|l| pod_security::enforced(v, l))) {
+        (_, Some(level)) => (Some(format!("its Pods would be refused: namespace {ns} enforces PodSecurity \"{level}\", and {said}")), None),
+        (Some(_), None) => (None, Some(format!("{said}; namespace {ns} does not enforce that level, and the loops run"))),
+        (None, None) => {
+            (None, Some(format!("{said}; the operator cannot read whether namespace {ns} enforces that level, and the loops run")))
+        }
+    };
+    Ok(Verdict { refused: refused.as_deref().map(clip), warning: warning.as_deref().map(clip) })
 }
 
 /// The LoopService's loops' Jobs, from the cache, and those of them the finalizer holds. The
@@ -250,7 +309,7 @@ async fn jobs(seen: &Observed, ctx: &Context) -> Result<(Vec<ObservedJob>, Vec<H
     let mut owned: Vec<Arc<Job>> = ctx.caches.jobs.of(&seen.namespace, uid).into_iter().filter(|j| owns(j, uid)).collect();
     let active = seen.prev.active_job.as_deref().filter(|a| seen.suspect || !owned.iter().any(|j| j.name_any() == *a));
     if let Some(active) = active {
-        let _turn = ctx.request(Priority::Bookkeeping).await;
+        let _turn = ctx.request(Priority::Bookkeeping, &seen.namespace).await;
         let api: Api<Job> = Api::namespaced(ctx.client.clone(), &seen.namespace);
         let stored = api.get_opt(active).await.map_err(|e| Error::GetJob(active.to_string(), e))?;
         owned.retain(|j| j.name_any() != active);
@@ -329,7 +388,7 @@ async fn stuck(seen: &Observed, pods: &[Arc<Pod>], ctx: &Context, now: Timestamp
 async fn pod_create_failure(ctx: &Context, ns: &str, job: &str) -> Option<String> {
     let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(ctx.client.clone(), ns);
     let lp = ListParams::default().fields(&format!("involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"));
-    let _turn = ctx.request(Priority::Bookkeeping).await;
+    let _turn = ctx.request(Priority::Bookkeeping, ns).await;
     match api.list(&lp).await {
         Ok(list) => list
             .items

@@ -100,8 +100,8 @@ pub struct Outcome {
 
 /// Plans one reconcile at `now`.
 pub fn plan(o: &Observed, now: Timestamp) -> Plan {
-    let valid = match &o.spec {
-        Checked::Valid(valid) => valid,
+    let (valid, warning) = match &o.spec {
+        Checked::Valid(valid, warning) => (valid, warning),
         Checked::Invalid(message) | Checked::Refused(message) => {
             let recheck = matches!(o.spec, Checked::Refused(_));
             let decision = Decision::Invalid { message: message.clone(), recheck };
@@ -112,6 +112,7 @@ pub fn plan(o: &Observed, now: Timestamp) -> Plan {
     let (mut st, mut notes) = status::record_jobs(&o.prev, &o.jobs, valid.interval, now);
     notes.extend(status::suspend_after_failures(&mut st, spec.suspend_after_failures, o.ls.metadata.generation, now));
     notes.extend(status::refuse_run_request(&mut st, o.ls.annotations().get(ANN_RUN_REQUESTED_AT).map(String::as_str)));
+    notes.extend(warning.iter().map(|w| Note::warning(Reason::PodSecurityWarning, w.clone())));
     let decision = decide(o, valid, &st, now);
     let (mut launch, mut obstacle) = (None, None);
     match &decision {
@@ -143,7 +144,7 @@ pub fn plan(o: &Observed, now: Timestamp) -> Plan {
 /// the next step decided again, and the phase and conditions set.
 pub fn conclude(o: &Observed, plan: Plan, launched: Option<Launched>, now: Timestamp) -> Outcome {
     let Plan { status: mut st, mut notes, mut decision, launch, mut obstacle } = plan;
-    if let (Some(answer), Checked::Valid(valid)) = (launched, &o.spec) {
+    if let (Some(answer), Checked::Valid(valid, _)) = (launched, &o.spec) {
         let at = match answer {
             Launched::Created(seen) | Launched::Adopted(seen) => {
                 notes.push(status::launched(&mut st, &seen));
@@ -168,7 +169,7 @@ pub fn conclude(o: &Observed, plan: Plan, launched: Option<Launched>, now: Times
     notes.extend(status::finalize(&mut st, &o.prev, verdict, now));
     let keep = |limit: Option<i32>| limit.map_or(DEFAULT_HISTORY, |n| n.max(0) as usize);
     let deletes = match &o.spec {
-        Checked::Valid(_) => {
+        Checked::Valid(..) => {
             status::jobs_to_delete(&o.jobs, &st, keep(spec.successful_jobs_history_limit), keep(spec.failed_jobs_history_limit))
         }
         _ => vec![],

@@ -29,7 +29,7 @@ use crate::{Error, Result};
 pub async fn record(o: &Observed, plan: Plan, launched: Option<Launched>, ctx: &Context, now: Timestamp) -> Result<Action> {
     let Outcome { status, notes, releases, deletes, requeue } = plan::conclude(o, plan, launched, now);
     if status != o.prev {
-        let _turn = ctx.request(Priority::Bookkeeping).await;
+        let _turn = ctx.request(Priority::Bookkeeping, &o.namespace).await;
         write_status(&o.ls, &status, ctx).await?;
         Fault::AfterStatusWrite.hit(ctx.fault)?;
     }
@@ -104,7 +104,7 @@ pub fn emits_event(note: &Note, events: LoopEvents) -> bool {
 pub async fn publish(ls: &LoopService, ctx: &Context, notes: &[Note]) -> Result<()> {
     let reference = ls.object_ref(&());
     for n in notes.iter().filter(|n| emits_event(n, ctx.settings.loop_events)) {
-        let _turn = ctx.request(Priority::Bookkeeping).await;
+        let _turn = ctx.request(Priority::Bookkeeping, reference.namespace.as_deref().unwrap_or_default()).await;
         let ev = Event {
             type_: if n.warning { EventType::Warning } else { EventType::Normal },
             reason: n.reason.to_string(),
@@ -135,7 +135,7 @@ pub async fn release(ctx: &Context, ns: &str, held: &[Held]) -> Result<()> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     for h in held {
         let patch = crate::job::release_patch(h.index);
-        let _turn = ctx.request(Priority::Bookkeeping).await;
+        let _turn = ctx.request(Priority::Bookkeeping, ns).await;
         match api.patch(&h.name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
             Ok(_) => {
                 ctx.remember_released(&h.uid);
@@ -159,7 +159,7 @@ async fn delete_jobs(o: &Observed, ctx: &Context, deletes: Vec<String>) -> Resul
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &o.namespace);
     let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
     for old in deletes {
-        let _turn = ctx.request(Priority::Bookkeeping).await;
+        let _turn = ctx.request(Priority::Bookkeeping, &o.namespace).await;
         match api.delete(&old, &dp).await {
             Ok(_) => {
                 debug!(namespace = %o.namespace, job = %old, "deleted old job");

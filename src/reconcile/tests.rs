@@ -226,6 +226,73 @@ async fn a_create_the_operators_own_rbac_forbids_is_a_reconcile_error_not_a_fail
     assert_eq!(asked.events(), []);
 }
 
+// ---- 4b. PodSecurity's warning on the dry run ----
+
+/// What the API server warns of a Job whose Pod template breaks PodSecurity `restricted`.
+const PSA_WARNING: &str = "would violate PodSecurity \"restricted:latest\": runAsNonRoot != true (pod or container \"loop\" must set securityContext.runAsNonRoot=true)";
+
+#[tokio::test]
+async fn a_pod_template_that_breaks_the_enforced_pod_security_level_is_invalid_spec_before_any_loop() {
+    let ls = loopservice(json!({}));
+    let (client, api) = api_server(vec![
+        Expect::dry_run_job().warns(PSA_WARNING),
+        Expect::get_namespace(json!({"pod-security.kubernetes.io/enforce": "restricted"})),
+        Expect::write_status(&ls),
+        Expect::event(),
+    ]);
+    let ctx = context(client, clock_at(t0()), vec![], vec![]);
+
+    let res = reconcile(cached(&ls), ctx.clone()).await;
+    let asked = api.done(ctx).await;
+
+    assert_eq!(res.expect("the reconcile succeeds"), secs(30), "checked again in 30 s: the namespace's labels may change");
+    assert_eq!(asked.created_jobs().len(), 0, "no loop: its Pods would be refused");
+    let st = asked.status();
+    assert_eq!((st.phase, st.loops_started), (Some(Phase::Invalid), 0));
+    let (status, reason, message) = ready(&st);
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert_eq!(
+        message,
+        format!("its Pods would be refused: namespace {NS} enforces PodSecurity \"restricted\", and the API server warns that the Pod template {PSA_WARNING}")
+    );
+    let events = asked.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!((events[0].type_.as_str(), events[0].reason.as_str()), ("Warning", "InvalidSpec"));
+    assert!(events[0].note.contains(PSA_WARNING), "{}", events[0].note);
+}
+
+#[tokio::test]
+async fn a_pod_security_warning_of_a_level_not_enforced_is_a_warning_event_and_the_loop_runs() {
+    // `warn: restricted` over `enforce: baseline`; and a namespace the operator may not read.
+    let baseline = json!({"pod-security.kubernetes.io/enforce": "baseline", "pod-security.kubernetes.io/warn": "restricted"});
+    let cases = [
+        (Expect::get_namespace(baseline), "does not enforce that level"),
+        (Expect::get_namespace(json!({})).refused(403, "Forbidden", "namespaces \"ns\" is forbidden"), "cannot read whether"),
+    ];
+    for (namespace, says) in cases {
+        let ls = loopservice(json!({}));
+        let (client, api) = api_server(vec![
+            Expect::dry_run_job().warns(PSA_WARNING),
+            namespace,
+            Expect::create_job(),
+            Expect::write_status(&ls),
+            Expect::event(),
+        ]);
+        let ctx = context(client, clock_at(t0()), vec![], vec![]);
+
+        let res = reconcile(cached(&ls), ctx.clone()).await;
+        let asked = api.done(ctx).await;
+
+        assert_eq!(res.expect("the reconcile succeeds"), secs(15));
+        assert_eq!(names(&asked.created_jobs()), [job_name(1)]);
+        assert_eq!(asked.status().phase, Some(Phase::Running));
+        let events = asked.events();
+        assert_eq!(events.len(), 1, "{events:#?}");
+        assert_eq!((events[0].type_.as_str(), events[0].reason.as_str()), ("Warning", "PodSecurityWarning"));
+        assert!(events[0].note.contains(PSA_WARNING) && events[0].note.contains(says), "{}", events[0].note);
+    }
+}
+
 // ---- 5. A status write that conflicts ----
 
 #[tokio::test]

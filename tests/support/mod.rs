@@ -444,7 +444,7 @@ async fn looked_since(op: &Operator, poke_in: Option<&TestNs>, names: &[&str], s
     }
 }
 
-/// A running operator process, watching one namespace; killed when dropped.
+/// A running operator process, watching one namespace or a few; killed when dropped.
 pub struct Operator {
     pub child: Child,
     pub log: PathBuf,
@@ -455,6 +455,18 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(ns: &str, env: &[(&str, &str)]) -> Operator {
+        Operator::start_with(ns, &["--namespace", ns], env)
+    }
+
+    /// An operator watching the namespaces `namespaces`.
+    pub fn start_for(namespaces: &[&str], env: &[(&str, &str)]) -> Operator {
+        let list = namespaces.join(",");
+        Operator::start_with(namespaces[0], &["--namespaces", &list], env)
+    }
+
+    /// An operator process with `args` (which say what it watches), its log named after `name`.
+    pub fn start_with(name: &str, args: &[&str], env: &[(&str, &str)]) -> Operator {
+        let ns = name;
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&dir).unwrap();
         // Two operators started in the same millisecond (two releases) get logs of their own.
@@ -464,7 +476,8 @@ impl Operator {
         let log = dir.join(format!("{ns}-{millis}-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_loopservice-operator"));
-        cmd.args(["--namespace", ns, "--http-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        cmd.args(args)
+            .args(["--http-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
             // Debug logs help a failing test, unless the caller chose a level (a bench does).
             .env("LOG_LEVEL", "info,loopservice_operator=debug")
             // /metrics without a token, unless the caller asks for one (a test of the token
@@ -655,4 +668,78 @@ pub async fn grant_metrics_reader(ns: &TestNs, sa: &str) {
         answer.status.is_some_and(|s| s.allowed).then_some(())
     })
     .await;
+}
+
+/// A kubeconfig, written for this test, that acts as `user` (say a ServiceAccount's
+/// `system:serviceaccount:ns:name`) through the API server's impersonation; its path.
+pub fn kubeconfig_as(user: &str, file: &str) -> String {
+    let config = std::fs::read_to_string(std::env::var("KUBECONFIG").expect("KUBECONFIG (eval \"$(hack/cluster.sh env)\")")).unwrap();
+    let mut kc: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
+    for u in kc["users"].as_sequence_mut().unwrap() {
+        u["user"]["as"] = serde_yaml::Value::from(user.to_string());
+    }
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{file}.kubeconfig"));
+    std::fs::write(&path, serde_yaml::to_string(&kc).unwrap()).unwrap();
+    path.to_string_lossy().to_string()
+}
+
+/// With LoopServices made in `watched` and in `left` before `op` started: those in `watched`
+/// loop, the operator gets ready, and the one in `left` is never touched (no status, no Job,
+/// no line of the operator's log). It was listed with the others and would have been due at
+/// once, so by the time each of them has a loop's Job and its status says so, an operator
+/// watching its namespace would have started its loop too. (Loops started, not finished: the
+/// check needs no Pod to run.)
+pub async fn only_the_watched_namespaces_loop(op: &Operator, watched: &[&TestNs], left: &TestNs) {
+    for ns in watched {
+        wait_status(ns, "beat", "a loop started in a watched namespace", |st| st.loops_started >= 1).await;
+        wait_jobs(ns, "beat", 1).await;
+    }
+    assert_eq!(op.get("/readyz").await.as_deref(), Some("ready"), "ready: every watch listed\n{}", op.log_text());
+    let idle = left.loopservices().get("idle").await.unwrap();
+    assert!(idle.status.is_none(), "untouched: {:?}", idle.status);
+    assert!(idle.annotations().is_empty() && idle.finalizers().is_empty(), "untouched: {:?}", idle.metadata);
+    assert!(left.jobs().list(&ListParams::default()).await.unwrap().items.is_empty(), "no Job in {}", left.name);
+    let log = op.log_text();
+    let mentions: Vec<&str> = log.lines().filter(|l| l.contains(&left.name) && !l.contains("starting controller")).collect();
+    assert!(mentions.is_empty(), "{mentions:#?}");
+}
+
+/// Makes a LoopService `idle` in `left` and one `beat` in each of `watched`, each looping every 2 s.
+pub async fn loopservices_in(watched: &[&TestNs], left: &TestNs) {
+    create_ls(left, ls("idle", "2s", "true")).await.unwrap();
+    for ns in watched {
+        create_ls(ns, ls("beat", "2s", "true")).await.unwrap();
+    }
+}
+
+/// The chart's RBAC and ServiceAccount for a release `lso` in `ns`, with `sets` (each a `--set`
+/// value), without the aggregated roles.
+pub fn chart_rbac(ns: &str, sets: &[&str]) -> String {
+    let mut args = vec!["template", "lso", "charts/loopservice-operator", "-n", ns, "--set", "rbac.aggregateToDefaultRoles=false"];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    args.extend(["--show-only", "templates/rbac.yaml", "--show-only", "templates/serviceaccount.yaml"]);
+    let out = Command::new("helm")
+        .args(&args)
+        .current_dir(repo_root())
+        .output()
+        .expect("helm, from the local cluster's tools (eval \"$(hack/cluster.sh env)\")");
+    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `kubectl apply` of `yaml`, whose objects name their namespaces.
+pub fn kubectl_apply(yaml: &str) {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kubectl apply: {}\n{yaml}", String::from_utf8_lossy(&out.stderr));
 }

@@ -29,3 +29,26 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+<<<<<<< HEAD
+{{/*
+A CEL expression that holds when `test` (about a container `c`) holds for a container of any of
+`lists` of the admission policy's `variables.pod`. Arguments: (list lists test).
+*/}}
+{{- define "loopservice-operator.anyContainer" -}}
+{{- $test := index . 1 -}}
+{{- $parts := list -}}
+{{- range index . 0 -}}
+{{- $parts = append $parts (printf "variables.pod.?%s.orValue([]).exists(c, %s)" . $test) -}}
+{{- end -}}
+{{- join " || " $parts -}}
+=======
+{{- /*
+The namespaces whose LoopServices run, as a JSON list: watchNamespaces, and watchNamespace (the
+older single value) as one more; empty for all namespaces but excludeNamespaces.
+*/}}
+{{- define "loopservice-operator.watchNamespaces" -}}
+{{- $list := concat (.Values.watchNamespaces | default list) (compact (list .Values.watchNamespace)) | uniq }}
+{{- toJson $list }}
+>>>>>>> namespaces
+{{- end }}
