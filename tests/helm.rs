@@ -239,12 +239,16 @@ fn a_namespace_list_gets_a_role_in_each_and_no_cluster_wide_rights_and_kube_syst
     }
     // The aggregated roles go to whoever holds view, edit or admin; the operator's own
     // cluster-wide roles are those its ClusterRoleBindings name.
-    let bound: Vec<&str> = docs
+    let mut bound: Vec<&str> = docs
         .iter()
         .filter(|d| d["kind"].as_str() == Some("ClusterRoleBinding") && d["subjects"][0]["name"].as_str() == Some("x-loopservice-operator"))
         .filter_map(|d| d["roleRef"]["name"].as_str())
         .collect();
-    assert_eq!(bound, ["x-loopservice-operator-claims"], "{list}");
+    bound.sort();
+    // (metrics-auth: the /metrics token check's reviews, cluster-scoped; tests/metrics_auth.rs.
+    // namespaces: the read of a Namespace's PodSecurity labels.)
+    let want = ["x-loopservice-operator-claims", "x-loopservice-operator-metrics-auth", "x-loopservice-operator-namespaces"];
+    assert_eq!(bound, want, "{list}");
     for d in
         docs.iter().filter(|d| d["kind"].as_str() == Some("ClusterRole") && bound.contains(&d["metadata"]["name"].as_str().unwrap_or("")))
     {
