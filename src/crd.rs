@@ -10,7 +10,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::json;
 
-pub use crate::duration::DURATION_PATTERN;
+pub use crate::duration::{DURATION_PATTERN, OFFSET_PATTERN};
 
 /// What a LoopService asks for: a Job image to run once per loop, on start-anchored timing.
 ///
@@ -140,6 +140,18 @@ pub struct LoopServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_backoff: Option<FailureBackoff>,
 
+    /// Start loops on a fixed grid: every due time is the Unix epoch + `offset` + k ×
+    /// `interval` (UTC), so `interval: 15m` with `alignment: {}` runs at :00, :15, :30 and :45,
+    /// and `interval: 6h` with `offset: 5h` at 05:00, 11:00, 17:00 and 23:00. The first loop
+    /// waits for the first grid point at or after the LoopService's creation. Each next loop is
+    /// due at the first grid point at or after the loop rule's time (one interval after the
+    /// previous start, or the previous end when later) and the failure backoff's: loops are
+    /// never closer than one interval, and an overrun, a backoff or a run request is followed
+    /// by the next grid point, never by extra loops. Jitter delays the start after the grid
+    /// point. Start-anchored timing, off the grid, when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alignment: Option<Alignment>,
+
     /// Longest a loop may run, at least 1s, in the same format as `interval` (e.g. `5m`): the
     /// Job's `activeDeadlineSeconds`, rounded up to whole seconds. A loop still running then is
     /// stopped and counted as failed (reason DeadlineExceeded). No limit when absent.
@@ -211,6 +223,19 @@ pub struct FailureBackoff {
     /// The longest wait, however many loops failed in a row; not shorter than `initial`.
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     pub max: String,
+}
+
+/// `spec.alignment`: the grid the due times lie on.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = not_nullable)]
+pub struct Alignment {
+    /// Where the grid starts after each multiple of the interval since the Unix epoch: `0s`
+    /// (the default) or a duration in the same format as `interval`, shorter than `interval`.
+    /// `interval: 1h` with `offset: 5m` runs at 00:05, 01:05, 02:05 ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = OFFSET_PATTERN), length(max = 32))]
+    pub offset: Option<String>,
 }
 
 /// `spec.template` as written: a Pod template, kept as JSON so that whatever a user writes

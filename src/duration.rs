@@ -6,6 +6,17 @@ use std::time::Duration;
 
 use regex::Regex;
 
+/// The body of [`DURATION_PATTERN`], without its anchors.
+macro_rules! duration_alternatives {
+    () => {
+        concat!(
+            r"(0*[1-9][0-9]{0,4}h(0*[0-9]{1,7}m)?(0*[0-9]{1,9}s)?",
+            r"|(0*[0-9]{1,5}h)?0*[1-9][0-9]{0,6}m(0*[0-9]{1,9}s)?",
+            r"|(0*[0-9]{1,5}h)?(0*[0-9]{1,7}m)?0*[1-9][0-9]{0,8}s)(0*[0-9]{1,12}ms)?"
+        )
+    };
+}
+
 /// A duration of at least one second, written as integer parts in the order h, m, s, ms:
 /// `30s`, `1m30s`, `2h`, `1s500ms`. At least one of the hour, minute or second parts must be
 /// non-zero. Kubernetes 1.20 has no CEL rules, so this regular expression is what makes the
@@ -18,11 +29,11 @@ use regex::Regex;
 /// so the CEL rules that compare durations (`duration(self.jitter) < duration(self.interval)`)
 /// never fail to evaluate: a value such as `99999999999h` is refused here, with the field's
 /// name, and not by a CEL conversion error.
-pub const DURATION_PATTERN: &str = concat!(
-    r"^(0*[1-9][0-9]{0,4}h(0*[0-9]{1,7}m)?(0*[0-9]{1,9}s)?",
-    r"|(0*[0-9]{1,5}h)?0*[1-9][0-9]{0,6}m(0*[0-9]{1,9}s)?",
-    r"|(0*[0-9]{1,5}h)?(0*[0-9]{1,7}m)?0*[1-9][0-9]{0,8}s)(0*[0-9]{1,12}ms)?$"
-);
+pub const DURATION_PATTERN: &str = concat!("^", duration_alternatives!(), "$");
+
+/// `spec.alignment.offset`: a duration as [`DURATION_PATTERN`] has it, or zero (`0s`, `0m`,
+/// `0h`).
+pub const OFFSET_PATTERN: &str = concat!("^(0+[hms]|", duration_alternatives!(), ")$");
 
 /// Parses an interval or timeout such as `30s`, `1m30s`, `2h` or `1s500ms`.
 ///
@@ -46,6 +57,16 @@ pub fn parse_duration(field: &str, raw: &str) -> Result<Duration, String> {
         return Err(format!("spec.{field} {value:?} is longer than the maximum of 8760h (one year)"));
     }
     Ok(d)
+}
+
+/// Parses `spec.alignment.offset`: zero (`0s`, `0m`, `0h`) or a duration as [`parse_duration`]
+/// reads it.
+pub fn parse_offset(raw: &str) -> Result<Duration, String> {
+    static ZERO: LazyLock<Regex> = LazyLock::new(|| Regex::new("^0+[hms]$").expect("a valid regex"));
+    if ZERO.is_match(raw) {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration("alignment.offset", raw)
 }
 
 /// The longest interval or timeout accepted.

@@ -30,6 +30,7 @@ pub const MSG_POD_FAILURE_POLICY_RESTART: &str =
 pub const MSG_OWNED_LABELS: &str = "spec.template.metadata.labels: keys under loops.dev/ and batch.kubernetes.io/, app.kubernetes.io/managed-by, job-name and controller-uid are set by the operator and the Job controller";
 pub const MSG_OWNED_ANNOTATIONS: &str = "spec.template.metadata.annotations: keys under loops.dev/ are set by the operator";
 pub const MSG_JITTER: &str = "spec.jitter must be shorter than spec.interval";
+pub const MSG_ALIGNMENT_OFFSET: &str = "spec.alignment.offset must be shorter than spec.interval";
 pub const MSG_BACKOFF: &str = "spec.failureBackoff.max must not be shorter than spec.failureBackoff.initial";
 pub const MSG_ENV_OWNED: &str =
     "spec.env: LOOP_NUMBER, LOOP_SCHEDULED_TIME, LOOPSERVICE_NAME, LOOP_PREVIOUS_RESULT and LOOP_LAST_SUCCESS_TIME are set by the operator";
@@ -51,6 +52,10 @@ pub fn cel_rules() -> Vec<(String, String)> {
         (format!("has(self.image) || ({HAS_LOOP})"), MSG_LOOP_CONTAINER_MISSING.to_string()),
         // CEL's duration() reads the h, m, s, ms parts of DURATION_PATTERN as Go does.
         ("!has(self.jitter) || duration(self.jitter) < duration(self.interval)".into(), MSG_JITTER.to_string()),
+        (
+            "!has(self.alignment) || !has(self.alignment.offset) || duration(self.alignment.offset) < duration(self.interval)".into(),
+            MSG_ALIGNMENT_OFFSET.to_string(),
+        ),
         (
             "!has(self.failureBackoff) || duration(self.failureBackoff.max) >= duration(self.failureBackoff.initial)".into(),
             MSG_BACKOFF.to_string(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
 
-pub use crate::duration::{parse_duration, MAX_DURATION};
+pub use crate::duration::{parse_duration, parse_offset, MAX_DURATION};
 
 /// `spec.jitter`: each scheduled loop starts a stable pseudo-random offset in [0, max) after
 /// it is due. The offset is a hash of the LoopService's uid and the loop's number, so every
@@ -34,6 +34,65 @@ impl Jitter<'_> {
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest[..8]);
         Duration::from_millis(u64::from_be_bytes(first) % ms)
+    }
+}
+
+/// `spec.alignment`: due times lie on the grid Unix epoch + offset + k × interval (UTC).
+/// The next loop is due at the first grid point at or after the loop rule's time, so loops
+/// are never closer than one interval and come back to the grid after an overrun.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Alignment {
+    /// `spec.alignment.offset`, shorter than the interval (zero when absent).
+    pub offset: Duration,
+    /// When the LoopService was created: the first loop is due at the first grid point at or
+    /// after it.
+    pub created: Timestamp,
+}
+
+/// The instants epoch + offset + k × interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grid {
+    pub interval: Duration,
+    pub offset: Duration,
+}
+
+impl Grid {
+    /// How late a start may be and still count as on its grid point: a loop starts a little
+    /// after it is due (the reconcile, the API call), and the next loop, one interval later,
+    /// must not then move to the grid point after. A tenth of the interval, at most a minute.
+    pub fn slack(&self) -> Duration {
+        (self.interval / 10).min(Duration::from_secs(60))
+    }
+
+    /// The latest grid point at or before `t`.
+    pub fn at_or_before(&self, t: Timestamp) -> Timestamp {
+        let (iv, off) = (self.interval.as_nanos() as i128, self.offset.as_nanos() as i128);
+        if iv == 0 {
+            return t;
+        }
+        let k = (t.as_nanosecond() - off).div_euclid(iv);
+        Timestamp::from_nanosecond(k * iv + off).unwrap_or(Timestamp::MIN)
+    }
+
+    /// The first grid point at or after `t`.
+    pub fn at_or_after(&self, t: Timestamp) -> Timestamp {
+        let before = self.at_or_before(t);
+        if before >= t {
+            before
+        } else {
+            add(before, self.interval)
+        }
+    }
+
+    /// What the next loop counts one interval from: the grid point `start` was due at when it
+    /// started no more than [`Grid::slack`] after it, else `start` itself.
+    pub fn anchor(&self, start: Timestamp) -> Timestamp {
+        let point = self.at_or_before(start);
+        if until(start, point) <= self.slack() {
+            point
+        } else {
+            start
+        }
     }
 }
 
@@ -219,6 +278,29 @@ mod tests {
         assert!(due <= now);
         let after = PreviousLoop { start: now, end: Some(t(3701.0)) };
         assert_eq!(next_start(Some(after), I30, t(3701.5)), Some(t(3730.0)));
+    }
+
+    #[test]
+    fn the_grid_is_the_epoch_plus_offset_plus_multiples_of_the_interval() {
+        let quarter = Grid { interval: Duration::from_secs(900), offset: Duration::ZERO };
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        assert_eq!(quarter.at_or_after(at("2026-12-05T10:07:12Z")), at("2026-12-05T10:15:00Z"));
+        assert_eq!(quarter.at_or_after(at("2026-12-05T10:15:00Z")), at("2026-12-05T10:15:00Z"), "a grid point is its own");
+        assert_eq!(quarter.at_or_before(at("2026-12-05T10:14:59.999Z")), at("2026-12-05T10:00:00Z"));
+        // Every 6 hours from 05:00 UTC.
+        let six = Grid { interval: Duration::from_secs(6 * 3600), offset: Duration::from_secs(5 * 3600) };
+        assert_eq!(six.at_or_after(at("2026-12-05T00:00:00Z")), at("2026-12-05T05:00:00Z"));
+        assert_eq!(six.at_or_after(at("2026-12-05T23:00:01Z")), at("2026-12-06T05:00:00Z"));
+        // Before the epoch too, and an interval that does not divide a day.
+        let odd = Grid { interval: Duration::from_secs(7), offset: Duration::from_secs(3) };
+        assert_eq!(odd.at_or_after(t(-5.0)), t(-4.0));
+        assert_eq!(odd.at_or_before(t(9.9)), t(3.0));
+        // A start up to a tenth of the interval (at most a minute) late counts from its grid point.
+        assert_eq!(quarter.slack(), Duration::from_secs(60));
+        assert_eq!(odd.slack(), Duration::from_millis(700));
+        assert_eq!(odd.anchor(t(10.7)), t(10.0));
+        assert_eq!(odd.anchor(t(10.8)), t(10.8));
+        assert_eq!(odd.anchor(t(9.99)), t(9.99));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::crd::{LoopServiceSpec, PodTemplate};
 use crate::keys::{CONTAINER, LOOP_ENV};
-use crate::schedule::parse_duration;
+use crate::schedule::{parse_duration, parse_offset};
 use crate::text::clip_to;
 
 pub use crate::rules::*;
@@ -66,6 +66,8 @@ pub struct ValidSpec {
     pub jitter: Option<Duration>,
     /// `spec.failureBackoff`: (initial, max).
     pub failure_backoff: Option<(Duration, Duration)>,
+    /// `spec.alignment`: the grid's offset (zero when absent).
+    pub alignment: Option<Duration>,
     /// Labels and annotations the template asks for on the loop's Pods.
     pub pod_labels: BTreeMap<String, String>,
     pub pod_annotations: BTreeMap<String, String>,
@@ -83,15 +85,16 @@ struct Template {
     pod: PodSpec,
 }
 
-/// A spec's interval, timeout, jitter and failure backoff (initial, max), as far as they read.
-type Durations = (Option<Duration>, Option<Duration>, Option<Duration>, Option<(Duration, Duration)>);
+/// A spec's interval, timeout, jitter, failure backoff (initial, max) and alignment offset, as
+/// far as they read.
+type Durations = (Option<Duration>, Option<Duration>, Option<Duration>, Option<(Duration, Duration)>, Option<Duration>);
 
 impl LoopServiceSpec {
     /// Checks everything the operator needs of a spec, and builds the loop's Pod spec from the
     /// shorthand fields and the template. Every problem is reported, not just the first.
     pub fn validate(&self) -> Result<ValidSpec, SpecErrors> {
         let mut errors = vec![];
-        let (interval, timeout, jitter, failure_backoff) = self.durations(&mut errors);
+        let (interval, timeout, jitter, failure_backoff, alignment) = self.durations(&mut errors);
         let template = match &self.template {
             None => Some(Template { labels: BTreeMap::new(), annotations: BTreeMap::new(), pod: PodSpec::default() }),
             Some(t) => read_template(t, &mut errors),
@@ -118,6 +121,7 @@ impl LoopServiceSpec {
                 timeout,
                 jitter,
                 failure_backoff,
+                alignment,
                 pod_labels: t.labels,
                 pod_annotations: t.annotations,
                 pod: self.pod_spec(t.pod),
@@ -129,8 +133,8 @@ impl LoopServiceSpec {
         }
     }
 
-    /// The durations: interval, timeout, jitter and failure backoff (initial, max), each
-    /// `None` when absent or wrong (and then `errors` says why).
+    /// The durations: interval, timeout, jitter, failure backoff (initial, max) and alignment
+    /// offset, each `None` when absent or wrong (and then `errors` says why).
     fn durations(&self, errors: &mut Vec<SpecError>) -> Durations {
         let mut parse = |field: &str, raw: Option<&str>| match raw.map(|v| parse_duration(field, v)).transpose() {
             Ok(d) => d,
@@ -160,7 +164,19 @@ impl LoopServiceSpec {
             }
             _ => None,
         };
-        (interval, timeout, jitter, failure_backoff)
+        let alignment = self.alignment.as_ref().and_then(|a| match a.offset.as_deref().map(parse_offset).transpose() {
+            Ok(offset) => Some(offset.unwrap_or_default()),
+            Err(m) => {
+                errors.push(SpecError::new(m));
+                None
+            }
+        });
+        if let (Some(i), Some(o)) = (interval, alignment) {
+            if o >= i {
+                errors.push(SpecError::new(MSG_ALIGNMENT_OFFSET));
+            }
+        }
+        (interval, timeout, jitter, failure_backoff, alignment)
     }
 
     /// The rules between the shorthand fields and the template (each a CEL rule's twin).
@@ -555,6 +571,31 @@ mod tests {
             spec(json!({"image": "a", "resources": {"limits": {"cpu": q}}})).validate().unwrap_or_else(|e| panic!("{q}: {e}"));
         }
         spec(json!({"image": "a", "resources": {"limits": {"cpu": 2, "memory": 1.5}}})).validate().unwrap();
+    }
+
+    #[test]
+    fn the_alignment_offset_is_zero_or_a_duration_shorter_than_the_interval() {
+        let offset = |a: Value| spec(json!({"image": "a", "interval": "15m", "alignment": a})).validate().unwrap().alignment;
+        assert_eq!(offset(json!({})), Some(Duration::ZERO));
+        assert_eq!(offset(json!({"offset": "0s"})), Some(Duration::ZERO));
+        assert_eq!(offset(json!({"offset": "00m"})), Some(Duration::ZERO));
+        assert_eq!(offset(json!({"offset": "14m59s"})), Some(Duration::from_secs(899)));
+        assert_eq!(spec(json!({"image": "a"})).validate().unwrap().alignment, None);
+        for o in ["15m", "1h"] {
+            assert_eq!(errors(json!({"image": "a", "interval": "15m", "alignment": {"offset": o}})), MSG_ALIGNMENT_OFFSET, "{o}");
+        }
+        for o in ["soon", "-5m", "500ms", ""] {
+            let e = errors(json!({"image": "a", "alignment": {"offset": o}}));
+            assert!(e.starts_with("spec.alignment.offset") && e.contains("not a duration"), "{o}: {e}");
+        }
+        // The schema's pattern lets through what the operator reads.
+        let re = Regex::new(crate::crd::OFFSET_PATTERN).unwrap();
+        for o in ["0s", "0m", "0h", "5m", "1h30m", "1s500ms"] {
+            assert!(re.is_match(o), "{o}");
+        }
+        for o in ["", "0", "0ms", "500ms", "-1s", "5 m", "0s0s"] {
+            assert!(!re.is_match(o), "{o}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use crate::crd::{Condition, LoopError, LoopRecord, LoopResult, LoopServiceStatus, Overrun, Phase, Time, Trigger};
 use crate::job::{ObservedJob, Outcome, PreviousResult};
 use crate::reasons::{condition_status, ConditionType, Reason};
-use crate::schedule::{self, Jitter, PreviousLoop};
+use crate::schedule::{self, Alignment, Grid, Jitter, PreviousLoop};
 use crate::text::{clip, clip_to};
 
 pub mod why;
@@ -448,6 +448,8 @@ pub struct Rules<'a> {
     pub jitter: Option<&'a Jitter<'a>>,
     /// spec.failureBackoff: (initial, max).
     pub backoff: Option<(Duration, Duration)>,
+    /// spec.alignment.
+    pub alignment: Option<Alignment>,
 }
 
 /// Why the next scheduled loop is due when it is: the terms of the loop rule,
@@ -458,7 +460,8 @@ pub struct Timing {
     /// The previous loop's start, as recorded (never after `now`).
     pub previous_start: Option<Timestamp>,
     /// What the interval counts from: the previous start without its jitter delay (manual
-    /// loops have none), so delays never add up.
+    /// loops have none), so delays never add up; with spec.alignment, the grid point it was
+    /// due at when it started on time (see [`Grid::anchor`]).
     pub anchor: Option<Timestamp>,
     /// anchor + interval.
     pub by_interval: Option<Timestamp>,
@@ -469,6 +472,10 @@ pub struct Timing {
     pub by_rule: Timestamp,
     /// After failures in a row: no loop before this instant.
     pub backoff: Option<Backoff>,
+    /// With spec.alignment: the grid the due time moves onto, from `off_grid`, the later of
+    /// the loop rule's time and the backoff's.
+    pub grid: Option<Grid>,
+    pub off_grid: Timestamp,
     /// The next loop's number, when it is due, and its jitter delay after that.
     pub next: i64,
     pub due: Timestamp,
@@ -493,15 +500,19 @@ pub fn timing(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> 
     // instance's) or an edited status must not hold the loop back longer than one interval.
     let past = |t: Time| t.0.min(now);
     let previous_start = status.last_start_time.map(past);
+    let grid = rules.alignment.map(|a| Grid { interval: rules.interval, offset: a.offset });
     let anchor = previous_start.map(|start| match rules.jitter {
         Some(j) if !manual(status, status.loops_started) => schedule::sub(start, j.offset(status.loops_started)),
         _ => start,
     });
+    let anchor = anchor.map(|a| grid.map_or(a, |g| g.anchor(a)));
     let previous_end = previous_start.map(|start| status.last_completion_time.map(past).map_or(start, |e| e.max(start)));
     let previous = anchor.map(|start| PreviousLoop { start, end: previous_end });
-    let by_rule = match (previous, rules.jitter) {
-        // The first loop is due when the LoopService was created, a fixed instant to jitter from.
-        (None, Some(j)) => j.created.min(now),
+    // With jitter or alignment, the first loop is due when the LoopService was created (then
+    // on the grid), a fixed instant to jitter from.
+    let created = rules.jitter.map(|j| j.created).or(rules.alignment.map(|a| a.created));
+    let by_rule = match (previous, created) {
+        (None, Some(created)) => created.min(now),
         _ => schedule::next_start(previous, rules.interval, now).unwrap_or(now),
     };
     // After failures in a row, the next loop waits at least the backoff after the latest
@@ -513,7 +524,9 @@ pub fn timing(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> 
         }
         _ => None,
     };
-    let due = backoff.map_or(by_rule, |b| by_rule.max(b.until));
+    let off_grid = backoff.map_or(by_rule, |b| by_rule.max(b.until));
+    // With alignment, the first grid point at or after it: after an overrun or a backoff too.
+    let due = grid.map_or(off_grid, |g| g.at_or_after(off_grid));
     let next = status.loops_started.saturating_add(1);
     let jitter = rules.jitter.map(|j| j.offset(next));
     Timing {
@@ -523,6 +536,8 @@ pub fn timing(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> 
         previous_end,
         by_rule,
         backoff,
+        grid,
+        off_grid,
         next,
         due,
         jitter,
@@ -833,6 +848,10 @@ mod tests {
     fn t(s: f64) -> Timestamp {
         Timestamp::from_millisecond((s * 1000.0) as i64).unwrap()
     }
+    /// The rules over interval `I` with no jitter, backoff or alignment.
+    fn plain(loops: Option<i64>, suspended: bool, run_request: Option<&str>) -> Rules<'_> {
+        Rules { loops, suspended, run_request, interval: I, jitter: None, backoff: None, alignment: None }
+    }
     fn job(n: i64, start: f64, end: Option<(f64, bool)>) -> ObservedJob {
         ObservedJob {
             name: format!("r-{n}"),
@@ -856,11 +875,7 @@ mod tests {
     /// One full reconcile of the pure parts, as the controller runs them.
     fn step(st: &LoopServiceStatus, jobs: &[ObservedJob], now: f64) -> (LoopServiceStatus, Decision, Vec<Note>) {
         let (mut st, notes) = record_jobs(st, jobs, I, t(now));
-        let d = super::decide(
-            &st,
-            &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
-            t(now),
-        );
+        let d = super::decide(&st, &plain(None, false, None), t(now));
         finalize(&mut st, &d, None, Some(1), t(now));
         (st, d, notes)
     }
@@ -1001,42 +1016,14 @@ mod tests {
         launched(&mut st, 3, "r-3", t(0.0), t(0.0), None);
         st.last_finished_loop = 2;
         let (mut st, _) = record_jobs(&st, &[job(3, 0.0, Some((1.0, true)))], I, t(2.0));
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: Some(3), suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
-                t(2.0)
-            ),
-            Decision::Finished
-        );
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: Some(4), suspended: true, run_request: None, interval: I, jitter: None, backoff: None },
-                t(2.0)
-            ),
-            Decision::Suspended
-        );
-        assert!(matches!(
-            super::decide(
-                &st,
-                &Rules { loops: Some(4), suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
-                t(2.0)
-            ),
-            Decision::Wait { .. }
-        ));
+        assert_eq!(super::decide(&st, &plain(Some(3), false, None), t(2.0)), Decision::Finished);
+        assert_eq!(super::decide(&st, &plain(Some(4), true, None), t(2.0)), Decision::Suspended);
+        assert!(matches!(super::decide(&st, &plain(Some(4), false, None), t(2.0)), Decision::Wait { .. }));
         finalize(&mut st, &Decision::Finished, Some(3), Some(2), t(2.0));
         assert_eq!(st.phase, Some(Phase::Finished));
         assert_eq!(st.next_run_time, None);
         // Resumed long after its time: due at once.
-        assert!(matches!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
-                t(500.0)
-            ),
-            Decision::Launch { loop_number: 4, .. }
-        ));
+        assert!(matches!(super::decide(&st, &plain(None, false, None), t(500.0)), Decision::Launch { loop_number: 4, .. }));
     }
 
     #[test]
@@ -1132,11 +1119,7 @@ mod tests {
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(3.0));
         // Due at 10 s; a request at 3 s starts loop 2 now.
-        let d = super::decide(
-            &st,
-            &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
-            t(3.0),
-        );
+        let d = super::decide(&st, &plain(None, false, Some("a")), t(3.0));
         assert_eq!(d, Decision::Launch { loop_number: 2, scheduled: t(3.0), run_request: Some("a".into()) });
         let mut st2 = st.clone();
         let note = launched(&mut st2, 2, "r-2", t(3.0), t(3.0), Some("a"));
@@ -1145,31 +1128,13 @@ mod tests {
         // The same value again starts nothing; the next loop is one interval after loop 2's start.
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, Some((4.0, true))), "a")];
         let (st3, _) = record_jobs(&st2, &jobs, I, t(5.0));
-        assert_eq!(
-            super::decide(
-                &st3,
-                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
-                t(5.0)
-            ),
-            Decision::Wait { until: t(13.0) }
-        );
+        assert_eq!(super::decide(&st3, &plain(None, false, Some("a")), t(5.0)), Decision::Wait { until: t(13.0) });
         // A new value does; an empty one does not.
         assert!(matches!(
-            super::decide(
-                &st3,
-                &Rules { loops: None, suspended: false, run_request: Some("b"), interval: I, jitter: None, backoff: None },
-                t(5.0)
-            ),
+            super::decide(&st3, &plain(None, false, Some("b")), t(5.0)),
             Decision::Launch { loop_number: 3, run_request: Some(_), .. }
         ));
-        assert_eq!(
-            super::decide(
-                &st3,
-                &Rules { loops: None, suspended: false, run_request: Some(""), interval: I, jitter: None, backoff: None },
-                t(5.0)
-            ),
-            Decision::Wait { until: t(13.0) }
-        );
+        assert_eq!(super::decide(&st3, &plain(None, false, Some("")), t(5.0)), Decision::Wait { until: t(13.0) });
     }
 
     #[test]
@@ -1177,21 +1142,10 @@ mod tests {
         let mut st = LoopServiceStatus::default();
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (st, _) = record_jobs(&st, &[job(1, 0.0, None)], I, t(2.0));
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
-                t(2.0)
-            ),
-            Decision::Running { job: "r-1".into() }
-        );
+        assert_eq!(super::decide(&st, &plain(None, false, Some("a")), t(2.0)), Decision::Running { job: "r-1".into() });
         let (st, _) = record_jobs(&st, &[job(1, 0.0, Some((4.0, true)))], I, t(4.2));
         assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
-                t(4.2)
-            ),
+            super::decide(&st, &plain(None, false, Some("a")), t(4.2)),
             Decision::Launch { loop_number: 2, scheduled: t(4.2), run_request: Some("a".into()) }
         );
     }
@@ -1201,60 +1155,17 @@ mod tests {
         let mut st = LoopServiceStatus::default();
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: true, run_request: None, interval: I, jitter: None, backoff: None },
-                t(2.0)
-            ),
-            Decision::Suspended
-        );
-        assert!(matches!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: true, run_request: Some("a"), interval: I, jitter: None, backoff: None },
-                t(2.0)
-            ),
-            Decision::Launch { loop_number: 2, .. }
-        ));
+        assert_eq!(super::decide(&st, &plain(None, true, None), t(2.0)), Decision::Suspended);
+        assert!(matches!(super::decide(&st, &plain(None, true, Some("a")), t(2.0)), Decision::Launch { loop_number: 2, .. }));
         launched(&mut st, 2, "r-2", t(2.0), t(2.0), Some("a"));
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 2.0, Some((3.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(3.5));
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: true, run_request: Some("a"), interval: I, jitter: None, backoff: None },
-                t(3.5)
-            ),
-            Decision::Suspended,
-            "suspended again"
-        );
+        assert_eq!(super::decide(&st, &plain(None, true, Some("a")), t(3.5)), Decision::Suspended, "suspended again");
         // spec.loops: 1 ran out with loop 1; the manual loop 2 does not count, a request still runs.
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: Some(1), suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
-                t(3.5)
-            ),
-            Decision::Finished
-        );
-        assert!(matches!(
-            super::decide(
-                &st,
-                &Rules { loops: Some(1), suspended: false, run_request: Some("b"), interval: I, jitter: None, backoff: None },
-                t(3.5)
-            ),
-            Decision::Launch { loop_number: 3, .. }
-        ));
+        assert_eq!(super::decide(&st, &plain(Some(1), false, Some("a")), t(3.5)), Decision::Finished);
+        assert!(matches!(super::decide(&st, &plain(Some(1), false, Some("b")), t(3.5)), Decision::Launch { loop_number: 3, .. }));
         // spec.loops: 2 has one scheduled loop left, anchored on the manual start.
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: Some(2), suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
-                t(3.5)
-            ),
-            Decision::Wait { until: t(12.0) }
-        );
+        assert_eq!(super::decide(&st, &plain(Some(2), false, Some("a")), t(3.5)), Decision::Wait { until: t(12.0) });
     }
 
     #[test]
@@ -1268,14 +1179,7 @@ mod tests {
         assert_eq!((st.loops_started, st.manual_loops, st.last_handled_run_request.as_deref()), (2, 1, Some("a")));
         let jobs = [jobs[0].clone(), manual(job(2, 3.0, Some((5.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(5.5));
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: None, backoff: None },
-                t(5.5)
-            ),
-            Decision::Wait { until: t(13.0) }
-        );
+        assert_eq!(super::decide(&st, &plain(None, false, Some("a")), t(5.5)), Decision::Wait { until: t(13.0) });
         // A lost status is rebuilt with the newest request handled.
         let (lost, _) = record_jobs(&LoopServiceStatus::default(), &jobs, I, t(6.0));
         assert_eq!((lost.manual_loops, lost.last_handled_run_request.as_deref()), (1, Some("a")));
@@ -1394,29 +1298,17 @@ mod tests {
             let off = j.offset(n).as_secs_f64();
             // Looking early: wait until due + offset, whenever we look.
             let due = 100.0 + 10.0 * (n - 1) as f64;
-            let d = super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None },
-                t(now),
-            );
+            let d = super::decide(&st, &Rules { jitter: Some(&j), ..plain(None, false, None) }, t(now));
             if off > 0.005 {
                 assert_eq!(d, Decision::Wait { until: t(due + off) }, "loop {n}");
                 assert_eq!(
-                    super::decide(
-                        &st,
-                        &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None },
-                        t(now + 0.5).min(t(due + off - 0.01))
-                    ),
+                    super::decide(&st, &Rules { jitter: Some(&j), ..plain(None, false, None) }, t(now + 0.5).min(t(due + off - 0.01))),
                     d,
                     "the same later"
                 );
             }
             now = due + off;
-            let d = super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None },
-                t(now),
-            );
+            let d = super::decide(&st, &Rules { jitter: Some(&j), ..plain(None, false, None) }, t(now));
             assert_eq!(d, Decision::Launch { loop_number: n, scheduled: t(due), run_request: None }, "loop {n}");
             launched(&mut st, n, &format!("r-{n}"), t(due), t(now), None);
             jobs.push(job(n, now, Some((now + 1.0, true))));
@@ -1425,11 +1317,7 @@ mod tests {
             st = next;
         }
         // Ten loops later the due times are still exactly one interval apart: 100, 110, ... 190.
-        let next = super::decide(
-            &st,
-            &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: Some(&j), backoff: None },
-            t(now),
-        );
+        let next = super::decide(&st, &Rules { jitter: Some(&j), ..plain(None, false, None) }, t(now));
         assert_eq!(next, Decision::Wait { until: t(200.0 + j.offset(11).as_secs_f64()) });
     }
 
@@ -1440,19 +1328,107 @@ mod tests {
         launched(&mut st, 1, "r-1", t(0.0), t(0.0), None);
         let (mut st, _) = record_jobs(&st, &[job(1, 0.0, Some((1.0, true)))], I, t(2.0));
         assert!(
-            matches!(super::decide(&st, &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: Some(&j), backoff: None }, t(3.0)), Decision::Launch { scheduled, .. } if scheduled == t(3.0))
+            matches!(super::decide(&st, &Rules { jitter: Some(&j), ..plain(None, false, Some("a")) }, t(3.0)), Decision::Launch { scheduled, .. } if scheduled == t(3.0))
         );
         launched(&mut st, 2, "r-2", t(3.0), t(3.0), Some("a"));
         let jobs = [job(1, 0.0, Some((1.0, true))), manual(job(2, 3.0, Some((4.0, true))), "a")];
         let (st, _) = record_jobs(&st, &jobs, I, t(4.5));
         assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: Some("a"), interval: I, jitter: Some(&j), backoff: None },
-                t(4.5)
-            ),
+            super::decide(&st, &Rules { jitter: Some(&j), ..plain(None, false, Some("a")) }, t(4.5)),
             Decision::Wait { until: t(13.0 + j.offset(3).as_secs_f64()) }
         );
+    }
+
+    /// Loop 1 (a scheduled loop, or one for run request `request`), due at `due`, started at
+    /// `start` and ended at `end`, succeeded or not (`ok`), as recorded at its end.
+    fn after_loop_1(due: f64, start: f64, end: f64, ok: bool, request: Option<&str>) -> LoopServiceStatus {
+        let mut st = LoopServiceStatus::default();
+        launched(&mut st, 1, "r-1", t(due), t(start), request);
+        let mut j = job(1, start, Some((end, ok)));
+        (j.scheduled, j.run_request) = (Some(t(due)), request.map(Into::into));
+        record_jobs(&st, &[j], I, t(end)).0
+    }
+
+    #[test]
+    fn alignment_puts_every_due_time_on_the_grid() {
+        // Interval 10 s, offset 3 s: the grid is 3, 13, 23, ... s after the epoch; the
+        // LoopService was created at 101.
+        let a = Alignment { offset: Duration::from_secs(3), created: t(101.0) };
+        let j = Jitter { uid: "u-1", max: Duration::from_secs(5), created: t(101.0) };
+        let backoff = Some((Duration::from_secs(15), Duration::from_secs(60)));
+        let rules = |jitter: Option<&'static Jitter<'static>>, backoff, run_request| Rules {
+            jitter,
+            backoff,
+            alignment: Some(a),
+            ..plain(None, false, run_request)
+        };
+        let j: &'static Jitter<'static> = Box::leak(Box::new(j));
+        let launch = |at: f64| Decision::Launch { loop_number: 2, scheduled: t(at), run_request: None };
+        let wait = |at: f64| Decision::Wait { until: t(at) };
+        let none = LoopServiceStatus::default();
+        #[rustfmt::skip]
+        let cases: Vec<(&str, LoopServiceStatus, Rules<'_>, f64, Decision)> = vec![
+            // The first loop waits for the first grid point at or after the creation.
+            ("first loop waits for the grid", none.clone(), rules(None, None, None), 101.0, Decision::Wait { until: t(103.0) }),
+            ("first loop on the grid", none.clone(), rules(None, None, None), 103.0, Decision::Launch { loop_number: 1, scheduled: t(103.0), run_request: None }),
+            // A start a little late (the reconcile, the create) still counts from its grid point.
+            ("normal", after_loop_1(103.0, 103.4, 105.0, true, None), rules(None, None, None), 105.0, wait(113.0)),
+            ("normal, due", after_loop_1(103.0, 103.4, 105.0, true, None), rules(None, None, None), 113.0, launch(113.0)),
+            // An overrun: the next loop waits for the grid point after the end, not at once.
+            ("overrun", after_loop_1(103.0, 103.0, 115.5, true, None), rules(None, None, None), 115.5, wait(123.0)),
+            ("overrun ending on a grid point", after_loop_1(103.0, 103.0, 123.0, true, None), rules(None, None, None), 123.0, launch(123.0)),
+            // After hours of downtime one loop is due at once (its grid point is long past) ...
+            ("downtime", after_loop_1(103.0, 103.0, 104.0, true, None), rules(None, None, None), 7300.0, launch(113.0)),
+            // ... and the loop after it is one interval later at least, back on the grid.
+            ("after downtime", after_loop_1(113.0, 7300.0, 7301.0, true, None), rules(None, None, None), 7301.0, wait(7313.0)),
+            // Jitter delays the start after the grid point; the next due counts from the grid
+            // point, not from the delayed start.
+            ("jitter", after_loop_1(103.0, 103.0 + j.offset(1).as_secs_f64() + 0.2, 109.0, true, None), rules(Some(j), None, None), 109.0, wait(113.0 + j.offset(2).as_secs_f64())),
+            // A failure's backoff (15 s after its end at 105) moves the due to 120, then onto the grid.
+            ("backoff", after_loop_1(103.0, 103.0, 105.0, false, None), rules(None, backoff, None), 105.0, wait(123.0)),
+            // A run request starts at once, off the grid; the next loop is the first grid
+            // point at least one interval after its start.
+            ("run now", after_loop_1(100.0, 107.5, 108.0, true, None), rules(None, None, Some("go")), 108.0, Decision::Launch { loop_number: 2, scheduled: t(108.0), run_request: Some("go".into()) }),
+            ("after run now", after_loop_1(107.5, 107.5, 108.0, true, Some("go")), rules(None, None, Some("go")), 108.0, wait(123.0)),
+        ];
+        for (name, st, rules, now, want) in cases {
+            assert_eq!(super::decide(&st, &rules, t(now)), want, "{name}");
+        }
+        // Without alignment the same loops are start-anchored, as before.
+        let off = Rules { alignment: None, ..rules(None, None, None) };
+        assert_eq!(super::decide(&none, &off, t(101.0)), Decision::Launch { loop_number: 1, scheduled: t(101.0), run_request: None });
+        assert_eq!(super::decide(&after_loop_1(103.0, 103.4, 105.0, true, None), &off, t(105.0)), wait(113.4));
+        assert_eq!(super::decide(&after_loop_1(103.0, 103.0, 115.5, true, None), &off, t(115.5)), launch(115.5));
+        // The status's next run time is the aligned one.
+        let mut st = after_loop_1(103.0, 103.0, 115.5, true, None);
+        let d = super::decide(&st, &rules(None, None, None), t(115.5));
+        finalize(&mut st, &d, None, Some(1), t(115.5));
+        assert_eq!(st.next_run_time, Some(Time(t(123.0))));
+    }
+
+    #[test]
+    fn aligned_loops_stay_on_the_grid_and_never_closer_than_one_interval() {
+        // Loops of random lengths (some overrun), started up to 0.5 s late: every due time is
+        // on the grid, and every start at least one interval (less the slack) after the last.
+        let a = Alignment { offset: Duration::from_millis(2500), created: t(0.0) };
+        let rules = Rules { alignment: Some(a), ..plain(None, false, None) };
+        let mut st = LoopServiceStatus::default();
+        let (mut jobs, mut now, mut last_start) = (vec![], 0.0, None::<f64>);
+        for n in 1..=40i64 {
+            let Decision::Wait { until } = super::decide(&st, &rules, t(now)) else { panic!("loop {n} due at {now}") };
+            let due = until.as_millisecond() as f64 / 1000.0;
+            assert_eq!((due * 1000.0) as i64 % 10_000, 2_500, "loop {n} due at {due}");
+            let start = due + (n % 6) as f64 * 0.1;
+            assert_eq!(super::decide(&st, &rules, t(due)), Decision::Launch { loop_number: n, scheduled: t(due), run_request: None });
+            if let Some(last) = last_start {
+                assert!(start - last >= 9.0, "loop {n} started {start}, {} after the previous", start - last);
+            }
+            launched(&mut st, n, &format!("r-{n}"), t(due), t(start), None);
+            let end = start + [1.0, 4.0, 12.0, 25.0, 9.65][n as usize % 5];
+            jobs.push(job(n, start, Some((end, true))));
+            st = record_jobs(&st, &jobs, I, t(end)).0;
+            (now, last_start) = (end, Some(start));
+        }
     }
 
     #[test]
@@ -1469,21 +1445,13 @@ mod tests {
             jobs.push(job(n, start, Some((end, n == 5))));
             let (next, _) = record_jobs(&st, &jobs, I, t(end + 0.1));
             st = next;
-            let Decision::Wait { until } = super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: b },
-                t(end + 0.1),
-            ) else {
+            let Decision::Wait { until } = super::decide(&st, &Rules { backoff: b, ..plain(None, false, None) }, t(end + 0.1)) else {
                 panic!("loop {n}")
             };
             waits.push((until.duration_since(t(start)).as_secs_f64(), until.duration_since(t(end)).as_secs_f64()));
             // A run request is not held back.
             assert!(matches!(
-                super::decide(
-                    &st,
-                    &Rules { loops: None, suspended: false, run_request: Some("now"), interval: I, jitter: None, backoff: b },
-                    t(end + 0.1)
-                ),
+                super::decide(&st, &Rules { backoff: b, ..plain(None, false, Some("now")) }, t(end + 0.1)),
                 Decision::Launch { .. }
             ));
             start = until.as_millisecond() as f64 / 1000.0;
@@ -1504,7 +1472,7 @@ mod tests {
             st = record_jobs(&st, &jobs, one, t(end)).0;
             let Decision::Wait { until } = super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: one, jitter: None, backoff: b },
+                &Rules { loops: None, suspended: false, run_request: None, interval: one, jitter: None, backoff: b, alignment: None },
                 t(end),
             ) else {
                 after_end.push(0.0);
@@ -1532,11 +1500,7 @@ mod tests {
         let note = run(&mut st, &mut jobs, 2, false, 1).expect("suspended after 2");
         assert!(note.warning && note.reason == Reason::SuspendedAfterFailures && note.job.as_deref() == Some("r-2"), "{note:?}");
         assert!(note.message.contains("after 2 loops failed in a row"), "{}", note.message);
-        let d = super::decide(
-            &st,
-            &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
-            t(100.0),
-        );
+        let d = super::decide(&st, &plain(None, false, None), t(100.0));
         assert_eq!(d, Decision::SuspendedAfterFailures { failures: 2, r#loop: 2 });
         let mut shown = st.clone();
         finalize(&mut shown, &d, None, Some(1), t(100.0));
@@ -1547,25 +1511,11 @@ mod tests {
         );
         // Seen again: no second Note, still suspended; a run request still runs.
         assert_eq!(suspend_after_failures(&mut st, Some(2), Some(1), t(101.0)), None);
-        assert!(matches!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: Some("r"), interval: I, jitter: None, backoff: None },
-                t(101.0)
-            ),
-            Decision::Launch { .. }
-        ));
+        assert!(matches!(super::decide(&st, &plain(None, false, Some("r")), t(101.0)), Decision::Launch { .. }));
         // The spec changes (generation 2): resumed, and the count starts again.
         assert_eq!(suspend_after_failures(&mut st, Some(2), Some(2), t(102.0)), None);
         assert!(!st.failure_suspension.as_ref().unwrap().active);
-        assert!(matches!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
-                t(102.0)
-            ),
-            Decision::Launch { loop_number: 3, .. }
-        ));
+        assert!(matches!(super::decide(&st, &plain(None, false, None), t(102.0)), Decision::Launch { loop_number: 3, .. }));
         assert_eq!(run(&mut st, &mut jobs, 3, false, 2), None, "one failure since the resume");
         assert_eq!(failures_toward_suspension(&st), 1);
         assert_eq!(st.consecutive_failures, 3, "the streak itself is kept");
@@ -1573,14 +1523,7 @@ mod tests {
         // A success (a run request's loop, say) ends it too.
         assert_eq!(run(&mut st, &mut jobs, 5, true, 2), None);
         assert!(!st.failure_suspension.as_ref().unwrap().active);
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
-                t(55.0)
-            ),
-            Decision::Wait { until: t(60.0) }
-        );
+        assert_eq!(super::decide(&st, &plain(None, false, None), t(55.0)), Decision::Wait { until: t(60.0) });
     }
 
     #[test]
@@ -1599,7 +1542,7 @@ mod tests {
         assert_eq!(
             super::decide(
                 &lowered,
-                &Rules { loops: None, suspended: false, run_request: None, interval: ten, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: None, interval: ten, jitter: None, backoff: None, alignment: None },
                 t(20.5)
             ),
             Decision::Launch { loop_number: 2, scheduled: t(20.0), run_request: None }
@@ -1612,7 +1555,7 @@ mod tests {
         assert_eq!(
             super::decide(
                 &raised,
-                &Rules { loops: None, suspended: false, run_request: None, interval: thirty, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: None, interval: thirty, jitter: None, backoff: None, alignment: None },
                 t(20.5)
             ),
             Decision::Wait { until: t(30.0) }
@@ -1629,36 +1572,17 @@ mod tests {
             launched(&mut st, n, &format!("r-{n}"), t(start), t(start), None);
             jobs.push(job(n, start, (n < 5).then_some((start + 1.0, true))));
             st = record_jobs(&st, &jobs, I, t(start + 2.0)).0;
-            assert_ne!(
-                super::decide(
-                    &st,
-                    &Rules { loops: Some(10), suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
-                    t(start + 2.0)
-                ),
-                Decision::Finished
-            );
+            assert_ne!(super::decide(&st, &plain(Some(10), false, None), t(start + 2.0)), Decision::Finished);
         }
         // The running loop is left to end as usual.
-        let d = super::decide(
-            &st,
-            &Rules { loops: Some(2), suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
-            t(53.0),
-        );
+        let d = super::decide(&st, &plain(Some(2), false, None), t(53.0));
         assert_eq!(d, Decision::Running { job: "r-5".into() });
         jobs[4] = job(5, 50.0, Some((54.0, true)));
         let (mut st, _) = record_jobs(&st, &jobs, I, t(55.0));
         assert_eq!((st.loops_succeeded, st.last_finished_loop, st.active_job.as_deref()), (5, 5, None));
         // Then nothing more starts, now or ever after.
         for now in [55.0, 60.0, 3600.0] {
-            assert_eq!(
-                super::decide(
-                    &st,
-                    &Rules { loops: Some(2), suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
-                    t(now)
-                ),
-                Decision::Finished,
-                "at {now}"
-            );
+            assert_eq!(super::decide(&st, &plain(Some(2), false, None), t(now)), Decision::Finished, "at {now}");
         }
         finalize(&mut st, &Decision::Finished, Some(2), Some(2), t(55.0));
         let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
@@ -1687,28 +1611,18 @@ mod tests {
             consecutive_failures: 1,
             ..Default::default()
         };
+        assert_eq!(super::decide(&st, &plain(None, false, None), t(100.0)), Decision::Wait { until: t(110.0) });
+        let backoff = Some((Duration::from_secs(4), Duration::from_secs(60)));
         assert_eq!(
             super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None },
+                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff, alignment: None },
                 t(100.0)
             ),
-            Decision::Wait { until: t(110.0) }
-        );
-        let backoff = Some((Duration::from_secs(4), Duration::from_secs(60)));
-        assert_eq!(
-            super::decide(&st, &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff }, t(100.0)),
             Decision::Wait { until: t(110.0) }
         );
         let long = Some((Duration::from_secs(30), Duration::from_secs(60)));
-        assert_eq!(
-            super::decide(
-                &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: long },
-                t(100.0)
-            ),
-            Decision::Wait { until: t(130.0) }
-        );
+        assert_eq!(super::decide(&st, &Rules { backoff: long, ..plain(None, false, None) }, t(100.0)), Decision::Wait { until: t(130.0) });
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Timing controls against the local cluster: run now, history, the previous result, jitter,
+//! Timing controls against the local cluster: run now, history, the previous result, jitter, alignment,
 //! failure backoff and suspend after failures, with real Jobs and busybox containers.
 
 mod support;
@@ -6,9 +6,9 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::ResourceExt;
-use loopservice_operator::crd::Phase;
+use loopservice_operator::crd::{LoopService, Phase};
 use serde_json::json;
 use support::*;
 
@@ -346,6 +346,81 @@ async fn jitter_delays_each_start_within_bounds_and_does_not_drift_over_10_loops
     assert!(st.history.iter().all(|r| r.start_time.0 >= r.due_time.0));
 }
 
+/// Milliseconds past the latest multiple of 10 s since the Unix epoch.
+fn past_ten(t: jiff::Timestamp) -> i64 {
+    t.as_millisecond().rem_euclid(10_000)
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn aligned_loops_start_on_the_grid_and_a_run_request_does_not_move_it() {
+    let ns = setup("aligned").await;
+    let _op = Operator::start(&ns.name, &[]);
+    // Interval 10 s, offset 3 s: due at :03, :13, :23, ... of every minute.
+    let mut v = ls("grid", "10s", "echo hi");
+    v["spec"]["alignment"] = json!({"offset": "3s"});
+    // The API server serves a replaced CRD's schema a moment after it is established.
+    let ls_value: LoopService = serde_json::from_value(v.clone()).unwrap();
+    wait_for("spec.alignment to be served", LONG, || async {
+        let dry = PostParams { dry_run: true, ..Default::default() };
+        ns.loopservices().create(&dry, &ls_value).await.ok()?.spec.alignment.map(|_| ())
+    })
+    .await;
+    create_ls(&ns, v).await.unwrap();
+    let stored = ns.loopservices().get("grid").await.unwrap();
+    assert!(stored.spec.alignment.is_some(), "the API server dropped spec.alignment: its CRD is not this one");
+    let created = stored.metadata.creation_timestamp.unwrap().0;
+    let jobs = wait_for("3 loops of grid, ended", LONG, || async {
+        let jobs = loop_jobs(&ns, "grid").await;
+        (jobs.len() >= 3 && finished(&jobs[2]).is_some()).then_some(jobs)
+    })
+    .await;
+    let dues: Vec<jiff::Timestamp> = jobs[..3].iter().map(|j| ann_time(j, "loops.dev/scheduled-time")).collect();
+    for (i, (j, due)) in jobs[..3].iter().zip(&dues).enumerate() {
+        let created = j.metadata.creation_timestamp.as_ref().unwrap().0;
+        let late = secs(*due, start_time(j));
+        let (_, end) = finished(j).unwrap();
+        println!("{}: due {due}, started {late:.3}s later, created {created}, ended {end}", j.name_any());
+        assert_eq!(past_ten(*due), 3_000, "{}: due {due}", j.name_any());
+        assert!((0.0..1.0).contains(&late), "{}: started {late:.3}s after its due time", j.name_any());
+        // The API server stamps the creation to the second.
+        assert!(secs(*due, created).abs() < 1.0, "{}: created {created}, due {due}", j.name_any());
+        // The next is due one interval later, or at the first grid point after the end when
+        // the loop overran (its end is stamped to the second).
+        if let Some(next) = dues.get(i + 1) {
+            let gap = secs(*due, *next);
+            let overran = secs(*due, end) > 9.0;
+            assert!(
+                gap == 10.0 || (overran && gap % 10.0 == 0.0 && secs(end, *next) < 11.0),
+                "loop {} due {gap}s after the previous",
+                i + 2
+            );
+        }
+    }
+    // The first loop waited for the first grid point after the creation (stamped to the second).
+    assert!((0.0..11.0).contains(&secs(created, dues[0])), "loop 1 due {:.3}s after the creation", secs(created, dues[0]));
+
+    // A run request starts a loop at once, off the grid; the next scheduled loop is the first
+    // grid point at least one interval after its start.
+    wait_for("loop 3 to end", LONG, || async { finished(&loop_jobs(&ns, "grid").await[2]) }).await;
+    let asked = request_run(&ns, "grid", "now").await;
+    // Found by their trigger: a scheduled loop may start just before the request's.
+    let (manual, next) = wait_for("the request's loop and a scheduled loop after it", LONG, || async {
+        let jobs = loop_jobs(&ns, "grid").await;
+        let i = jobs.iter().position(|j| trigger(j) == "Manual")?;
+        let next = jobs[i + 1..].iter().find(|j| trigger(j) == "Scheduled")?;
+        Some((start_time(&jobs[i]), ann_time(next, "loops.dev/scheduled-time")))
+    })
+    .await;
+    assert!(secs(asked, manual) < 2.0, "the request's loop started {:.3}s after it", secs(asked, manual));
+    println!("the request's loop started {manual}; the next scheduled loop is due {next}, {:.3}s later", secs(manual, next));
+    assert_eq!(past_ten(next), 3_000);
+    // A tenth of the interval is the slack for a start late on its grid point.
+    assert!((9.0..20.0).contains(&secs(manual, next)), "due {:.3}s after the request's loop started", secs(manual, next));
+    let st = wait_status(&ns, "grid", "a next run time after 5 loops", |st| st.last_finished_loop >= 5 && st.next_run_time.is_some()).await;
+    assert_eq!(past_ten(st.next_run_time.unwrap().0), 3_000, "status.nextRunTime {:?}", st.next_run_time);
+}
+
 #[tokio::test]
 #[ignore = "needs the local cluster: run `make test`"]
 async fn failure_backoff_grows_after_each_failure_and_a_success_resets_it() {
@@ -444,6 +519,7 @@ async fn kubectl_explain_documents_the_controls() {
     .await;
     for (field, words) in [
         ("jitter", "does not accumulate"),
+        ("alignment", "Unix epoch"),
         ("failureBackoff", "after k failed loops in a row"),
         ("suspendAfterFailures", "SuspendedAfterFailures"),
     ] {

@@ -15,7 +15,7 @@ use k8s_openapi::api::batch::v1::Job;
 use loopservice_operator::crd::{LoopServiceStatus, Time};
 use loopservice_operator::job::{self, ObservedJob, Outcome};
 use loopservice_operator::keys;
-use loopservice_operator::schedule::{self, parse_duration, Jitter, MAX_DURATION};
+use loopservice_operator::schedule::{self, parse_duration, Alignment, Grid, Jitter, MAX_DURATION};
 use loopservice_operator::status::{self, Decision};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -388,10 +388,11 @@ fn any_status_and_jobs_are_recorded_and_decided_without_panic_and_counters_never
             any::<bool>(),
             prop::option::of(prop::sample::select(vec!["a", "b", "c", ""])),
             prop::option::of(counter()),
+            prop::option::of(duration()),
         ),
     );
     let decoded = AtomicU64::new(0);
-    fuzz("status", inputs, |(raw, jobs, now, interval, jitter, backoff, (loops, suspended, request, suspend_after))| {
+    fuzz("status", inputs, |(raw, jobs, now, interval, jitter, backoff, (loops, suspended, request, suspend_after, offset))| {
         let Ok(prev) = serde_json::from_value::<LoopServiceStatus>(raw) else { return Ok(()) };
         decoded.fetch_add(1, Ordering::Relaxed);
         // What the operator writes, it reads back the same.
@@ -415,17 +416,24 @@ fn any_status_and_jobs_are_recorded_and_decided_without_panic_and_counters_never
         let _ = status::suspend_after_failures(&mut st, suspend_after, Some(1), now);
         let uid = "0c4d2f7e-1111-2222-3333-444455556666";
         let jitter = jitter.filter(|j| *j < interval).map(|max| Jitter { uid, max, created: now });
-        let rules = status::Rules { loops, suspended, run_request: request, interval, jitter: jitter.as_ref(), backoff };
+        let alignment = offset.filter(|o| *o < interval).map(|offset| Alignment { offset, created: now });
+        let rules = status::Rules { loops, suspended, run_request: request, interval, jitter: jitter.as_ref(), backoff, alignment };
+        let grid = alignment.map(|a| Grid { interval, offset: a.offset });
         let decision = status::decide(&st, &rules, now);
         match &decision {
-            Decision::Launch { loop_number, scheduled, .. } => {
+            Decision::Launch { loop_number, scheduled, run_request } => {
                 prop_assert_eq!(*loop_number, st.loops_started.saturating_add(1));
                 prop_assert!(*scheduled <= schedule::add(now, Duration::from_millis(5)));
+                // With alignment, a scheduled loop is due on the grid.
+                if let (Some(g), None) = (grid, run_request) {
+                    prop_assert_eq!(g.at_or_after(*scheduled), *scheduled);
+                }
             }
             Decision::Wait { until } => {
                 // Nothing recorded holds a loop back longer than one interval, its jitter
-                // and the longest backoff.
-                let most = interval + jitter.map_or(Duration::ZERO, |j| j.max) + backoff.map_or(Duration::ZERO, |b| b.1);
+                // and the longest backoff, and with alignment up to one more interval.
+                let aligned = grid.map_or(Duration::ZERO, |g| g.interval);
+                let most = interval + aligned + jitter.map_or(Duration::ZERO, |j| j.max) + backoff.map_or(Duration::ZERO, |b| b.1);
                 prop_assert!(*until > now && *until <= schedule::add(now, most), "{:?} from {} with {:?}", until, now, most);
             }
             Decision::Running { job } => prop_assert_eq!(Some(job), st.active_job.as_ref()),

@@ -452,19 +452,19 @@ pub mod attacks {
         wait_jobs(&tenant, "target", 1).await;
         wait_status(&tenant, "target", "loop 1 of target finished", |st| st.last_finished_loop >= 1).await;
         let bad_requests = [
-            ("a run request of 250,000 characters", "9".repeat(250_000), "a value of 250000 characters"),
-            ("a run request with a newline", "2026-12-05T00:00:00Z\nX-Injected: yes".to_string(), "no loop for the run request"),
-            ("a run request that poses as a digest", "sha256:0123456789abcdef".to_string(), "no loop for the run request"),
+            ("a run request of 250,000 characters", "9".repeat(250_000)),
+            ("a run request with a newline", "2026-12-05T00:00:00Z\nX-Injected: yes".to_string()),
+            ("a run request that poses as a digest", "sha256:0123456789abcdef".to_string()),
         ];
-        for (attack, value, says) in bad_requests {
+        for (attack, value) in bad_requests {
             let patch = json!({"metadata": {"annotations": {ANN_RUN_REQUESTED_AT: value}}});
             tenant.loopservices().patch("target", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-            let evs = events_where(&tenant, "target", attack, |e| {
-                e.iter().filter(|(_, r, _)| r == "RunRequestRefused").any(|(_, _, n)| n.contains(says))
-            })
-            .await;
-            let note = evs.iter().rev().find(|(_, r, _)| r == "RunRequestRefused").map(|e| e.2.clone()).unwrap_or_default();
-            t.contained(attack, &format!("Warning RunRequestRefused: {note}"));
+            let key = loopservice_operator::status::refused_request_key(&value);
+            let st = wait_status(&tenant, "target", attack, |st| st.last_handled_run_request.as_deref() == Some(key.as_str())).await;
+            assert_eq!(st.loops_started, 1, "{attack}: a loop ran");
+            let evs = events_where(&tenant, "target", attack, |e| e.iter().any(|(_, r, _)| r == "RunRequestRefused")).await;
+            let note = evs.iter().find(|(_, r, _)| r == "RunRequestRefused").map(|e| e.2.clone()).unwrap_or_default();
+            t.contained(attack, &format!("no loop; handled as {key:?}; Warning RunRequestRefused: {note}"));
         }
         let squatted = create_ls_with_first_job_name_taken(&tenant, ls("squatted", "2s", "echo ok")).await;
         let st = wait_status(&tenant, "squatted", "squatted stuck on its Job name", |st| {

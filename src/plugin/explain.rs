@@ -1,7 +1,7 @@
 //! `explain-timing NAME`: why the next loop starts when it does. This renders the operator's
 //! own verdict, `status::why::why` on the stored status with the spec as the operator
 //! validates it: what sets the next start, what happens next, and each factor (interval,
-//! overrun, failure backoff, jitter, suspend, loops limit, run request), whether it applies
+//! overrun, failure backoff, alignment, jitter, suspend, loops limit, run request), whether it applies
 //! and the instant it implies. Nothing here works out timing; it only puts it in words.
 
 use std::time::Duration;
@@ -15,7 +15,7 @@ use super::format::{self, relative};
 use super::{Error, Output, EXIT_OK};
 use crate::crd::{LoopService, LoopServiceStatus, Time};
 use crate::keys::ANN_RUN_REQUESTED_AT;
-use crate::schedule::{self, Jitter};
+use crate::schedule::{self, Alignment, Jitter};
 use crate::status::why::{self, FactorKind, Factors, PreviousRun, Suspension, Why};
 use crate::status::Rules;
 
@@ -53,7 +53,7 @@ pub struct Next {
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct Factor {
-    /// interval, overrun, failureBackoff, jitter, suspend, loopsLimit or runRequest.
+    /// interval, overrun, failureBackoff, alignment, jitter, suspend, loopsLimit or runRequest.
     pub factor: &'static str,
     pub applies: bool,
     pub detail: String,
@@ -123,6 +123,7 @@ fn verdict(ls: &LoopService, st: &LoopServiceStatus, now: Timestamp) -> Result<W
         interval: valid.interval,
         jitter: jitter.as_ref(),
         backoff: valid.failure_backoff,
+        alignment: valid.alignment.map(|offset| Alignment { offset, created }),
     };
     Ok(why::why(st, &rules, now))
 }
@@ -133,6 +134,7 @@ fn detail(kind: FactorKind, ls: &LoopService, f: &Factors, now: Timestamp) -> St
         FactorKind::Interval => interval(ls, &f.interval, now),
         FactorKind::Overrun => overrun(ls, &f.overrun),
         FactorKind::FailureBackoff => failure_backoff(&f.failure_backoff, now),
+        FactorKind::Alignment => alignment(&f.alignment, now),
         FactorKind::Jitter => jitter(&f.jitter),
         FactorKind::Suspend => suspend(ls, &f.suspend),
         FactorKind::LoopsLimit => loops_limit(&f.loops_limit),
@@ -149,7 +151,8 @@ fn interval(ls: &LoopService, f: &why::IntervalFact, now: Timestamp) -> String {
     let base = if p.delay.is_zero() {
         format!("loop {last} started at {start}")
     } else {
-        format!("loop {last} was due at {due} (it started {} later, its jitter delay)", dur(p.delay))
+        let why = if ls.spec.jitter.is_some() { ", its jitter delay" } else { "" };
+        format!("loop {last} was due at {due} (it started {} later{why})", dur(p.delay))
     };
     format!("{base}; one interval ({}) later is {}", ls.spec.interval, when(f.at, now))
 }
@@ -201,6 +204,19 @@ fn failure_backoff(f: &why::BackoffFact, now: Timestamp) -> String {
         (Some((initial, max)), None) => {
             format!("no failure in a row (after failures it waits {} doubling up to {})", dur(initial), dur(max))
         }
+    }
+}
+
+/// The due time moved onto the grid epoch + offset + k × interval.
+fn alignment(f: &why::AlignmentFact, now: Timestamp) -> String {
+    let (Some(g), Some(at)) = (f.grid, f.at) else {
+        return "not set (spec.alignment): start-anchored, off any grid".into();
+    };
+    let grid = format!("the grid is the Unix epoch + {} + k x {}", dur(g.offset), dur(g.interval));
+    if at == f.from {
+        format!("{grid}; the next loop's time, {}, is on it", when(at, now))
+    } else {
+        format!("{grid}; the next loop's time, {}, moves to the next grid point, {}", Time(f.from), when(at, now))
     }
 }
 
@@ -410,7 +426,21 @@ mod tests {
         let want = schedule::add(schedule::add(schedule::sub(at(100), j.offset(7)), Duration::from_secs(30)), j.offset(8));
         assert_eq!(e.next.at, Some(Time(want)));
         assert_eq!(applies(&e), ["interval", "jitter"]);
-        assert!(e.factors[3].detail.starts_with(&format!("loop 8 starts {} after it is due", dur(j.offset(8)))), "{}", e.factors[3].detail);
+        assert!(e.factors[4].detail.starts_with(&format!("loop 8 starts {} after it is due", dur(j.offset(8)))), "{}", e.factors[4].detail);
+    }
+
+    #[test]
+    fn alignment_moves_the_due_time_onto_the_grid() {
+        // Loop 7 started at 100 and ended at 145, past its interval: the next loop waits for the
+        // grid point after its end (the grid is 10 s past each multiple of 30 s).
+        let e = explain(&ls(json!({"alignment": {"offset": "10s"}}), json!({"lastCompletionTime": ts(145)}), json!({})), at(146));
+        assert_eq!((e.next.state.as_str(), e.next.at), ("Waiting", Some(Time(at(160)))));
+        assert_eq!(applies(&e), ["overrun", "alignment"]);
+        let want =
+            format!("the grid is the Unix epoch + 10s + k x 30s; the next loop's time, {}, moves to the next grid point", Time(at(145)));
+        assert!(e.factors[3].detail.starts_with(&want), "{}", e.factors[3].detail);
+        let e = explain(&ls(json!({}), json!({}), json!({})), at(110));
+        assert_eq!(e.factors[3].detail, "not set (spec.alignment): start-anchored, off any grid");
     }
 
     #[test]
@@ -430,7 +460,7 @@ mod tests {
         );
         let e = explain(&handled, at(110));
         assert_eq!(e.next.state, "Suspended");
-        assert_eq!(e.factors[6].detail, "none pending (the latest handled: \"now-please\")");
+        assert_eq!(e.factors[7].detail, "none pending (the latest handled: \"now-please\")");
     }
 
     #[test]
@@ -440,7 +470,7 @@ mod tests {
         assert_eq!(applies(&e), ["loopsLimit"]);
         let e = explain(&ls(json!({"loops": 7}), json!({"manualLoops": 1}), json!({})), at(110));
         assert_eq!(
-            (e.next.state.as_str(), e.factors[5].detail.as_str()),
+            (e.next.state.as_str(), e.factors[6].detail.as_str()),
             ("Waiting", "6 of 7 scheduled loops have run (spec.loops; run requests do not count)")
         );
         let e = explain(&ls(json!({"interval": "5"}), json!({}), json!({})), at(110));

@@ -112,8 +112,8 @@ pub enum Command {
         #[arg(short = 'f', long)]
         follow: bool,
     },
-    /// Why the next loop starts when it does: interval, overrun, failure backoff, jitter,
-    /// suspend, loops limit, pending run request.
+    /// Why the next loop starts when it does: interval, overrun, failure backoff, alignment,
+    /// jitter, suspend, loops limit, pending run request.
     ExplainTiming {
         name: String,
         #[command(flatten)]

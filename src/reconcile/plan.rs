@@ -13,7 +13,7 @@ use crate::crd::LoopServiceStatus;
 use crate::job::{Held, ObservedJob, PreviousResult};
 use crate::keys::ANN_RUN_REQUESTED_AT;
 use crate::reasons::{ConditionType, Reason};
-use crate::schedule::{self, Jitter};
+use crate::schedule::{self, Alignment, Jitter};
 use crate::spec::ValidSpec;
 use crate::status::{self, Decision, Note, Obstacle, Rules, Verdict};
 
@@ -187,8 +187,12 @@ pub fn releases(held: &[Held], st: &LoopServiceStatus) -> Vec<Held> {
 /// The spec's jitter, for this LoopService (one not yet stored has no creation time: its
 /// first loop is due `now`).
 fn jitter<'a>(o: &'a Observed, valid: &ValidSpec, now: Timestamp) -> Option<Jitter<'a>> {
-    let created = o.ls.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
-    valid.jitter.map(|max| Jitter { uid: &o.uid, max, created })
+    valid.jitter.map(|max| Jitter { uid: &o.uid, max, created: created(o, now) })
+}
+
+/// When the LoopService was created (`now` for one not yet stored).
+fn created(o: &Observed, now: Timestamp) -> Timestamp {
+    o.ls.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0)
 }
 
 /// What comes next, from the recorded status.
@@ -209,6 +213,7 @@ fn decide(o: &Observed, valid: &ValidSpec, st: &LoopServiceStatus, now: Timestam
         interval: valid.interval,
         jitter: jitter.as_ref(),
         backoff: valid.failure_backoff,
+        alignment: valid.alignment.map(|offset| Alignment { offset, created: created(o, now) }),
     };
     status::decide(st, &rules, now)
 }

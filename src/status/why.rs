@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use super::{decide, failures_toward_suspension, pending_run_request, timing, Backoff, Decision, Rules, Timing};
 use crate::crd::{LoopServiceStatus, Phase};
 use crate::reasons::ConditionType;
-use crate::schedule;
+use crate::schedule::{self, Grid};
 
 /// A loop due longer ago than this, with none running, is overdue: the operator starts a
 /// due loop as soon as it looks, so it is not looking.
@@ -118,6 +118,7 @@ pub enum FactorKind {
     Interval,
     Overrun,
     FailureBackoff,
+    Alignment,
     Jitter,
     Suspend,
     LoopsLimit,
@@ -125,10 +126,11 @@ pub enum FactorKind {
 }
 
 impl FactorKind {
-    pub const ALL: [FactorKind; 7] = [
+    pub const ALL: [FactorKind; 8] = [
         FactorKind::Interval,
         FactorKind::Overrun,
         FactorKind::FailureBackoff,
+        FactorKind::Alignment,
         FactorKind::Jitter,
         FactorKind::Suspend,
         FactorKind::LoopsLimit,
@@ -141,6 +143,7 @@ impl FactorKind {
             FactorKind::Interval => "interval",
             FactorKind::Overrun => "overrun",
             FactorKind::FailureBackoff => "failureBackoff",
+            FactorKind::Alignment => "alignment",
             FactorKind::Jitter => "jitter",
             FactorKind::Suspend => "suspend",
             FactorKind::LoopsLimit => "loopsLimit",
@@ -156,6 +159,7 @@ pub struct Factors {
     pub interval: IntervalFact,
     pub overrun: OverrunFact,
     pub failure_backoff: BackoffFact,
+    pub alignment: AlignmentFact,
     pub jitter: JitterFact,
     pub suspend: SuspendFact,
     pub loops_limit: LoopsLimitFact,
@@ -169,6 +173,7 @@ impl Factors {
             FactorKind::Interval => self.interval.applies,
             FactorKind::Overrun => self.overrun.applies,
             FactorKind::FailureBackoff => self.failure_backoff.applies,
+            FactorKind::Alignment => self.alignment.applies,
             FactorKind::Jitter => self.jitter.applies,
             FactorKind::Suspend => self.suspend.applies,
             FactorKind::LoopsLimit => self.loops_limit.applies,
@@ -182,6 +187,7 @@ impl Factors {
             FactorKind::Interval => Some(self.interval.at),
             FactorKind::Overrun => self.overrun.at,
             FactorKind::FailureBackoff => self.failure_backoff.in_force.map(|b| b.until),
+            FactorKind::Alignment => self.alignment.at,
             FactorKind::RunRequest => self.run_request.at,
             FactorKind::Jitter | FactorKind::Suspend | FactorKind::LoopsLimit => None,
         }
@@ -250,6 +256,18 @@ pub struct BackoffFact {
     pub rule: Option<(Duration, Duration)>,
     /// After failures in a row.
     pub in_force: Option<Backoff>,
+}
+
+/// spec.alignment: the due time on the grid epoch + offset + k × interval.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AlignmentFact {
+    /// Set, and the next loop is a scheduled one.
+    pub applies: bool,
+    pub grid: Option<Grid>,
+    /// The loop rule's time, or the backoff's when later: what moves onto the grid.
+    pub from: Timestamp,
+    /// The first grid point at or after `from`.
+    pub at: Option<Timestamp>,
 }
 
 /// spec.jitter: a stable delay after the due time, for scheduled loops.
@@ -325,6 +343,12 @@ pub fn why(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> Why
             delay: schedule::until(start, due),
         }),
     };
+    let alignment = AlignmentFact {
+        applies: scheduled && t.grid.is_some(),
+        grid: t.grid,
+        from: t.off_grid,
+        at: t.grid.map(|g| g.at_or_after(t.off_grid)),
+    };
     let pending = pending_run_request(status, rules.run_request);
     let jitter = JitterFact {
         applies: scheduled && rules.jitter.is_some(),
@@ -344,6 +368,7 @@ pub fn why(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> Why
         interval,
         overrun,
         failure_backoff,
+        alignment,
         jitter,
         suspend: suspend(status, rules),
         loops_limit: loops_limit(status, rules),
@@ -423,7 +448,8 @@ fn next(status: &LoopServiceStatus, decision: Decision, t: &Timing, now: Timesta
         Decision::Launch { loop_number, run_request: None, .. } => due(loop_number, t.start, None),
         Decision::Wait { until } => Next::Waiting { loop_number: t.next, at: until },
         Decision::Running { job } => {
-            Next::Running { loop_number: status.loops_started, job, not_before: t.by_interval.filter(|d| *d > now) }
+            let not_before = t.by_interval.map(|d| t.grid.map_or(d, |g| g.at_or_after(d)));
+            Next::Running { loop_number: status.loops_started, job, not_before: not_before.filter(|d| *d > now) }
         }
         Decision::Suspended => Next::Suspended,
         Decision::SuspendedAfterFailures { failures, r#loop } => Next::SuspendedAfterFailures { failures, r#loop },
@@ -438,7 +464,9 @@ mod tests {
     use crate::crd::Time;
     use crate::schedule::Jitter;
     use serde_json::{json, Value};
-    use FactorKind::{FailureBackoff as Backoff_, Interval, Jitter as Jitter_, LoopsLimit, Overrun, RunRequest, Suspend};
+    use FactorKind::{
+        Alignment as Alignment_, FailureBackoff as Backoff_, Interval, Jitter as Jitter_, LoopsLimit, Overrun, RunRequest, Suspend,
+    };
 
     const T0: i64 = 1_800_000_000;
     const UID: &str = "0c4d2f7e-1111";
@@ -460,6 +488,8 @@ mod tests {
         run_request: Option<&'static str>,
         jitter: Option<u64>,
         backoff: Option<(u64, u64)>,
+        /// spec.alignment.offset, with the LoopService created at 0.
+        alignment: Option<u64>,
     }
 
     /// Loop 7 (scheduled) started at 100 and succeeded at 103, with `patch` over that; the
@@ -488,6 +518,7 @@ mod tests {
             interval: secs(30),
             jitter: j.as_ref(),
             backoff: c.backoff.map(|(i, m)| (secs(i), secs(m))),
+            alignment: c.alignment.map(|o| crate::schedule::Alignment { offset: secs(o), created: at(0) }),
         };
         why(&status(patch), &rules, at(now))
     }
@@ -552,6 +583,26 @@ mod tests {
                 next: ("Due", Some(8), Some(145)),
                 applies: &[Overrun],
                 at: &[(Interval, Some(130)), (Overrun, Some(145))],
+            },
+            Case {
+                name: "aligned: an overrun waits for the next grid point",
+                status: json!({"lastCompletionTime": ts(145)}),
+                controls: c(|c| c.alignment = Some(10)),
+                now: 146,
+                set_by: SetBy::Overrun,
+                next: ("Waiting", Some(8), Some(160)),
+                applies: &[Overrun, Alignment_],
+                at: &[(Interval, Some(130)), (Overrun, Some(145)), (Alignment_, Some(160))],
+            },
+            Case {
+                name: "aligned: the first loop waits for the grid",
+                status: first_loop(),
+                controls: c(|c| c.alignment = Some(10)),
+                now: 5,
+                set_by: SetBy::FirstLoop,
+                next: ("Waiting", Some(1), Some(10)),
+                applies: &[Interval, Alignment_],
+                at: &[(Interval, Some(0)), (Alignment_, Some(10))],
             },
             Case {
                 name: "a loop runs within its interval",
