@@ -26,6 +26,7 @@ pub mod fair;
 pub mod heap;
 pub mod http;
 pub mod metrics;
+pub mod metrics_auth;
 pub mod orphans;
 pub mod reconcile;
 pub mod runtime;

@@ -19,8 +19,9 @@ use tracing::{debug, error, info, warn};
 #[cfg(feature = "fault-injection")]
 use loopservice_operator::clock::OffsetClock;
 use loopservice_operator::clock::{ServerClock, SystemClock};
-use loopservice_operator::http::{self, HttpState};
+use loopservice_operator::http::{self, HttpState, MetricsState, TlsFiles};
 use loopservice_operator::metrics::Metrics;
+use loopservice_operator::metrics_auth::{Authorizer, MetricsAuth};
 use loopservice_operator::reconcile::claim::Claims;
 use loopservice_operator::reconcile::{Fault, LoopEvents, Parts, Settings};
 use loopservice_operator::runtime;
@@ -55,9 +56,22 @@ struct Args {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// Address of /healthz, /readyz and /metrics (port 0 picks a free port).
+    /// Address of /healthz and /readyz, open to all (port 0 picks a free port).
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
     http_addr: SocketAddr,
+    /// Address of /metrics (port 0 picks a free port).
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:8443")]
+    metrics_addr: SocketAddr,
+    /// Who may read /metrics: `token` (a bearer token allowed `get` on /metrics, checked by a
+    /// TokenReview and a SubjectAccessReview) or `none` (anyone who reaches the port).
+    #[arg(long, env = "METRICS_AUTH", value_enum, default_value = "token")]
+    metrics_auth: MetricsAuth,
+    /// Certificate (PEM) of /metrics, which is then served over TLS; plain HTTP when absent.
+    #[arg(long, env = "METRICS_TLS_CERT", requires = "metrics_tls_key")]
+    metrics_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --metrics-tls-cert.
+    #[arg(long, env = "METRICS_TLS_KEY", requires = "metrics_tls_cert")]
+    metrics_tls_key: Option<PathBuf>,
     /// Longest wait, after SIGTERM or SIGINT, for in-flight reconciles and status writes.
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
@@ -252,10 +266,25 @@ async fn run(args: Args, scope: Scope) -> anyhow::Result<()> {
     let (addr, server) = http::bind(args.http_addr, HttpState { metrics: metrics.clone(), ready: ready.clone(), claims: claims.clone() })
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", args.http_addr))?;
-    info!(%addr, "serving /healthz, /readyz and /metrics");
+    info!(%addr, "serving /healthz and /readyz");
     tokio::spawn(async move {
         if let Err(e) = server.await {
             error!(error = %e, "http server stopped");
+        }
+    });
+    let tls = args.metrics_tls_cert.clone().zip(args.metrics_tls_key.clone()).map(|(cert, key)| TlsFiles { cert, key });
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let auth = (args.metrics_auth == MetricsAuth::Token).then(|| Authorizer::new(client.clone()));
+    let (addr, server) = http::bind_metrics(args.metrics_addr, MetricsState { metrics: metrics.clone(), auth }, tls)
+        .await
+        .map_err(|e| anyhow::anyhow!("serving /metrics on {}: {e}", args.metrics_addr))?;
+    info!(%addr, scheme, auth = ?args.metrics_auth, "serving /metrics");
+    if args.metrics_auth == MetricsAuth::None {
+        warn!("/metrics answers anyone who reaches {addr} (--metrics-auth none)");
+    }
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            error!(error = %e, "metrics server stopped");
         }
     });
     let clock = Arc::new(args.clock());

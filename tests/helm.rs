@@ -63,7 +63,9 @@ fn the_chart_lints_clean() {
     let all = must("helm", &["template", "x", CHART]);
     assert!(all.contains("kind: ClusterRole\n") && all.contains("kind: ClusterRoleBinding"));
     assert!(!all.contains("\"*\""), "no wildcard in RBAC");
-    let one = must("helm", &["template", "x", CHART, "--set", "watchNamespace=team-a"]);
+    // (Without the /metrics token check's ClusterRoles: tests/metrics_auth.rs checks those.)
+    let no_metrics_roles = ["--set", "metrics.auth=none", "--set", "metrics.reader.create=false"];
+    let one = must("helm", &[&["template", "x", CHART, "--set", "watchNamespace=team-a"][..], &no_metrics_roles].concat());
     assert!(one.contains("kind: Role\n") && one.contains("kind: RoleBinding"));
     // Namespaced, its ClusterRoleBindings are the read of other releases' Leases and the read
     // of a Namespace's PodSecurity labels (below).
@@ -137,7 +139,14 @@ fn the_chart_lints_clean() {
     );
     assert_eq!(cluster_roles.iter().filter(|d| leases_get(d)).count(), 1);
     assert_eq!(cluster_roles.iter().filter(|d| namespaces_get(d)).count(), 1);
-    let none = must("helm", &["template", "x", CHART, "--set", "watchNamespace=team-a", "--set", "rbac.aggregateToDefaultRoles=false"]);
+    let none = must(
+        "helm",
+        &[
+            &["template", "x", CHART, "--set", "watchNamespace=team-a", "--set", "rbac.aggregateToDefaultRoles=false"][..],
+            &no_metrics_roles,
+        ]
+        .concat(),
+    );
     let kinds: Vec<&str> = none.lines().filter(|l| l.starts_with("kind: Cluster")).collect();
     assert_eq!(kinds, ["kind: ClusterRole", "kind: ClusterRole", "kind: ClusterRoleBinding", "kind: ClusterRoleBinding"], "{none}");
 }
@@ -230,12 +239,16 @@ fn a_namespace_list_gets_a_role_in_each_and_no_cluster_wide_rights_and_kube_syst
     }
     // The aggregated roles go to whoever holds view, edit or admin; the operator's own
     // cluster-wide roles are those its ClusterRoleBindings name.
-    let bound: Vec<&str> = docs
+    let mut bound: Vec<&str> = docs
         .iter()
         .filter(|d| d["kind"].as_str() == Some("ClusterRoleBinding") && d["subjects"][0]["name"].as_str() == Some("x-loopservice-operator"))
         .filter_map(|d| d["roleRef"]["name"].as_str())
         .collect();
-    assert_eq!(bound, ["x-loopservice-operator-claims"], "{list}");
+    bound.sort();
+    // (metrics-auth: the /metrics token check's reviews, cluster-scoped; tests/metrics_auth.rs.
+    // namespaces: the read of a Namespace's PodSecurity labels.)
+    let want = ["x-loopservice-operator-claims", "x-loopservice-operator-metrics-auth", "x-loopservice-operator-namespaces"];
+    assert_eq!(bound, want, "{list}");
     for d in
         docs.iter().filter(|d| d["kind"].as_str() == Some("ClusterRole") && bound.contains(&d["metadata"]["name"].as_str().unwrap_or("")))
     {

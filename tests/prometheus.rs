@@ -395,8 +395,13 @@ fn ls(name: &str, interval: &str, image: &str, script: &str) -> Value {
 async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
     let ns = TestNs::new("prom").await;
     ensure_crd(&ns.client).await;
-    let op = Operator::start(&ns.name, &[]);
-    let target = op.http_addr().await;
+    // Prometheus scrapes as the chart has it: with the token of a ServiceAccount bound to the
+    // chart's metrics-reader ClusterRole.
+    let mut op = Operator::start(&ns.name, &[("METRICS_AUTH", "token")]);
+    let token = service_account_token(&ns, "prometheus").await;
+    grant_metrics_reader(&ns, "prometheus").await;
+    op.metrics_token = Some(token.clone());
+    let target = op.metrics_addr().await;
 
     // The chart's rules, with short waits so that they fire within the test.
     let job = "loopservice-e2e";
@@ -414,7 +419,7 @@ async fn prometheus_scrapes_the_operator_and_fires_its_alerts() {
     let config = json!({
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": ["rules.yaml"],
-        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}],
+        "scrape_configs": [{"job_name": job, "authorization": {"credentials": token}, "static_configs": [{"targets": [target]}]}],
     });
     std::fs::write(dir.0.join("prometheus.yml"), serde_yaml::to_string(&config).unwrap()).unwrap();
     let prom = Prometheus::start(dir);

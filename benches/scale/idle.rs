@@ -110,7 +110,7 @@ pub async fn run(total: usize) -> IdleResult {
     tokio::time::sleep(window).await;
     let cpu_window_s = t.elapsed().as_secs_f64();
     let cpu_pct = (proc::cpu_secs(op.pid()) - c0) / cpu_window_s * 100.0;
-    let (code, body) = proc::http_get(&addr, "/metrics").expect("GET the operator's /metrics");
+    let (code, body) = proc::http_get(&op.metrics_addr().await, "/metrics").expect("GET the operator's /metrics");
     assert_eq!(code, 200, "the operator's /metrics answered {code}");
     let series = body.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count();
     drop(op);

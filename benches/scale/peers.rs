@@ -94,7 +94,7 @@ pub async fn loopservices(n: usize, minutes: usize) -> LsResult {
     let after = apiserver::scrape(&ns.client).await;
     let seconds = start.elapsed().as_secs_f64();
     let (status_writes, other_writes, relisted) = writes.counts();
-    let operator_counters = proc::http_get(&addr, "/metrics").map(|(_, body)| counters(&body)).unwrap_or_default();
+    let operator_counters = proc::http_get(&op.metrics_addr().await, "/metrics").map(|(_, body)| counters(&body)).unwrap_or_default();
     drop(op);
     let jobs = watch.snapshot();
     drop(watch);

@@ -448,6 +448,9 @@ async fn looked_since(op: &Operator, poke_in: Option<&TestNs>, names: &[&str], s
 pub struct Operator {
     pub child: Child,
     pub log: PathBuf,
+    /// The bearer token [`Operator::get`] sends for /metrics, for an operator started with
+    /// `METRICS_AUTH=token`.
+    pub metrics_token: Option<String>,
 }
 
 impl Operator {
@@ -474,9 +477,12 @@ impl Operator {
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_loopservice-operator"));
         cmd.args(args)
-            .args(["--http-addr", "127.0.0.1:0"])
+            .args(["--http-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
             // Debug logs help a failing test, unless the caller chose a level (a bench does).
             .env("LOG_LEVEL", "info,loopservice_operator=debug")
+            // /metrics without a token, unless the caller asks for one (a test of the token
+            // check does): the tests that read it are about what it says.
+            .env("METRICS_AUTH", "none")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file);
@@ -484,7 +490,7 @@ impl Operator {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start the operator binary");
-        Operator { child, log }
+        Operator { child, log, metrics_token: None }
     }
 
     pub fn pid(&self) -> u32 {
@@ -510,11 +516,20 @@ impl Operator {
         }
     }
 
-    /// The address of /healthz, /readyz and /metrics, from the operator's log.
+    /// The address of /healthz and /readyz, from the operator's log.
     pub async fn http_addr(&self) -> String {
-        wait_for("the operator's http address", Duration::from_secs(20), || async {
+        self.logged_addr("serving /healthz").await
+    }
+
+    /// The address of /metrics, from the operator's log.
+    pub async fn metrics_addr(&self) -> String {
+        self.logged_addr("serving /metrics").await
+    }
+
+    async fn logged_addr(&self, what: &str) -> String {
+        wait_for(&format!("the operator's log line {what:?}"), Duration::from_secs(20), || async {
             let log = self.log_text();
-            let line = log.lines().find(|l| l.contains("serving /healthz"))?;
+            let line = log.lines().find(|l| l.contains(what))?;
             Some(line.split("addr=").nth(1)?.split_whitespace().next()?.to_string())
         })
         .await
@@ -525,13 +540,23 @@ impl Operator {
         self.get_any(path).await.filter(|(code, _)| *code == 200).map(|(_, body)| body)
     }
 
-    /// GETs `path` from the operator's http server: the status code and the trimmed body.
+    /// GETs `path` from the operator's http server (/metrics from its own listener, with
+    /// [`Operator::metrics_token`]): the status code and the trimmed body.
     pub async fn get_any(&self, path: &str) -> Option<(u16, String)> {
+        match (&self.metrics_token, path.starts_with("/metrics")) {
+            (Some(token), true) => self.get_with(path, &[&format!("Authorization: Bearer {token}")]).await,
+            _ => self.get_with(path, &[]).await,
+        }
+    }
+
+    /// [`Operator::get_any`] with extra request header lines (`"Authorization: Bearer ..."`).
+    pub async fn get_with(&self, path: &str, headers: &[&str]) -> Option<(u16, String)> {
         use std::io::{Read, Write};
-        let addr = self.http_addr().await;
+        let addr = if path.starts_with("/metrics") { self.metrics_addr().await } else { self.http_addr().await };
         let mut conn = std::net::TcpStream::connect(addr).ok()?;
         conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n").as_bytes()).ok()?;
         let mut text = String::new();
         conn.read_to_string(&mut text).ok()?;
         let (head, body) = text.split_once("\r\n\r\n")?;
@@ -582,6 +607,67 @@ pub fn on_fake_nodes(name: &str, interval: &str, jitter: &str) -> serde_json::Va
             "containers": [{"name": "loop", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"]}],
         }},
     }})
+}
+
+/// A token of ServiceAccount `name` in `ns` (created if missing), from the TokenRequest API.
+pub async fn service_account_token(ns: &TestNs, name: &str) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let api: Api<ServiceAccount> = Api::namespaced(ns.client.clone(), &ns.name);
+    if api.get_opt(name).await.expect("read ServiceAccount").is_none() {
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        api.create(&PostParams::default(), &sa).await.expect("create ServiceAccount");
+    }
+    let request = TokenRequest { spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }, ..Default::default() };
+    let answer = api.create_token_request(name, &PostParams::default(), &request).await.expect("request a ServiceAccount token");
+    answer.status.expect("a TokenRequest's status").token
+}
+
+/// Binds the chart's metrics-reader ClusterRole (renamed for this test) to ServiceAccount `sa`
+/// of `ns`, and waits until the API server says it may get /metrics. Both objects are owned by
+/// the test's namespace, and go with it.
+pub async fn grant_metrics_reader(ns: &TestNs, sa: &str) {
+    use k8s_openapi::api::authorization::v1::{NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let out = Command::new("helm")
+        .args(["template", "t", "charts/loopservice-operator", "--show-only", "templates/metrics-rbac.yaml"])
+        .current_dir(repo_root())
+        .output()
+        .expect("helm, from the local cluster's tools (eval \"$(hack/cluster.sh env)\")");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut role: ClusterRole = text
+        .split("\n---")
+        .filter_map(|d| serde_yaml::from_str::<ClusterRole>(d).ok())
+        .find(|r| r.metadata.name.as_deref().is_some_and(|n| n.ends_with("-metrics-reader")))
+        .unwrap_or_else(|| panic!("the chart's metrics-reader ClusterRole in\n{text}"));
+    let namespace = Api::<Namespace>::all(ns.client.clone()).get(&ns.name).await.expect("the test's namespace");
+    let owner = json!([{"apiVersion": "v1", "kind": "Namespace", "name": ns.name, "uid": namespace.metadata.uid}]);
+    let name = format!("{}-metrics-reader", ns.name);
+    role.metadata = serde_json::from_value(json!({"name": name, "ownerReferences": owner})).unwrap();
+    Api::<ClusterRole>::all(ns.client.clone()).create(&PostParams::default(), &role).await.expect("create the reader ClusterRole");
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-{sa}"), "ownerReferences": owner},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns.name}],
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(ns.client.clone()).create(&PostParams::default(), &binding).await.expect("bind the reader ClusterRole");
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!("system:serviceaccount:{}:{sa}", ns.name)),
+            groups: Some(vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{}", ns.name)]),
+            non_resource_attributes: Some(NonResourceAttributes { path: Some("/metrics".into()), verb: Some("get".into()) }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let reviews: Api<SubjectAccessReview> = Api::all(ns.client.clone());
+    wait_for("the API server to let the reader get /metrics", Duration::from_secs(30), || async {
+        let answer = reviews.create(&PostParams::default(), &review).await.ok()?;
+        answer.status.is_some_and(|s| s.allowed).then_some(())
+    })
+    .await;
 }
 
 /// A kubeconfig, written for this test, that acts as `user` (say a ServiceAccount's

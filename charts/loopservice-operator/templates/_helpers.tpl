@@ -30,7 +30,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-<<<<<<< HEAD
 {{/*
 A CEL expression that holds when `test` (about a container `c`) holds for a container of any of
 `lists` of the admission policy's `variables.pod`. Arguments: (list lists test).
@@ -42,7 +41,8 @@ A CEL expression that holds when `test` (about a container `c`) holds for a cont
 {{- $parts = append $parts (printf "variables.pod.?%s.orValue([]).exists(c, %s)" . $test) -}}
 {{- end -}}
 {{- join " || " $parts -}}
-=======
+{{- end }}
+
 {{- /*
 The namespaces whose LoopServices run, as a JSON list: watchNamespaces, and watchNamespace (the
 older single value) as one more; empty for all namespaces but excludeNamespaces.
@@ -50,5 +50,4 @@ older single value) as one more; empty for all namespaces but excludeNamespaces.
 {{- define "loopservice-operator.watchNamespaces" -}}
 {{- $list := concat (.Values.watchNamespaces | default list) (compact (list .Values.watchNamespace)) | uniq }}
 {{- toJson $list }}
->>>>>>> namespaces
 {{- end }}
