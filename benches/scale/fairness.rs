@@ -105,5 +105,15 @@ pub async fn run(n: usize, m: usize) -> FairResult {
     drop(op);
     let listed = broken_ns.loopservices().list(&ListParams::default()).await.expect("list broken LoopServices").items;
     let broken_reported = listed.iter().filter(|l| l.status.as_ref().and_then(|s| s.phase) == Some(Phase::Invalid)).count();
-    FairResult { healthy: n, broken: m, create_broken_s, alone, during, beside, restarted, broken_reported, namespaces: (healthy, broken_ns) }
+    FairResult {
+        healthy: n,
+        broken: m,
+        create_broken_s,
+        alone,
+        during,
+        beside,
+        restarted,
+        broken_reported,
+        namespaces: (healthy, broken_ns),
+    }
 }
