@@ -522,7 +522,15 @@ mod from_1_25 {
             for doc in text.split("\n---") {
                 let v: serde_yaml::Value = serde_yaml::from_str(doc).unwrap();
                 if v["kind"].as_str() == Some("LoopService") {
-                    names.push(v["metadata"]["name"].as_str().unwrap().to_string());
+                    let name = v["metadata"]["name"].as_str().unwrap().to_string();
+                    // An aligned example's first loop waits for its grid (up to an interval):
+                    // a run request, as `kubectl loopservice run` makes, starts one at once.
+                    if v["spec"]["alignment"].is_mapping() {
+                        let run = format!("{}={}", loopservice_operator::keys::ANN_RUN_REQUESTED_AT, jiff::Timestamp::now());
+                        let (ok, out) = kubectl(&["annotate", "-n", &ns.name, "loopservice", &name, &run], None);
+                        assert!(ok, "{name}: {out}");
+                    }
+                    names.push(name);
                 }
             }
         }
