@@ -59,11 +59,6 @@ impl Turns {
         });
         Turn { _place: place, _launch: launch }
     }
-
-    /// Requests waiting for a turn.
-    pub fn waiting(&self) -> usize {
-        self.gate.waiting()
-    }
 }
 
 /// One launch counted in flight for as long as it lives.
