@@ -47,6 +47,13 @@ pub use crate::duration::{DURATION_PATTERN, OFFSET_PATTERN};
         json_path = ".status.overruns",
         description = "Loops that ran longer than the interval"
     ),
+    printcolumn(
+        name = "Missed",
+        type_ = "integer",
+        json_path = ".status.loopsMissed",
+        priority = 1,
+        description = "Due times skipped by spec.catchUpWindow (kubectl get -o wide)"
+    ),
     printcolumn(name = "Last Run", type_ = "date", json_path = ".status.lastStartTime", description = "When the latest loop started"),
     printcolumn(name = "Next Run", type_ = "string", json_path = ".status.nextRunTime", description = "When the next loop is due"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -151,6 +158,18 @@ pub struct LoopServiceSpec {
     /// point. Start-anchored timing, off the grid, when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alignment: Option<Alignment>,
+
+    /// Skip loops that would start too late: a scheduled loop that would start more than this
+    /// after it was due (after its jitter delay, when `jitter` is set) is not run, say after the
+    /// operator or the cluster was down. The due times skipped are one `Missed` record in
+    /// `status.history`, counted in `status.loopsMissed`, with one Warning Event (LoopsMissed);
+    /// the next loop is due at the first of its due times (one interval apart, on the grid with
+    /// `alignment`) that is not yet past this window. Same format as `interval`, at least 1s;
+    /// it may be longer than `interval`. Run requests are never skipped. Absent: a late loop
+    /// always starts, at once, however late (and only one of the due times missed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub catch_up_window: Option<String>,
 
     /// Longest a loop may run, at least 1s, in the same format as `interval` (e.g. `5m`): the
     /// Job's `activeDeadlineSeconds`, rounded up to whole seconds. A loop still running then is
@@ -395,6 +414,9 @@ pub struct LoopServiceStatus {
     /// Loops that ran longer than the interval.
     #[serde(default)]
     pub overruns: i64,
+    /// Due times skipped because their loop would have started past spec.catchUpWindow.
+    #[serde(default)]
+    pub loops_missed: i64,
     /// Loops that failed in a row, up to now (0 after a success).
     #[serde(default)]
     pub consecutive_failures: i64,
@@ -437,6 +459,9 @@ pub struct LoopServiceStatus {
     /// The latest loop that failed, and why.
     #[serde(default)]
     pub last_error: Option<LoopError>,
+    /// The latest due times skipped by spec.catchUpWindow, and when the loop after them is due.
+    #[serde(default)]
+    pub last_missed: Option<Missed>,
     /// The latest time the LoopService suspended itself after spec.suspendAfterFailures
     /// failures in a row, and whether it still is.
     #[serde(default)]
@@ -575,6 +600,10 @@ pub enum LoopResult {
     /// Its Job failed, ran past spec.timeout, was refused by the API server, or was deleted
     /// before it ended.
     Failed,
+    /// Not run: it would have started past spec.catchUpWindow. One record covers the due
+    /// times skipped together (`missedDueTimes`); it has no Job, and `loop` is the number of
+    /// the loop that runs after them.
+    Missed,
 }
 
 /// One loop, as `status.history` shows it.
@@ -611,6 +640,9 @@ pub struct LoopRecord {
     /// Whether it ran longer than the interval.
     #[serde(default)]
     pub overran: bool,
+    /// For a Missed record: how many due times it covers, from `dueTime` one interval apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed_due_times: Option<i64>,
 }
 
 /// A loop that ran longer than its interval.
@@ -646,6 +678,24 @@ pub struct LoopError {
     pub message: String,
     /// When it happened.
     pub time: Time,
+}
+
+/// Due times skipped by spec.catchUpWindow.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = not_nullable)]
+pub struct Missed {
+    /// The first due time skipped.
+    pub first_due_time: Time,
+    /// How many due times were skipped: the first and each interval after it.
+    pub count: i64,
+    /// When the loop after them is due: the first due time not yet past the window.
+    pub next_due_time: Time,
+    /// When they were skipped.
+    pub time: Time,
+    /// E.g. "missed 3 due times, 2026-11-25T10:00:00.000Z to 2026-11-25T10:01:00.000Z: loop 8
+    /// would have started 2m5s late, past spec.catchUpWindow (1m); it is due at ...".
+    pub message: String,
 }
 
 /// A condition of a LoopService, in the usual Kubernetes shape.

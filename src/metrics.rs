@@ -36,6 +36,7 @@ pub struct Metrics {
     pub loops_started: Family<LsLabels, Counter>,
     pub loops_finished: Family<ResultLabels, Counter>,
     pub overruns: Family<LsLabels, Counter>,
+    pub loops_missed: Family<LsLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconciles: Counter,
     /// Reconciles that found the cached LoopService behind the operator's own last status
@@ -66,6 +67,7 @@ impl Default for Metrics {
             loops_started: Family::default(),
             loops_finished: Family::default(),
             overruns: Family::default(),
+            loops_missed: Family::default(),
             reconcile_errors: Family::default(),
             reconciles: Counter::default(),
             stale_reads: Counter::default(),
@@ -84,6 +86,11 @@ impl Default for Metrics {
         registry.register("loops_started", "Loops started (Jobs created)", m.loops_started.clone());
         registry.register("loops_finished", "Loops finished, by result (succeeded or failed)", m.loops_finished.clone());
         registry.register("overruns", "Loops that ran longer than their interval", m.overruns.clone());
+        registry.register(
+            "loops_missed",
+            "Due times skipped because their loop would have started past spec.catchUpWindow",
+            m.loops_missed.clone(),
+        );
         registry.register("reconcile_errors", "Reconciles that failed, by step; they are retried with backoff", m.reconcile_errors.clone());
         registry.register("reconciles", "Reconciles run", m.reconciles.clone());
         registry.register(
@@ -162,6 +169,7 @@ impl Metrics {
             seen.remove(l);
             self.loops_started.remove(l);
             self.overruns.remove(l);
+            self.loops_missed.remove(l);
             self.consecutive_failures.remove(l);
             self.overrunning.remove(l);
             self.stuck.remove(l);

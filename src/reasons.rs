@@ -92,6 +92,8 @@ words! {
         LoopFailed,
         LoopOverrun,
         LoopAdopted,
+        // Due times skipped past spec.catchUpWindow (Events, metrics).
+        LoopsMissed,
         // Why a loop failed (history, lastError, the Failing condition).
         JobFailed,
         DeadlineExceeded,

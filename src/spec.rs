@@ -68,6 +68,8 @@ pub struct ValidSpec {
     pub failure_backoff: Option<(Duration, Duration)>,
     /// `spec.alignment`: the grid's offset (zero when absent).
     pub alignment: Option<Duration>,
+    /// `spec.catchUpWindow`.
+    pub catch_up_window: Option<Duration>,
     /// Labels and annotations the template asks for on the loop's Pods.
     pub pod_labels: BTreeMap<String, String>,
     pub pod_annotations: BTreeMap<String, String>,
@@ -85,16 +87,25 @@ struct Template {
     pod: PodSpec,
 }
 
-/// A spec's interval, timeout, jitter, failure backoff (initial, max) and alignment offset, as
-/// far as they read.
-type Durations = (Option<Duration>, Option<Duration>, Option<Duration>, Option<(Duration, Duration)>, Option<Duration>);
+/// A spec's durations, each as far as it reads (`None` when absent or wrong).
+#[derive(Default)]
+struct Durations {
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+    jitter: Option<Duration>,
+    /// (initial, max)
+    failure_backoff: Option<(Duration, Duration)>,
+    /// The alignment offset.
+    alignment: Option<Duration>,
+    catch_up_window: Option<Duration>,
+}
 
 impl LoopServiceSpec {
     /// Checks everything the operator needs of a spec, and builds the loop's Pod spec from the
     /// shorthand fields and the template. Every problem is reported, not just the first.
     pub fn validate(&self) -> Result<ValidSpec, SpecErrors> {
         let mut errors = vec![];
-        let (interval, timeout, jitter, failure_backoff, alignment) = self.durations(&mut errors);
+        let Durations { interval, timeout, jitter, failure_backoff, alignment, catch_up_window } = self.durations(&mut errors);
         let template = match &self.template {
             None => Some(Template { labels: BTreeMap::new(), annotations: BTreeMap::new(), pod: PodSpec::default() }),
             Some(t) => read_template(t, &mut errors),
@@ -122,6 +133,7 @@ impl LoopServiceSpec {
                 jitter,
                 failure_backoff,
                 alignment,
+                catch_up_window,
                 pod_labels: t.labels,
                 pod_annotations: t.annotations,
                 pod: self.pod_spec(t.pod),
@@ -133,8 +145,7 @@ impl LoopServiceSpec {
         }
     }
 
-    /// The durations: interval, timeout, jitter, failure backoff (initial, max) and alignment
-    /// offset, each `None` when absent or wrong (and then `errors` says why).
+    /// The durations, each `None` when absent or wrong (and then `errors` says why).
     fn durations(&self, errors: &mut Vec<SpecError>) -> Durations {
         let mut parse = |field: &str, raw: Option<&str>| match raw.map(|v| parse_duration(field, v)).transpose() {
             Ok(d) => d,
@@ -146,6 +157,7 @@ impl LoopServiceSpec {
         let interval = parse("interval", Some(&self.interval));
         let timeout = parse("timeout", self.timeout.as_deref());
         let jitter = parse("jitter", self.jitter.as_deref());
+        let catch_up_window = parse("catchUpWindow", self.catch_up_window.as_deref());
         let backoff = self
             .failure_backoff
             .as_ref()
@@ -176,7 +188,7 @@ impl LoopServiceSpec {
                 errors.push(SpecError::new(MSG_ALIGNMENT_OFFSET));
             }
         }
-        (interval, timeout, jitter, failure_backoff, alignment)
+        Durations { interval, timeout, jitter, failure_backoff, alignment, catch_up_window }
     }
 
     /// The rules between the shorthand fields and the template (each a CEL rule's twin).
@@ -571,6 +583,18 @@ mod tests {
             spec(json!({"image": "a", "resources": {"limits": {"cpu": q}}})).validate().unwrap_or_else(|e| panic!("{q}: {e}"));
         }
         spec(json!({"image": "a", "resources": {"limits": {"cpu": 2, "memory": 1.5}}})).validate().unwrap();
+    }
+
+    #[test]
+    fn the_catch_up_window_is_a_duration_of_a_second_or_more_and_may_exceed_the_interval() {
+        let window = |w: &str| spec(json!({"image": "a", "interval": "1m", "catchUpWindow": w})).validate().unwrap().catch_up_window;
+        assert_eq!(window("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(window("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(spec(json!({"image": "a"})).validate().unwrap().catch_up_window, None);
+        for w in ["0s", "500ms", "soon", "-5m"] {
+            let e = errors(json!({"image": "a", "catchUpWindow": w}));
+            assert!(e.starts_with("spec.catchUpWindow"), "{w}: {e}");
+        }
     }
 
     #[test]

@@ -16,7 +16,10 @@ use crate::reasons::{condition_status, ConditionType, Reason};
 use crate::schedule::{self, Alignment, Grid, Jitter, PreviousLoop};
 use crate::text::{clip, clip_to};
 
+pub mod catch_up;
 pub mod why;
+
+pub use catch_up::skip_missed;
 
 /// Something worth an Event.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,14 +30,16 @@ pub struct Note {
     /// The loop's Job, when there is one: the Event's related object. It also keeps Events
     /// of different loops apart, where the recorder would fold them into one series.
     pub job: Option<String>,
+    /// How many of what it tells of happened: the due times a LoopsMissed note covers, else 1.
+    pub times: u64,
 }
 
 impl Note {
     pub fn normal(reason: Reason, message: String) -> Self {
-        Note { warning: false, reason, message, job: None }
+        Note { warning: false, reason, message, job: None, times: 1 }
     }
     pub fn warning(reason: Reason, message: String) -> Self {
-        Note { warning: true, reason, message: clip(&message), job: None }
+        Note { warning: true, reason, message: clip(&message), job: None, times: 1 }
     }
     fn about(mut self, job: Option<&str>) -> Self {
         self.job = job.map(str::to_string);
@@ -62,6 +67,7 @@ pub fn record_jobs(prev: &LoopServiceStatus, jobs: &[ObservedJob], interval: Dur
         &mut st.overruns,
         &mut st.consecutive_failures,
         &mut st.manual_loops,
+        &mut st.loops_missed,
     ] {
         *c = (*c).max(0);
     }
@@ -163,12 +169,27 @@ pub const HISTORY: usize = 10;
 /// The longest message a history record keeps (lastError has the full one).
 pub const HISTORY_MESSAGE: usize = 200;
 
-/// Puts a loop's record into the history, replacing the one of the same loop, newest first.
+/// Puts a record into the history, newest first: a loop's replaces the one of the same loop,
+/// a Missed one the Missed one of the same first due time. A Missed record carries the number
+/// of the loop that runs after it, and comes after that loop's record.
 fn remember(st: &mut LoopServiceStatus, record: LoopRecord) {
-    st.history.retain(|r| r.r#loop != record.r#loop);
+    let missed = |r: &LoopRecord| r.result == LoopResult::Missed;
+    let same = |r: &LoopRecord| {
+        if missed(&record) {
+            missed(r) && r.due_time == record.due_time
+        } else {
+            !missed(r) && r.r#loop == record.r#loop
+        }
+    };
+    st.history.retain(|r| !same(r));
     st.history.push(record);
-    st.history.sort_by_key(|r| std::cmp::Reverse(r.r#loop));
+    st.history.sort_by_key(|r| (std::cmp::Reverse(r.r#loop), missed(r), std::cmp::Reverse(r.due_time)));
     st.history.truncate(HISTORY);
+}
+
+/// Loop `n`'s record in the history, if it is still there (never a Missed record).
+fn record_of(st: &LoopServiceStatus, n: i64) -> Option<&LoopRecord> {
+    st.history.iter().find(|r| r.r#loop == n && r.result != LoopResult::Missed)
 }
 
 /// The record of a loop that has started, from its Job.
@@ -185,6 +206,7 @@ fn started_record(j: &ObservedJob) -> LoopRecord {
         reason: None,
         message: None,
         overran: false,
+        missed_due_times: None,
     }
 }
 
@@ -207,7 +229,7 @@ fn finish_record(r: &mut LoopRecord, end: Timestamp, failure: Option<(Reason, &s
 
 fn record_end(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, j: &ObservedJob, end: Timestamp, outcome: &Outcome, interval: Duration) {
     let (k, job, start) = (j.loop_number, j.name.as_str(), j.start);
-    let mut record = st.history.iter().find(|r| r.r#loop == k).cloned().unwrap_or_else(|| started_record(j));
+    let mut record = record_of(st, k).cloned().unwrap_or_else(|| started_record(j));
     let failure = match outcome {
         Outcome::Succeeded => None,
         Outcome::Failed { reason, message } => Some((*reason, clip(message))),
@@ -426,7 +448,7 @@ pub fn suspend_after_failures(st: &mut LoopServiceStatus, limit: Option<i64>, ge
     let r#loop = st.last_finished_loop;
     st.failure_suspension =
         Some(crate::crd::FailureSuspension { r#loop, failures, time: Time(now), generation: generation.unwrap_or(0), active: true });
-    let job = st.history.iter().find(|r| r.r#loop == r#loop).map(|r| r.job_name.clone());
+    let job = record_of(st, r#loop).map(|r| r.job_name.clone());
     Some(Note::warning(Reason::SuspendedAfterFailures, suspension_message(failures, r#loop)).about(job.as_deref()))
 }
 
@@ -450,6 +472,8 @@ pub struct Rules<'a> {
     pub backoff: Option<(Duration, Duration)>,
     /// spec.alignment.
     pub alignment: Option<Alignment>,
+    /// spec.catchUpWindow.
+    pub catch_up: Option<Duration>,
 }
 
 /// Why the next scheduled loop is due when it is: the terms of the loop rule,
@@ -468,8 +492,11 @@ pub struct Timing {
     /// The previous loop's end (its start when no end is recorded).
     pub previous_end: Option<Timestamp>,
     /// The loop rule's time, before the failure backoff: max(by_interval, previous_end), or
-    /// when the first loop is due.
+    /// when the first loop is due; or `resumed` when that is later.
     pub by_rule: Timestamp,
+    /// After due times were skipped past spec.catchUpWindow: the first one not skipped, when
+    /// it is later than the loop rule's own time.
+    pub resumed: Option<Timestamp>,
     /// After failures in a row: no loop before this instant.
     pub backoff: Option<Backoff>,
     /// With spec.alignment: the grid the due time moves onto, from `off_grid`, the later of
@@ -511,10 +538,14 @@ pub fn timing(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> 
     // With jitter or alignment, the first loop is due when the LoopService was created (then
     // on the grid), a fixed instant to jitter from.
     let created = rules.jitter.map(|j| j.created).or(rules.alignment.map(|a| a.created));
-    let by_rule = match (previous, created) {
+    let rule = match (previous, created) {
         (None, Some(created)) => created.min(now),
         _ => schedule::next_start(previous, rules.interval, now).unwrap_or(now),
     };
+    // After skipped due times, the first not skipped (never more than an interval ahead: an
+    // edited status must not hold the loop back longer).
+    let resumed = status.last_missed.as_ref().map(|m| m.next_due_time.0.min(schedule::add(now, rules.interval))).filter(|r| *r > rule);
+    let by_rule = resumed.unwrap_or(rule);
     // After failures in a row, the next loop waits at least the backoff after the latest
     // failed loop's end.
     let backoff = match (rules.backoff, status.last_failure_time.map(past)) {
@@ -535,6 +566,7 @@ pub fn timing(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> 
         by_interval: anchor.map(|a| schedule::add(a, rules.interval)),
         previous_end,
         by_rule,
+        resumed,
         backoff,
         grid,
         off_grid,
@@ -576,7 +608,7 @@ pub fn decide(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> 
 
 /// Whether loop `n` was started by a run request, as far as the history says.
 fn manual(status: &LoopServiceStatus, n: i64) -> bool {
-    status.history.iter().any(|r| r.r#loop == n && r.trigger == Trigger::Manual)
+    record_of(status, n).is_some_and(|r| r.trigger == Trigger::Manual)
 }
 
 /// LOOP_PREVIOUS_RESULT of the next loop: how the latest loop whose end is recorded ended.
@@ -850,7 +882,7 @@ mod tests {
     }
     /// The rules over interval `I` with no jitter, backoff or alignment.
     fn plain(loops: Option<i64>, suspended: bool, run_request: Option<&str>) -> Rules<'_> {
-        Rules { loops, suspended, run_request, interval: I, jitter: None, backoff: None, alignment: None }
+        Rules { loops, suspended, run_request, interval: I, jitter: None, backoff: None, alignment: None, catch_up: None }
     }
     fn job(n: i64, start: f64, end: Option<(f64, bool)>) -> ObservedJob {
         ObservedJob {
@@ -1225,6 +1257,7 @@ mod tests {
                 reason: None,
                 message: None,
                 overran: false,
+                missed_due_times: None,
             }
         );
         assert_eq!(
@@ -1472,7 +1505,16 @@ mod tests {
             st = record_jobs(&st, &jobs, one, t(end)).0;
             let Decision::Wait { until } = super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: one, jitter: None, backoff: b, alignment: None },
+                &Rules {
+                    loops: None,
+                    suspended: false,
+                    run_request: None,
+                    interval: one,
+                    jitter: None,
+                    backoff: b,
+                    alignment: None,
+                    catch_up: None,
+                },
                 t(end),
             ) else {
                 after_end.push(0.0);
@@ -1542,7 +1584,16 @@ mod tests {
         assert_eq!(
             super::decide(
                 &lowered,
-                &Rules { loops: None, suspended: false, run_request: None, interval: ten, jitter: None, backoff: None, alignment: None },
+                &Rules {
+                    loops: None,
+                    suspended: false,
+                    run_request: None,
+                    interval: ten,
+                    jitter: None,
+                    backoff: None,
+                    alignment: None,
+                    catch_up: None
+                },
                 t(20.5)
             ),
             Decision::Launch { loop_number: 2, scheduled: t(20.0), run_request: None }
@@ -1555,7 +1606,16 @@ mod tests {
         assert_eq!(
             super::decide(
                 &raised,
-                &Rules { loops: None, suspended: false, run_request: None, interval: thirty, jitter: None, backoff: None, alignment: None },
+                &Rules {
+                    loops: None,
+                    suspended: false,
+                    run_request: None,
+                    interval: thirty,
+                    jitter: None,
+                    backoff: None,
+                    alignment: None,
+                    catch_up: None
+                },
                 t(20.5)
             ),
             Decision::Wait { until: t(30.0) }
@@ -1616,7 +1676,16 @@ mod tests {
         assert_eq!(
             super::decide(
                 &st,
-                &Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff, alignment: None },
+                &Rules {
+                    loops: None,
+                    suspended: false,
+                    run_request: None,
+                    interval: I,
+                    jitter: None,
+                    backoff,
+                    alignment: None,
+                    catch_up: None
+                },
                 t(100.0)
             ),
             Decision::Wait { until: t(110.0) }

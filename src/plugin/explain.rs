@@ -1,7 +1,7 @@
 //! `explain-timing NAME`: why the next loop starts when it does. This renders the operator's
 //! own verdict, `status::why::why` on the stored status with the spec as the operator
 //! validates it: what sets the next start, what happens next, and each factor (interval,
-//! overrun, failure backoff, alignment, jitter, suspend, loops limit, run request), whether it applies
+//! overrun, failure backoff, catch-up window, alignment, jitter, suspend, loops limit, run request), whether it applies
 //! and the instant it implies. Nothing here works out timing; it only puts it in words.
 
 use std::time::Duration;
@@ -53,7 +53,7 @@ pub struct Next {
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct Factor {
-    /// interval, overrun, failureBackoff, alignment, jitter, suspend, loopsLimit or runRequest.
+    /// interval, overrun, failureBackoff, catchUpWindow, alignment, jitter, suspend, loopsLimit or runRequest.
     pub factor: &'static str,
     pub applies: bool,
     pub detail: String,
@@ -124,6 +124,7 @@ fn verdict(ls: &LoopService, st: &LoopServiceStatus, now: Timestamp) -> Result<W
         jitter: jitter.as_ref(),
         backoff: valid.failure_backoff,
         alignment: valid.alignment.map(|offset| Alignment { offset, created }),
+        catch_up: valid.catch_up_window,
     };
     Ok(why::why(st, &rules, now))
 }
@@ -134,6 +135,7 @@ fn detail(kind: FactorKind, ls: &LoopService, f: &Factors, now: Timestamp) -> St
         FactorKind::Interval => interval(ls, &f.interval, now),
         FactorKind::Overrun => overrun(ls, &f.overrun),
         FactorKind::FailureBackoff => failure_backoff(&f.failure_backoff, now),
+        FactorKind::CatchUpWindow => catch_up(&f.catch_up, now),
         FactorKind::Alignment => alignment(&f.alignment, now),
         FactorKind::Jitter => jitter(&f.jitter),
         FactorKind::Suspend => suspend(ls, &f.suspend),
@@ -203,6 +205,31 @@ fn failure_backoff(f: &why::BackoffFact, now: Timestamp) -> String {
         }
         (Some((initial, max)), None) => {
             format!("no failure in a row (after failures it waits {} doubling up to {})", dur(initial), dur(max))
+        }
+    }
+}
+
+/// Due times whose loop would start past the window are skipped.
+fn catch_up(f: &why::CatchUpFact, now: Timestamp) -> String {
+    let latest = f.last.as_ref().map(|m| {
+        let which = if m.count == 1 {
+            format!("the due time {}", m.first_due_time)
+        } else {
+            format!("{} due times from {}", m.count, m.first_due_time)
+        };
+        format!("{which} skipped at {}", m.time)
+    });
+    match (f.window, latest, f.at) {
+        (_, Some(latest), Some(at)) => {
+            format!("{latest}, past the window: the next loop is due at the first due time not skipped, {}", when(at, now))
+        }
+        (None, _, _) => "not set (spec.catchUpWindow): a late loop starts at once, however late".into(),
+        (Some(w), latest, _) => {
+            let mut detail = format!("a scheduled loop that would start more than {} after it was due is skipped", dur(w));
+            if let Some(latest) = latest {
+                detail.push_str(&format!("; {} due time(s) skipped so far, the latest: {latest}", f.missed));
+            }
+            detail
         }
     }
 }
@@ -333,6 +360,7 @@ pub fn render(e: &Explanation) -> String {
 fn label(factor: &str) -> &str {
     match factor {
         "failureBackoff" => "failure backoff",
+        "catchUpWindow" => "catch-up window",
         "loopsLimit" => "loops limit",
         "runRequest" => "run request",
         f => f,
@@ -345,6 +373,11 @@ mod tests {
     use serde_json::{json, Value};
 
     const T0: i64 = 1_800_000_000;
+
+    /// What explain-timing says of `factor`.
+    fn said<'a>(e: &'a Explanation, factor: &str) -> &'a str {
+        e.factors.iter().find(|f| f.factor == factor).map_or("", |f| f.detail.as_str())
+    }
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(T0 + s).unwrap()
@@ -401,7 +434,7 @@ mod tests {
         let e = explain(&ls(json!({}), json!({"lastCompletionTime": ts(145)}), json!({})), at(146));
         assert_eq!((e.next.state.as_str(), e.next.at), ("Due", Some(Time(at(145)))));
         assert_eq!(applies(&e), ["overrun"]);
-        assert!(e.factors[1].detail.starts_with("loop 7 took 45s, longer than its interval of 30s"), "{}", e.factors[1].detail);
+        assert!(said(&e, "overrun").starts_with("loop 7 took 45s, longer than its interval of 30s"), "{}", said(&e, "overrun"));
     }
 
     #[test]
@@ -412,9 +445,9 @@ mod tests {
         assert_eq!((e.next.state.as_str(), e.next.at), ("Waiting", Some(Time(at(163)))));
         assert_eq!(applies(&e), ["failureBackoff"]);
         assert!(
-            e.factors[2].detail.starts_with("2 loop(s) failed in a row: the next waits min(30s x 2^1, 10m) = 1m after"),
+            said(&e, "failureBackoff").starts_with("2 loop(s) failed in a row: the next waits min(30s x 2^1, 10m) = 1m after"),
             "{}",
-            e.factors[2].detail
+            said(&e, "failureBackoff")
         );
     }
 
@@ -426,7 +459,7 @@ mod tests {
         let want = schedule::add(schedule::add(schedule::sub(at(100), j.offset(7)), Duration::from_secs(30)), j.offset(8));
         assert_eq!(e.next.at, Some(Time(want)));
         assert_eq!(applies(&e), ["interval", "jitter"]);
-        assert!(e.factors[4].detail.starts_with(&format!("loop 8 starts {} after it is due", dur(j.offset(8)))), "{}", e.factors[4].detail);
+        assert!(said(&e, "jitter").starts_with(&format!("loop 8 starts {} after it is due", dur(j.offset(8)))), "{}", said(&e, "jitter"));
     }
 
     #[test]
@@ -438,9 +471,38 @@ mod tests {
         assert_eq!(applies(&e), ["overrun", "alignment"]);
         let want =
             format!("the grid is the Unix epoch + 10s + k x 30s; the next loop's time, {}, moves to the next grid point", Time(at(145)));
-        assert!(e.factors[3].detail.starts_with(&want), "{}", e.factors[3].detail);
+        assert!(said(&e, "alignment").starts_with(&want), "{}", said(&e, "alignment"));
         let e = explain(&ls(json!({}), json!({}), json!({})), at(110));
-        assert_eq!(e.factors[3].detail, "not set (spec.alignment): start-anchored, off any grid");
+        assert_eq!(said(&e, "alignment"), "not set (spec.alignment): start-anchored, off any grid");
+    }
+
+    #[test]
+    fn after_skipped_due_times_the_catch_up_window_sets_the_next_loop() {
+        let missed: Value = json!({"loopsMissed": 3, "lastMissed": {"firstDueTime": ts(130), "count": 3, "nextDueTime": ts(160), "time": ts(155), "message": "missed"}});
+        let e = explain(&ls(json!({"catchUpWindow": "5s"}), missed.clone(), json!({})), at(155));
+        assert_eq!((e.next.state.as_str(), e.next.at), ("Waiting", Some(Time(at(160)))));
+        assert_eq!(applies(&e), ["catchUpWindow"]);
+        let want = format!(
+            "3 due times from {} skipped at {}, past the window: the next loop is due at the first due time not skipped, {}",
+            ts(130),
+            ts(155),
+            Time(at(160))
+        );
+        assert!(said(&e, "catchUpWindow").starts_with(&want), "{}", said(&e, "catchUpWindow"));
+        // Once loop 8 ran after them, the window is only a rule again.
+        let mut ran = missed;
+        ran.as_object_mut().unwrap().extend(
+            json!({"loopsStarted": 8, "lastFinishedLoop": 8, "lastStartTime": ts(160), "lastCompletionTime": ts(161)})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let e = explain(&ls(json!({"catchUpWindow": "5s"}), ran, json!({})), at(170));
+        assert_eq!((e.next.state.as_str(), e.next.at, applies(&e)), ("Waiting", Some(Time(at(190))), vec!["interval"]));
+        let want = format!("a scheduled loop that would start more than 5s after it was due is skipped; 3 due time(s) skipped so far, the latest: 3 due times from {} skipped at {}", ts(130), ts(155));
+        assert_eq!(said(&e, "catchUpWindow"), want);
+        let e = explain(&ls(json!({}), json!({}), json!({})), at(110));
+        assert_eq!(said(&e, "catchUpWindow"), "not set (spec.catchUpWindow): a late loop starts at once, however late");
     }
 
     #[test]
@@ -460,7 +522,7 @@ mod tests {
         );
         let e = explain(&handled, at(110));
         assert_eq!(e.next.state, "Suspended");
-        assert_eq!(e.factors[7].detail, "none pending (the latest handled: \"now-please\")");
+        assert_eq!(said(&e, "runRequest"), "none pending (the latest handled: \"now-please\")");
     }
 
     #[test]
@@ -470,7 +532,7 @@ mod tests {
         assert_eq!(applies(&e), ["loopsLimit"]);
         let e = explain(&ls(json!({"loops": 7}), json!({"manualLoops": 1}), json!({})), at(110));
         assert_eq!(
-            (e.next.state.as_str(), e.factors[6].detail.as_str()),
+            (e.next.state.as_str(), said(&e, "loopsLimit")),
             ("Waiting", "6 of 7 scheduled loops have run (spec.loops; run requests do not count)")
         );
         let e = explain(&ls(json!({"interval": "5"}), json!({}), json!({})), at(110));

@@ -23,7 +23,7 @@ pub async fn history(t: &Target, name: &str, output: Option<Output>) -> Result<u
     Ok(EXIT_OK)
 }
 
-/// `Succeeded`, `Running`, or `Failed (REASON)`.
+/// `Succeeded`, `Running`, `Failed (REASON)` or `Missed`.
 pub fn result_text(result: LoopResult, reason: Option<&str>) -> String {
     match (result, reason) {
         (LoopResult::Failed, Some(r)) if !r.is_empty() => format!("Failed ({r})"),
@@ -31,11 +31,24 @@ pub fn result_text(result: LoopResult, reason: Option<&str>) -> String {
     }
 }
 
-/// The table, with start times relative to `now`.
+/// The table, with start times relative to `now`. A Missed record ran no loop: it shows how
+/// many due times it covers, from when.
 pub fn render(history: &[LoopRecord], now: Timestamp) -> String {
     let rows: Vec<Vec<String>> = history
         .iter()
         .map(|r| {
+            if r.result == LoopResult::Missed {
+                let count = r.missed_due_times.unwrap_or(1);
+                return vec![
+                    NONE.to_string(),
+                    r.trigger.as_str().to_string(),
+                    NONE.to_string(),
+                    NONE.to_string(),
+                    format!("Missed ({count} due time{}, from {})", if count == 1 { "" } else { "s" }, format::relative(r.due_time.0, now)),
+                    NONE.to_string(),
+                    r.message.as_deref().map_or_else(|| NONE.to_string(), |m| format::cell(m, MESSAGE_WIDTH)),
+                ];
+            }
             let duration = match r.duration_seconds {
                 Some(s) if r.overran => format!("{} (overrun)", format::seconds(s)),
                 Some(s) => format::seconds(s),
@@ -79,6 +92,7 @@ mod tests {
                 reason: None,
                 message: None,
                 overran: false,
+                missed_due_times: None,
             },
             LoopRecord {
                 r#loop: 2,
@@ -91,6 +105,7 @@ mod tests {
                 result: LoopResult::Failed,
                 reason: Some("JobFailed".into()),
                 message: Some("container exited with code 1 (Error):\nboom".into()),
+                missed_due_times: None,
                 overran: true,
             },
         ];
@@ -99,6 +114,31 @@ mod tests {
             "LOOP   TRIGGER     STARTED   DURATION          RESULT               JOB        MESSAGE\n\
              3      Manual      5s ago    <none>            Running              report-3   <none>\n\
              2      Scheduled   70s ago   41.2s (overrun)   Failed (JobFailed)   report-2   container exited with code 1 (Error): boom\n"
+        );
+    }
+
+    #[test]
+    fn a_missed_record_shows_how_many_due_times_from_when_and_no_loop() {
+        let missed = LoopRecord {
+            r#loop: 5,
+            job_name: String::new(),
+            trigger: Trigger::Scheduled,
+            due_time: at(-3600),
+            start_time: at(-10),
+            end_time: None,
+            duration_seconds: None,
+            result: LoopResult::Missed,
+            reason: None,
+            message: Some("missed 59 due times".into()),
+            overran: false,
+            missed_due_times: Some(59),
+        };
+        let table = render(&[missed], at(0).0);
+        let row = table.lines().nth(1).unwrap();
+        let cells: Vec<&str> = row.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert_eq!(
+            cells,
+            ["<none>", "Scheduled", "<none>", "<none>", "Missed (59 due times, from 60m ago)", "<none>", "missed 59 due times"]
         );
     }
 }

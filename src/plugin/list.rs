@@ -115,7 +115,7 @@ fn unreadable(obj: &DynamicObject, why: String) -> Row {
 /// How the latest finished loop ended, from the history, else from the counters (a status
 /// written before the history existed).
 pub fn last_result(st: &LoopServiceStatus) -> Option<String> {
-    if let Some(r) = st.history.iter().find(|r| r.result != LoopResult::Running) {
+    if let Some(r) = st.history.iter().find(|r| !matches!(r.result, LoopResult::Running | LoopResult::Missed)) {
         return Some(result_text(r.result, r.reason.as_deref()));
     }
     if st.last_finished_loop == 0 {
@@ -207,6 +207,7 @@ mod tests {
             reason: reason.map(str::to_string),
             message: None,
             overran: false,
+            missed_due_times: None,
         }
     }
 

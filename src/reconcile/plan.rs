@@ -113,6 +113,7 @@ pub fn plan(o: &Observed, now: Timestamp) -> Plan {
     notes.extend(status::suspend_after_failures(&mut st, spec.suspend_after_failures, o.ls.metadata.generation, now));
     notes.extend(status::refuse_run_request(&mut st, o.ls.annotations().get(ANN_RUN_REQUESTED_AT).map(String::as_str)));
     notes.extend(warning.iter().map(|w| Note::warning(Reason::PodSecurityWarning, w.clone())));
+    notes.extend(with_rules(o, valid, now, |rules| status::skip_missed(&mut st, rules, now)));
     let decision = decide(o, valid, &st, now);
     let (mut launch, mut obstacle) = (None, None);
     match &decision {
@@ -195,8 +196,8 @@ fn created(o: &Observed, now: Timestamp) -> Timestamp {
     o.ls.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0)
 }
 
-/// What comes next, from the recorded status.
-fn decide(o: &Observed, valid: &ValidSpec, st: &LoopServiceStatus, now: Timestamp) -> Decision {
+/// Runs `f` with the spec's rules for what comes next: its controls and the run request.
+fn with_rules<R>(o: &Observed, valid: &ValidSpec, now: Timestamp, f: impl FnOnce(&Rules<'_>) -> R) -> R {
     // A request whose Job is still here is handled, whatever the status says (it is written
     // after the Job is created, and a CRD older than the operator would drop it).
     let run_request =
@@ -214,8 +215,14 @@ fn decide(o: &Observed, valid: &ValidSpec, st: &LoopServiceStatus, now: Timestam
         jitter: jitter.as_ref(),
         backoff: valid.failure_backoff,
         alignment: valid.alignment.map(|offset| Alignment { offset, created: created(o, now) }),
+        catch_up: valid.catch_up_window,
     };
-    status::decide(st, &rules, now)
+    f(&rules)
+}
+
+/// What comes next, from the recorded status.
+fn decide(o: &Observed, valid: &ValidSpec, st: &LoopServiceStatus, now: Timestamp) -> Decision {
+    with_rules(o, valid, now, |rules| status::decide(st, rules, now))
 }
 
 /// How long the spec has been refused (since Ready turned False with InvalidSpec).

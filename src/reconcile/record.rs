@@ -86,6 +86,7 @@ fn count(ctx: &Context, labels: &LsLabels, note: &Note) {
         Reason::LoopSucceeded => ctx.metrics.loops_finished.get_or_create(&result("succeeded")).inc(),
         Reason::LoopFailed => ctx.metrics.loops_finished.get_or_create(&result("failed")).inc(),
         Reason::LoopOverrun => ctx.metrics.overruns.get_or_create(labels).inc(),
+        Reason::LoopsMissed => ctx.metrics.loops_missed.get_or_create(labels).inc_by(note.times),
         _ => 0,
     };
     if note.warning {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::{decide, failures_toward_suspension, pending_run_request, timing, Backoff, Decision, Rules, Timing};
-use crate::crd::{LoopServiceStatus, Phase};
+use crate::crd::{LoopServiceStatus, Missed, Phase};
 use crate::reasons::ConditionType;
 use crate::schedule::{self, Grid};
 
@@ -34,6 +34,8 @@ pub enum SetBy {
     Overrun,
     /// The failure backoff, later than the loop rule's time.
     FailureBackoff,
+    /// Due times were skipped past spec.catchUpWindow: the first one not skipped.
+    CatchUpWindow,
     /// A pending run request: at once.
     RunRequest,
     /// No loop has started yet: the first is due when the LoopService exists.
@@ -118,6 +120,7 @@ pub enum FactorKind {
     Interval,
     Overrun,
     FailureBackoff,
+    CatchUpWindow,
     Alignment,
     Jitter,
     Suspend,
@@ -126,10 +129,11 @@ pub enum FactorKind {
 }
 
 impl FactorKind {
-    pub const ALL: [FactorKind; 8] = [
+    pub const ALL: [FactorKind; 9] = [
         FactorKind::Interval,
         FactorKind::Overrun,
         FactorKind::FailureBackoff,
+        FactorKind::CatchUpWindow,
         FactorKind::Alignment,
         FactorKind::Jitter,
         FactorKind::Suspend,
@@ -143,6 +147,7 @@ impl FactorKind {
             FactorKind::Interval => "interval",
             FactorKind::Overrun => "overrun",
             FactorKind::FailureBackoff => "failureBackoff",
+            FactorKind::CatchUpWindow => "catchUpWindow",
             FactorKind::Alignment => "alignment",
             FactorKind::Jitter => "jitter",
             FactorKind::Suspend => "suspend",
@@ -159,6 +164,7 @@ pub struct Factors {
     pub interval: IntervalFact,
     pub overrun: OverrunFact,
     pub failure_backoff: BackoffFact,
+    pub catch_up: CatchUpFact,
     pub alignment: AlignmentFact,
     pub jitter: JitterFact,
     pub suspend: SuspendFact,
@@ -173,6 +179,7 @@ impl Factors {
             FactorKind::Interval => self.interval.applies,
             FactorKind::Overrun => self.overrun.applies,
             FactorKind::FailureBackoff => self.failure_backoff.applies,
+            FactorKind::CatchUpWindow => self.catch_up.applies,
             FactorKind::Alignment => self.alignment.applies,
             FactorKind::Jitter => self.jitter.applies,
             FactorKind::Suspend => self.suspend.applies,
@@ -187,6 +194,7 @@ impl Factors {
             FactorKind::Interval => Some(self.interval.at),
             FactorKind::Overrun => self.overrun.at,
             FactorKind::FailureBackoff => self.failure_backoff.in_force.map(|b| b.until),
+            FactorKind::CatchUpWindow => self.catch_up.at,
             FactorKind::Alignment => self.alignment.at,
             FactorKind::RunRequest => self.run_request.at,
             FactorKind::Jitter | FactorKind::Suspend | FactorKind::LoopsLimit => None,
@@ -256,6 +264,20 @@ pub struct BackoffFact {
     pub rule: Option<(Duration, Duration)>,
     /// After failures in a row.
     pub in_force: Option<Backoff>,
+}
+
+/// spec.catchUpWindow: due times whose loop would start past it are skipped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CatchUpFact {
+    /// Due times were skipped, and the first one not skipped sets the next start.
+    pub applies: bool,
+    /// spec.catchUpWindow, when set.
+    pub window: Option<Duration>,
+    /// The due times skipped so far (status.loopsMissed), and the latest skip.
+    pub missed: i64,
+    pub last: Option<Missed>,
+    /// The first due time not skipped, when it sets the next start.
+    pub at: Option<Timestamp>,
 }
 
 /// spec.alignment: the due time on the grid epoch + offset + k × interval.
@@ -332,7 +354,14 @@ pub fn why(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> Why
     // While a loop runs within its interval, the next starts one interval after it was due
     // at the earliest, unless the backoff holds it back longer.
     let running_within = set_by == SetBy::Running && t.by_interval.is_some_and(|d| d > now);
-    let scheduled = matches!(set_by, SetBy::Interval | SetBy::Overrun | SetBy::FailureBackoff | SetBy::FirstLoop);
+    let scheduled = matches!(set_by, SetBy::Interval | SetBy::Overrun | SetBy::FailureBackoff | SetBy::CatchUpWindow | SetBy::FirstLoop);
+    let catch_up = CatchUpFact {
+        applies: set_by == SetBy::CatchUpWindow,
+        window: rules.catch_up,
+        missed: status.loops_missed,
+        last: status.last_missed.clone(),
+        at: t.resumed.filter(|_| set_by == SetBy::CatchUpWindow),
+    };
     let interval = IntervalFact {
         applies: matches!(set_by, SetBy::Interval | SetBy::FirstLoop) || (running_within && !failure_backoff.applies),
         at: t.by_interval.unwrap_or(t.by_rule),
@@ -368,6 +397,7 @@ pub fn why(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> Why
         interval,
         overrun,
         failure_backoff,
+        catch_up,
         alignment,
         jitter,
         suspend: suspend(status, rules),
@@ -382,6 +412,7 @@ fn set_by(decision: &Decision, t: &Timing, overrun: bool, backoff: bool) -> SetB
     match decision {
         Decision::Launch { run_request: Some(_), .. } => SetBy::RunRequest,
         Decision::Launch { .. } | Decision::Wait { .. } if backoff => SetBy::FailureBackoff,
+        Decision::Launch { .. } | Decision::Wait { .. } if t.resumed.is_some() => SetBy::CatchUpWindow,
         Decision::Launch { .. } | Decision::Wait { .. } if overrun => SetBy::Overrun,
         Decision::Launch { .. } | Decision::Wait { .. } if t.previous_start.is_none() => SetBy::FirstLoop,
         Decision::Launch { .. } | Decision::Wait { .. } => SetBy::Interval,
@@ -465,7 +496,8 @@ mod tests {
     use crate::schedule::Jitter;
     use serde_json::{json, Value};
     use FactorKind::{
-        Alignment as Alignment_, FailureBackoff as Backoff_, Interval, Jitter as Jitter_, LoopsLimit, Overrun, RunRequest, Suspend,
+        Alignment as Alignment_, CatchUpWindow, FailureBackoff as Backoff_, Interval, Jitter as Jitter_, LoopsLimit, Overrun, RunRequest,
+        Suspend,
     };
 
     const T0: i64 = 1_800_000_000;
@@ -490,6 +522,8 @@ mod tests {
         backoff: Option<(u64, u64)>,
         /// spec.alignment.offset, with the LoopService created at 0.
         alignment: Option<u64>,
+        /// spec.catchUpWindow.
+        catch_up: Option<u64>,
     }
 
     /// Loop 7 (scheduled) started at 100 and succeeded at 103, with `patch` over that; the
@@ -519,6 +553,7 @@ mod tests {
             jitter: j.as_ref(),
             backoff: c.backoff.map(|(i, m)| (secs(i), secs(m))),
             alignment: c.alignment.map(|o| crate::schedule::Alignment { offset: secs(o), created: at(0) }),
+            catch_up: c.catch_up.map(secs),
         };
         why(&status(patch), &rules, at(now))
     }
@@ -603,6 +638,27 @@ mod tests {
                 next: ("Waiting", Some(1), Some(10)),
                 applies: &[Interval, Alignment_],
                 at: &[(Interval, Some(0)), (Alignment_, Some(10))],
+            },
+            Case {
+                name: "after due times were skipped past the catch-up window",
+                // Loop 8 was due at 130; at 155 the due times 130, 140 and 150 were skipped.
+                status: json!({"loopsMissed": 3, "lastMissed": {"firstDueTime": ts(130), "count": 3, "nextDueTime": ts(160), "time": ts(155), "message": "missed"}}),
+                controls: c(|c| c.catch_up = Some(5)),
+                now: 155,
+                set_by: SetBy::CatchUpWindow,
+                next: ("Waiting", Some(8), Some(160)),
+                applies: &[CatchUpWindow],
+                at: &[(Interval, Some(130)), (CatchUpWindow, Some(160))],
+            },
+            Case {
+                name: "a skip before the latest loop no longer counts",
+                status: json!({"lastMissed": {"firstDueTime": ts(60), "count": 1, "nextDueTime": ts(70), "time": ts(66), "message": "missed"}}),
+                controls: c(|c| c.catch_up = Some(5)),
+                now: 110,
+                set_by: SetBy::Interval,
+                next: ("Waiting", Some(8), Some(130)),
+                applies: &[Interval],
+                at: &[(Interval, Some(130)), (CatchUpWindow, None)],
             },
             Case {
                 name: "a loop runs within its interval",

@@ -4,6 +4,7 @@
 //! operator process, watching that namespace only.
 #![allow(dead_code)]
 
+pub mod job_watch;
 pub mod once;
 
 use std::future::Future;
