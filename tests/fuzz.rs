@@ -389,10 +389,11 @@ fn any_status_and_jobs_are_recorded_and_decided_without_panic_and_counters_never
             prop::option::of(prop::sample::select(vec!["a", "b", "c", ""])),
             prop::option::of(counter()),
             prop::option::of(duration()),
+            prop::option::of(duration()),
         ),
     );
     let decoded = AtomicU64::new(0);
-    fuzz("status", inputs, |(raw, jobs, now, interval, jitter, backoff, (loops, suspended, request, suspend_after, offset))| {
+    fuzz("status", inputs, |(raw, jobs, now, interval, jitter, backoff, (loops, suspended, request, suspend_after, offset, window))| {
         let Ok(prev) = serde_json::from_value::<LoopServiceStatus>(raw) else { return Ok(()) };
         decoded.fetch_add(1, Ordering::Relaxed);
         // What the operator writes, it reads back the same.
@@ -417,9 +418,32 @@ fn any_status_and_jobs_are_recorded_and_decided_without_panic_and_counters_never
         let uid = "0c4d2f7e-1111-2222-3333-444455556666";
         let jitter = jitter.filter(|j| *j < interval).map(|max| Jitter { uid, max, created: now });
         let alignment = offset.filter(|o| *o < interval).map(|offset| Alignment { offset, created: now });
-        let rules = status::Rules { loops, suspended, run_request: request, interval, jitter: jitter.as_ref(), backoff, alignment };
+        let rules = status::Rules {
+            loops,
+            suspended,
+            run_request: request,
+            interval,
+            jitter: jitter.as_ref(),
+            backoff,
+            alignment,
+            catch_up: window,
+        };
         let grid = alignment.map(|a| Grid { interval, offset: a.offset });
+        let missed_before = st.loops_missed;
+        let skipped = status::skip_missed(&mut st, &rules, now);
+        prop_assert!(st.loops_missed >= missed_before);
+        prop_assert_eq!(skipped.is_some(), st.loops_missed > missed_before);
         let decision = status::decide(&st, &rules, now);
+        // After the skip, a scheduled loop due now is no later than the window.
+        if let (Some(w), Decision::Launch { scheduled, run_request: None, loop_number }) = (window, &decision) {
+            let start = jitter.map_or(*scheduled, |j| schedule::add(*scheduled, j.offset(*loop_number)));
+            prop_assert!(
+                schedule::until(now, start) <= w,
+                "starts {:?} after it was due, past the window {:?}",
+                schedule::until(now, start),
+                w
+            );
+        }
         match &decision {
             Decision::Launch { loop_number, scheduled, run_request } => {
                 prop_assert_eq!(*loop_number, st.loops_started.saturating_add(1));

@@ -341,6 +341,7 @@ async fn explain_timing_names_what_sets_the_next_start() {
             ("interval", true),
             ("overrun", false),
             ("failureBackoff", false),
+            ("catchUpWindow", false),
             ("alignment", false),
             ("jitter", true),
             ("suspend", false),
