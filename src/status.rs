@@ -17,6 +17,7 @@ use crate::schedule::{self, Alignment, Grid, Jitter, PreviousLoop};
 use crate::text::{clip, clip_to};
 
 pub mod catch_up;
+pub mod forecast;
 pub mod why;
 
 pub use catch_up::skip_missed;

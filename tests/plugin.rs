@@ -382,6 +382,44 @@ async fn explain_timing_names_what_sets_the_next_start() {
     );
 }
 
+#[tokio::test]
+#[ignore = "needs the local cluster: run `make test`"]
+async fn explain_timing_next_lists_the_starts_the_operator_then_makes() {
+    let ns = setup("next").await;
+    let _op = Operator::start(&ns.name, &[]);
+    let mut v = ls("ahead", "5s", "echo hi");
+    v["spec"]["jitter"] = json!("2s");
+    v["spec"]["loops"] = json!(5);
+    create_ls(&ns, v).await.unwrap();
+    // After loop 1 ended, with loop 2 waiting: the next 3 starts, and the plan ends at loop 5.
+    wait_status(&ns, "ahead", "loop 1 ended", |st| st.last_finished_loop == 1 && st.active_job.is_none()).await;
+    let out = plugin(&["explain-timing", "ahead", "-n", &ns.name, "--next", "3"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let planned: Vec<jiff::Timestamp> = out.stdout.lines().map(|l| l.parse().unwrap_or_else(|e| panic!("{l:?}: {e}"))).collect();
+    assert_eq!(planned.len(), 3, "{}", out.stdout);
+    let out = plugin(&["explain-timing", "ahead", "-n", &ns.name, "--next", "10", "-o", "json"]).await;
+    let all: Value = serde_json::from_str(&out.stdout).unwrap();
+    let loops: Vec<i64> = all["starts"].as_array().unwrap().iter().map(|p| p["loop"].as_i64().unwrap()).collect();
+    assert_eq!(loops, [2, 3, 4, 5], "spec.loops ends the plan at loop 5");
+    assert_eq!(all["stop"], "spec.loops scheduled loops will have run");
+    // The operator starts loops 2 to 4 when the plan said, give or take the milliseconds each
+    // Job create takes (a start anchors the next).
+    let jobs = wait_for("loops 2 to 4 started", LONG, || async {
+        let jobs = loop_jobs(&ns, "ahead").await;
+        (jobs.len() >= 4).then_some(jobs)
+    })
+    .await;
+    for (job, want) in jobs[1..4].iter().zip(&planned) {
+        let started = ann_time(job, "loops.dev/jittered-time");
+        println!("{}: planned {want}, to start {started} ({:+.3}s)", job.name_any(), secs(*want, started));
+        assert!(secs(*want, started).abs() < 0.5, "{}: planned {want}, to start {started}", job.name_any());
+    }
+    let out = plugin(&["explain-timing", "nosuch", "-n", &ns.name, "--next", "3"]).await;
+    assert_ne!(out.code, 0);
+    let out = plugin(&["explain-timing", "ahead", "-n", &ns.name, "--next", "0"]).await;
+    assert_ne!(out.code, 0, "--next 0 is refused");
+}
+
 #[test]
 fn the_krew_manifest_installs_this_binary_on_each_platform() {
     let text = std::fs::read_to_string(repo_root().join("plugins/krew/loopservice.yaml")).unwrap();

@@ -16,6 +16,7 @@ use super::{Error, Output, EXIT_OK};
 use crate::crd::{LoopService, LoopServiceStatus, Time};
 use crate::keys::ANN_RUN_REQUESTED_AT;
 use crate::schedule::{self, Alignment, Jitter};
+use crate::status::forecast;
 use crate::status::why::{self, FactorKind, Factors, PreviousRun, Suspension, Why};
 use crate::status::Rules;
 
@@ -62,13 +63,34 @@ pub struct Factor {
     pub at: Option<Time>,
 }
 
-pub async fn explain_timing(t: &Target, name: &str, output: Option<Output>) -> Result<u8, Error> {
+pub async fn explain_timing(t: &Target, name: &str, output: Option<Output>, next: Option<usize>) -> Result<u8, Error> {
     let api: Api<LoopService> = Api::namespaced(t.client.clone(), &t.namespace);
     let ls = api.get(name).await.map_err(|e| Error::loopservice("reading", name, &t.namespace, e))?;
+    if let Some(n) = next {
+        return print_forecast(&ls, n, output);
+    }
     let e = explain(&ls, Timestamp::now());
     match output {
         Some(f) => format::print(&format::data(&e, f)?)?,
         None => format::print(&render(&e))?,
+    }
+    Ok(EXIT_OK)
+}
+
+/// `--next N`: one RFC 3339 start time a line (the loop's number and due time with `-o`); why
+/// the list ends early goes to standard error.
+fn print_forecast(ls: &LoopService, n: usize, output: Option<Output>) -> Result<u8, Error> {
+    let f = forecast(ls, Timestamp::now(), n)
+        .map_err(|message| Error::Other(format!("loopservice {:?} cannot run: {message}", ls.name_any())))?;
+    match output {
+        Some(o) => format::print(&format::data(&f, o)?)?,
+        None => {
+            let lines: String = f.starts.iter().map(|p| format!("{}\n", p.start)).collect();
+            format::print(&lines)?;
+            if let Some(stop) = &f.stop {
+                format::note(&format!("no more loops after these {}: {stop}", f.starts.len()));
+            }
+        }
     }
     Ok(EXIT_OK)
 }
@@ -112,6 +134,12 @@ pub fn explain(ls: &LoopService, now: Timestamp) -> Explanation {
 /// The operator's verdict on `st` under the spec's rules, as the operator reads them from
 /// the LoopService; the spec's errors when it cannot be run.
 fn verdict(ls: &LoopService, st: &LoopServiceStatus, now: Timestamp) -> Result<Why, String> {
+    with_rules(ls, now, |rules| why::why(st, rules, now))
+}
+
+/// Runs `f` with the spec's rules as the operator reads them from the LoopService; the spec's
+/// errors when it cannot be run.
+fn with_rules<R>(ls: &LoopService, now: Timestamp, f: impl FnOnce(&Rules<'_>) -> R) -> Result<R, String> {
     let valid = ls.spec.validate().map_err(|errors| errors.to_string())?;
     let uid = ls.uid().unwrap_or_default();
     let created = ls.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
@@ -126,7 +154,55 @@ fn verdict(ls: &LoopService, st: &LoopServiceStatus, now: Timestamp) -> Result<W
         alignment: valid.alignment.map(|offset| Alignment { offset, created }),
         catch_up: valid.catch_up_window,
     };
-    Ok(why::why(st, &rules, now))
+    Ok(f(&rules))
+}
+
+/// `--next N`: the next N starts the plan implies, from the same model as the operator's
+/// decisions, and why the list ends early when it does.
+pub fn forecast(ls: &LoopService, now: Timestamp, n: usize) -> Result<Forecast, String> {
+    let st = ls.status.clone().unwrap_or_default();
+    if st.phase == Some(crate::crd::Phase::Invalid) {
+        let ready = st.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone()).unwrap_or_default();
+        return Err(ready);
+    }
+    let (planned, stop) = with_rules(ls, now, |rules| forecast::next_starts(&st, rules, now, n))?;
+    let starts = planned
+        .into_iter()
+        .map(|p| PlannedStart { loop_number: p.loop_number, due: Time(p.due), start: Time(p.start), run_request: p.run_request })
+        .collect();
+    let stop = stop.map(|s| {
+        match s {
+            forecast::Stop::Suspended => "spec.suspend is true: no scheduled loop starts until it is resumed",
+            forecast::Stop::SuspendedAfterFailures => "it suspended itself after failures in a row (spec.suspendAfterFailures)",
+            forecast::Stop::Finished => "spec.loops scheduled loops will have run",
+        }
+        .to_string()
+    });
+    Ok(Forecast { starts, stop })
+}
+
+/// `explain-timing --next N` as data.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Forecast {
+    pub starts: Vec<PlannedStart>,
+    /// Why fewer than N start, when so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop: Option<String>,
+}
+
+/// One start the plan implies.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedStart {
+    #[serde(rename = "loop")]
+    pub loop_number: i64,
+    /// When it is due.
+    pub due: Time,
+    /// When it starts: due plus its jitter delay.
+    pub start: Time,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_request: Option<String>,
 }
 
 /// Factor `kind`'s fact, in a sentence.

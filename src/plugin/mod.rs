@@ -116,6 +116,11 @@ pub enum Command {
     /// jitter, suspend, loops limit, pending run request.
     ExplainTiming {
         name: String,
+        /// Instead: the next N start times the plan implies, one RFC 3339 time a line (jitter,
+        /// alignment, the failure backoff, the catch-up window and the loops limit included;
+        /// each loop is taken to succeed within its interval). At most 1000.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
+        next: Option<u16>,
         #[command(flatten)]
         output: OutputFlag,
     },
@@ -154,7 +159,9 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Resume { name } => suspend::set_suspend(&target, &name, false).await,
         Command::History { name, output } => history::history(&target, &name, output.format).await,
         Command::Logs { name, loop_number, follow } => logs::logs(&target, &name, loop_number, follow).await,
-        Command::ExplainTiming { name, output } => explain::explain_timing(&target, &name, output.format).await,
+        Command::ExplainTiming { name, next, output } => {
+            explain::explain_timing(&target, &name, output.format, next.map(usize::from)).await
+        }
         Command::ReleaseJobs { all_namespaces } => release::release_jobs(&target, all_namespaces).await,
     }
 }
