@@ -109,11 +109,14 @@ mod tests {
         Decision::Launch { loop_number: n, scheduled: t(due), run_request: None }
     }
 
+    /// (name, now, what is skipped: (count, first due time, next due time), the decision).
+    type Case = (&'static str, f64, Option<(i64, f64, f64)>, Decision);
+
     #[test]
     fn a_loop_within_the_window_starts_late_and_one_past_it_is_skipped_to_the_next_due_time() {
         // Loop 8 is due at 110; the window is 5 s.
         #[rustfmt::skip]
-        let cases: [(&str, f64, Option<(i64, f64, f64)>, Decision); 6] = [
+        let cases: [Case; 6] = [
             ("on time", 110.0, None, launch(8, 110.0)),
             ("late, within the window", 115.0, None, launch(8, 110.0)),
             // (count, first due skipped, next due)
