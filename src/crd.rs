@@ -171,6 +171,17 @@ pub struct LoopServiceSpec {
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     pub catch_up_window: Option<String>,
 
+    /// Quiet hours: no scheduled loop starts inside one of these windows (at most 16). Each
+    /// window opens at the times of its cron `schedule`, in its `timeZone`, and lasts
+    /// `duration`. A loop due inside a window starts once, at the end of the windows that cover
+    /// it (when windows overlap or follow each other, at the end of them all), never as a
+    /// burst; the next loop counts one interval from that start. A running loop is not
+    /// stopped, and a run request still starts a loop at once. Status (phase Paused),
+    /// `kubectl get` and `kubectl loopservice explain-timing` say which window and until when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub pause_windows: Option<Vec<PauseWindow>>,
+
     /// Longest a loop may run, at least 1s, in the same format as `interval` (e.g. `5m`): the
     /// Job's `activeDeadlineSeconds`, rounded up to whole seconds. A loop still running then is
     /// stopped and counted as failed (reason DeadlineExceeded). No limit when absent.
@@ -242,6 +253,28 @@ pub struct FailureBackoff {
     /// The longest wait, however many loops failed in a row; not shorter than `initial`.
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     pub max: String,
+}
+
+/// One window of `spec.pauseWindows`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = not_nullable)]
+pub struct PauseWindow {
+    /// When the window opens: a cron schedule of five fields, minute hour day-of-month month
+    /// day-of-week, as a CronJob's (`0 22 * * 1-5` is 22:00 Monday to Friday; names such as
+    /// `MON-FRI` and `@daily` work too), read in `timeZone`. A time the spring daylight-saving
+    /// change skips opens the window when the clock is back (02:30 on that night opens at
+    /// 03:00); a time the autumn change repeats opens it once, the first time.
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: String,
+    /// How long the window stays open, in the format of `interval` (e.g. `10h`), in real time
+    /// (across a daylight-saving change too).
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub duration: String,
+    /// The IANA time zone the schedule is read in, e.g. `Europe/Berlin`; UTC when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub time_zone: Option<String>,
 }
 
 /// `spec.alignment`: the grid the due times lie on.
@@ -397,8 +430,9 @@ pub struct LoopServiceStatus {
     #[serde(default)]
     pub observed_generation: Option<i64>,
     /// Pending (no loop has started yet), Running (a loop's Job is running), Waiting (for the next
-    /// loop's time), Suspended, Finished (spec.loops loops ran), Failing (waiting, and the latest
-    /// loop failed) or Invalid (the spec cannot be run; see the Ready condition).
+    /// loop's time), Paused (the next loop waits for a window of spec.pauseWindows to end),
+    /// Suspended, Finished (spec.loops loops ran), Failing (waiting, and the latest loop failed)
+    /// or Invalid (the spec cannot be run; see the Ready condition).
     #[serde(default)]
     #[schemars(schema_with = "phase_schema")]
     pub phase: Option<Phase>,
@@ -527,12 +561,13 @@ pub enum Phase {
     Finished,
     Failing,
     Invalid,
+    Paused,
 }
 
 impl Phase {
     /// Every phase, as the CRD schema lists them.
-    pub const ALL: [Phase; 7] =
-        [Phase::Pending, Phase::Running, Phase::Waiting, Phase::Suspended, Phase::Finished, Phase::Failing, Phase::Invalid];
+    pub const ALL: [Phase; 8] =
+        [Phase::Pending, Phase::Running, Phase::Waiting, Phase::Suspended, Phase::Finished, Phase::Failing, Phase::Invalid, Phase::Paused];
 
     /// Its place in [`Phase::ALL`]: a phase added to the enum must be added there too, or this
     /// match does not compile.
@@ -545,6 +580,7 @@ impl Phase {
             Phase::Finished => 4,
             Phase::Failing => 5,
             Phase::Invalid => 6,
+            Phase::Paused => 7,
         }
     }
 }

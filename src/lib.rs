@@ -28,6 +28,7 @@ pub mod http;
 pub mod metrics;
 pub mod metrics_auth;
 pub mod orphans;
+pub mod pause;
 pub mod reconcile;
 pub mod runtime;
 pub mod telemetry;

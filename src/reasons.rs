@@ -102,6 +102,7 @@ words! {
         // Ready.
         Running,
         Waiting,
+        Paused,
         Suspended,
         SuspendedAfterFailures,
         Finished,

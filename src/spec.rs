@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use crate::crd::{LoopServiceSpec, PodTemplate};
 use crate::keys::{CONTAINER, LOOP_ENV};
+use crate::pause::Window;
 use crate::schedule::{parse_duration, parse_offset};
 use crate::text::clip_to;
 
@@ -70,6 +71,8 @@ pub struct ValidSpec {
     pub alignment: Option<Duration>,
     /// `spec.catchUpWindow`.
     pub catch_up_window: Option<Duration>,
+    /// `spec.pauseWindows`, read.
+    pub pause_windows: Vec<Window>,
     /// Labels and annotations the template asks for on the loop's Pods.
     pub pod_labels: BTreeMap<String, String>,
     pub pod_annotations: BTreeMap<String, String>,
@@ -106,6 +109,7 @@ impl LoopServiceSpec {
     pub fn validate(&self) -> Result<ValidSpec, SpecErrors> {
         let mut errors = vec![];
         let Durations { interval, timeout, jitter, failure_backoff, alignment, catch_up_window } = self.durations(&mut errors);
+        let pause_windows = self.pause_windows(&mut errors);
         let template = match &self.template {
             None => Some(Template { labels: BTreeMap::new(), annotations: BTreeMap::new(), pod: PodSpec::default() }),
             Some(t) => read_template(t, &mut errors),
@@ -134,6 +138,7 @@ impl LoopServiceSpec {
                 failure_backoff,
                 alignment,
                 catch_up_window,
+                pause_windows,
                 pod_labels: t.labels,
                 pod_annotations: t.annotations,
                 pod: self.pod_spec(t.pod),
@@ -189,6 +194,20 @@ impl LoopServiceSpec {
             }
         }
         Durations { interval, timeout, jitter, failure_backoff, alignment, catch_up_window }
+    }
+
+    /// `spec.pauseWindows`, each read; the ones that do not read are in `errors`.
+    fn pause_windows(&self, errors: &mut Vec<SpecError>) -> Vec<Window> {
+        let mut windows = vec![];
+        for (i, w) in self.pause_windows.iter().flatten().enumerate() {
+            let read = parse_duration(&format!("pauseWindows[{i}].duration"), &w.duration)
+                .and_then(|d| Window::parse(i, &w.schedule, d, w.time_zone.as_deref()));
+            match read {
+                Ok(w) => windows.push(w),
+                Err(m) => errors.push(SpecError::new(m)),
+            }
+        }
+        windows
     }
 
     /// The rules between the shorthand fields and the template (each a CEL rule's twin).

@@ -12,6 +12,7 @@ use jiff::Timestamp;
 
 use crate::crd::{Condition, LoopError, LoopRecord, LoopResult, LoopServiceStatus, Overrun, Phase, Time, Trigger};
 use crate::job::{ObservedJob, Outcome, PreviousResult};
+use crate::pause::{self, Pause, Window};
 use crate::reasons::{condition_status, ConditionType, Reason};
 use crate::schedule::{self, Alignment, Grid, Jitter, PreviousLoop};
 use crate::text::{clip, clip_to};
@@ -370,6 +371,12 @@ pub enum Decision {
     Wait {
         until: Timestamp,
     },
+    /// The next loop would start inside a window of spec.pauseWindows: it starts at `until`,
+    /// the end of the windows that cover it; `window` names the latest of them.
+    Paused {
+        until: Timestamp,
+        window: String,
+    },
     Suspended,
     /// The LoopService suspended itself: `failures` loops failed in a row, the last `loop`.
     SuspendedAfterFailures {
@@ -475,6 +482,8 @@ pub struct Rules<'a> {
     pub alignment: Option<Alignment>,
     /// spec.catchUpWindow.
     pub catch_up: Option<Duration>,
+    /// spec.pauseWindows.
+    pub windows: &'a [Window],
 }
 
 /// Why the next scheduled loop is due when it is: the terms of the loop rule,
@@ -510,6 +519,9 @@ pub struct Timing {
     pub jitter: Option<Duration>,
     /// When it starts: due + jitter.
     pub start: Timestamp,
+    /// Where it would have started inside a pause window: then `due` is the end of the windows
+    /// that cover it, and `start` that plus its jitter delay.
+    pub pause: Option<Pause>,
 }
 
 /// The failure backoff in force: `failures` in a row, the latest ending at `after`, so the
@@ -561,6 +573,17 @@ pub fn timing(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> 
     let due = grid.map_or(off_grid, |g| g.at_or_after(off_grid));
     let next = status.loops_started.saturating_add(1);
     let jitter = rules.jitter.map(|j| j.offset(next));
+    let delayed = |due: Timestamp| jitter.map_or(due, |d| schedule::add(due, d));
+    // A start inside a pause window moves to the end of the windows, and the due time with it
+    // (the next loop counts from there), even when that end has passed; and a loop that is
+    // due when now is inside a window waits for its end too.
+    let mut pause = pause::paused_at(rules.windows, delayed(due));
+    let mut due = pause.as_ref().map_or(due, |p| p.until);
+    if delayed(due) < now {
+        if let Some(p) = pause::paused_at(rules.windows, now) {
+            (pause, due) = (Some(p), p.until);
+        }
+    }
     Timing {
         previous_start,
         anchor,
@@ -574,7 +597,8 @@ pub fn timing(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> 
         next,
         due,
         jitter,
-        start: jitter.map_or(due, |d| schedule::add(due, d)),
+        start: delayed(due),
+        pause,
     }
 }
 
@@ -602,6 +626,9 @@ pub fn decide(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> 
     // round trip through the queue.
     if t.start <= schedule::add(now, Duration::from_millis(5)) {
         Decision::Launch { loop_number: t.next, scheduled: t.due, run_request: None }
+    } else if let Some(p) = &t.pause {
+        let window = rules.windows.get(p.window).map(|w| w.describe()).unwrap_or_default();
+        Decision::Paused { until: t.start, window }
     } else {
         Decision::Wait { until: t.start }
     }
@@ -684,7 +711,7 @@ pub fn finalize(st: &mut LoopServiceStatus, prev: &LoopServiceStatus, verdict: V
     }
     st.observed_generation = generation;
     st.next_run_time = match decision {
-        Decision::Wait { until } => Some(Time(*until)),
+        Decision::Wait { until } | Decision::Paused { until, .. } => Some(Time(*until)),
         Decision::Launch { scheduled, .. } => Some(Time(*scheduled)),
         _ => None,
     };
@@ -727,6 +754,12 @@ fn phase_and_ready(st: &LoopServiceStatus, decision: &Decision, loops: Option<i6
             let phase = if st.consecutive_failures > 0 { Phase::Failing } else { Phase::Waiting };
             (phase, true, Reason::Waiting, format!("loop {} is due at {}", st.loops_started.saturating_add(1), Time(*until)))
         }
+        Decision::Paused { until, window } => (
+            Phase::Paused,
+            true,
+            Reason::Paused,
+            format!("loop {} is paused by window {window} until {}", st.loops_started.saturating_add(1), Time(*until)),
+        ),
         Decision::Suspended => {
             (Phase::Suspended, false, Reason::Suspended, format!("spec.suspend is true; {} loops ran", st.loops_started))
         }
@@ -883,7 +916,7 @@ mod tests {
     }
     /// The rules over interval `I` with no jitter, backoff or alignment.
     fn plain(loops: Option<i64>, suspended: bool, run_request: Option<&str>) -> Rules<'_> {
-        Rules { loops, suspended, run_request, interval: I, jitter: None, backoff: None, alignment: None, catch_up: None }
+        Rules { loops, suspended, run_request, interval: I, jitter: None, backoff: None, alignment: None, catch_up: None, windows: &[] }
     }
     fn job(n: i64, start: f64, end: Option<(f64, bool)>) -> ObservedJob {
         ObservedJob {
@@ -1515,6 +1548,7 @@ mod tests {
                     backoff: b,
                     alignment: None,
                     catch_up: None,
+                    windows: &[],
                 },
                 t(end),
             ) else {
@@ -1593,7 +1627,8 @@ mod tests {
                     jitter: None,
                     backoff: None,
                     alignment: None,
-                    catch_up: None
+                    catch_up: None,
+                    windows: &[]
                 },
                 t(20.5)
             ),
@@ -1615,7 +1650,8 @@ mod tests {
                     jitter: None,
                     backoff: None,
                     alignment: None,
-                    catch_up: None
+                    catch_up: None,
+                    windows: &[]
                 },
                 t(20.5)
             ),
@@ -1685,7 +1721,8 @@ mod tests {
                     jitter: None,
                     backoff,
                     alignment: None,
-                    catch_up: None
+                    catch_up: None,
+                    windows: &[]
                 },
                 t(100.0)
             ),

@@ -427,6 +427,7 @@ fn any_status_and_jobs_are_recorded_and_decided_without_panic_and_counters_never
             backoff,
             alignment,
             catch_up: window,
+            windows: &[],
         };
         let grid = alignment.map(|a| Grid { interval, offset: a.offset });
         let missed_before = st.loops_missed;
@@ -464,6 +465,7 @@ fn any_status_and_jobs_are_recorded_and_decided_without_panic_and_counters_never
             Decision::Finished => prop_assert!(loops.is_some()),
             Decision::Suspended => prop_assert!(suspended),
             Decision::SuspendedAfterFailures { .. } => {}
+            Decision::Paused { .. } => prop_assert!(false, "paused with no pause windows"),
             Decision::Invalid { .. } => prop_assert!(false, "decide never finds a spec invalid"),
         }
         let prev = st.clone();

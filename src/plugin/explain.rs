@@ -153,6 +153,7 @@ fn with_rules<R>(ls: &LoopService, now: Timestamp, f: impl FnOnce(&Rules<'_>) ->
         backoff: valid.failure_backoff,
         alignment: valid.alignment.map(|offset| Alignment { offset, created }),
         catch_up: valid.catch_up_window,
+        windows: &valid.pause_windows,
     };
     Ok(f(&rules))
 }
@@ -214,6 +215,7 @@ fn detail(kind: FactorKind, ls: &LoopService, f: &Factors, now: Timestamp) -> St
         FactorKind::CatchUpWindow => catch_up(&f.catch_up, now),
         FactorKind::Alignment => alignment(&f.alignment, now),
         FactorKind::Jitter => jitter(&f.jitter),
+        FactorKind::PauseWindows => pause_windows(&f.pause, now),
         FactorKind::Suspend => suspend(ls, &f.suspend),
         FactorKind::LoopsLimit => loops_limit(&f.loops_limit),
         FactorKind::RunRequest => run_request(&f.run_request),
@@ -340,6 +342,15 @@ fn jitter(f: &why::JitterFact) -> String {
     detail
 }
 
+/// Quiet hours: no scheduled loop starts inside a window.
+fn pause_windows(f: &why::PauseFact, now: Timestamp) -> String {
+    match (&f.by, f.until) {
+        (Some(by), Some(until)) => format!("the next loop would start inside window {by}: paused by window until {}", when(until, now)),
+        _ if f.windows.is_empty() => "none (spec.pauseWindows)".into(),
+        _ => format!("the next start is outside the windows: {}", f.windows.join(", ")),
+    }
+}
+
 /// Spec.suspend, or a suspension after failures (in status).
 fn suspend(ls: &LoopService, f: &why::SuspendFact) -> String {
     let name = ls.name_any();
@@ -393,6 +404,9 @@ fn next_step(n: &why::Next, now: Timestamp) -> Next {
             format!("loop {last} runs (job/{job}); the next loop starts when it ends")
         }
         why::Next::Waiting { loop_number, at } => format!("loop {loop_number} starts at {}", when(*at, now)),
+        why::Next::Paused { loop_number, at, window } => {
+            format!("loop {loop_number} is paused by window {window} until {}, and starts then", when(*at, now))
+        }
         why::Next::Suspended => "no loop starts while spec.suspend is true".into(),
         why::Next::SuspendedAfterFailures { failures, r#loop } => {
             format!("no scheduled loop starts: it suspended itself after {failures} failures in a row, the last loop {loop}")
@@ -437,6 +451,7 @@ fn label(factor: &str) -> &str {
     match factor {
         "failureBackoff" => "failure backoff",
         "catchUpWindow" => "catch-up window",
+        "pauseWindows" => "pause windows",
         "loopsLimit" => "loops limit",
         "runRequest" => "run request",
         f => f,

@@ -216,6 +216,7 @@ fn with_rules<R>(o: &Observed, valid: &ValidSpec, now: Timestamp, f: impl FnOnce
         backoff: valid.failure_backoff,
         alignment: valid.alignment.map(|offset| Alignment { offset, created: created(o, now) }),
         catch_up: valid.catch_up_window,
+        windows: &valid.pause_windows,
     };
     f(&rules)
 }
@@ -236,7 +237,7 @@ fn requeue(decision: &Decision, obstacle: Option<&Obstacle>, suspect: bool, refu
     match (decision, obstacle) {
         (_, Some(Obstacle::NameTaken { .. })) => Requeue::After(NAME_TAKEN_RECHECK),
         (_, Some(Obstacle::Lingering { .. })) => Requeue::After(SHORT_RECHECK),
-        (Decision::Wait { until }, _) => Requeue::At(*until),
+        (Decision::Wait { until } | Decision::Paused { until, .. }, _) => Requeue::At(*until),
         // Only while draining: the next instance starts it.
         (Decision::Launch { .. }, _) => Requeue::After(SHORT_RECHECK),
         (Decision::Running { .. }, _) if suspect => Requeue::After(SUSPECT_RECHECK),

@@ -96,7 +96,17 @@ mod tests {
     }
 
     fn rules(catch_up: Option<Duration>) -> Rules<'static> {
-        Rules { loops: None, suspended: false, run_request: None, interval: I, jitter: None, backoff: None, alignment: None, catch_up }
+        Rules {
+            loops: None,
+            suspended: false,
+            run_request: None,
+            interval: I,
+            jitter: None,
+            backoff: None,
+            alignment: None,
+            catch_up,
+            windows: &[],
+        }
     }
 
     /// What a reconcile at `now` does: skips, then decides.

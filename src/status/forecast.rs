@@ -51,7 +51,7 @@ pub fn next_starts(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp
         skip_missed(&mut st, rules, now);
         let (loop_number, due, run_request) = match decide(&st, rules, now) {
             Decision::Launch { loop_number, scheduled, run_request } => (loop_number, scheduled, run_request),
-            Decision::Wait { until } => {
+            Decision::Wait { until } | Decision::Paused { until, .. } => {
                 now = until.max(now);
                 continue;
             }
@@ -118,6 +118,7 @@ mod tests {
             backoff: None,
             alignment: None,
             catch_up: None,
+            windows: &[],
         }
     }
 
@@ -184,5 +185,39 @@ mod tests {
         let window = Rules { catch_up: Some(Duration::from_secs(5)), ..rules() };
         assert_eq!(starts(&next_starts(&status(json!({})), &window, at(1000), 2)), [at(1000), at(1030)]);
         assert_eq!(starts(&next_starts(&status(json!({})), &window, at(1006), 2)), [at(1030), at(1060)]);
+    }
+
+    #[test]
+    fn a_loop_due_inside_a_pause_window_starts_once_at_its_end() {
+        // at(0) is 08:00:00 UTC; the window is open from 08:02 for a minute: [120, 180).
+        let windows = [crate::pause::Window::parse(0, "2 8 * * *", Duration::from_secs(60), None).unwrap()];
+        let paused = Rules { windows: &windows, ..rules() };
+        assert_eq!(
+            decide(&status(json!({})), &paused, at(110)),
+            Decision::Paused { until: at(180), window: "\"2 8 * * *\"".into() },
+            "loop 8, due at 130, waits for the window's end"
+        );
+        // Once, at the end, and the next one interval after that start.
+        assert_eq!(starts(&next_starts(&status(json!({})), &paused, at(110), 3)), [at(180), at(210), at(240)]);
+        let t = timing(&status(json!({})), &paused, at(110));
+        assert_eq!((t.due, t.pause.map(|p| p.until)), (at(180), Some(at(180))), "the due time is the window's end");
+        // Found overdue inside the window (the operator was down): still the window's end.
+        assert_eq!(decide(&status(json!({})), &paused, at(150)), Decision::Paused { until: at(180), window: "\"2 8 * * *\"".into() });
+        // Found after the window ended: due at its end, and it starts now.
+        assert_eq!(
+            decide(&status(json!({})), &paused, at(181)),
+            Decision::Launch { loop_number: 8, scheduled: at(180), run_request: None }
+        );
+        // Due before a window that is open now: it waits for the window's end.
+        let early = Rules { windows: &windows, ..rules() };
+        let st = status(json!({"lastStartTime": Time(at(60)), "lastCompletionTime": Time(at(61))}));
+        assert_eq!(
+            decide(&st, &early, at(130)),
+            Decision::Paused { until: at(180), window: "\"2 8 * * *\"".into() },
+            "due at 90, found at 130"
+        );
+        // A run request is not paused.
+        let requested = Rules { run_request: Some("now"), ..paused };
+        assert!(matches!(decide(&status(json!({})), &requested, at(150)), Decision::Launch { run_request: Some(_), .. }));
     }
 }

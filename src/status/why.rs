@@ -36,6 +36,8 @@ pub enum SetBy {
     FailureBackoff,
     /// Due times were skipped past spec.catchUpWindow: the first one not skipped.
     CatchUpWindow,
+    /// It would start inside a window of spec.pauseWindows: the end of the windows.
+    PauseWindow,
     /// A pending run request: at once.
     RunRequest,
     /// No loop has started yet: the first is due when the LoopService exists.
@@ -64,6 +66,13 @@ pub enum Next {
         loop_number: i64,
         at: Timestamp,
     },
+    /// Loop `loop_number` waits for `window` (of spec.pauseWindows, and those after it) to
+    /// end, and starts `at`.
+    Paused {
+        loop_number: i64,
+        at: Timestamp,
+        window: String,
+    },
     /// Loop `loop_number` runs as `job`; the next starts when it ends, or at `not_before`
     /// (one interval after it was due) when that is later.
     Running {
@@ -89,6 +98,7 @@ impl Next {
         match self {
             Next::Due { .. } => "Due",
             Next::Waiting { .. } => "Waiting",
+            Next::Paused { .. } => "Paused",
             Next::Running { .. } => "Running",
             Next::Suspended => "Suspended",
             Next::SuspendedAfterFailures { .. } => "SuspendedAfterFailures",
@@ -100,7 +110,10 @@ impl Next {
     /// The loop it is about: the next one, or the running one.
     pub fn loop_number(&self) -> Option<i64> {
         match self {
-            Next::Due { loop_number, .. } | Next::Waiting { loop_number, .. } | Next::Running { loop_number, .. } => Some(*loop_number),
+            Next::Due { loop_number, .. }
+            | Next::Waiting { loop_number, .. }
+            | Next::Paused { loop_number, .. }
+            | Next::Running { loop_number, .. } => Some(*loop_number),
             _ => None,
         }
     }
@@ -108,7 +121,7 @@ impl Next {
     /// When the next loop starts (Due, Waiting).
     pub fn at(&self) -> Option<Timestamp> {
         match self {
-            Next::Due { at, .. } | Next::Waiting { at, .. } => Some(*at),
+            Next::Due { at, .. } | Next::Waiting { at, .. } | Next::Paused { at, .. } => Some(*at),
             _ => None,
         }
     }
@@ -123,19 +136,21 @@ pub enum FactorKind {
     CatchUpWindow,
     Alignment,
     Jitter,
+    PauseWindows,
     Suspend,
     LoopsLimit,
     RunRequest,
 }
 
 impl FactorKind {
-    pub const ALL: [FactorKind; 9] = [
+    pub const ALL: [FactorKind; 10] = [
         FactorKind::Interval,
         FactorKind::Overrun,
         FactorKind::FailureBackoff,
         FactorKind::CatchUpWindow,
         FactorKind::Alignment,
         FactorKind::Jitter,
+        FactorKind::PauseWindows,
         FactorKind::Suspend,
         FactorKind::LoopsLimit,
         FactorKind::RunRequest,
@@ -150,6 +165,7 @@ impl FactorKind {
             FactorKind::CatchUpWindow => "catchUpWindow",
             FactorKind::Alignment => "alignment",
             FactorKind::Jitter => "jitter",
+            FactorKind::PauseWindows => "pauseWindows",
             FactorKind::Suspend => "suspend",
             FactorKind::LoopsLimit => "loopsLimit",
             FactorKind::RunRequest => "runRequest",
@@ -167,6 +183,7 @@ pub struct Factors {
     pub catch_up: CatchUpFact,
     pub alignment: AlignmentFact,
     pub jitter: JitterFact,
+    pub pause: PauseFact,
     pub suspend: SuspendFact,
     pub loops_limit: LoopsLimitFact,
     pub run_request: RunRequestFact,
@@ -182,6 +199,7 @@ impl Factors {
             FactorKind::CatchUpWindow => self.catch_up.applies,
             FactorKind::Alignment => self.alignment.applies,
             FactorKind::Jitter => self.jitter.applies,
+            FactorKind::PauseWindows => self.pause.applies,
             FactorKind::Suspend => self.suspend.applies,
             FactorKind::LoopsLimit => self.loops_limit.applies,
             FactorKind::RunRequest => self.run_request.applies,
@@ -197,6 +215,7 @@ impl Factors {
             FactorKind::CatchUpWindow => self.catch_up.at,
             FactorKind::Alignment => self.alignment.at,
             FactorKind::RunRequest => self.run_request.at,
+            FactorKind::PauseWindows => self.pause.until,
             FactorKind::Jitter | FactorKind::Suspend | FactorKind::LoopsLimit => None,
         }
     }
@@ -305,6 +324,18 @@ pub struct JitterFact {
     pub run_request_pending: bool,
 }
 
+/// spec.pauseWindows: no scheduled loop starts inside one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PauseFact {
+    /// The next scheduled loop would start inside a window: it starts at its end.
+    pub applies: bool,
+    /// Each window, described (schedule, zone, duration).
+    pub windows: Vec<String>,
+    /// The end of the windows that cover the next start, and the latest of them.
+    pub until: Option<Timestamp>,
+    pub by: Option<String>,
+}
+
 /// spec.suspend, or a suspension after failures.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SuspendFact {
@@ -354,7 +385,10 @@ pub fn why(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> Why
     // While a loop runs within its interval, the next starts one interval after it was due
     // at the earliest, unless the backoff holds it back longer.
     let running_within = set_by == SetBy::Running && t.by_interval.is_some_and(|d| d > now);
-    let scheduled = matches!(set_by, SetBy::Interval | SetBy::Overrun | SetBy::FailureBackoff | SetBy::CatchUpWindow | SetBy::FirstLoop);
+    let scheduled = matches!(
+        set_by,
+        SetBy::Interval | SetBy::Overrun | SetBy::FailureBackoff | SetBy::CatchUpWindow | SetBy::PauseWindow | SetBy::FirstLoop
+    );
     let catch_up = CatchUpFact {
         applies: set_by == SetBy::CatchUpWindow,
         window: rules.catch_up,
@@ -393,6 +427,12 @@ pub fn why(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> Why
         at: pending.filter(|_| status.active_job.is_none()).map(|_| now),
         last_handled: status.last_handled_run_request.clone(),
     };
+    let pause = PauseFact {
+        applies: set_by == SetBy::PauseWindow,
+        windows: rules.windows.iter().map(|w| format!("{} for {}", w.describe(), humantime::format_duration(w.duration))).collect(),
+        until: t.pause.map(|p| p.until).filter(|_| set_by == SetBy::PauseWindow),
+        by: t.pause.and_then(|p| rules.windows.get(p.window)).map(|w| w.describe()).filter(|_| set_by == SetBy::PauseWindow),
+    };
     let factors = Factors {
         interval,
         overrun,
@@ -400,6 +440,7 @@ pub fn why(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> Why
         catch_up,
         alignment,
         jitter,
+        pause,
         suspend: suspend(status, rules),
         loops_limit: loops_limit(status, rules),
         run_request,
@@ -411,6 +452,8 @@ pub fn why(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp) -> Why
 fn set_by(decision: &Decision, t: &Timing, overrun: bool, backoff: bool) -> SetBy {
     match decision {
         Decision::Launch { run_request: Some(_), .. } => SetBy::RunRequest,
+        Decision::Paused { .. } => SetBy::PauseWindow,
+        Decision::Launch { .. } | Decision::Wait { .. } if t.pause.is_some() => SetBy::PauseWindow,
         Decision::Launch { .. } | Decision::Wait { .. } if backoff => SetBy::FailureBackoff,
         Decision::Launch { .. } | Decision::Wait { .. } if t.resumed.is_some() => SetBy::CatchUpWindow,
         Decision::Launch { .. } | Decision::Wait { .. } if overrun => SetBy::Overrun,
@@ -478,6 +521,7 @@ fn next(status: &LoopServiceStatus, decision: Decision, t: &Timing, now: Timesta
         // decide's `scheduled` is the due time; the loop starts after its jitter delay.
         Decision::Launch { loop_number, run_request: None, .. } => due(loop_number, t.start, None),
         Decision::Wait { until } => Next::Waiting { loop_number: t.next, at: until },
+        Decision::Paused { until, window } => Next::Paused { loop_number: t.next, at: until, window },
         Decision::Running { job } => {
             let not_before = t.by_interval.map(|d| t.grid.map_or(d, |g| g.at_or_after(d)));
             Next::Running { loop_number: status.loops_started, job, not_before: not_before.filter(|d| *d > now) }
@@ -554,6 +598,7 @@ mod tests {
             backoff: c.backoff.map(|(i, m)| (secs(i), secs(m))),
             alignment: c.alignment.map(|o| crate::schedule::Alignment { offset: secs(o), created: at(0) }),
             catch_up: c.catch_up.map(secs),
+            windows: &[],
         };
         why(&status(patch), &rules, at(now))
     }
