@@ -14,7 +14,8 @@
 #                                      kube-scheduler), for tests of outages; start waits
 #                                      until it is healthy again
 #
-# eval "$(hack/cluster.sh env)" gives a shell kubectl and helm against the cluster.
+# eval "$(hack/cluster.sh env)" gives a shell kubectl (of the cluster's version) and helm
+# against the cluster.
 # Each part lives in hack/cluster/: one file per component, and one per Kubernetes version
 # (versions/<minor>.sh) with that version's build recipe, flags and configuration.
 set -euo pipefail
@@ -67,7 +68,7 @@ cluster_healthy() {
   for c in "${COMPONENTS[@]}"; do
     alive "$c" && healthy "$c" || return 1
   done
-  [[ -x "$TOOLS_BIN/kubectl" ]] && node_ready && default_sa_exists
+  [[ -x "$KUBECTL_BIN/kubectl" && -x "$TOOLS_BIN/helm" ]] && node_ready && default_sa_exists
 }
 
 check_paths() {
@@ -87,7 +88,7 @@ cmd_up() {
   fi
   local t0=$SECONDS
   ensure_packages
-  ensure_kubectl_helm
+  ensure_helm
   ensure_version_binaries
   ensure_image_tarballs
   ensure_pki
@@ -129,7 +130,7 @@ cmd_status() {
       rc=1
     fi
   done
-  if alive kube-apiserver && [[ -x "$TOOLS_BIN/kubectl" ]]; then
+  if alive kube-apiserver && [[ -x "$KUBECTL_BIN/kubectl" ]]; then
     echo "server version: $(kc version -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])' 2>/dev/null || echo unknown)"
     if node_ready; then echo "node $NODE_NAME: Ready"; else echo "node $NODE_NAME: not ready"; rc=1; fi
     local fakes; fakes="$(kc get nodes -l "$FAKE_NODE_LABEL=true" -o name 2>/dev/null | wc -l)"
@@ -140,7 +141,9 @@ cmd_status() {
 
 cmd_env() {
   echo "export KUBECONFIG=\"$ADMIN_KUBECONFIG\""
-  echo "export PATH=\"$TOOLS_BIN:\$PATH\""
+  # kubectl of the cluster's own version first: no skew warning, and no other kubectl on
+  # PATH answers in its place
+  echo "export PATH=\"$KUBECTL_BIN:$TOOLS_BIN:\$PATH\""
   echo "export LOOPS_CONTAINERD_ADDRESS=\"$CTRD_SOCK\""
 }
 
@@ -181,7 +184,7 @@ cmd_start() {
 cmd_build() {
   need_root
   ensure_packages
-  ensure_kubectl_helm
+  ensure_helm
   ensure_version_binaries
   ensure_image_tarballs
   log "Kubernetes $K8S_VERSION is built"

@@ -190,6 +190,17 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
     })
 }
 
+/// The Job as the API server is sent it: `job`, built by [`build_job`] from `spec`, with the
+/// template's Pod spec fields that the operator's types do not have (a Pod field newer than
+/// them) put back where the template has them, so that the API server gets the Pod as written.
+pub fn request_body(job: &Job, spec: &ValidSpec) -> serde_json::Value {
+    let mut body = serde_json::to_value(job).unwrap_or_default();
+    if let (Some(unknown), Some(pod)) = (&spec.pod_unknown, body.pointer_mut("/spec/template/spec")) {
+        crate::json_paths::restore(pod, unknown);
+    }
+    body
+}
+
 fn env_var(name: &str, value: &str) -> EnvVar {
     EnvVar { name: name.to_string(), value: Some(value.to_string()), value_from: None }
 }
@@ -526,6 +537,44 @@ mod tests {
         let env = pod.containers[0].env.clone().unwrap();
         let var = |n: &str| env.iter().find(|e| e.name == n).and_then(|e| e.value.clone()).unwrap();
         assert_eq!((var("LOOP_PREVIOUS_RESULT"), var("LOOP_LAST_SUCCESS_TIME")), ("Failed".into(), "2026-11-25T09:00:00.500Z".into()));
+    }
+
+    #[test]
+    fn pod_fields_the_types_do_not_have_reach_the_job_as_written() {
+        // A Pod spec field, a container field and an env field no Kubernetes has (yet): the
+        // API server of a newer Kubernetes than the types may have them.
+        let l = ls_with(
+            "new",
+            serde_json::json!({"template": {"spec": {
+                "futurePodField": {"mode": "x", "list": [1, 2]},
+                "containers": [{"name": "side", "image": "busybox:1.36", "futureContainerField": true,
+                    "env": [{"name": "S", "value": "1", "futureEnvField": "y"}]}],
+            }}}),
+        );
+        let spec = l.spec.validate().expect("unknown fields are the API server's to judge");
+        let job = job_of(&l, 1, "2026-11-25T10:00:00Z", "2026-11-25T10:00:00Z");
+        let body = request_body(&job, &spec);
+        let pod = &body["spec"]["template"]["spec"];
+        assert_eq!(pod["futurePodField"], serde_json::json!({"mode": "x", "list": [1, 2]}));
+        let side = &pod["containers"][0];
+        assert_eq!((side["name"].as_str(), &side["futureContainerField"]), (Some("side"), &serde_json::json!(true)));
+        assert_eq!(side["env"][0]["futureEnvField"], "y");
+        // Everything else as build_job made it: the loop's container after the template's,
+        // with its variables, and the operator's restart policy.
+        let loop_c = &pod["containers"][1];
+        assert_eq!(loop_c["name"], "loop");
+        assert!(loop_c.get("futureContainerField").is_none(), "{loop_c}");
+        assert_eq!(pod["restartPolicy"], "Never");
+        let mut without = body.clone();
+        for (at, field) in [("/spec/template/spec", "futurePodField"), ("/spec/template/spec/containers/0", "futureContainerField")] {
+            without.pointer_mut(at).unwrap().as_object_mut().unwrap().remove(field);
+        }
+        without.pointer_mut("/spec/template/spec/containers/0/env/0").unwrap().as_object_mut().unwrap().remove("futureEnvField");
+        assert_eq!(without, serde_json::to_value(&job).unwrap(), "nothing but those fields is added");
+        // A template with none: the body is the Job.
+        let plain = ls("plain");
+        let job = job_of(&plain, 1, "2026-11-25T10:00:00Z", "2026-11-25T10:00:00Z");
+        assert_eq!(request_body(&job, &plain.spec.validate().unwrap()), serde_json::to_value(&job).unwrap());
     }
 
     #[test]

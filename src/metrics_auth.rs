@@ -93,7 +93,7 @@ impl Authorizer {
     }
 
     async fn review(&self, token: &str) -> Result<Verdict, ReviewError> {
-        let review = TokenReview { spec: TokenReviewSpec { token: Some(token.to_string()), ..Default::default() }, ..Default::default() };
+        let review = TokenReview { spec: TokenReviewSpec { token: token.to_string(), ..Default::default() }, ..Default::default() };
         let answer = Api::<TokenReview>::all(self.client.clone()).create(&PostParams::default(), &review).await?;
         let status = answer.status.unwrap_or_default();
         let user = match (status.authenticated, status.user) {

@@ -78,16 +78,21 @@ pub struct ValidSpec {
     pub pod_annotations: BTreeMap<String, String>,
     /// The Pod spec with the loop's container in place, before the per-loop variables.
     pub pod: PodSpec,
+    /// The template's Pod spec fields that `pod`'s types do not have (a Pod field newer than
+    /// them, or a typo), where the template has them ([`unknown_fields`]): the loop's Job
+    /// carries them as written, and the API server, which knows its own Pod fields, decides.
+    pub pod_unknown: Option<Value>,
     pub backoff_limit: i32,
     pub pod_failure_policy: Option<PodFailurePolicy>,
     pub ttl_seconds_after_finished: Option<i32>,
 }
 
-/// What a template has, typed.
+/// What a template has, typed, and the Pod spec's fields the types do not have.
 struct Template {
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
     pod: PodSpec,
+    unknown: Option<Value>,
 }
 
 /// A spec's durations, each as far as it reads (`None` when absent or wrong).
@@ -111,7 +116,7 @@ impl LoopServiceSpec {
         let Durations { interval, timeout, jitter, failure_backoff, alignment, catch_up_window } = self.durations(&mut errors);
         let pause_windows = self.pause_windows(&mut errors);
         let template = match &self.template {
-            None => Some(Template { labels: BTreeMap::new(), annotations: BTreeMap::new(), pod: PodSpec::default() }),
+            None => Some(Template { labels: BTreeMap::new(), annotations: BTreeMap::new(), pod: PodSpec::default(), unknown: None }),
             Some(t) => read_template(t, &mut errors),
         };
         if let Some(t) = &template {
@@ -142,6 +147,7 @@ impl LoopServiceSpec {
                 pod_labels: t.labels,
                 pod_annotations: t.annotations,
                 pod: self.pod_spec(t.pod),
+                pod_unknown: t.unknown,
                 backoff_limit: self.backoff_limit.unwrap_or(0),
                 pod_failure_policy: self.pod_failure_policy.clone(),
                 ttl_seconds_after_finished: self.ttl_seconds_after_finished,
@@ -364,8 +370,10 @@ fn owned_label(k: &str) -> bool {
     OWNED_LABELS.contains(&k) || OWNED_LABEL_PREFIXES.iter().any(|p| k.starts_with(p))
 }
 
-/// Reads the template as a Pod template: a field of the wrong type, or one a Pod spec does
-/// not have, is an error that names it.
+/// Reads the template as a Pod template: a field of the wrong type is an error that names it.
+/// A Pod spec field the types do not have is kept aside, to be sent as written: the API
+/// server may be newer than the types, and its dry run of the loop's Job says whether it has
+/// the field (one it drops, such as a typo, makes the spec invalid, naming the field).
 fn read_template(t: &PodTemplate, errors: &mut Vec<SpecError>) -> Option<Template> {
     let t = t.map();
     let mut ok = true;
@@ -406,20 +414,16 @@ fn read_template(t: &PodTemplate, errors: &mut Vec<SpecError>) -> Option<Templat
             None
         }
     };
-    if let Some(pod) = &pod {
-        let back = serde_json::to_value(pod).unwrap_or(Value::Null);
-        for path in unknown_paths(&raw, &back, "spec.template.spec") {
-            errors.push(SpecError::new(format!("{path}: unknown field (not in a Kubernetes 1.33 Pod spec; see kubectl explain pod.spec)")));
-            ok = false;
-        }
-    }
     match pod {
-        Some(pod) if ok => Some(Template { labels, annotations, pod }),
+        Some(pod) if ok => {
+            let unknown = unknown_fields(&raw, &serde_json::to_value(&pod).unwrap_or(Value::Null));
+            Some(Template { labels, annotations, pod, unknown })
+        }
         _ => None,
     }
 }
 
-pub use crate::json_paths::{dropped_paths, unknown_paths};
+pub use crate::json_paths::{dropped_paths, unknown_fields};
 
 #[cfg(test)]
 mod tests {
@@ -542,12 +546,16 @@ mod tests {
     }
 
     #[test]
-    fn typos_and_wrong_types_in_the_template_are_named() {
-        let e = errors(json!({"image": "a", "template": {"spec": {"nodeSelecter": {"a": "b"}}}}));
-        assert!(e.starts_with("spec.template.spec.nodeSelecter: unknown field"), "{e}");
-        let e =
-            errors(json!({"image": "a", "template": {"spec": {"containers": [{"name": "x", "image": "a", "imagePullPolicyy": "Never"}]}}}));
-        assert!(e.starts_with("spec.template.spec.containers[0].imagePullPolicyy: unknown field"), "{e}");
+    fn wrong_types_in_the_template_are_named_and_unknown_fields_kept_for_the_api_server() {
+        // A field the types do not have is the API server's to judge (its dry run names one it
+        // drops, such as a typo): kept, where the template has it.
+        let v = spec(json!({"image": "a", "template": {"spec": {"nodeSelecter": {"a": "b"}, "hostnameOverride": "h",
+            "containers": [{"name": "x", "image": "a", "imagePullPolicyy": "Never"}]}}}))
+        .validate()
+        .unwrap();
+        assert_eq!(v.pod_unknown, Some(json!({"nodeSelecter": {"a": "b"}, "containers": [{"imagePullPolicyy": "Never"}]})));
+        assert_eq!(v.pod.hostname_override.as_deref(), Some("h"), "a Pod field of Kubernetes 1.34 is known");
+        assert_eq!(spec(json!({"image": "a", "template": {"spec": {"nodeSelector": {"a": "b"}}}})).validate().unwrap().pod_unknown, None);
         let e = errors(json!({"image": "a", "template": {"spec": {"tolerations": "all"}}}));
         assert!(e.starts_with("spec.template.spec.tolerations: invalid type: string"), "{e}");
         let e = errors(json!({"image": "a", "template": {"spec": {"containers": [{"name": "x", "ports": [{"containerPort": "80"}]}]}}}));
@@ -646,8 +654,8 @@ mod tests {
         let key = format!("loops.dev/{}", "k".repeat(200_000));
         let e = errors(json!({"image": "a", "template": {"metadata": {"labels": {key: "x"}}}}));
         assert!(e.starts_with("spec.template.metadata.labels") && e.len() <= MAX_SPEC_ERROR, "{}", e.len());
-        let e = errors(json!({"image": "a", "template": {"spec": {"k".repeat(100_000): 1}}}));
-        assert!(e.starts_with("spec.template.spec.kkk") && e.contains("unknown field") && e.len() <= MAX_SPEC_ERROR, "{e}");
+        let e = errors(json!({"image": "a", "template": {"spec": {"containers": [{"name": "k".repeat(100_000), "image": 1}]}}}));
+        assert!(e.starts_with("spec.template.spec.containers[0].image: invalid type") && e.len() <= MAX_SPEC_ERROR, "{e}");
     }
 
     #[test]

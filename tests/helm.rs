@@ -353,8 +353,7 @@ async fn helm_install_upgrade_uninstall_runs_loops_under_its_own_service_account
     install(&["--set", "logLevel=debug"]);
     must("kubectl", &["-n", &op.name, "rollout", "status", "deployment/helm-lso-loopservice-operator", "--timeout=120s"]);
     let deploy: Api<Deployment> = Api::namespaced(ns.client.clone(), &op.name);
-    let args =
-        deploy.get("helm-lso-loopservice-operator").await.unwrap().spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    let args = deploy.get("helm-lso-loopservice-operator").await.unwrap().spec.template.spec.unwrap().containers[0].args.clone().unwrap();
     assert!(args.contains(&"--log-level=debug".to_string()), "{args:?}");
     wait_for("loops after the upgrade", Duration::from_secs(120), || async {
         (status(&ns, "beat").await.last_finished_loop >= before + 2).then_some(())

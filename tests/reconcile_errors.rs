@@ -56,7 +56,7 @@ async fn an_operator_forbidden_to_create_jobs_says_so_in_status_and_loses_no_loo
         .await
         .unwrap();
     let tr = TokenRequest {
-        spec: TokenRequestSpec { audiences: vec![], expiration_seconds: Some(3600), ..TokenRequestSpec::default() },
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..TokenRequestSpec::default() }),
         ..TokenRequest::default()
     };
     let token = Api::<ServiceAccount>::namespaced(client.clone(), &ns.name)

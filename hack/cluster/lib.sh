@@ -120,4 +120,5 @@ wait_for() {
 }
 
 admin_token() { awk -F, '$2=="admin"{print $1; exit}' "$PKI/tokens.csv"; }
-kc() { "$TOOLS_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" --request-timeout=5s "$@"; }
+# kubectl of the cluster's version (KUBECTL_BIN, from versions/<minor>.sh)
+kc() { "$KUBECTL_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" --request-timeout=5s "$@"; }

@@ -48,7 +48,10 @@ pub async fn act(o: &Observed, launch: Option<&Launch>, ctx: &Context) -> Result
         end: None,
     };
     let sent_at = ctx.clock.machine();
-    match api.create(&PostParams::default(), &job).await {
+    // As `api.create(&job)`, with the template's Pod fields the operator's types do not have.
+    let body = job::request_body(&job, spec);
+    let created = super::observe::create_with_warnings(&ctx.client, &o.namespace, &PostParams::default(), &body).await;
+    match created.and_then(|(created, _)| serde_json::from_value::<Job>(created).map_err(kube::Error::SerdeError)) {
         Ok(created) => {
             // The Job's creationTimestamp: a reading of the API server's clock, which the
             // operator's follows.

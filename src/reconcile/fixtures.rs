@@ -294,6 +294,19 @@ impl Expect {
         Expect { query: "dryRun=All", ..Expect::new(Method::POST, JOBS.into(), answer) }
     }
 
+    /// The dry run of an API server without the Pod spec field `field`: it drops it, as it
+    /// does any field it does not know.
+    pub fn dry_run_job_dropping_pod_field(field: &'static str) -> Self {
+        let answer = Box::new(move |b: &Value, _: &mut Stored| {
+            let mut job = stored_job(b);
+            if let Some(pod) = job.pointer_mut("/spec/template/spec").and_then(Value::as_object_mut) {
+                pod.remove(field);
+            }
+            (StatusCode::CREATED, job)
+        });
+        Expect { query: "dryRun=All", ..Expect::new(Method::POST, JOBS.into(), answer) }
+    }
+
     /// A Job create; answered as created, and stored.
     pub fn create_job() -> Self {
         let answer = Box::new(|b: &Value, stored: &mut Stored| {

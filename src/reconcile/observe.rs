@@ -223,19 +223,22 @@ async fn dry_run(ls: &LoopService, spec: &ValidSpec, ctx: &Context, n: i64, now:
     let job_name = job.name_any();
     let ns = ls.namespace().unwrap_or_default();
     let pp = PostParams { dry_run: true, ..PostParams::default() };
+    let body = job::request_body(&job, spec);
     let sent_at = ctx.clock.machine();
-    match create_with_warnings(&ctx.client, &ns, &pp, &job).await {
+    match create_with_warnings(&ctx.client, &ns, &pp, &body).await {
         Ok((stored, warnings)) => {
             // A dry run is stamped too: a reading of the API server's clock.
-            if let Some(created) = &stored.metadata.creation_timestamp {
-                ctx.clock.learn(sent_at, ctx.clock.machine(), created.0);
+            if let Some(created) = stored.pointer("/metadata/creationTimestamp").and_then(|t| t.as_str()) {
+                if let Ok(created) = created.parse::<Timestamp>() {
+                    ctx.clock.learn(sent_at, ctx.clock.machine(), created);
+                }
             }
-            let sent = serde_json::to_value(&job.spec).unwrap_or_default();
-            let back = serde_json::to_value(&stored.spec).unwrap_or_default();
-            let dropped = crate::json_paths::dropped_paths(&sent, &back, "spec");
+            // As sent and as the API server would store it, both as JSON: fields the operator's
+            // types do not have count too.
+            let dropped = crate::json_paths::dropped_paths(&body["spec"], &stored["spec"], "spec");
             if !dropped.is_empty() {
                 let why = format!("this Kubernetes API server drops {}: a field or feature it does not have", dropped.join(", "));
-                return Ok(Verdict::refused(why));
+                return Ok(Verdict::refused(clip(&why)));
             }
             match pod_security::violation(&warnings) {
                 Some(v) => pod_security_verdict(ctx, &ns, &v).await.map_err(|e| Error::CheckJob(job_name, e)),
@@ -251,11 +254,17 @@ async fn dry_run(ls: &LoopService, spec: &ValidSpec, ctx: &Context, n: i64, now:
     }
 }
 
-/// `Api::create` of `job` in `ns`, with the texts of the answer's `Warning` headers, which
-/// kube's `Api` leaves out. Errors as `Api::create`'s.
-async fn create_with_warnings(client: &kube::Client, ns: &str, pp: &PostParams, job: &Job) -> kube::Result<(Job, Vec<String>)> {
+/// `Api::create` of the Job `body` ([`job::request_body`]) in `ns`, with the texts of the
+/// answer's `Warning` headers, which kube's `Api` leaves out; the answer as JSON. Errors as
+/// `Api::create`'s.
+pub(super) async fn create_with_warnings(
+    client: &kube::Client,
+    ns: &str,
+    pp: &PostParams,
+    body: &serde_json::Value,
+) -> kube::Result<(serde_json::Value, Vec<String>)> {
     let api: Api<Job> = Api::namespaced(client.clone(), ns);
-    let bytes = serde_json::to_vec(job).map_err(kube::Error::SerdeError)?;
+    let bytes = serde_json::to_vec(body).map_err(kube::Error::SerdeError)?;
     let mut req = kube::core::Request::new(api.resource_url()).create(pp, bytes).map_err(kube::Error::BuildRequest)?;
     req.extensions_mut().insert("create");
     let res = client.send(req.map(kube::client::Body::from)).await?;

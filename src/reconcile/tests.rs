@@ -524,6 +524,47 @@ async fn a_spec_whose_job_the_dry_run_refuses_is_invalid_with_the_api_servers_me
     }
 }
 
+// ---- 11. Pod fields newer than the operator's types ----
+
+/// A LoopService whose template has a Pod field no Kubernetes the operator's types know has.
+fn with_future_pod_field() -> LoopService {
+    loopservice(json!({"template": {"spec": {"futurePodField": {"mode": "on"}}}}))
+}
+
+#[tokio::test]
+async fn a_pod_field_the_operators_types_do_not_have_is_sent_as_written_in_the_dry_run_and_the_job() {
+    let ls = with_future_pod_field();
+    let (client, api) = api_server(vec![Expect::dry_run_job(), Expect::create_job(), Expect::write_status(&ls)]);
+    let ctx = context(client, clock_at(t0()), vec![], vec![]);
+
+    reconcile(cached(&ls), ctx.clone()).await.expect("the reconcile succeeds");
+    let asked = api.done(ctx).await;
+
+    let posts: Vec<_> = asked.0.iter().filter(|s| s.path.ends_with("/jobs")).collect();
+    assert_eq!(posts.len(), 2, "a dry run, then the Job: {:#?}", asked.lines());
+    for sent in posts {
+        assert_eq!(sent.body["spec"]["template"]["spec"]["futurePodField"], json!({"mode": "on"}), "{}", sent.line());
+    }
+    assert_eq!(asked.status().loops_started, 1);
+}
+
+#[tokio::test]
+async fn a_pod_field_the_api_server_drops_makes_the_spec_invalid_naming_it() {
+    let ls = with_future_pod_field();
+    let (client, api) =
+        api_server(vec![Expect::dry_run_job_dropping_pod_field("futurePodField"), Expect::write_status(&ls), Expect::event()]);
+    let ctx = context(client, clock_at(t0()), vec![], vec![]);
+
+    reconcile(cached(&ls), ctx.clone()).await.expect("the reconcile succeeds");
+    let asked = api.done(ctx).await;
+
+    assert_eq!(asked.created_jobs().len(), 0, "no real create");
+    let st = asked.status();
+    let (status, reason, message) = ready(&st);
+    assert_eq!((st.phase, status.as_str(), reason.as_str()), (Some(Phase::Invalid), "False", "InvalidSpec"));
+    assert_eq!(message, "this Kubernetes API server drops spec.template.spec.futurePodField: a field or feature it does not have");
+}
+
 // ---- The plan, by table ----
 
 fn obstacle_kind(o: &Obstacle) -> &'static str {

@@ -619,9 +619,10 @@ pub async fn service_account_token(ns: &TestNs, name: &str) -> String {
         let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
         api.create(&PostParams::default(), &sa).await.expect("create ServiceAccount");
     }
-    let request = TokenRequest { spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }, ..Default::default() };
+    let request =
+        TokenRequest { spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }), ..Default::default() };
     let answer = api.create_token_request(name, &PostParams::default(), &request).await.expect("request a ServiceAccount token");
-    answer.status.expect("a TokenRequest's status").token
+    answer.status.and_then(|s| s.token).expect("a TokenRequest's token")
 }
 
 /// Binds the chart's metrics-reader ClusterRole (renamed for this test) to ServiceAccount `sa`

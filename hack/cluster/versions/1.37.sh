@@ -1,7 +1,7 @@
-# Kubernetes 1.37, the default: kube-apiserver, kube-controller-manager, kube-scheduler and
-# kubelet built with the machine's Go from the k8s.io/kubernetes module and its staging
-# modules at the matching v0.37 versions (hack/cluster/go-build.sh), and etcd 3.6 built the
-# same way (Debian's etcd 3.4 is older than this release supports).
+# Kubernetes 1.37, the default: kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubelet and kubectl built with the machine's Go from the k8s.io/kubernetes module and its
+# staging modules at the matching v0.37 versions (hack/cluster/go-build.sh), and etcd 3.6
+# built the same way (Debian's etcd 3.4 is older than this release supports).
 # Everything this version needs to know lives here: build recipe, flags, configuration.
 
 K8S_VERSION="1.37.2"
@@ -9,6 +9,8 @@ K8S_STAGING_VERSION="v0.37.2"
 ETCD_VERSION="3.6.16"
 K8S_CACHE="$CACHE_DIR/k8s-$K8S_VERSION"
 K8S_BIN="$K8S_CACHE/bin"
+# kubectl alone, for PATH (hack/cluster.sh env)
+KUBECTL_BIN="$K8S_CACHE/kubectl-bin"
 ETCD_BIN="$CACHE_DIR/etcd-$ETCD_VERSION/bin/etcd"
 LEGACY_SA_TOKENS=0
 
@@ -38,6 +40,13 @@ ensure_version_binaries() {
       k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
       k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet >"$blog" 2>&1 ||
       { tail -n 30 "$blog" >&2; die "Kubernetes build failed (log: $blog)"; }
+  fi
+  if [[ ! -x "$KUBECTL_BIN/kubectl" ]]; then
+    # about 30 s once the server's binaries are built: most of its packages are theirs
+    log "building kubectl $K8S_VERSION from the same modules"
+    "$CLUSTER_LIB/go-build.sh" k8s.io/kubernetes "v$K8S_VERSION" "$K8S_STAGING_VERSION" "$KUBECTL_BIN" "$(k8s_ldflags)" \
+      k8s.io/kubernetes/cmd/kubectl >"$K8S_CACHE/kubectl-build.log" 2>&1 ||
+      { tail -n 30 "$K8S_CACHE/kubectl-build.log" >&2; die "kubectl build failed (log: $K8S_CACHE/kubectl-build.log)"; }
   fi
   if [[ ! -x "$ETCD_BIN" ]]; then
     log "building etcd $ETCD_VERSION from its Go modules"
