@@ -327,6 +327,15 @@ pub fn trim_loopservice(ls: &mut LoopService) {
         if let Some(r) = a.get_mut(crate::keys::ANN_RUN_REQUESTED_AT).filter(|r| r.len() > crate::status::RUN_REQUEST_MAX) {
             *r = crate::status::refused_request_key(r);
         }
+        // Who asked and why are kept as far as they are ever read (see `requester::clean`).
+        for (key, max) in [
+            (crate::keys::ANN_RUN_REQUESTED_BY, crate::requester::REQUESTER_MAX),
+            (crate::keys::ANN_RUN_REASON, crate::requester::REASON_MAX),
+        ] {
+            if let Some(v) = a.get_mut(key).filter(|v| v.len() > max) {
+                *v = crate::requester::clean(v, max).unwrap_or_default();
+            }
+        }
     }
 }
 

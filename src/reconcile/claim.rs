@@ -298,6 +298,7 @@ async fn stand_by(ls: &LoopService, ctx: &Context, uid: &str, claimant: &str, un
                 "Release {mine} stands by: release {claimant} works this LoopService and {why}. Uninstall one of the two releases."
             ),
             job: None,
+            requested: false,
         };
         record::publish(ls, ctx, &[note]).await?;
     }
