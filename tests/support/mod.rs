@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod once;
+pub mod policy;
 
 use std::future::Future;
 use std::path::PathBuf;
