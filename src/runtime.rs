@@ -371,6 +371,23 @@ mod decode_tests {
     }
 
     #[test]
+    fn the_cache_keeps_a_requester_and_reason_only_as_far_as_they_are_read() {
+        use crate::keys::{ANN_RUN_REASON, ANN_RUN_REQUESTED_BY};
+        let mut ls = LoopService::new("x", serde_json::from_value(json!({"interval": "1h", "image": "busybox"})).unwrap());
+        ls.metadata.annotations = Some(
+            [(ANN_RUN_REQUESTED_BY, "a".repeat(200_000)), (ANN_RUN_REASON, "why\n".repeat(50_000))].map(|(k, v)| (k.to_string(), v)).into(),
+        );
+        trim_loopservice(&mut ls);
+        let a = ls.metadata.annotations.unwrap();
+        assert!(a[ANN_RUN_REQUESTED_BY].len() <= crate::requester::REQUESTER_MAX, "{}", a[ANN_RUN_REQUESTED_BY].len());
+        assert!(
+            a[ANN_RUN_REASON].len() <= crate::requester::REASON_MAX && a[ANN_RUN_REASON].starts_with("why why"),
+            "{}",
+            a[ANN_RUN_REASON]
+        );
+    }
+
+    #[test]
     fn a_spec_past_the_cap_is_refused_with_its_size_and_the_cap() {
         let with_env = |n: usize| -> DynamicObject {
             let env: Vec<serde_json::Value> = (0..n).map(|i| json!({"name": format!("V{i:05}"), "value": "x".repeat(40)})).collect();
