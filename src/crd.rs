@@ -654,6 +654,16 @@ pub struct LoopRecord {
     /// Scheduled (its time came) or Manual (a run request, the annotation
     /// `loops.dev/run-requested-at`).
     pub trigger: Trigger,
+    /// For a manual loop: the user who asked for it (the annotation
+    /// `loops.dev/run-requested-by`, which `kubectl loopservice run` writes and the chart's
+    /// admission policy holds to the user making the request); absent when the request did not
+    /// say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// For a manual loop: why it was asked for (the annotation `loops.dev/run-reason`, from
+    /// `kubectl loopservice run --reason`); absent when the request did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_reason: Option<String>,
     /// When the loop was due: by the loop rule for a scheduled loop, when the request was
     /// taken up for a manual one.
     pub due_time: Time,

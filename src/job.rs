@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 use crate::crd::{LoopService, Time, Trigger};
+use crate::requester::Requester;
 use crate::spec::ValidSpec;
 
 use crate::keys::*;
@@ -84,6 +85,8 @@ pub struct JobParams<'a> {
     pub start: Timestamp,
     /// The run request this loop answers; `None` for a scheduled loop.
     pub run_request: Option<&'a str>,
+    /// Who asked for it and why, for a manual loop.
+    pub requester: Option<&'a Requester>,
     /// With spec.jitter: when the loop was to start, its due time plus its delay.
     pub jittered: Option<Timestamp>,
     /// How the loop before this one ended (LOOP_PREVIOUS_RESULT).
@@ -137,6 +140,7 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
     ]);
     if let Some(r) = p.run_request {
         annotations.insert(ANN_RUN_REQUEST.to_string(), r.to_string());
+        annotations.extend(p.requester.map(Requester::annotations).unwrap_or_default());
     }
     if let Some(at) = p.jittered {
         annotations.insert(ANN_JITTERED.to_string(), Time(at).format());
@@ -228,6 +232,8 @@ pub struct ObservedJob {
     pub scheduled: Option<Timestamp>,
     /// The run request it answers, for a manual loop.
     pub run_request: Option<String>,
+    /// Who asked for it and why, for a manual loop, as far as its Job says.
+    pub requester: Requester,
     /// When and how it ended; `None` while it runs.
     pub end: Option<(Timestamp, Outcome)>,
 }
@@ -278,7 +284,8 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
         None
     };
     let run_request = ann.get(ANN_RUN_REQUEST).cloned();
-    Some(ObservedJob { name, loop_number, start, scheduled, run_request, end })
+    let requester = if run_request.is_some() { Requester::from_annotations(ann) } else { Requester::UNKNOWN };
+    Some(ObservedJob { name, loop_number, start, scheduled, run_request, requester, end })
 }
 
 /// A loop's Job that carries [`FINALIZER_RECORD`]: it stays until the operator lets it go.
@@ -425,6 +432,7 @@ mod tests {
             scheduled: ts(scheduled),
             start: ts(start),
             run_request: None,
+            requester: None,
             jittered: None,
             previous: PreviousResult::None,
             last_success: None,
@@ -513,10 +521,11 @@ mod tests {
     }
 
     #[test]
-    fn a_manual_loops_job_says_so_and_names_its_request() {
+    fn a_manual_loops_job_says_so_and_names_its_request_its_requester_and_reason() {
         let l = ls("report");
         let spec = l.spec.validate().unwrap();
         let at = ts("2026-11-25T10:00:00Z");
+        let asked = Requester { by: Some("alice".into()), reason: Some("the night's data came late".into()) };
         let params = JobParams {
             ls: &l,
             spec: &spec,
@@ -524,6 +533,7 @@ mod tests {
             scheduled: at,
             start: at,
             run_request: Some("2026-11-25T09:59:59Z"),
+            requester: Some(&asked),
             jittered: Some(ts("2026-11-25T10:00:01.5Z")),
             previous: PreviousResult::Failed,
             last_success: Some(ts("2026-11-25T09:00:00.5Z")),
@@ -532,7 +542,20 @@ mod tests {
         assert_eq!(job.annotations()[ANN_TRIGGER], "Manual");
         assert_eq!(job.annotations()[ANN_RUN_REQUEST], "2026-11-25T09:59:59Z");
         assert_eq!(job.annotations()[ANN_JITTERED], "2026-11-25T10:00:01.500Z");
-        assert_eq!(observe(&job).unwrap().run_request.as_deref(), Some("2026-11-25T09:59:59Z"));
+        assert_eq!(
+            (job.annotations()[ANN_RUN_REQUESTED_BY].as_str(), job.annotations()[ANN_RUN_REASON].as_str()),
+            ("alice", "the night's data came late")
+        );
+        // Read back, as a status rebuilt from the Jobs reads it.
+        let seen = observe(&job).unwrap();
+        assert_eq!((seen.run_request.as_deref(), &seen.requester), (Some("2026-11-25T09:59:59Z"), &asked));
+        // The Pod carries them too, for whatever reads the Pod.
+        let meta = job.spec.as_ref().unwrap().template.metadata.clone().unwrap();
+        assert_eq!(meta.annotations.unwrap()[ANN_RUN_REQUESTED_BY], "alice");
+        // A scheduled loop's Job names no one, whatever its annotations say.
+        let mut scheduled = job.clone();
+        scheduled.annotations_mut().remove(ANN_RUN_REQUEST);
+        assert_eq!(observe(&scheduled).unwrap().requester, Requester::UNKNOWN);
         let pod = job.spec.unwrap().template.spec.unwrap();
         let env = pod.containers[0].env.clone().unwrap();
         let var = |n: &str| env.iter().find(|e| e.name == n).and_then(|e| e.value.clone()).unwrap();

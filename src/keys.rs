@@ -23,6 +23,14 @@ pub const ANN_JITTERED: &str = "loops.dev/jittered-time";
 pub const ANN_CLAIMED_BY: &str = "loops.dev/claimed-by";
 /// On a LoopService: a new value starts a loop at once (or when the running loop ends).
 pub const ANN_RUN_REQUESTED_AT: &str = "loops.dev/run-requested-at";
+/// On a LoopService, written with a run request: the user who asks for it, as the API server
+/// knows them (`kubectl loopservice run` asks it with a SelfSubjectReview). The chart's
+/// admission policy refuses a request whose requester is not the user making it. On a manual
+/// loop's Job and Pod: who asked for it, as far as the request said.
+pub const ANN_RUN_REQUESTED_BY: &str = "loops.dev/run-requested-by";
+/// On a LoopService, written with a run request: why (`kubectl loopservice run --reason`). On a
+/// manual loop's Job and Pod: the reason of the request it answers.
+pub const ANN_RUN_REASON: &str = "loops.dev/run-reason";
 /// On a loop's Job: `Scheduled` or `Manual`.
 pub const ANN_TRIGGER: &str = "loops.dev/trigger";
 /// On a manual loop's Job: the value of the run request it answers.

@@ -9,6 +9,7 @@ pub mod json_paths;
 pub mod keys;
 pub mod pod_security;
 pub mod reasons;
+pub mod requester;
 pub mod rules;
 pub mod scope;
 pub mod text;

@@ -327,6 +327,15 @@ pub fn trim_loopservice(ls: &mut LoopService) {
         if let Some(r) = a.get_mut(crate::keys::ANN_RUN_REQUESTED_AT).filter(|r| r.len() > crate::status::RUN_REQUEST_MAX) {
             *r = crate::status::refused_request_key(r);
         }
+        // Who asked and why are kept as far as they are ever read (see `requester::clean`).
+        for (key, max) in [
+            (crate::keys::ANN_RUN_REQUESTED_BY, crate::requester::REQUESTER_MAX),
+            (crate::keys::ANN_RUN_REASON, crate::requester::REASON_MAX),
+        ] {
+            if let Some(v) = a.get_mut(key).filter(|v| v.len() > max) {
+                *v = crate::requester::clean(v, max).unwrap_or_default();
+            }
+        }
     }
 }
 
@@ -359,6 +368,23 @@ mod decode_tests {
         assert!(serde_json::from_value::<LoopService>(value).is_err(), "an i32 past its range does not decode");
         let p = placeholder(&obj).expect("a placeholder");
         assert_eq!((p.metadata.name.as_deref(), p.metadata.namespace.as_deref()), (Some("x"), Some("ns")));
+    }
+
+    #[test]
+    fn the_cache_keeps_a_requester_and_reason_only_as_far_as_they_are_read() {
+        use crate::keys::{ANN_RUN_REASON, ANN_RUN_REQUESTED_BY};
+        let mut ls = LoopService::new("x", serde_json::from_value(json!({"interval": "1h", "image": "busybox"})).unwrap());
+        ls.metadata.annotations = Some(
+            [(ANN_RUN_REQUESTED_BY, "a".repeat(200_000)), (ANN_RUN_REASON, "why\n".repeat(50_000))].map(|(k, v)| (k.to_string(), v)).into(),
+        );
+        trim_loopservice(&mut ls);
+        let a = ls.metadata.annotations.unwrap();
+        assert!(a[ANN_RUN_REQUESTED_BY].len() <= crate::requester::REQUESTER_MAX, "{}", a[ANN_RUN_REQUESTED_BY].len());
+        assert!(
+            a[ANN_RUN_REASON].len() <= crate::requester::REASON_MAX && a[ANN_RUN_REASON].starts_with("why why"),
+            "{}",
+            a[ANN_RUN_REASON]
+        );
     }
 
     #[test]

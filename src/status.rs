@@ -22,6 +22,8 @@ pub mod forecast;
 pub mod why;
 
 pub use catch_up::skip_missed;
+#[cfg(test)]
+mod requester_tests;
 
 /// Something worth an Event.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,14 +36,17 @@ pub struct Note {
     pub job: Option<String>,
     /// How many of what it tells of happened: the due times a LoopsMissed note covers, else 1.
     pub times: u64,
+    /// The start of a loop a person asked for (a run request): an Event whatever
+    /// `--loop-events` says, since who asked, and why, is news to whoever looks.
+    pub requested: bool,
 }
 
 impl Note {
     pub fn normal(reason: Reason, message: String) -> Self {
-        Note { warning: false, reason, message, job: None, times: 1 }
+        Note { warning: false, reason, message, job: None, times: 1, requested: false }
     }
     pub fn warning(reason: Reason, message: String) -> Self {
-        Note { warning: true, reason, message: clip(&message), job: None, times: 1 }
+        Note { warning: true, reason, message: clip(&message), job: None, times: 1, requested: false }
     }
     fn about(mut self, job: Option<&str>) -> Self {
         self.job = job.map(str::to_string);
@@ -196,10 +201,13 @@ fn record_of(st: &LoopServiceStatus, n: i64) -> Option<&LoopRecord> {
 
 /// The record of a loop that has started, from its Job.
 fn started_record(j: &ObservedJob) -> LoopRecord {
+    let manual = j.run_request.is_some();
     LoopRecord {
         r#loop: j.loop_number,
         job_name: j.name.clone(),
-        trigger: if j.run_request.is_some() { Trigger::Manual } else { Trigger::Scheduled },
+        trigger: if manual { Trigger::Manual } else { Trigger::Scheduled },
+        requested_by: j.requester.by.clone().filter(|_| manual),
+        request_reason: j.requester.reason.clone().filter(|_| manual),
         due_time: Time(j.scheduled.unwrap_or(j.start)),
         start_time: Time(j.start),
         end_time: None,
@@ -664,9 +672,9 @@ pub fn launched(st: &mut LoopServiceStatus, seen: &ObservedJob) -> Note {
     let mut message = format!("started loop {n} as Job {job}");
     if let Some(r) = &seen.run_request {
         handled(st, r);
-        message.push_str(&format!(" (run requested at {r})"));
+        message.push_str(&format!(" (run requested at {r}{})", seen.requester.phrase()));
     }
-    Note::normal(Reason::LoopStarted, message).about(Some(job))
+    Note { requested: seen.run_request.is_some(), ..Note::normal(Reason::LoopStarted, message).about(Some(job)) }
 }
 
 /// Records that the API server refused the Job of loop `seen.loop_number` (`message` says
@@ -901,7 +909,8 @@ mod tests {
     // The tables below speak in (loop, job, due, start, run request); these say it to the
     // functions that take a whole observed Job or a Verdict.
     fn seen(n: i64, job: &str, due: Timestamp, start: Timestamp, run_request: Option<&str>) -> ObservedJob {
-        ObservedJob { name: job.into(), loop_number: n, start, scheduled: Some(due), run_request: run_request.map(Into::into), end: None }
+        let run_request = run_request.map(Into::into);
+        ObservedJob { name: job.into(), loop_number: n, start, scheduled: Some(due), run_request, requester: Default::default(), end: None }
     }
     fn launched(st: &mut LoopServiceStatus, n: i64, job: &str, due: Timestamp, start: Timestamp, run_request: Option<&str>) -> Note {
         super::launched(st, &seen(n, job, due, start, run_request))
@@ -925,6 +934,7 @@ mod tests {
             start: t(start),
             scheduled: Some(t(start)),
             run_request: None,
+            requester: Default::default(),
             end: end.map(|(e, ok)| {
                 (
                     t(e),
@@ -1283,6 +1293,8 @@ mod tests {
                 r#loop: 12,
                 job_name: "r-12".into(),
                 trigger: Trigger::Scheduled,
+                requested_by: None,
+                request_reason: None,
                 due_time: Time(t(239.5)),
                 start_time: Time(t(240.0)),
                 end_time: Some(Time(t(242.0))),

@@ -356,6 +356,7 @@ fn observed_jobs() -> impl Strategy<Value = Vec<ObservedJob>> {
             start,
             scheduled: Some(start),
             run_request: request.map(String::from),
+            requester: Default::default(),
             end: end.map(|(e, ok)| {
                 (
                     e.max(start),

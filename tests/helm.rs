@@ -83,6 +83,13 @@ fn the_chart_lints_clean() {
         let off = must("helm", &["template", "x", CHART, "--set", "admissionPolicy.enabled=false"]);
         assert!(!off.contains(kind), "{kind} left out when disabled");
     }
+    // Two policies, each bound: the Job-rights check, and the check that a run request's
+    // requester is the user making it; the namespace selector limits both.
+    for policy in ["job-rights", "run-requester"] {
+        assert!(all.contains(&format!("  policyName: x-loopservice-operator-{policy}\n")), "{policy}");
+    }
+    let some = must("helm", &["template", "x", CHART, "--set", "admissionPolicy.namespaceSelector.matchLabels.loops=checked"]);
+    assert_eq!(some.matches("namespaceSelector:\n      matchLabels:\n        loops: checked").count(), 2, "{some}");
 
     // Monitoring is opt-in: nothing of it by default; each piece when asked.
     for kind in ["kind: PrometheusRule", "kind: ServiceMonitor", "grafana_dashboard"] {

@@ -118,8 +118,9 @@ async fn run_wait_prints_the_loops_result_and_exits_2_when_it_failed() {
 
     let out = plugin(&["run", "manual", "-n", &ns.name, "--wait", "--timeout", "60s"]).await;
     assert_eq!(out.code, 0, "{out:?}");
-    let requested = Regex::new(r"^loopservice.loops.dev/manual run requested \(loops.dev/run-requested-at=(\S+)\)$").unwrap();
-    let value = requested.captures(out.stdout.lines().next().unwrap()).expect("the request line")[1].to_string();
+    // By the user the API server knows (from 1.28, which serves SelfSubjectReview).
+    let requested = Regex::new(r"^loopservice.loops.dev/manual run requested (by \S+ )?\(loops.dev/run-requested-at=(\S+)\)$").unwrap();
+    let value = requested.captures(out.stdout.lines().next().unwrap()).expect("the request line")[2].to_string();
     let result: Vec<&str> = out.stdout.lines().skip(1).collect();
     let (job1, job2) = (loop_job_name(&ns, "manual", 1).await, loop_job_name(&ns, "manual", 2).await);
     assert_eq!(result[..3], ["loop:      1", &format!("job:       {job1}"), "result:    Succeeded"]);
@@ -228,14 +229,20 @@ async fn history_lists_the_latest_loops_newest_first() {
     let out = plugin(&["history", "three", "-n", &ns.name]).await;
     assert_eq!(out.code, 0);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_matches(r"^LOOP +TRIGGER +STARTED +DURATION +RESULT +JOB +MESSAGE$", lines[0]);
+    assert_matches(r"^LOOP +TRIGGER +BY +STARTED +DURATION +RESULT +JOB +REASON +MESSAGE$", lines[0]);
     assert_eq!(lines.len(), 4, "{}", out.stdout);
-    assert_matches(r"^3 +Scheduled +(\d+s ago|now) +\d+(\.\d)?s( \(overrun\))? +Succeeded +three-[0-9a-f]{5}-3 +<none>$", lines[1]);
     assert_matches(
-        r"^2 +Scheduled +(\d+s ago|now) +\d+(\.\d)?s( \(overrun\))? +Failed \(JobFailed\) +three-[0-9a-f]{5}-2 +container exited with code 1 \(Error\): broken",
+        r"^3 +Scheduled +<none> +(\d+s ago|now) +\d+(\.\d)?s( \(overrun\))? +Succeeded +three-[0-9a-f]{5}-3 +<none> +<none>$",
+        lines[1],
+    );
+    assert_matches(
+        r"^2 +Scheduled +<none> +(\d+s ago|now) +\d+(\.\d)?s( \(overrun\))? +Failed \(JobFailed\) +three-[0-9a-f]{5}-2 +<none> +container exited with code 1 \(Error\): broken",
         lines[2],
     );
-    assert_matches(r"^1 +Scheduled +(\d+s ago|now) +\d+(\.\d)?s( \(overrun\))? +Succeeded +three-[0-9a-f]{5}-1 +<none>$", lines[3]);
+    assert_matches(
+        r"^1 +Scheduled +<none> +(\d+s ago|now) +\d+(\.\d)?s( \(overrun\))? +Succeeded +three-[0-9a-f]{5}-1 +<none> +<none>$",
+        lines[3],
+    );
 
     for format in ["json", "yaml"] {
         let out = plugin(&["history", "three", "-n", &ns.name, "-o", format]).await;

@@ -7,97 +7,15 @@ mod support;
 
 /// ValidatingAdmissionPolicy is served from Kubernetes 1.30.
 mod from_1_30 {
-    use std::process::Command;
     use std::time::Duration;
 
-    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-    use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-    use kube::discovery::ApiResource;
-    use kube::{Api, Client};
+    use kube::api::{Patch, PatchParams, PostParams};
+    use kube::Api;
     use loopservice_operator::crd::LoopService;
     use serde_json::json;
 
+    use super::support::policy::{as_user, grant, Policy};
     use super::support::*;
-
-    /// A client acting as `user`, through the API server's impersonation.
-    async fn as_user(user: &str) -> Client {
-        let mut config = kube::Config::infer().await.unwrap();
-        config.auth_info.impersonate = Some(user.to_string());
-        Client::try_from(config).unwrap()
-    }
-
-    /// The chart's policy and binding (rendered with the helm arguments `values`), renamed for
-    /// this test and bound to its namespace only (other tests run beside it); deleted when dropped.
-    struct Policy(Vec<(ApiResource, String)>);
-
-    impl Policy {
-        async fn install(ns: &TestNs, values: &[&str]) -> Policy {
-            let out = Command::new("helm")
-                .args(["template", "t", "charts/loopservice-operator", "--show-only", "templates/admission-policy.yaml"])
-                .args(values)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .output()
-                .expect("helm, from the local cluster's tools (eval \"$(hack/cluster.sh env)\")");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let text = String::from_utf8(out.stdout).unwrap();
-            let name = format!("job-rights-{}", ns.name);
-            let mut made = vec![];
-            for doc in text.split("\n---").filter(|d| d.contains("kind:")) {
-                let mut v: serde_json::Value = serde_yaml::from_str(doc).unwrap();
-                v["metadata"]["name"] = json!(name);
-                if v["kind"] == "ValidatingAdmissionPolicyBinding" {
-                    v["spec"]["policyName"] = json!(name);
-                    v["spec"]["matchResources"] = json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}});
-                }
-                let kind = v["kind"].as_str().unwrap().to_string();
-                let ar = ApiResource {
-                    group: "admissionregistration.k8s.io".into(),
-                    version: "v1".into(),
-                    api_version: "admissionregistration.k8s.io/v1".into(),
-                    plural: match kind.as_str() {
-                        "ValidatingAdmissionPolicy" => "validatingadmissionpolicies".into(),
-                        _ => format!("{}s", kind.to_lowercase()),
-                    },
-                    kind,
-                };
-                let obj: DynamicObject = serde_json::from_value(v).unwrap();
-                Api::<DynamicObject>::all_with(ns.client.clone(), &ar).create(&PostParams::default(), &obj).await.unwrap();
-                made.push((ar, name.clone()));
-            }
-            assert_eq!(made.len(), 2, "a policy and its binding:\n{text}");
-            Policy(made)
-        }
-    }
-
-    impl Drop for Policy {
-        fn drop(&mut self) {
-            let made = std::mem::take(&mut self.0);
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                rt.block_on(async {
-                    let client = Client::try_default().await.ok()?;
-                    for (ar, name) in made {
-                        let _ = Api::<DynamicObject>::all_with(client.clone(), &ar).delete(&name, &DeleteParams::default()).await;
-                    }
-                    Some(())
-                })
-            })
-            .join();
-        }
-    }
-
-    /// A Role in `ns` with `rules`, bound to `user`.
-    async fn grant(ns: &TestNs, user: &str, rules: serde_json::Value) {
-        let role: Role = serde_json::from_value(json!({"metadata": {"name": user}, "rules": rules})).unwrap();
-        Api::<Role>::namespaced(ns.client.clone(), &ns.name).create(&PostParams::default(), &role).await.unwrap();
-        let binding: RoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": user},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": user},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-        }))
-        .unwrap();
-        Api::<RoleBinding>::namespaced(ns.client.clone(), &ns.name).create(&PostParams::default(), &binding).await.unwrap();
-    }
 
     /// What a user with LoopService rights alone tries, to get a Pod a Job would not give it:
     /// each refused by the chart's policy with a message naming the missing right.

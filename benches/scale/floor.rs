@@ -39,6 +39,7 @@ fn loop_job(name: &str, now: jiff::Timestamp) -> Job {
         scheduled: now,
         start: now,
         run_request: None,
+        requester: None,
         jittered: None,
         previous: PreviousResult::None,
         last_success: None,

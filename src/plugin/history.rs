@@ -6,10 +6,16 @@ use kube::Api;
 use super::connect::Target;
 use super::format::{self, NONE};
 use super::{Error, Output, EXIT_OK};
-use crate::crd::{LoopRecord, LoopResult, LoopService};
+use crate::crd::{LoopRecord, LoopResult, LoopService, Trigger};
+use crate::requester::clean;
 
 /// The longest message shown in the table; `-o json|yaml` has all of it.
 const MESSAGE_WIDTH: usize = 80;
+/// The longest requester and reason shown in the table.
+const BY_WIDTH: usize = 40;
+const REASON_WIDTH: usize = 40;
+/// BY of a manual loop whose request did not say who asked.
+pub const UNKNOWN: &str = "<unknown>";
 
 pub async fn history(t: &Target, name: &str, output: Option<Output>) -> Result<u8, Error> {
     let api: Api<LoopService> = Api::namespaced(t.client.clone(), &t.namespace);
@@ -44,9 +50,11 @@ pub fn render(history: &[LoopRecord], now: Timestamp) -> String {
                     r.trigger.as_str().to_string(),
                     NONE.to_string(),
                     NONE.to_string(),
+                    NONE.to_string(),
                     format!("Missed ({count} due time{}, from {})", if count == 1 { "" } else { "s" }, format::relative(r.due_time.0, now)),
                     NONE.to_string(),
-                    r.message.as_deref().map_or_else(|| NONE.to_string(), |m| format::cell(m, MESSAGE_WIDTH)),
+                    NONE.to_string(),
+                    shown(r.message.as_deref(), MESSAGE_WIDTH),
                 ];
             }
             let duration = match r.duration_seconds {
@@ -57,15 +65,34 @@ pub fn render(history: &[LoopRecord], now: Timestamp) -> String {
             vec![
                 r.r#loop.to_string(),
                 r.trigger.as_str().to_string(),
+                requested_by(r),
                 format::relative(r.start_time.0, now),
                 duration,
                 result_text(r.result, r.reason.as_deref()),
                 r.job_name.clone(),
-                r.message.as_deref().map_or_else(|| NONE.to_string(), |m| format::cell(m, MESSAGE_WIDTH)),
+                shown(r.request_reason.as_deref(), REASON_WIDTH),
+                shown(r.message.as_deref(), MESSAGE_WIDTH),
             ]
         })
         .collect();
-    format::table(&["LOOP", "TRIGGER", "STARTED", "DURATION", "RESULT", "JOB", "MESSAGE"], &rows)
+    format::table(&["LOOP", "TRIGGER", "BY", "STARTED", "DURATION", "RESULT", "JOB", "REASON", "MESSAGE"], &rows)
+}
+
+/// Who asked for a manual loop ([`UNKNOWN`] when its request did not say); no one for a
+/// scheduled loop.
+fn requested_by(r: &LoopRecord) -> String {
+    match (r.trigger, r.requested_by.as_deref()) {
+        (Trigger::Scheduled, _) => NONE.to_string(),
+        (Trigger::Manual, by) => {
+            by.and_then(|by| clean(by, 4 * BY_WIDTH)).map_or_else(|| UNKNOWN.to_string(), |by| format::cell(&by, BY_WIDTH))
+        }
+    }
+}
+
+/// A text cell of at most `width` characters on one line, [`NONE`] when there is no text (or
+/// only what cannot be shown).
+fn shown(text: Option<&str>, width: usize) -> String {
+    text.and_then(|t| clean(t, 4 * width)).map_or_else(|| NONE.to_string(), |t| format::cell(&t, width))
 }
 
 #[cfg(test)]
@@ -78,14 +105,16 @@ mod tests {
     }
 
     #[test]
-    fn the_table_has_one_row_per_loop_with_result_reason_and_a_one_line_message() {
+    fn the_table_has_one_row_per_loop_with_who_asked_why_the_result_and_a_one_line_message() {
         let h = vec![
             LoopRecord {
-                r#loop: 3,
-                job_name: "report-3".into(),
+                r#loop: 4,
+                job_name: "report-4".into(),
                 trigger: Trigger::Manual,
-                due_time: at(-5),
-                start_time: at(-5),
+                requested_by: Some("system:serviceaccount:ci:deployer".into()),
+                request_reason: Some("release 2.3\nneeds a fresh report".into()),
+                due_time: at(-2),
+                start_time: at(-2),
                 end_time: None,
                 duration_seconds: None,
                 result: LoopResult::Running,
@@ -95,9 +124,27 @@ mod tests {
                 missed_due_times: None,
             },
             LoopRecord {
+                r#loop: 3,
+                job_name: "report-3".into(),
+                trigger: Trigger::Manual,
+                requested_by: None,
+                request_reason: None,
+                due_time: at(-5),
+                start_time: at(-5),
+                end_time: Some(at(-4)),
+                duration_seconds: Some(1.0),
+                result: LoopResult::Succeeded,
+                reason: None,
+                message: None,
+                overran: false,
+                missed_due_times: None,
+            },
+            LoopRecord {
                 r#loop: 2,
                 job_name: "report-2".into(),
                 trigger: Trigger::Scheduled,
+                requested_by: None,
+                request_reason: None,
                 due_time: at(-70),
                 start_time: at(-70),
                 end_time: Some(at(-28)),
@@ -111,9 +158,10 @@ mod tests {
         ];
         assert_eq!(
             render(&h, at(0).0),
-            "LOOP   TRIGGER     STARTED   DURATION          RESULT               JOB        MESSAGE\n\
-             3      Manual      5s ago    <none>            Running              report-3   <none>\n\
-             2      Scheduled   70s ago   41.2s (overrun)   Failed (JobFailed)   report-2   container exited with code 1 (Error): boom\n"
+            "LOOP   TRIGGER     BY                                  STARTED   DURATION          RESULT               JOB        REASON                             MESSAGE\n\
+             4      Manual      system:serviceaccount:ci:deployer   2s ago    <none>            Running              report-4   release 2.3 needs a fresh report   <none>\n\
+             3      Manual      <unknown>                           5s ago    1s                Succeeded            report-3   <none>                             <none>\n\
+             2      Scheduled   <none>                              70s ago   41.2s (overrun)   Failed (JobFailed)   report-2   <none>                             container exited with code 1 (Error): boom\n"
         );
     }
 
@@ -132,13 +180,25 @@ mod tests {
             message: Some("missed 59 due times".into()),
             overran: false,
             missed_due_times: Some(59),
+            requested_by: None,
+            request_reason: None,
         };
         let table = render(&[missed], at(0).0);
         let row = table.lines().nth(1).unwrap();
         let cells: Vec<&str> = row.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
         assert_eq!(
             cells,
-            ["<none>", "Scheduled", "<none>", "<none>", "Missed (59 due times, from 60m ago)", "<none>", "missed 59 due times"]
+            [
+                "<none>",
+                "Scheduled",
+                "<none>",
+                "<none>",
+                "<none>",
+                "Missed (59 due times, from 60m ago)",
+                "<none>",
+                "<none>",
+                "missed 59 due times"
+            ]
         );
     }
 }

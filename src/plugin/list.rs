@@ -199,6 +199,8 @@ mod tests {
             r#loop: n,
             job_name: format!("x-{n}"),
             trigger: Trigger::Scheduled,
+            requested_by: None,
+            request_reason: None,
             due_time: at(0),
             start_time: at(0),
             end_time: None,

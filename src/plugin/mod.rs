@@ -12,6 +12,7 @@ mod logs;
 mod release;
 mod run;
 mod suspend;
+mod whoami;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,8 +82,13 @@ pub enum Command {
         output: OutputFlag,
     },
     /// Start a loop now (the annotation loops.dev/run-requested-at), or as soon as the running one ends.
+    /// The request names you (as the API server knows you) and, with --reason, why.
     Run {
         name: String,
+        /// Why you ask for this run (one line, at most 200 bytes): shown in `history` and in the
+        /// loop's Event.
+        #[arg(long, value_parser = run::parse_reason)]
+        reason: Option<String>,
         /// Wait for the loop to finish and print its result; exit 2 when it failed, 3 when the
         /// request was refused, 4 when it timed out.
         #[arg(long)]
@@ -154,7 +160,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
     let target = connect::connect(&cli.global).await?;
     match cli.command {
         Command::List { all_namespaces, output } => list::list(&target, all_namespaces, output.format).await,
-        Command::Run { name, wait, timeout } => run::run(&target, &name, wait, timeout).await,
+        Command::Run { name, reason, wait, timeout } => run::run(&target, &name, reason.as_deref(), wait, timeout).await,
         Command::Suspend { name } => suspend::set_suspend(&target, &name, true).await,
         Command::Resume { name } => suspend::set_suspend(&target, &name, false).await,
         Command::History { name, output } => history::history(&target, &name, output.format).await,
@@ -178,7 +184,9 @@ mod tests {
         assert_eq!(cli.global.namespace.as_deref(), Some("ops"));
         assert_eq!(cli.global.context.as_deref(), Some("prod"));
         match cli.command {
-            Command::Run { name, wait, timeout } => assert_eq!((name.as_str(), wait, timeout), ("report", true, Duration::from_secs(120))),
+            Command::Run { name, reason, wait, timeout } => {
+                assert_eq!((name.as_str(), reason, wait, timeout), ("report", None, true, Duration::from_secs(120)))
+            }
             other => panic!("{other:?}"),
         }
         let cli = Cli::try_parse_from(["kubectl-loopservice", "list", "-A", "-o", "yaml"]).unwrap();
@@ -190,5 +198,10 @@ mod tests {
         // `run --wait` gives up after 10 minutes unless told otherwise.
         let cli = Cli::try_parse_from(["kubectl-loopservice", "run", "report", "--wait"]).unwrap();
         assert!(matches!(cli.command, Command::Run { timeout, .. } if timeout == Duration::from_secs(600)));
+        // --reason is one line; a bad one is a usage error, before anything is asked of the cluster.
+        let cli = Cli::try_parse_from(["kubectl-loopservice", "run", "report", "--reason", "late data"]).unwrap();
+        assert!(matches!(cli.command, Command::Run { reason: Some(r), .. } if r == "late data"));
+        let bad = Cli::try_parse_from(["kubectl-loopservice", "run", "report", "--reason", "two\nlines"]).unwrap_err();
+        assert!(bad.to_string().contains("a reason is one line of text"), "{bad}");
     }
 }

@@ -1,5 +1,6 @@
-//! `run NAME [--wait] [--timeout DUR]`: a run request (a new value of the annotation
-//! loops.dev/run-requested-at), and with --wait the result of the loop that answers it.
+//! `run NAME [--reason TEXT] [--wait] [--timeout DUR]`: a run request (a new value of the
+//! annotation loops.dev/run-requested-at, with who asks and why beside it), and with --wait the
+//! result of the loop that answers it.
 //!
 //! Whether the request was taken up is read from the LoopService's status alone: the operator
 //! records the request it handled (status.lastHandledRunRequest) with the loop it started, or
@@ -22,25 +23,28 @@ use tokio::time::Instant;
 use super::connect::Target;
 use super::format::{self, note, NONE};
 use super::logs::termination;
+use super::whoami::whoami;
 use super::{Error, EXIT_LOOP_FAILED, EXIT_OK};
 use crate::crd::{self, LoopService, LoopServiceStatus, Phase, Trigger};
 use crate::job::{self, Outcome};
-use crate::keys::ANN_RUN_REQUESTED_AT;
+use crate::keys::{ANN_RUN_REASON, ANN_RUN_REQUESTED_AT, ANN_RUN_REQUESTED_BY};
 use crate::reasons::{ConditionType, Reason, FALSE};
+use crate::requester::{clean, REASON_MAX};
 
-pub async fn run(t: &Target, name: &str, wait: bool, timeout: Duration) -> Result<u8, Error> {
+pub async fn run(t: &Target, name: &str, reason: Option<&str>, wait: bool, timeout: Duration) -> Result<u8, Error> {
     // Untyped: a LoopService whose spec does not decode can still be asked, and its status says
     // why it will not run. A missing one is the patch's 404.
     let api: Api<DynamicObject> = Api::namespaced_with(t.client.clone(), &t.namespace, &ApiResource::erase::<LoopService>(&()));
+    let by = whoami(&t.client).await.map_err(|why| note(&format!("warning: {why}; the request names no requester"))).ok();
     // The instant to the nanosecond: a new value for each request, and it says when.
     let value = Timestamp::now().to_string();
-    let patch = json!({"metadata": {"annotations": {ANN_RUN_REQUESTED_AT: value}}});
     let asked = api
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(name, &PatchParams::default(), &Patch::Merge(&request_patch(&value, by.as_deref(), reason)))
         .await
         .map_err(|e| Error::loopservice("requesting a run of", name, &t.namespace, e))?;
     let requested_at = Instant::now();
-    format::print(&format!("loopservice.loops.dev/{name} run requested ({ANN_RUN_REQUESTED_AT}={value})\n"))?;
+    let who = by.map(|by| format!(" by {by}")).unwrap_or_default();
+    format::print(&format!("loopservice.loops.dev/{name} run requested{who} ({ANN_RUN_REQUESTED_AT}={value})\n"))?;
     if !wait {
         return Ok(EXIT_OK);
     }
@@ -67,6 +71,24 @@ pub async fn run(t: &Target, name: &str, wait: bool, timeout: Duration) -> Resul
     let result = LoopResult::of(&job, &pods).ok_or_else(|| Error::Other(format!("job {job_name} is not a loop's Job")))?;
     format::print(&result.render())?;
     Ok(if result.failed { EXIT_LOOP_FAILED } else { EXIT_OK })
+}
+
+/// The merge patch of a run request: its value, who asks (`by`) and why, in one write. An
+/// absent requester or reason is removed, so that none is left from an earlier request.
+pub fn request_patch(value: &str, by: Option<&str>, reason: Option<&str>) -> serde_json::Value {
+    json!({"metadata": {"annotations": {ANN_RUN_REQUESTED_AT: value, ANN_RUN_REQUESTED_BY: by, ANN_RUN_REASON: reason}}})
+}
+
+/// `--reason`: one line of at most [`REASON_MAX`] bytes, as the operator keeps it.
+pub fn parse_reason(text: &str) -> Result<String, String> {
+    let reason = text.trim();
+    if reason.len() > REASON_MAX {
+        return Err(format!("a reason may take at most {REASON_MAX} bytes, and this one takes {}", reason.len()));
+    }
+    if clean(reason, REASON_MAX).as_deref() != Some(reason) {
+        return Err("a reason is one line of text, without control characters or invisible marks, and not blank".to_string());
+    }
+    Ok(reason.to_string())
 }
 
 /// Watches the LoopService until its status says what became of run request `value`: its
@@ -347,6 +369,31 @@ mod tests {
         let mut running = job("Complete");
         running.status = None;
         assert_eq!(LoopResult::of(&running, &[]), None);
+    }
+
+    #[test]
+    fn a_request_says_who_asks_and_why_and_leaves_nothing_of_an_earlier_one() {
+        assert_eq!(
+            request_patch("2026-11-25T10:00:00Z", Some("alice"), Some("late data")),
+            json!({"metadata": {"annotations": {"loops.dev/run-requested-at": "2026-11-25T10:00:00Z",
+                "loops.dev/run-requested-by": "alice", "loops.dev/run-reason": "late data"}}})
+        );
+        // null removes the key in a merge patch.
+        assert_eq!(
+            request_patch("2026-11-25T10:00:00Z", None, None),
+            json!({"metadata": {"annotations": {"loops.dev/run-requested-at": "2026-11-25T10:00:00Z",
+                "loops.dev/run-requested-by": null, "loops.dev/run-reason": null}}})
+        );
+    }
+
+    #[test]
+    fn a_reason_is_one_bounded_line() {
+        assert_eq!(parse_reason("  the night's data came late ").as_deref(), Ok("the night's data came late"));
+        assert_eq!(parse_reason("ré".repeat(66).as_str()).map(|r| r.len()), Ok(198));
+        assert_eq!(parse_reason(&"x".repeat(201)), Err("a reason may take at most 200 bytes, and this one takes 201".to_string()));
+        for bad in ["two\nlines", "a\u{1b}[31mred", "hidden\u{202e}txet", "  "] {
+            assert!(parse_reason(bad).unwrap_err().starts_with("a reason is one line of text"), "{bad:?}");
+        }
     }
 
     const ASKED: &str = "2026-11-25T10:00:00.123456789Z";

@@ -30,6 +30,7 @@ pub async fn act(o: &Observed, launch: Option<&Launch>, ctx: &Context) -> Result
         scheduled: launch.scheduled,
         start,
         run_request: launch.run_request.as_deref(),
+        requester: Some(&launch.requester),
         jittered: launch.jittered,
         previous: launch.previous,
         last_success: launch.last_success,
@@ -45,6 +46,7 @@ pub async fn act(o: &Observed, launch: Option<&Launch>, ctx: &Context) -> Result
         start,
         scheduled: Some(launch.scheduled),
         run_request: launch.run_request.clone(),
+        requester: launch.requester.clone(),
         end: None,
     };
     let sent_at = ctx.clock.machine();

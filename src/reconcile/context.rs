@@ -33,7 +33,8 @@ const SUSPECT_AFTER_WATCH_FAILURE: Duration = Duration::from_secs(60);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LoopEvents {
     /// What a person acts on: failures, overruns, stuck loops, invalid specs, suspensions,
-    /// adoptions. Every loop is still counted in status and metrics.
+    /// adoptions; and the start of a loop a person asked for (who asked, and why). Every loop
+    /// is still counted in status and metrics.
     #[default]
     Problems,
     /// Also a Normal Event for each loop started and each loop succeeded (two per loop).

@@ -93,6 +93,7 @@ pub fn loop_job(ls: &LoopService, n: i64, start: Timestamp) -> Job {
         scheduled: start,
         start,
         run_request: None,
+        requester: None,
         jittered: None,
         previous: PreviousResult::None,
         last_success: None,

@@ -213,6 +213,7 @@ async fn dry_run(ls: &LoopService, spec: &ValidSpec, ctx: &Context, n: i64, now:
         scheduled: now,
         start: now,
         run_request: None,
+        requester: None,
         jittered: None,
         previous: job::PreviousResult::None,
         last_success: Some(now),

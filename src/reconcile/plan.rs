@@ -13,6 +13,7 @@ use crate::crd::LoopServiceStatus;
 use crate::job::{Held, ObservedJob, PreviousResult};
 use crate::keys::ANN_RUN_REQUESTED_AT;
 use crate::reasons::{ConditionType, Reason};
+use crate::requester::Requester;
 use crate::schedule::{self, Alignment, Jitter};
 use crate::spec::ValidSpec;
 use crate::status::{self, Decision, Note, Obstacle, Rules, Verdict};
@@ -58,6 +59,8 @@ pub struct Launch {
     pub jittered: Option<Timestamp>,
     /// The run request it answers, for a manual loop.
     pub run_request: Option<String>,
+    /// Who asked for it and why, as the LoopService's annotations say beside the request.
+    pub requester: Requester,
     pub previous: PreviousResult,
     pub last_success: Option<Timestamp>,
 }
@@ -131,6 +134,7 @@ pub fn plan(o: &Observed, now: Timestamp) -> Plan {
                 scheduled: *scheduled,
                 jittered: jitter.map(|j| schedule::add(*scheduled, j.offset(*loop_number))),
                 run_request: run_request.clone(),
+                requester: if run_request.is_some() { Requester::from_annotations(o.ls.annotations()) } else { Requester::UNKNOWN },
                 previous: status::previous_result(&st),
                 last_success: st.last_success_scheduled_time.map(|t| t.0),
             });

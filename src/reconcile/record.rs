@@ -96,9 +96,10 @@ fn count(ctx: &Context, labels: &LsLabels, note: &Note) {
 
 /// Whether a note becomes an Event. By default only what a person acts on does: a loop that
 /// started or succeeded is news in status and metrics, not an Event (two per loop would flood
-/// etcd with thousands of LoopServices).
+/// etcd with thousands of LoopServices). The start of a loop a person asked for is an Event
+/// always: it says who asked, and why, where `kubectl describe` shows it.
 pub fn emits_event(note: &Note, events: LoopEvents) -> bool {
-    events == LoopEvents::All || !matches!(note.reason, Reason::LoopStarted | Reason::LoopSucceeded)
+    events == LoopEvents::All || note.requested || !matches!(note.reason, Reason::LoopStarted | Reason::LoopSucceeded)
 }
 
 /// Events are best effort: a refused Event is logged, never a reason to redo a reconcile.

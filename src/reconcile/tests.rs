@@ -794,6 +794,43 @@ async fn a_run_request_too_long_to_copy_is_refused_once_with_no_loop_and_no_copy
 }
 
 #[tokio::test]
+async fn a_run_request_names_who_asked_and_why_on_the_job_in_the_history_and_in_an_event() {
+    use crate::keys::{ANN_RUN_REASON, ANN_RUN_REQUESTED_AT, ANN_RUN_REQUESTED_BY};
+    let ls = loopservice(json!({}));
+    let (st, loop_1) = first_loop_succeeded(&ls);
+    let mut ls = with_status(&ls, st);
+    ls.metadata.annotations = Some(
+        [(ANN_RUN_REQUESTED_AT, "2026-11-25T10:00:07Z"), (ANN_RUN_REQUESTED_BY, "alice"), (ANN_RUN_REASON, "the night's data\ncame late")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    let (client, api) = api_server(vec![Expect::create_job(), Expect::write_status(&ls), Expect::event()]);
+    // Loop 2 is due at 30 s; the request starts it at 8 s.
+    let ctx = context(client, clock_at(at(8)), vec![loop_1], vec![]);
+    reconcile(cached(&ls), ctx.clone()).await.expect("the reconcile succeeds");
+    let asked = api.done(ctx).await;
+
+    let job = &asked.created_jobs()[0];
+    let said = |k: &str| job.annotations().get(k).cloned();
+    assert_eq!(
+        (said(ANN_RUN_REQUESTED_BY), said(ANN_RUN_REASON)),
+        (Some("alice".into()), Some("the night's data came late".into())),
+        "on one line"
+    );
+    let st = asked.status();
+    let r = &st.history[0];
+    assert_eq!((r.r#loop, r.requested_by.as_deref(), r.request_reason.as_deref()), (2, Some("alice"), Some("the night's data came late")));
+    // An Event, though loops that merely start are none by default: a person asked for this one.
+    let events = asked.events();
+    assert_eq!((events[0].type_.as_str(), events[0].reason.as_str()), ("Normal", "LoopStarted"));
+    assert_eq!(
+        events[0].note,
+        format!("started loop 2 as Job {} (run requested at 2026-11-25T10:00:07Z by alice: the night's data came late)", job_name(2))
+    );
+}
+
+#[tokio::test]
 async fn a_name_longer_than_63_characters_is_invalid_where_the_api_server_runs_no_cel() {
     let mut ls = loopservice(json!({}));
     ls.metadata.name = Some("n".repeat(64));

@@ -60,6 +60,8 @@ pub fn skip_missed(st: &mut LoopServiceStatus, rules: &Rules<'_>, now: Timestamp
             message: Some(clip_to(&message, HISTORY_MESSAGE)),
             overran: false,
             missed_due_times: Some(count),
+            requested_by: None,
+            request_reason: None,
         },
     );
     Some(Note { times: u64::try_from(count).unwrap_or(u64::MAX), ..Note::warning(Reason::LoopsMissed, message) })
@@ -217,8 +219,15 @@ mod tests {
         let mut st = after_loop_7();
         skip_missed(&mut st, &rules(Some(WINDOW)), t(116.0)).unwrap();
         // Loop 8 starts at its due time, 120, and ends at 121.
-        let job =
-            ObservedJob { name: "r-8".into(), loop_number: 8, start: t(120.1), scheduled: Some(t(120.0)), run_request: None, end: None };
+        let job = ObservedJob {
+            name: "r-8".into(),
+            loop_number: 8,
+            start: t(120.1),
+            scheduled: Some(t(120.0)),
+            run_request: None,
+            requester: Default::default(),
+            end: None,
+        };
         super::super::launched(&mut st, &job);
         let ended = ObservedJob { end: Some((t(121.0), crate::job::Outcome::Succeeded)), ..job };
         let (mut st, _) = super::super::record_jobs(&st, &[ended], I, t(121.0));

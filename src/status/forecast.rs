@@ -65,8 +65,15 @@ pub fn next_starts(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp
             Some(_) => now,
             None => timing(&st, rules, now).start.max(now),
         };
-        let job =
-            ObservedJob { name: String::new(), loop_number, start, scheduled: Some(due), run_request: run_request.clone(), end: None };
+        let job = ObservedJob {
+            name: String::new(),
+            loop_number,
+            start,
+            scheduled: Some(due),
+            run_request: run_request.clone(),
+            requester: Default::default(),
+            end: None,
+        };
         launched(&mut st, &job);
         ended(&mut st, start);
         out.push(Planned { loop_number, due, start, run_request });

@@ -6,6 +6,7 @@
 
 pub mod job_watch;
 pub mod once;
+pub mod policy;
 
 use std::future::Future;
 use std::path::PathBuf;
