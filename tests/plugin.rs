@@ -351,6 +351,7 @@ async fn explain_timing_names_what_sets_the_next_start() {
             ("catchUpWindow", false),
             ("alignment", false),
             ("jitter", true),
+            ("pauseWindows", false),
             ("suspend", false),
             ("loopsLimit", false),
             ("runRequest", false)

@@ -523,9 +523,10 @@ mod from_1_25 {
                 let v: serde_yaml::Value = serde_yaml::from_str(doc).unwrap();
                 if v["kind"].as_str() == Some("LoopService") {
                     let name = v["metadata"]["name"].as_str().unwrap().to_string();
-                    // An aligned example's first loop waits for its grid (up to an interval):
-                    // a run request, as `kubectl loopservice run` makes, starts one at once.
-                    if v["spec"]["alignment"].is_mapping() {
+                    // An aligned example's first loop waits for its grid (up to an interval),
+                    // one with quiet hours for their end when they are on: a run request, as
+                    // `kubectl loopservice run` makes, starts one at once.
+                    if v["spec"]["alignment"].is_mapping() || v["spec"]["pauseWindows"].is_sequence() {
                         let run = format!("{}={}", loopservice_operator::keys::ANN_RUN_REQUESTED_AT, jiff::Timestamp::now());
                         let (ok, out) = kubectl(&["annotate", "-n", &ns.name, "loopservice", &name, &run], None);
                         assert!(ok, "{name}: {out}");

@@ -597,6 +597,30 @@ mod tests {
     }
 
     #[test]
+    fn a_loop_due_inside_a_pause_window_is_paused_until_its_end() {
+        // at(0) is 08:00:00 UTC; the window is open from 08:02 for a minute, and loop 8 is due at 130.
+        let spec = json!({"pauseWindows": [{"schedule": "2 8 * * *", "duration": "1m"}]});
+        let e = explain(&ls(spec.clone(), json!({}), json!({})), at(110));
+        assert_eq!((e.next.state.as_str(), e.next.at), ("Paused", Some(Time(at(180)))));
+        assert!(
+            e.next.summary.starts_with(&format!("loop 8 is paused by window \"2 8 * * *\" until {}", Time(at(180)))),
+            "{}",
+            e.next.summary
+        );
+        assert_eq!(applies(&e), ["pauseWindows"]);
+        assert!(
+            said(&e, "pauseWindows").starts_with("the next loop would start inside window \"2 8 * * *\": paused by window until"),
+            "{}",
+            said(&e, "pauseWindows")
+        );
+        // Before loop 7's interval ran out, and after the window: only a rule.
+        let spec = json!({"pauseWindows": [{"schedule": "0 9 * * *", "duration": "1m", "timeZone": "Europe/Berlin"}]});
+        let e = explain(&ls(spec, json!({}), json!({})), at(110));
+        assert_eq!(said(&e, "pauseWindows"), "the next start is outside the windows: \"0 9 * * *\" (Europe/Berlin) for 1m");
+        assert_eq!(said(&explain(&ls(json!({}), json!({}), json!({})), at(110)), "pauseWindows"), "none (spec.pauseWindows)");
+    }
+
+    #[test]
     fn a_pending_run_request_runs_a_loop_even_while_suspended() {
         let e = explain(
             &ls(json!({"suspend": true}), json!({"phase": "Suspended"}), json!({"loops.dev/run-requested-at": "now-please"})),

@@ -123,7 +123,7 @@ pub enum Command {
     ExplainTiming {
         name: String,
         /// Instead: the next N start times the plan implies, one RFC 3339 time a line (jitter,
-        /// alignment, the failure backoff, the catch-up window and the loops limit included;
+        /// alignment, pause windows, the failure backoff, the catch-up window and the loops limit included;
         /// each loop is taken to succeed within its interval). At most 1000.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
         next: Option<u16>,
