@@ -319,8 +319,10 @@ pub mod attacks {
     }
 
     /// The victim's status without what changes with every loop, for a before/after check.
-    fn steady_part(st: &LoopServiceStatus) -> (Option<Phase>, String, i64) {
-        (st.phase, format!("{:?}", st.last_error), st.consecutive_failures)
+    /// What must not change of the victim's status: that it loops (Running or Waiting, as the
+    /// moment falls: a loop near its interval may have overrun), and no error.
+    fn steady_part(st: &LoopServiceStatus) -> (bool, String, i64) {
+        (matches!(st.phase, Some(Phase::Running | Phase::Waiting)), format!("{:?}", st.last_error), st.consecutive_failures)
     }
 
     /// Attacks on another namespace's loops and on the tenant's own LoopServices' bookkeeping:

@@ -35,13 +35,15 @@ pub async fn run(t: &Target, name: &str, reason: Option<&str>, wait: bool, timeo
     // Untyped: a LoopService whose spec does not decode can still be asked, and its status says
     // why it will not run. A missing one is the patch's 404.
     let api: Api<DynamicObject> = Api::namespaced_with(t.client.clone(), &t.namespace, &ApiResource::erase::<LoopService>(&()));
-    let by = whoami(&t.client).await.map_err(|why| note(&format!("warning: {why}; the request names no requester"))).ok();
+    let who = whoami(&t.client).await;
     // The instant to the nanosecond: a new value for each request, and it says when.
     let value = Timestamp::now().to_string();
     let asked = api
-        .patch(name, &PatchParams::default(), &Patch::Merge(&request_patch(&value, by.as_deref(), reason)))
+        .patch(name, &PatchParams::default(), &Patch::Merge(&request_patch(&value, who.as_deref().ok(), reason)))
         .await
         .map_err(|e| Error::loopservice("requesting a run of", name, &t.namespace, e))?;
+    // Said once the request is made: a request that failed names no one anyway.
+    let by = who.map_err(|why| note(&format!("warning: {why}; the request names no requester"))).ok();
     let requested_at = Instant::now();
     let who = by.map(|by| format!(" by {by}")).unwrap_or_default();
     format::print(&format!("loopservice.loops.dev/{name} run requested{who} ({ANN_RUN_REQUESTED_AT}={value})\n"))?;

@@ -20,6 +20,11 @@ pub async fn whoami(client: &Client) -> Result<String, String> {
         Err(kube::Error::Api(s)) if s.code == 404 => {
             Err("this API server does not say who you are (SelfSubjectReview is served from Kubernetes 1.28)".to_string())
         }
+        // Before 1.28, RBAC answers first for a resource the server does not have.
+        Err(kube::Error::Api(s)) if s.code == 403 => Err(format!(
+            "this API server does not say who you are (SelfSubjectReview is served from Kubernetes 1.28, to users RBAC lets create selfsubjectreviews): {}",
+            s.message
+        )),
         Err(e) => Err(format!("asking the API server who you are (a SelfSubjectReview): {}", describe(&e))),
     }
 }
