@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::crd::{Condition, LoopError, LoopRecord, LoopResult, LoopServiceStatus, Overrun, Phase, Time, Trigger};
+use crate::crd::{Condition, LoopError, LoopRecord, LoopResult, LoopServiceSpec, LoopServiceStatus, Overrun, Phase, Time, Trigger};
 use crate::job::{ObservedJob, Outcome, PreviousResult};
 use crate::pause::{self, Pause, Window};
 use crate::reasons::{condition_status, ConditionType, Reason};
 use crate::schedule::{self, Alignment, Grid, Jitter, PreviousLoop};
+use crate::spec::ValidSpec;
 use crate::text::{clip, clip_to};
 
 pub mod catch_up;
@@ -494,6 +495,45 @@ pub struct Rules<'a> {
     pub windows: &'a [Window],
 }
 
+impl<'a> Rules<'a> {
+    /// The rules of a spec the operator validated (`valid`), with its jitter (made for the
+    /// LoopService's uid), its creation time and the run request pending on it.
+    pub fn of(
+        spec: &LoopServiceSpec,
+        valid: &'a ValidSpec,
+        jitter: Option<&'a Jitter<'a>>,
+        created: Timestamp,
+        run_request: Option<&'a str>,
+    ) -> Rules<'a> {
+        Rules {
+            loops: spec.loops,
+            suspended: spec.is_suspended(),
+            run_request,
+            interval: valid.interval,
+            jitter,
+            backoff: valid.failure_backoff,
+            alignment: valid.alignment.map(|offset| Alignment { offset, created }),
+            catch_up: valid.catch_up_window,
+            windows: &valid.pause_windows,
+        }
+    }
+
+    /// Start-anchored loops every `interval` and nothing else: no control set, none pending.
+    pub fn every(interval: Duration) -> Rules<'static> {
+        Rules {
+            loops: None,
+            suspended: false,
+            run_request: None,
+            interval,
+            jitter: None,
+            backoff: None,
+            alignment: None,
+            catch_up: None,
+            windows: &[],
+        }
+    }
+}
+
 /// Why the next scheduled loop is due when it is: the terms of the loop rule,
 /// max(previous start + interval, previous end), and the controls on top of it. [`decide`]
 /// starts the loop at `start`; [`why::why`] says which of these terms sets it.
@@ -925,7 +965,7 @@ mod tests {
     }
     /// The rules over interval `I` with no jitter, backoff or alignment.
     fn plain(loops: Option<i64>, suspended: bool, run_request: Option<&str>) -> Rules<'_> {
-        Rules { loops, suspended, run_request, interval: I, jitter: None, backoff: None, alignment: None, catch_up: None, windows: &[] }
+        Rules { loops, suspended, run_request, ..Rules::every(I) }
     }
     fn job(n: i64, start: f64, end: Option<(f64, bool)>) -> ObservedJob {
         ObservedJob {

@@ -6,9 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use kube::api::PostParams;
 use kube::ResourceExt;
-use loopservice_operator::crd::{LoopResult, LoopService};
+use loopservice_operator::crd::LoopResult;
 use serde_json::json;
 use support::job_watch::JobWatch;
 use support::*;
@@ -22,13 +21,7 @@ async fn a_loop_later_than_the_catch_up_window_is_skipped_to_the_next_due_time_w
     let ns = setup("catchup").await;
     let mut v = ls("late", "5s", "echo hi");
     v["spec"]["catchUpWindow"] = json!("2s");
-    // The API server serves a replaced CRD's schema a moment after it is established.
-    let value: LoopService = serde_json::from_value(v.clone()).unwrap();
-    wait_for("spec.catchUpWindow to be served", LONG, || async {
-        let dry = PostParams { dry_run: true, ..Default::default() };
-        ns.loopservices().create(&dry, &value).await.ok()?.spec.catch_up_window.map(|_| ())
-    })
-    .await;
+    wait_served(&ns, &v, "spec.catchUpWindow", |ls| ls.spec.catch_up_window.is_some()).await;
     let watch = JobWatch::start(ns.jobs()).await;
     let mut op = Operator::start(&ns.name, &[]);
     create_ls(&ns, v).await.unwrap();

@@ -6,9 +6,9 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::ResourceExt;
-use loopservice_operator::crd::{LoopService, Phase};
+use loopservice_operator::crd::Phase;
 use serde_json::json;
 use support::*;
 
@@ -359,13 +359,7 @@ async fn aligned_loops_start_on_the_grid_and_a_run_request_does_not_move_it() {
     // Interval 10 s, offset 3 s: due at :03, :13, :23, ... of every minute.
     let mut v = ls("grid", "10s", "echo hi");
     v["spec"]["alignment"] = json!({"offset": "3s"});
-    // The API server serves a replaced CRD's schema a moment after it is established.
-    let ls_value: LoopService = serde_json::from_value(v.clone()).unwrap();
-    wait_for("spec.alignment to be served", LONG, || async {
-        let dry = PostParams { dry_run: true, ..Default::default() };
-        ns.loopservices().create(&dry, &ls_value).await.ok()?.spec.alignment.map(|_| ())
-    })
-    .await;
+    wait_served(&ns, &v, "spec.alignment", |ls| ls.spec.alignment.is_some()).await;
     create_ls(&ns, v).await.unwrap();
     let stored = ns.loopservices().get("grid").await.unwrap();
     assert!(stored.spec.alignment.is_some(), "the API server dropped spec.alignment: its CRD is not this one");

@@ -3,8 +3,7 @@
 
 mod support;
 
-use kube::api::PostParams;
-use loopservice_operator::crd::{LoopService, Phase};
+use loopservice_operator::crd::Phase;
 use serde_json::json;
 use support::job_watch::JobWatch;
 use support::*;
@@ -16,13 +15,7 @@ async fn no_loop_starts_inside_a_pause_window_and_the_one_due_starts_once_at_its
     // A window opens every minute, on the minute (UTC), for 20 s; loops are due every 5 s.
     let mut v = ls("quiet", "5s", "echo hi");
     v["spec"]["pauseWindows"] = json!([{"schedule": "* * * * *", "duration": "20s"}]);
-    // The API server serves a replaced CRD's schema a moment after it is established.
-    let value: LoopService = serde_json::from_value(v.clone()).unwrap();
-    wait_for("spec.pauseWindows to be served", LONG, || async {
-        let dry = PostParams { dry_run: true, ..Default::default() };
-        ns.loopservices().create(&dry, &value).await.ok()?.spec.pause_windows.map(|_| ())
-    })
-    .await;
+    wait_served(&ns, &v, "spec.pauseWindows", |ls| ls.spec.pause_windows.is_some()).await;
     let watch = JobWatch::start(ns.jobs()).await;
     let _op = Operator::start(&ns.name, &[]);
     create_ls(&ns, v).await.unwrap();

@@ -15,7 +15,7 @@ use super::format::{self, relative};
 use super::{Error, Output, EXIT_OK};
 use crate::crd::{LoopService, LoopServiceStatus, Time};
 use crate::keys::ANN_RUN_REQUESTED_AT;
-use crate::schedule::{self, Alignment, Jitter};
+use crate::schedule::{self, Jitter};
 use crate::status::forecast;
 use crate::status::why::{self, FactorKind, Factors, PreviousRun, Suspension, Why};
 use crate::status::Rules;
@@ -144,18 +144,8 @@ fn with_rules<R>(ls: &LoopService, now: Timestamp, f: impl FnOnce(&Rules<'_>) ->
     let uid = ls.uid().unwrap_or_default();
     let created = ls.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
     let jitter = valid.jitter.map(|max| Jitter { uid: &uid, max, created });
-    let rules = Rules {
-        loops: ls.spec.loops,
-        suspended: ls.spec.is_suspended(),
-        run_request: ls.annotations().get(ANN_RUN_REQUESTED_AT).map(String::as_str),
-        interval: valid.interval,
-        jitter: jitter.as_ref(),
-        backoff: valid.failure_backoff,
-        alignment: valid.alignment.map(|offset| Alignment { offset, created }),
-        catch_up: valid.catch_up_window,
-        windows: &valid.pause_windows,
-    };
-    Ok(f(&rules))
+    let run_request = ls.annotations().get(ANN_RUN_REQUESTED_AT).map(String::as_str);
+    Ok(f(&Rules::of(&ls.spec, &valid, jitter.as_ref(), created, run_request)))
 }
 
 /// `--next N`: the next N starts the plan implies, from the same model as the operator's

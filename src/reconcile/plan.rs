@@ -14,7 +14,7 @@ use crate::job::{Held, ObservedJob, PreviousResult};
 use crate::keys::ANN_RUN_REQUESTED_AT;
 use crate::reasons::{ConditionType, Reason};
 use crate::requester::Requester;
-use crate::schedule::{self, Alignment, Jitter};
+use crate::schedule::{self, Jitter};
 use crate::spec::ValidSpec;
 use crate::status::{self, Decision, Note, Obstacle, Rules, Verdict};
 
@@ -209,20 +209,8 @@ fn with_rules<R>(o: &Observed, valid: &ValidSpec, now: Timestamp, f: impl FnOnce
             .get(ANN_RUN_REQUESTED_AT)
             .map(String::as_str)
             .filter(|r| !o.jobs.iter().any(|j| j.run_request.as_deref() == Some(*r)));
-    let spec = &o.ls.spec;
     let jitter = jitter(o, valid, now);
-    let rules = Rules {
-        loops: spec.loops,
-        suspended: spec.is_suspended(),
-        run_request,
-        interval: valid.interval,
-        jitter: jitter.as_ref(),
-        backoff: valid.failure_backoff,
-        alignment: valid.alignment.map(|offset| Alignment { offset, created: created(o, now) }),
-        catch_up: valid.catch_up_window,
-        windows: &valid.pause_windows,
-    };
-    f(&rules)
+    f(&Rules::of(&o.ls.spec, valid, jitter.as_ref(), created(o, now), run_request))
 }
 
 /// What comes next, from the recorded status.

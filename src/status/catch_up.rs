@@ -98,17 +98,7 @@ mod tests {
     }
 
     fn rules(catch_up: Option<Duration>) -> Rules<'static> {
-        Rules {
-            loops: None,
-            suspended: false,
-            run_request: None,
-            interval: I,
-            jitter: None,
-            backoff: None,
-            alignment: None,
-            catch_up,
-            windows: &[],
-        }
+        Rules { catch_up, ..Rules::every(I) }
     }
 
     /// What a reconcile at `now` does: skips, then decides.

@@ -116,17 +116,7 @@ mod tests {
     }
 
     fn rules() -> Rules<'static> {
-        Rules {
-            loops: None,
-            suspended: false,
-            run_request: None,
-            interval: I,
-            jitter: None,
-            backoff: None,
-            alignment: None,
-            catch_up: None,
-            windows: &[],
-        }
+        Rules::every(I)
     }
 
     fn starts(f: &(Vec<Planned>, Option<Stop>)) -> Vec<Timestamp> {

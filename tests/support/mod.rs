@@ -210,6 +210,18 @@ pub async fn setup(prefix: &str) -> TestNs {
     ns
 }
 
+/// Waits until the API server keeps what `served` looks for in LoopService `value` (a dry-run
+/// create): it serves a replaced CRD's schema a moment after it is established, and drops the
+/// fields it does not know yet.
+pub async fn wait_served(ns: &TestNs, value: &serde_json::Value, what: &str, served: impl Fn(&LoopService) -> bool) {
+    let value: LoopService = serde_json::from_value(value.clone()).expect("a LoopService");
+    wait_for(&format!("{what} to be served"), LONG, || async {
+        let dry = PostParams { dry_run: true, ..Default::default() };
+        ns.loopservices().create(&dry, &value).await.ok().filter(|ls| served(ls)).map(|_| ())
+    })
+    .await;
+}
+
 /// Waits until LoopService `name` has at least `n` Jobs; returns them, oldest loop first.
 pub async fn wait_jobs(ns: &TestNs, name: &str, n: usize) -> Vec<Job> {
     wait_for(&format!("{n} jobs of {name}"), LONG, || async {
