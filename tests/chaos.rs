@@ -189,13 +189,24 @@ async fn assert_each_loop_once(ns: &TestNs, name: &str) -> Vec<Loop> {
         let end = w[0].end.unwrap_or_else(|| panic!("{name}: loop {} started while loop {} had not ended: {all:#?}", w[1].n, w[0].n));
         assert!(w[1].start >= end, "{name}: loop {} started at {} before loop {} ended at {end}", w[1].n, w[1].start, w[0].n);
     }
-    let st = status(ns, name).await;
-    assert!(
-        st.loops_started >= all.len() as i64 && st.loops_started <= all.len() as i64 + 1,
-        "{name}: status counts {} loops, Jobs {}",
-        st.loops_started,
-        all.len()
-    );
+    // The status counts the same loops as the Jobs, or one more (a loop whose Job is being
+    // made). A loop may start while this reads, so the count is taken between two listings of
+    // the Jobs that agree; a status that stays behind its Jobs fails after the limit.
+    let mut last = (0, 0);
+    let agreed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let before = loop_jobs(ns, name).await.len() as i64;
+            let counted = status(ns, name).await.loops_started;
+            let after = loop_jobs(ns, name).await.len() as i64;
+            last = (counted, after);
+            if before == after && counted >= after && counted <= after + 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(agreed.is_ok(), "{name}: status counts {} loops, Jobs {}", last.0, last.1);
     all
 }
 
