@@ -54,6 +54,13 @@ pub use crate::duration::{DURATION_PATTERN, OFFSET_PATTERN};
         priority = 1,
         description = "Due times skipped by spec.catchUpWindow (kubectl get -o wide)"
     ),
+    printcolumn(
+        name = "Queued",
+        type_ = "date",
+        json_path = ".status.queuedSince",
+        priority = 1,
+        description = "How long the running loop's Job has waited for its queue to admit it (kubectl get -o wide)"
+    ),
     printcolumn(name = "Last Run", type_ = "date", json_path = ".status.lastStartTime", description = "When the latest loop started"),
     printcolumn(name = "Next Run", type_ = "string", json_path = ".status.nextRunTime", description = "When the next loop is due"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -127,6 +134,16 @@ pub struct LoopServiceSpec {
     /// Pod spec does not have (a typo) is refused too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<PodTemplate>,
+
+    /// Labels and annotations of each loop's Job itself (the template's go on its Pods), e.g.
+    /// `kueue.x-k8s.io/queue-name` to queue the loops in Kueue. The keys the operator and the Job
+    /// controller own are refused as in the template. A Job labelled
+    /// `kueue.x-k8s.io/queue-name` is created suspended, as Kueue expects, and the loop waits
+    /// for its queue to admit it: phase Queued, `status.queuedSince`, and the loop's history
+    /// record says when it was admitted. The loop starts when its Job is created (the next one
+    /// counts one interval from there), so a long wait in the queue makes an overrun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_metadata: Option<JobMetadata>,
 
     /// Spread the loops' starts: each scheduled loop starts a pseudo-random delay in
     /// [0, jitter) after it is due, so that many LoopServices with the same interval do not
@@ -240,6 +257,21 @@ pub struct LoopServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub failed_jobs_history_limit: Option<i32>,
+}
+
+/// `spec.jobMetadata`: what the loops' Jobs carry beside the operator's own labels and annotations.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = not_nullable)]
+pub struct JobMetadata {
+    /// Labels of each loop's Job (at most 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Annotations of each loop's Job (at most 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `spec.failureBackoff`: how long to wait after failed loops.
@@ -429,7 +461,8 @@ pub struct LoopServiceStatus {
     /// The metadata.generation of the spec this status describes.
     #[serde(default)]
     pub observed_generation: Option<i64>,
-    /// Pending (no loop has started yet), Running (a loop's Job is running), Waiting (for the next
+    /// Pending (no loop has started yet), Running (a loop's Job is running), Queued (the running
+    /// loop's Job waits for its queue to admit it), Waiting (for the next
     /// loop's time), Paused (the next loop waits for a window of spec.pauseWindows to end),
     /// Suspended, Finished (spec.loops loops ran), Failing (waiting, and the latest loop failed)
     /// or Invalid (the spec cannot be run; see the Ready condition).
@@ -468,6 +501,11 @@ pub struct LoopServiceStatus {
     /// Name of the Job of the loop running now.
     #[serde(default)]
     pub active_job: Option<String>,
+    /// Since when the running loop's Job waits for its queue to admit it (a Job labelled
+    /// `kueue.x-k8s.io/queue-name`, suspended until Kueue admits it): phase Queued. Absent
+    /// when no loop waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_since: Option<Time>,
     /// When the latest loop started (its Job was created).
     #[serde(default)]
     pub last_start_time: Option<Time>,
@@ -562,12 +600,22 @@ pub enum Phase {
     Failing,
     Invalid,
     Paused,
+    Queued,
 }
 
 impl Phase {
     /// Every phase, as the CRD schema lists them.
-    pub const ALL: [Phase; 8] =
-        [Phase::Pending, Phase::Running, Phase::Waiting, Phase::Suspended, Phase::Finished, Phase::Failing, Phase::Invalid, Phase::Paused];
+    pub const ALL: [Phase; 9] = [
+        Phase::Pending,
+        Phase::Running,
+        Phase::Waiting,
+        Phase::Suspended,
+        Phase::Finished,
+        Phase::Failing,
+        Phase::Invalid,
+        Phase::Paused,
+        Phase::Queued,
+    ];
 
     /// Its place in [`Phase::ALL`]: a phase added to the enum must be added there too, or this
     /// match does not compile.
@@ -581,6 +629,7 @@ impl Phase {
             Phase::Failing => 5,
             Phase::Invalid => 6,
             Phase::Paused => 7,
+            Phase::Queued => 8,
         }
     }
 }
@@ -683,6 +732,10 @@ pub struct LoopRecord {
     /// What went wrong, in short: the end of lastError's message for the same loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// For a loop whose Job waited for a queue (`kueue.x-k8s.io/queue-name`): when the queue
+    /// admitted it and its Pods could start; absent while it waits, and for loops without a queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_time: Option<Time>,
     /// Whether it ran longer than the interval.
     #[serde(default)]
     pub overran: bool,

@@ -161,7 +161,13 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
         c.env = Some(env);
         c.termination_message_policy.get_or_insert_with(|| "FallbackToLogsOnError".to_string());
     }
-    // The operator's keys win; validation refuses a template that sets them.
+    // A Job for a queue is created suspended: the queue (Kueue) resumes it once admitted.
+    let queued = spec.job_labels.contains_key(LABEL_QUEUE_NAME);
+    // The operator's keys win; validation refuses a template or jobMetadata that sets them.
+    let mut job_labels = spec.job_labels.clone();
+    job_labels.extend(labels.clone());
+    let mut job_annotations = spec.job_annotations.clone();
+    job_annotations.extend(annotations.clone());
     let mut pod_labels = spec.pod_labels.clone();
     pod_labels.extend(labels.clone());
     let mut pod_annotations = spec.pod_annotations.clone();
@@ -172,8 +178,8 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
         metadata: ObjectMeta {
             name: Some(job_name(&name, &uid_for_name, p.loop_number)),
             namespace: ls.metadata.namespace.clone(),
-            labels: Some(labels),
-            annotations: Some(annotations),
+            labels: Some(job_labels),
+            annotations: Some(job_annotations),
             owner_references: Some(vec![owner]),
             finalizers: Some(vec![FINALIZER_RECORD.to_string()]),
             ..ObjectMeta::default()
@@ -184,6 +190,7 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
             active_deadline_seconds: spec.timeout.map(|t| t.as_secs() as i64 + i64::from(t.subsec_nanos() > 0)),
             pod_failure_policy: spec.pod_failure_policy.clone(),
             ttl_seconds_after_finished: spec.ttl_seconds_after_finished,
+            suspend: queued.then_some(true),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(pod_labels), annotations: Some(pod_annotations), ..ObjectMeta::default() }),
                 spec: Some(pod),
@@ -236,6 +243,13 @@ pub struct ObservedJob {
     pub requester: Requester,
     /// When and how it ended; `None` while it runs.
     pub end: Option<(Timestamp, Outcome)>,
+    /// For a Job labelled for a queue ([`LABEL_QUEUE_NAME`]): where it waits to be admitted.
+    pub queue: Option<String>,
+    /// While it runs and is suspended (waiting for its queue, or put back in it): since when.
+    pub queued_since: Option<Timestamp>,
+    /// For a Job of a queue that is no longer suspended: when it was admitted (the Job's
+    /// startTime, which Kubernetes sets when a suspended Job resumes).
+    pub admitted: Option<Timestamp>,
 }
 
 /// How far the start-time annotation may be from the Job's creationTimestamp: the API server
@@ -285,7 +299,13 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
     };
     let run_request = ann.get(ANN_RUN_REQUEST).cloned();
     let requester = if run_request.is_some() { Requester::from_annotations(ann) } else { Requester::UNKNOWN };
-    Some(ObservedJob { name, loop_number, start, scheduled, run_request, requester, end })
+    let queue = job.labels().get(LABEL_QUEUE_NAME).cloned();
+    let suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
+    // Since when it is suspended: the Job controller's Suspended condition, else its creation.
+    let queued_since = (queue.is_some() && suspended && end.is_none())
+        .then(|| cond("Suspended").and_then(|c| c.last_transition_time.as_ref()).map_or(start, |t| t.0.max(start)));
+    let admitted = if queue.is_some() && !suspended { status.and_then(|s| s.start_time.as_ref()).map(|t| t.0.max(start)) } else { None };
+    Some(ObservedJob { name, loop_number, start, scheduled, run_request, requester, end, queue, queued_since, admitted })
 }
 
 /// A loop's Job that carries [`FINALIZER_RECORD`]: it stays until the operator lets it go.
@@ -518,6 +538,42 @@ mod tests {
         // The Job reads back as what was launched.
         let seen = observe(&job).unwrap();
         assert_eq!((seen.loop_number, seen.start, seen.end.clone()), (3, ts("2026-11-25T10:00:30.020Z"), None));
+    }
+
+    #[test]
+    fn job_metadata_goes_on_the_job_and_a_queue_label_creates_it_suspended() {
+        let plain = job_of(&ls("report"), 1, "2026-11-25T10:00:30Z", "2026-11-25T10:00:30Z");
+        assert_eq!(plain.spec.as_ref().unwrap().suspend, None, "no queue: the Job runs at once");
+        let l = ls_with(
+            "report",
+            serde_json::json!({"jobMetadata": {"labels": {LABEL_QUEUE_NAME: "team-a", "cost-center": "7"}, "annotations": {"note": "x"}}}),
+        );
+        let mut job = job_of(&l, 1, "2026-11-25T10:00:30Z", "2026-11-25T10:00:30Z");
+        assert_eq!(job.labels()[LABEL_QUEUE_NAME], "team-a");
+        assert_eq!(job.labels()["cost-center"], "7");
+        assert_eq!(job.labels()[LABEL_LOOP], "1", "the operator's labels are there too");
+        assert_eq!(job.annotations()["note"], "x");
+        let pod_labels = job.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        assert!(!pod_labels.contains_key("cost-center"), "the Job's labels, not its Pods'");
+        assert_eq!(job.spec.as_ref().unwrap().suspend, Some(true), "Kueue resumes it once admitted");
+
+        // Waiting: queued since its creation, or since the Job controller's Suspended condition.
+        let seen = observe(&job).unwrap();
+        assert_eq!((seen.queue.as_deref(), seen.queued_since, seen.admitted), (Some("team-a"), Some(seen.start), None));
+        let suspended = JobCondition {
+            type_: "Suspended".into(),
+            status: TRUE.into(),
+            last_transition_time: Some(KTime(ts("2026-11-25T10:00:40Z"))),
+            ..JobCondition::default()
+        };
+        job.status = Some(JobStatus { conditions: Some(vec![suspended]), ..JobStatus::default() });
+        assert_eq!(observe(&job).unwrap().queued_since, Some(ts("2026-11-25T10:00:40Z")), "put back in its queue at :40");
+
+        // Admitted: resumed, with the startTime Kubernetes sets then.
+        job.spec.as_mut().unwrap().suspend = Some(false);
+        job.status = Some(JobStatus { start_time: Some(KTime(ts("2026-11-25T10:00:33Z"))), ..JobStatus::default() });
+        let seen = observe(&job).unwrap();
+        assert_eq!((seen.queued_since, seen.admitted), (None, Some(ts("2026-11-25T10:00:33Z"))));
     }
 
     #[test]

@@ -51,5 +51,8 @@ pub const LABEL_JOB_NAME: &str = "job-name";
 pub const LABEL_CONTROLLER_UID: &str = "controller-uid";
 /// Set by the Job controller on its Pods from Kubernetes 1.27.
 pub const LABEL_BATCH_JOB_NAME: &str = "batch.kubernetes.io/job-name";
+/// Kueue's label on a Job: the LocalQueue that admits it. A loop's Job that carries it (from
+/// `spec.jobMetadata.labels`) is created suspended and waits for Kueue to admit it.
+pub const LABEL_QUEUE_NAME: &str = "kueue.x-k8s.io/queue-name";
 /// Kept by `kubectl apply` on the objects it applies; the operator never reads it.
 pub const ANN_LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";

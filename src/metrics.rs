@@ -1,7 +1,7 @@
 //! Prometheus metrics, served on /metrics: the operator's own (`loopservice_*`) and the
 //! standard process metrics (`process_*`).
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,6 +22,30 @@ pub struct ResultLabels {
     pub namespace: String,
     pub name: String,
     pub result: String,
+}
+
+/// Which part of a loop's start a start delay measures.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Stage {
+    /// From the loop's due time (plus its jitter) to its Job's creation: the operator's part.
+    Created,
+    /// From a queued Job's creation to its queue admitting it (Kueue): the queue's part.
+    Admitted,
+}
+
+impl EncodeLabelValue for Stage {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            Stage::Created => "created",
+            Stage::Admitted => "admitted",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: Stage,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,7 +70,8 @@ pub struct Metrics {
     /// status write yet.
     pub own_write_waits: Counter,
     pub reconcile_seconds: Histogram,
-    pub start_delay_seconds: Histogram,
+    /// By [`Stage`]: how late a loop's Job was created, and how long a queued one waited to be admitted.
+    pub start_delay_seconds: Family<StageLabels, Histogram, fn() -> Histogram>,
     /// From each LoopService's stored status, set after every reconcile that read or wrote it.
     pub consecutive_failures: Family<LsLabels, Gauge>,
     pub overrunning: Family<LsLabels, Gauge>,
@@ -74,7 +99,7 @@ impl Default for Metrics {
             own_write_waits: Counter::default(),
             // 1 ms .. ~16 s
             reconcile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
-            start_delay_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            start_delay_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 15))),
             consecutive_failures: Family::default(),
             overrunning: Family::default(),
             stuck: Family::default(),
@@ -104,7 +129,11 @@ impl Default for Metrics {
             m.own_write_waits.clone(),
         );
         registry.register("reconcile_duration_seconds", "Time one reconcile took", m.reconcile_seconds.clone());
-        registry.register("start_delay_seconds", "How late a loop's Job was created after the loop was due", m.start_delay_seconds.clone());
+        registry.register(
+            "start_delay_seconds",
+            "How late a loop started, by stage: created (its Job's creation after the loop was due) and admitted (a queued Job's admission after its creation)",
+            m.start_delay_seconds.clone(),
+        );
         registry.register(
             "consecutive_failures",
             "Loops of the LoopService that failed in a row, up to now (status.consecutiveFailures; 0 after a success)",
@@ -135,6 +164,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The start-delay histogram of one stage.
+    pub fn start_delay(&self, stage: Stage) -> Histogram {
+        self.start_delay_seconds.get_or_create(&StageLabels { stage }).clone()
+    }
+
     /// Notes that `ls` has series.
     pub fn saw(&self, ls: &LsLabels) {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(ls.clone());
@@ -290,10 +324,10 @@ mod tests {
     fn renders_counters_with_labels() {
         let m = Metrics::default();
         m.loops_started.get_or_create(&LsLabels { namespace: "ns".into(), name: "a".into() }).inc();
-        m.start_delay_seconds.observe(0.02);
+        m.start_delay(Stage::Created).observe(0.02);
         let text = m.render();
         assert!(text.contains(r#"loopservice_loops_started_total{namespace="ns",name="a"} 1"#), "{text}");
-        assert!(text.contains("loopservice_start_delay_seconds_count 1"), "{text}");
+        assert!(text.contains("loopservice_start_delay_seconds_count{stage=\"created\"} 1"), "{text}");
     }
 
     #[test]

@@ -92,6 +92,8 @@ words! {
         LoopFailed,
         LoopOverrun,
         LoopAdopted,
+        // A queue (Kueue) admitted a loop's Job (metrics; an Event with --loop-events all).
+        LoopAdmitted,
         // Due times skipped past spec.catchUpWindow (Events, metrics).
         LoopsMissed,
         // Why a loop failed (history, lastError, the Failing condition).
@@ -101,6 +103,7 @@ words! {
         JobDeleted,
         // Ready.
         Running,
+        Queued,
         Waiting,
         Paused,
         Suspended,

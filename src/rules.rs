@@ -29,6 +29,8 @@ pub const MSG_POD_FAILURE_POLICY_RESTART: &str =
     "spec.podFailurePolicy needs restartPolicy Never, but spec.template.spec.restartPolicy is OnFailure";
 pub const MSG_OWNED_LABELS: &str = "spec.template.metadata.labels: keys under loops.dev/ and batch.kubernetes.io/, app.kubernetes.io/managed-by, job-name and controller-uid are set by the operator and the Job controller";
 pub const MSG_OWNED_ANNOTATIONS: &str = "spec.template.metadata.annotations: keys under loops.dev/ are set by the operator";
+pub const MSG_JOB_OWNED_LABELS: &str = "spec.jobMetadata.labels: keys under loops.dev/ and batch.kubernetes.io/, app.kubernetes.io/managed-by, job-name and controller-uid are set by the operator and the Job controller";
+pub const MSG_JOB_OWNED_ANNOTATIONS: &str = "spec.jobMetadata.annotations: keys under loops.dev/ are set by the operator";
 pub const MSG_JITTER: &str = "spec.jitter must be shorter than spec.interval";
 pub const MSG_ALIGNMENT_OFFSET: &str = "spec.alignment.offset must be shorter than spec.interval";
 pub const MSG_BACKOFF: &str = "spec.failureBackoff.max must not be shorter than spec.failureBackoff.initial";
@@ -93,6 +95,17 @@ pub fn add_cel_rules(schema: &mut Schema) {
     let Some(obj) = schema.as_object_mut() else { return };
     obj.insert("x-kubernetes-validations".into(), Value::Array(cel_rules().into_iter().map(rule).collect()));
     let Some(props) = obj.get_mut("properties").and_then(Value::as_object_mut) else { return };
+    let annotation_rule = format!("self.all(k, !k.startsWith('{OWNED_ANNOTATION_PREFIX}'))");
+    if let Some(meta) = props.get_mut("jobMetadata").and_then(|m| m.get_mut("properties")).and_then(Value::as_object_mut) {
+        for (field, rules) in [
+            ("labels", json!([rule((label_rule(), MSG_JOB_OWNED_LABELS.into()))])),
+            ("annotations", json!([rule((annotation_rule.clone(), MSG_JOB_OWNED_ANNOTATIONS.into()))])),
+        ] {
+            if let Some(o) = meta.get_mut(field).and_then(Value::as_object_mut) {
+                o.insert("x-kubernetes-validations".into(), rules);
+            }
+        }
+    }
     let env_rule = format!("self.all(e, !(e.name in {}))", loop_env_list());
     if let Some(env) = props.get_mut("env").and_then(Value::as_object_mut) {
         env.insert("x-kubernetes-validations".into(), json!([rule((env_rule, MSG_ENV_OWNED.into()))]));
@@ -111,11 +124,7 @@ pub fn add_cel_rules(schema: &mut Schema) {
         }
     };
     set(template, &["metadata", "labels"], json!([rule((label_rule(), MSG_OWNED_LABELS.into()))]));
-    set(
-        template,
-        &["metadata", "annotations"],
-        json!([rule((format!("self.all(k, !k.startsWith('{OWNED_ANNOTATION_PREFIX}'))"), MSG_OWNED_ANNOTATIONS.into()))]),
-    );
+    set(template, &["metadata", "annotations"], json!([rule((annotation_rule, MSG_OWNED_ANNOTATIONS.into()))]));
     let container_env = format!(
         "self.all(c, !has(c.name) || c.name != 'loop' || !has(c.env) || c.env.all(e, !has(e.name) || !(e.name in {})))",
         loop_env_list()

@@ -76,6 +76,9 @@ pub struct ValidSpec {
     /// Labels and annotations the template asks for on the loop's Pods.
     pub pod_labels: BTreeMap<String, String>,
     pub pod_annotations: BTreeMap<String, String>,
+    /// Labels and annotations `spec.jobMetadata` asks for on the loop's Job.
+    pub job_labels: BTreeMap<String, String>,
+    pub job_annotations: BTreeMap<String, String>,
     /// The Pod spec with the loop's container in place, before the per-loop variables.
     pub pod: PodSpec,
     /// The template's Pod spec fields that `pod`'s types do not have (a Pod field newer than
@@ -134,6 +137,7 @@ impl LoopServiceSpec {
         if let Some(t) = &template {
             check_pod(&t.pod, &mut errors);
         }
+        let (job_labels, job_annotations) = self.job_metadata(&mut errors);
 
         match (interval, template) {
             (Some(interval), Some(t)) if errors.is_empty() => Ok(ValidSpec {
@@ -146,6 +150,8 @@ impl LoopServiceSpec {
                 pause_windows,
                 pod_labels: t.labels,
                 pod_annotations: t.annotations,
+                job_labels,
+                job_annotations,
                 pod: self.pod_spec(t.pod),
                 pod_unknown: t.unknown,
                 backoff_limit: self.backoff_limit.unwrap_or(0),
@@ -154,6 +160,20 @@ impl LoopServiceSpec {
             }),
             _ => Err(SpecErrors(errors)),
         }
+    }
+
+    /// `spec.jobMetadata`'s labels and annotations, without the keys the operator and the Job
+    /// controller own (each one found is an error, the twin of a CEL rule).
+    fn job_metadata(&self, errors: &mut Vec<SpecError>) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        let meta = self.job_metadata.clone().unwrap_or_default();
+        let (labels, annotations) = (meta.labels.unwrap_or_default(), meta.annotations.unwrap_or_default());
+        for k in labels.keys().filter(|k| owned_label(k)) {
+            errors.push(SpecError::new(format!("{MSG_JOB_OWNED_LABELS} (found {k:?})")));
+        }
+        for k in annotations.keys().filter(|k| k.starts_with(OWNED_ANNOTATION_PREFIX)) {
+            errors.push(SpecError::new(format!("{MSG_JOB_OWNED_ANNOTATIONS} (found {k:?})")));
+        }
+        (labels, annotations)
     }
 
     /// The durations, each `None` when absent or wrong (and then `errors` says why).
@@ -528,7 +548,16 @@ mod tests {
         ] {
             let e = errors(json!({"image": "a", "template": {"metadata": {"labels": {key: "x"}}}}));
             assert!(e.starts_with(MSG_OWNED_LABELS) && e.contains(key), "{e}");
+            let e = errors(json!({"image": "a", "jobMetadata": {"labels": {key: "x"}}}));
+            assert!(e.starts_with(MSG_JOB_OWNED_LABELS) && e.contains(key), "{e}");
         }
+        let e = errors(json!({"image": "a", "jobMetadata": {"annotations": {"loops.dev/scheduled-time": "now"}}}));
+        assert!(e.starts_with(MSG_JOB_OWNED_ANNOTATIONS), "{e}");
+        let queued = spec(
+            json!({"interval": "1m", "image": "a", "jobMetadata": {"labels": {"kueue.x-k8s.io/queue-name": "q"}, "annotations": {"a": "b"}}}),
+        );
+        let v = queued.validate().unwrap();
+        assert_eq!((v.job_labels.len(), v.job_annotations.len()), (1, 1));
         let e = errors(json!({"image": "a", "template": {"metadata": {"annotations": {"loops.dev/loop": "1"}}}}));
         assert!(e.starts_with(MSG_OWNED_ANNOTATIONS), "{e}");
         let e = errors(json!({"image": "a", "env": [{"name": "LOOP_NUMBER", "value": "9"}]}));
@@ -696,7 +725,14 @@ mod tests {
             assert!(crd.contains(&message), "{message}");
             assert!(crd.contains(rule.split(" && ").next().unwrap()), "{rule}");
         }
-        for m in [MSG_OWNED_LABELS, MSG_OWNED_ANNOTATIONS, MSG_ENV_OWNED, MSG_TEMPLATE_ENV_OWNED] {
+        for m in [
+            MSG_OWNED_LABELS,
+            MSG_OWNED_ANNOTATIONS,
+            MSG_JOB_OWNED_LABELS,
+            MSG_JOB_OWNED_ANNOTATIONS,
+            MSG_ENV_OWNED,
+            MSG_TEMPLATE_ENV_OWNED,
+        ] {
             assert!(crd.contains(m), "{m}");
         }
         let yaml = crate::crdgen_yaml().unwrap();

@@ -24,6 +24,8 @@ pub mod why;
 
 pub use catch_up::skip_missed;
 #[cfg(test)]
+mod queue_tests;
+#[cfg(test)]
 mod requester_tests;
 
 /// Something worth an Event.
@@ -40,14 +42,16 @@ pub struct Note {
     /// The start of a loop a person asked for (a run request): an Event whatever
     /// `--loop-events` says, since who asked, and why, is news to whoever looks.
     pub requested: bool,
+    /// For a LoopAdmitted note: how long the loop's Job waited for its queue.
+    pub seconds: Option<f64>,
 }
 
 impl Note {
     pub fn normal(reason: Reason, message: String) -> Self {
-        Note { warning: false, reason, message, job: None, times: 1, requested: false }
+        Note { warning: false, reason, message, job: None, times: 1, requested: false, seconds: None }
     }
     pub fn warning(reason: Reason, message: String) -> Self {
-        Note { warning: true, reason, message: clip(&message), job: None, times: 1, requested: false }
+        Note { warning: true, reason, message: clip(&message), job: None, times: 1, requested: false, seconds: None }
     }
     fn about(mut self, job: Option<&str>) -> Self {
         self.job = job.map(str::to_string);
@@ -85,7 +89,9 @@ pub fn record_jobs(prev: &LoopServiceStatus, jobs: &[ObservedJob], interval: Dur
     // status read a step behind, a loop recorded as refused whose Job appeared after all),
     // holds back the next loop until it ends.
     if st.active_job.is_none() {
-        st.active_job = jobs.iter().filter(|j| j.end.is_none()).max_by_key(|j| j.loop_number).map(|j| j.name.clone());
+        let running = jobs.iter().filter(|j| j.end.is_none()).max_by_key(|j| j.loop_number);
+        st.active_job = running.map(|j| j.name.clone());
+        st.queued_since = running.and_then(|j| j.queued_since).map(Time);
     }
     (st, notes)
 }
@@ -129,22 +135,41 @@ fn adopt(st: &mut LoopServiceStatus, jobs: &[ObservedJob]) -> Option<Note> {
 /// Counts every finished loop not yet counted, in order, up to the running one.
 fn count_ends(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, jobs: &[ObservedJob], interval: Duration, now: Timestamp) {
     st.active_job = None;
+    st.queued_since = None;
     let mut k = st.last_finished_loop.saturating_add(1);
     while k <= st.loops_started {
         match jobs.iter().find(|j| j.loop_number == k) {
-            Some(j) => match &j.end {
-                None => {
-                    st.active_job = Some(j.name.clone());
-                    break;
+            Some(j) => {
+                admission(st, notes, j);
+                match &j.end {
+                    None => {
+                        st.active_job = Some(j.name.clone());
+                        st.queued_since = j.queued_since.map(Time);
+                        break;
+                    }
+                    Some((end, outcome)) => record_end(st, notes, j, *end, outcome, interval),
                 }
-                Some((end, outcome)) => record_end(st, notes, j, *end, outcome, interval),
-            },
+            }
             None => k = record_deleted(st, notes, jobs, k, interval, now),
         }
         st.last_finished_loop = k;
         let Some(next) = k.checked_add(1) else { break };
         k = next;
     }
+}
+
+/// A loop's Job that its queue admitted since the status last looked: its record says when,
+/// and a note carries the wait, from the Job's creation to its admission.
+fn admission(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, j: &ObservedJob) {
+    let (Some(at), Some(queue)) = (j.admitted, &j.queue) else { return };
+    let Some(r) = st.history.iter_mut().find(|r| r.r#loop == j.loop_number && r.result != LoopResult::Missed) else { return };
+    if r.admitted_time.is_some() {
+        return;
+    }
+    r.admitted_time = Some(Time(at));
+    let waited = schedule::seconds_between(j.start, at).max(0.0);
+    let message = format!("queue {queue} admitted Job {} of loop {} after {waited:.1} s", j.name, j.loop_number);
+    notes.push(Note { seconds: Some(waited), ..Note::normal(Reason::LoopAdmitted, message).about(Some(&j.name)) });
 }
 
 /// Loops from `k` on have no Job: all deleted before their ends were recorded. Counted as
@@ -217,6 +242,7 @@ fn started_record(j: &ObservedJob) -> LoopRecord {
         reason: None,
         message: None,
         overran: false,
+        admitted_time: j.admitted.map(Time),
         missed_due_times: None,
     }
 }
@@ -253,7 +279,10 @@ fn record_end(st: &mut LoopServiceStatus, notes: &mut Vec<Note>, j: &ObservedJob
     let took = schedule::seconds_between(start, end);
     if schedule::overran(start, end, interval) {
         st.overruns = st.overruns.saturating_add(1);
-        let message = schedule::overrun_message(k, took, interval);
+        let mut message = schedule::overrun_message(k, took, interval);
+        if let Some(admitted) = record_of(st, k).and_then(|r| r.admitted_time) {
+            message.push_str(&format!(", {:.1} s of it waiting for its queue", schedule::seconds_between(start, admitted.0).max(0.0)));
+        }
         st.last_overrun = Some(Overrun {
             r#loop: k,
             duration_seconds: (took * 1000.0).round() / 1000.0,
@@ -709,7 +738,11 @@ pub fn launched(st: &mut LoopServiceStatus, seen: &ObservedJob) -> Note {
     st.loops_started = n;
     st.last_start_time = Some(Time(seen.start));
     st.active_job = Some(job.to_string());
+    st.queued_since = seen.queued_since.map(Time);
     let mut message = format!("started loop {n} as Job {job}");
+    if let Some(q) = &seen.queue {
+        message.push_str(&format!(", waiting for queue {q} to admit it"));
+    }
     if let Some(r) = &seen.run_request {
         handled(st, r);
         message.push_str(&format!(" (run requested at {r}{})", seen.requester.phrase()));
@@ -792,7 +825,15 @@ pub fn finalize(st: &mut LoopServiceStatus, prev: &LoopServiceStatus, verdict: V
 /// The phase, and Ready's status, reason and message, for a decision.
 fn phase_and_ready(st: &LoopServiceStatus, decision: &Decision, loops: Option<i64>) -> (Phase, bool, Reason, String) {
     match decision {
-        Decision::Running { job } => (Phase::Running, true, Reason::Running, format!("loop {} is running as Job {job}", st.loops_started)),
+        Decision::Running { job } => match st.queued_since {
+            Some(since) => (
+                Phase::Queued,
+                true,
+                Reason::Queued,
+                format!("loop {} waits for its queue to admit Job {job}, since {since}", st.loops_started),
+            ),
+            None => (Phase::Running, true, Reason::Running, format!("loop {} is running as Job {job}", st.loops_started)),
+        },
         Decision::Launch { loop_number, run_request, .. } => {
             let phase = if st.loops_started == 0 { Phase::Pending } else { Phase::Waiting };
             let why = if run_request.is_some() { " (run requested)" } else { "" };
@@ -950,7 +991,18 @@ mod tests {
     // functions that take a whole observed Job or a Verdict.
     fn seen(n: i64, job: &str, due: Timestamp, start: Timestamp, run_request: Option<&str>) -> ObservedJob {
         let run_request = run_request.map(Into::into);
-        ObservedJob { name: job.into(), loop_number: n, start, scheduled: Some(due), run_request, requester: Default::default(), end: None }
+        ObservedJob {
+            name: job.into(),
+            loop_number: n,
+            start,
+            scheduled: Some(due),
+            run_request,
+            requester: Default::default(),
+            end: None,
+            queue: None,
+            queued_since: None,
+            admitted: None,
+        }
     }
     fn launched(st: &mut LoopServiceStatus, n: i64, job: &str, due: Timestamp, start: Timestamp, run_request: Option<&str>) -> Note {
         super::launched(st, &seen(n, job, due, start, run_request))
@@ -985,6 +1037,9 @@ mod tests {
                     },
                 )
             }),
+            queue: None,
+            queued_since: None,
+            admitted: None,
         }
     }
 
@@ -1343,6 +1398,7 @@ mod tests {
                 reason: None,
                 message: None,
                 overran: false,
+                admitted_time: None,
                 missed_due_times: None,
             }
         );

@@ -41,7 +41,7 @@ fn exported_metrics() -> BTreeSet<String> {
     m.reconcile_errors.get_or_create(&ErrorLabels { step: "list_jobs".into() }).inc();
     m.reconciles.inc();
     m.reconcile_seconds.observe(0.01);
-    m.start_delay_seconds.observe(0.01);
+    m.start_delay(loopservice_operator::metrics::Stage::Created).observe(0.01);
     // The per-LoopService gauges are sparse (present while not 0): a failing, overrunning, stuck one.
     let cond = |t: &str, s: &str, r: &str| json!({"type": t, "status": s, "reason": r, "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"});
     let st: LoopServiceStatus = serde_json::from_value(json!({

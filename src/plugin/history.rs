@@ -57,11 +57,16 @@ pub fn render(history: &[LoopRecord], now: Timestamp) -> String {
                     shown(r.message.as_deref(), MESSAGE_WIDTH),
                 ];
             }
-            let duration = match r.duration_seconds {
+            let mut duration = match r.duration_seconds {
                 Some(s) if r.overran => format!("{} (overrun)", format::seconds(s)),
                 Some(s) => format::seconds(s),
                 None => NONE.to_string(),
             };
+            // A loop whose Job waited for its queue: how much of its time that was.
+            if let Some(admitted) = r.admitted_time {
+                let queued = crate::schedule::seconds_between(r.start_time.0, admitted.0).max(0.0);
+                duration.push_str(&format!(", {} queued", format::seconds(queued)));
+            }
             vec![
                 r.r#loop.to_string(),
                 r.trigger.as_str().to_string(),
@@ -121,6 +126,7 @@ mod tests {
                 reason: None,
                 message: None,
                 overran: false,
+                admitted_time: None,
                 missed_due_times: None,
             },
             LoopRecord {
@@ -137,6 +143,7 @@ mod tests {
                 reason: None,
                 message: None,
                 overran: false,
+                admitted_time: None,
                 missed_due_times: None,
             },
             LoopRecord {
@@ -154,14 +161,15 @@ mod tests {
                 message: Some("container exited with code 1 (Error):\nboom".into()),
                 missed_due_times: None,
                 overran: true,
+                admitted_time: Some(at(-40)),
             },
         ];
         assert_eq!(
             render(&h, at(0).0),
-            "LOOP   TRIGGER     BY                                  STARTED   DURATION          RESULT               JOB        REASON                             MESSAGE\n\
-             4      Manual      system:serviceaccount:ci:deployer   2s ago    <none>            Running              report-4   release 2.3 needs a fresh report   <none>\n\
-             3      Manual      <unknown>                           5s ago    1s                Succeeded            report-3   <none>                             <none>\n\
-             2      Scheduled   <none>                              70s ago   41.2s (overrun)   Failed (JobFailed)   report-2   <none>                             container exited with code 1 (Error): boom\n"
+            "LOOP   TRIGGER     BY                                  STARTED   DURATION                      RESULT               JOB        REASON                             MESSAGE\n\
+             4      Manual      system:serviceaccount:ci:deployer   2s ago    <none>                        Running              report-4   release 2.3 needs a fresh report   <none>\n\
+             3      Manual      <unknown>                           5s ago    1s                            Succeeded            report-3   <none>                             <none>\n\
+             2      Scheduled   <none>                              70s ago   41.2s (overrun), 30s queued   Failed (JobFailed)   report-2   <none>                             container exited with code 1 (Error): boom\n"
         );
     }
 
@@ -179,6 +187,7 @@ mod tests {
             reason: None,
             message: Some("missed 59 due times".into()),
             overran: false,
+            admitted_time: None,
             missed_due_times: Some(59),
             requested_by: None,
             request_reason: None,

@@ -209,6 +209,7 @@ mod tests {
             reason: reason.map(str::to_string),
             message: None,
             overran: false,
+            admitted_time: None,
             missed_due_times: None,
         }
     }

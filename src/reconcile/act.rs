@@ -11,6 +11,7 @@ use super::context::{Context, Fault};
 use super::observe::{Checked, Observed};
 use super::plan::{Launch, Launched};
 use crate::job::{self, JobParams, ObservedJob};
+use crate::metrics::Stage;
 use crate::schedule;
 use crate::turns::Priority;
 use crate::{is_transient, Error, Result};
@@ -48,6 +49,9 @@ pub async fn act(o: &Observed, launch: Option<&Launch>, ctx: &Context) -> Result
         run_request: launch.run_request.clone(),
         requester: launch.requester.clone(),
         end: None,
+        queue: spec.job_labels.get(crate::keys::LABEL_QUEUE_NAME).cloned(),
+        queued_since: spec.job_labels.contains_key(crate::keys::LABEL_QUEUE_NAME).then_some(start),
+        admitted: None,
     };
     let sent_at = ctx.clock.machine();
     // As `api.create(&job)`, with the template's Pod fields the operator's types do not have.
@@ -62,7 +66,7 @@ pub async fn act(o: &Observed, launch: Option<&Launch>, ctx: &Context) -> Result
             }
             // Late against when the loop was to start: its due time, plus its jitter.
             let delay = schedule::seconds_between(launch.jittered.unwrap_or(launch.scheduled), start).max(0.0);
-            ctx.metrics.start_delay_seconds.observe(delay);
+            ctx.metrics.start_delay(Stage::Created).observe(delay);
             info!(namespace = %o.namespace, name = %o.ls.name_any(), r#loop = n, job = %name, delay_ms = (delay * 1000.0) as u64, "started loop");
             Fault::AfterJobCreate.hit(ctx.fault)?;
             Ok(Some(Launched::Created(seen)))

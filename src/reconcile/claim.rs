@@ -300,6 +300,7 @@ async fn stand_by(ls: &LoopService, ctx: &Context, uid: &str, claimant: &str, un
             job: None,
             times: 1,
             requested: false,
+            seconds: None,
         };
         record::publish(ls, ctx, &[note]).await?;
     }

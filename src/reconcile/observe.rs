@@ -380,7 +380,11 @@ fn lingering(jobs: &[ObservedJob], pods: &[Arc<Pod>]) -> Option<(String, String)
 /// Pod at all, and the Job controller's `FailedCreate` Event says why.
 async fn stuck(seen: &Observed, pods: &[Arc<Pod>], ctx: &Context, now: Timestamp) -> Option<Obstacle> {
     let running = seen.jobs.iter().filter(|j| j.end.is_none()).max_by_key(|j| j.loop_number)?;
-    if schedule::seconds_between(running.start, now) < STUCK_AFTER.as_secs_f64() {
+    // A Job waiting for its queue has no Pod by design; once admitted, its Pod gets its time.
+    if running.queued_since.is_some() {
+        return None;
+    }
+    if schedule::seconds_between(running.admitted.unwrap_or(running.start), now) < STUCK_AFTER.as_secs_f64() {
         return None;
     }
     let of_job: Vec<Pod> = pods_of(pods, &running.name).map(|p| Pod::clone(p)).collect();

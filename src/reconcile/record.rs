@@ -17,7 +17,7 @@ use super::observe::Observed;
 use super::plan::{self, Launched, Outcome, Plan, Requeue};
 use crate::crd::{LoopService, LoopServiceStatus};
 use crate::job::Held;
-use crate::metrics::{LsLabels, ResultLabels};
+use crate::metrics::{LsLabels, ResultLabels, Stage};
 use crate::reasons::Reason;
 use crate::schedule;
 use crate::status::Note;
@@ -87,6 +87,10 @@ fn count(ctx: &Context, labels: &LsLabels, note: &Note) {
         Reason::LoopFailed => ctx.metrics.loops_finished.get_or_create(&result("failed")).inc(),
         Reason::LoopOverrun => ctx.metrics.overruns.get_or_create(labels).inc(),
         Reason::LoopsMissed => ctx.metrics.loops_missed.get_or_create(labels).inc_by(note.times),
+        Reason::LoopAdmitted => {
+            ctx.metrics.start_delay(Stage::Admitted).observe(note.seconds.unwrap_or(0.0));
+            0
+        }
         _ => 0,
     };
     if note.warning {
@@ -99,7 +103,9 @@ fn count(ctx: &Context, labels: &LsLabels, note: &Note) {
 /// etcd with thousands of LoopServices). The start of a loop a person asked for is an Event
 /// always: it says who asked, and why, where `kubectl describe` shows it.
 pub fn emits_event(note: &Note, events: LoopEvents) -> bool {
-    events == LoopEvents::All || note.requested || !matches!(note.reason, Reason::LoopStarted | Reason::LoopSucceeded)
+    events == LoopEvents::All
+        || note.requested
+        || !matches!(note.reason, Reason::LoopStarted | Reason::LoopSucceeded | Reason::LoopAdmitted)
 }
 
 /// Events are best effort: a refused Event is logged, never a reason to redo a reconcile.

@@ -59,6 +59,7 @@ pub fn skip_missed(st: &mut LoopServiceStatus, rules: &Rules<'_>, now: Timestamp
             reason: None,
             message: Some(clip_to(&message, HISTORY_MESSAGE)),
             overran: false,
+            admitted_time: None,
             missed_due_times: Some(count),
             requested_by: None,
             request_reason: None,
@@ -217,6 +218,9 @@ mod tests {
             run_request: None,
             requester: Default::default(),
             end: None,
+            queue: None,
+            queued_since: None,
+            admitted: None,
         };
         super::super::launched(&mut st, &job);
         let ended = ObservedJob { end: Some((t(121.0), crate::job::Outcome::Succeeded)), ..job };

@@ -73,6 +73,9 @@ pub fn next_starts(status: &LoopServiceStatus, rules: &Rules<'_>, now: Timestamp
             run_request: run_request.clone(),
             requester: Default::default(),
             end: None,
+            queue: None,
+            queued_since: None,
+            admitted: None,
         };
         launched(&mut st, &job);
         ended(&mut st, start);

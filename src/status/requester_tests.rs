@@ -28,6 +28,9 @@ fn job(n: i64, request: Option<&str>, requester: Requester, end: Option<Outcome>
         run_request: request.map(str::to_string),
         requester,
         end: end.map(|o| (t(n + 1), o)),
+        queue: None,
+        queued_since: None,
+        admitted: None,
     }
 }
 
