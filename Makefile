@@ -77,7 +77,7 @@ test: cluster build image ## All tests on the local cluster (KUBERNETES_VERSION=
 	for gate in $$(grep -ho '^ *mod from_1_[0-9]\+' tests/*.rs | sed 's/.*from_1_//' | sort -un); do \
 	  if ((minor < gate)); then skip="$$skip & not test(/^from_1_$${gate}::/)"; fi; \
 	done; \
-	if ((minor < newest)); then skip="$$skip & not test(/^newest_only::/)"; fi; \
+	if ((minor < newest)); then skip="$$skip & not test(/^newest_only::/)"; else $(CLUSTER) kueue; fi; \
 	skip="$$skip & not test(/::soak_/)"; \
 	left="$${skip# & }"; echo "Kubernetes 1.$$minor: tests left out (nextest counts them skipped) as they do not apply: $${left:-none}"; \
 	pidfile="$${LOOPS_CLUSTER_DIR:-$$HOME/.local/state/loops-cluster}/run/kube-apiserver.pid"; \

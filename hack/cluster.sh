@@ -8,6 +8,7 @@
 #   hack/cluster.sh build              fetch and build this version's parts, start nothing
 #   hack/cluster.sh status|down|env
 #   hack/cluster.sh fake-nodes N       N Ready fake nodes (kwok) for scale tests
+#   hack/cluster.sh kueue              Kueue running against the cluster, for the queue tests
 #   hack/cluster.sh import-image <dir-or-static-binary> <image-ref> [--entrypoint X] [--cmd X] [--user U] [--env K=V]
 #   hack/cluster.sh stop|start <component>   one control-plane component of the running
 #                                      cluster (etcd, kube-apiserver, kube-controller-manager,
@@ -45,6 +46,7 @@ source "$CLUSTER_LIB/control-plane.sh"
 source "$CLUSTER_LIB/kubelet.sh"
 source "$CLUSTER_LIB/api-gateway.sh"
 source "$CLUSTER_LIB/kwok.sh"
+source "$CLUSTER_LIB/kueue.sh"
 source "$CLUSTER_LIB/down.sh"
 source "$CLUSTER_LIB/versions/$K8S_MINOR.sh"
 
@@ -120,12 +122,12 @@ cmd_status() {
   if [[ -n "$running_version" ]]; then
     echo "kubernetes: $K8S_VERSION (built: $K8S_BIN)"
   fi
-  for c in "${COMPONENTS[@]}" kwok; do
+  for c in "${COMPONENTS[@]}" kwok kueue; do
     pid="$(pid_of "$c")"
     if alive "$c"; then
-      if [[ "$c" == kwok ]]; then h=running; elif [[ -f "$PKI/tokens.csv" ]] && healthy "$c"; then h=healthy; else h=unhealthy; rc=1; fi
+      if [[ "$c" == kwok ]]; then h=running; elif [[ "$c" == kueue ]]; then if kueue_healthy; then h=healthy; else h=unhealthy; fi; elif [[ -f "$PKI/tokens.csv" ]] && healthy "$c"; then h=healthy; else h=unhealthy; rc=1; fi
       echo "$c: running (pid $pid), $h"
-    elif [[ "$c" != kwok ]]; then
+    elif [[ "$c" != kwok && "$c" != kueue ]]; then
       echo "$c: stopped"
       rc=1
     fi
@@ -200,10 +202,11 @@ main() {
     status) cmd_status "$@" ;;
     env) cmd_env "$@" ;;
     fake-nodes) cmd_fake_nodes "$@" ;;
+    kueue) cmd_kueue "$@" ;;
     import-image) cmd_import_image "$@" ;;
     stop) cmd_stop "$@" ;;
     start) cmd_start "$@" ;;
-    *) echo "usage: $0 {up|build|down|status|env|fake-nodes N|import-image <dir-or-binary> <image-ref> [opts]|stop <component>|start <component>}" >&2; exit 2 ;;
+    *) echo "usage: $0 {up|build|down|status|env|fake-nodes N|kueue|import-image <dir-or-binary> <image-ref> [opts]|stop <component>|start <component>}" >&2; exit 2 ;;
   esac
 }
 

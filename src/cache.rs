@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
-use k8s_openapi::api::batch::v1::{Job, JobStatus};
+use k8s_openapi::api::batch::v1::{Job, JobSpec, JobStatus};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition, PodStatus};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
@@ -173,11 +173,12 @@ where
     }
 }
 
-/// Drops what the decisions never read from a Job: its spec (the Pod template is the largest
-/// part), managed fields and the status counters.
+/// Drops what the decisions never read from a Job: its spec but `suspend` (the Pod template is
+/// the largest part; `suspend` says whether it waits for its queue), managed fields and the
+/// status counters.
 pub fn trim_job(j: &mut Job) {
     j.metadata.managed_fields = None;
-    j.spec = None;
+    j.spec = j.spec.take().and_then(|s| s.suspend).map(|suspend| JobSpec { suspend: Some(suspend), ..JobSpec::default() });
     if let Some(s) = j.status.take() {
         j.status = Some(JobStatus {
             conditions: s.conditions,
@@ -230,13 +231,15 @@ pub fn trim_pod(p: &mut Pod) {
 }
 
 /// Whether a change to a Job can change a decision: its loop's end (a terminal or
-/// failure-target condition), its creation or its deletion. Status counters (active, ready,
+/// failure-target condition), its admission by its queue (resumed), its creation or its deletion. Status counters (active, ready,
 /// the uncounted terminated Pods) move several times per loop and change nothing.
 pub fn job_fingerprint(j: &Job) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     j.metadata.uid.hash(&mut h);
     j.metadata.deletion_timestamp.is_some().hash(&mut h);
+    j.spec.as_ref().and_then(|s| s.suspend).hash(&mut h);
+    j.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0).hash(&mut h);
     for c in j.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten() {
         (&c.type_, &c.status).hash(&mut h);
     }
@@ -297,6 +300,10 @@ mod tests {
         let mut j = job(json!([{"type": "Complete", "status": "True"}]));
         trim_job(&mut j);
         assert!(j.spec.is_none() && j.metadata.managed_fields.is_none());
+        let mut queued = job(json!([]));
+        queued.spec = Some(JobSpec { suspend: Some(true), parallelism: Some(3), ..JobSpec::default() });
+        trim_job(&mut queued);
+        assert_eq!(queued.spec.as_ref().map(|s| (s.suspend, s.parallelism)), Some((Some(true), None)), "suspend only");
         let s = j.status.unwrap();
         assert_eq!(s.active, None);
         assert_eq!(s.conditions.unwrap()[0].type_, "Complete");
@@ -313,6 +320,12 @@ mod tests {
         done.status.as_mut().unwrap().conditions =
             Some(vec![JobCondition { type_: "Complete".into(), status: "True".into(), ..JobCondition::default() }]);
         assert_ne!(job_fingerprint(&running), job_fingerprint(&done));
+        // A Job its queue admits: resumed, and started.
+        let mut queued = running.clone();
+        queued.spec = Some(JobSpec { suspend: Some(true), ..JobSpec::default() });
+        let mut admitted = queued.clone();
+        admitted.spec.as_mut().unwrap().suspend = Some(false);
+        assert_ne!(job_fingerprint(&queued), job_fingerprint(&admitted));
     }
 
     #[tokio::test]

@@ -504,7 +504,7 @@ pub struct LoopServiceStatus {
     /// Since when the running loop's Job waits for its queue to admit it (a Job labelled
     /// `kueue.x-k8s.io/queue-name`, suspended until Kueue admits it): phase Queued. Absent
     /// when no loop waits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub queued_since: Option<Time>,
     /// When the latest loop started (its Job was created).
     #[serde(default)]

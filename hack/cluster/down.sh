@@ -25,6 +25,7 @@ remove_kubepods_cgroups() {
 
 cmd_down() {
   need_root
+  stop_component kueue
   stop_component kwok
   stop_api_gateway
   stop_component kubelet

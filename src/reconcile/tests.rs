@@ -846,3 +846,71 @@ async fn a_name_longer_than_63_characters_is_invalid_where_the_api_server_runs_n
     assert_eq!(ready(&st).2, crate::rules::MSG_NAME_LENGTH);
     assert!(asked.created_jobs().is_empty());
 }
+
+// ---- Queues (Kueue) ----
+
+fn queued_loopservice() -> LoopService {
+    loopservice(json!({"jobMetadata": {"labels": {"kueue.x-k8s.io/queue-name": "loops"}}}))
+}
+
+/// Loop 1's Job as the operator's cache keeps it (trimmed) while it waits for its queue:
+/// suspended, with the Job controller's Suspended condition and no startTime.
+fn waiting_job(ls: &LoopService) -> Job {
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as KTime;
+    let mut j = loop_job(ls, 1, t0());
+    let suspended =
+        JobCondition { type_: "Suspended".into(), status: "True".into(), last_transition_time: Some(KTime(t0())), ..Default::default() };
+    j.status = Some(JobStatus { conditions: Some(vec![suspended]), ..JobStatus::default() });
+    crate::cache::trim_job(&mut j);
+    j
+}
+
+#[tokio::test]
+async fn a_loop_for_a_queue_is_created_suspended_and_its_loopservice_is_queued() {
+    let ls = queued_loopservice();
+    let (client, api) = api_server(vec![Expect::dry_run_job(), Expect::create_job(), Expect::write_status(&ls)]);
+    let ctx = context(client, clock_at(t0()), vec![], vec![]);
+    reconcile(cached(&ls), ctx.clone()).await.expect("the reconcile succeeds");
+    let asked = api.done(ctx).await;
+    let created = asked.created_jobs();
+    assert_eq!(created[0].spec.as_ref().and_then(|s| s.suspend), Some(true), "Kueue resumes it once admitted");
+    assert_eq!(created[0].labels()[crate::keys::LABEL_QUEUE_NAME], "loops");
+    let st = asked.status();
+    assert_eq!((st.phase, st.queued_since, st.active_job.clone()), (Some(Phase::Queued), Some(Time(t0())), Some(job_name(1))));
+    assert_eq!(ready(&st).1, "Queued");
+}
+
+#[tokio::test]
+async fn a_waiting_job_in_the_cache_keeps_it_queued_and_once_resumed_its_admission_is_recorded() {
+    let ls = queued_loopservice();
+    let queued = with_status(&ls, running_first_loop(&ls));
+    assert_eq!(queued.status.as_ref().unwrap().phase, Some(Phase::Queued));
+
+    // Still waiting, as the trimmed cache shows it: nothing to write.
+    let (client, api) = api_server(vec![]);
+    let ctx = context(client, clock_at(at(4)), vec![waiting_job(&ls)], vec![]);
+    reconcile(cached(&queued), ctx.clone()).await.expect("the reconcile succeeds");
+    assert!(api.done(ctx).await.statuses().is_empty(), "still Queued: no status write");
+
+    // Resumed by Kueue at t0 + 3 s: Running, no longer queued, and the record says when.
+    let mut admitted = waiting_job(&ls);
+    admitted.spec.as_mut().unwrap().suspend = Some(false);
+    admitted.status = Some(k8s_openapi::api::batch::v1::JobStatus {
+        start_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(3))),
+        ..Default::default()
+    });
+    let (client, api) = api_server(vec![Expect::write_status(&ls)]);
+    let ctx = context(client, clock_at(at(4)), vec![admitted], vec![]);
+    reconcile(cached(&queued), ctx.clone()).await.expect("the reconcile succeeds");
+    let metrics = ctx.metrics.clone();
+    let asked = api.done(ctx).await;
+    let write = asked.0.iter().find(|s| s.path.ends_with("/status")).expect("a status write");
+    assert_eq!(write.body["status"]["queuedSince"], serde_json::Value::Null, "written as null, so a merge patch clears it");
+    assert!(write.body["status"].as_object().unwrap().contains_key("queuedSince"));
+    let st = asked.status();
+    assert_eq!((st.phase, st.queued_since), (Some(Phase::Running), None));
+    assert_eq!(st.history[0].admitted_time, Some(Time(at(3))));
+    let metrics = metrics.render();
+    assert!(metrics.contains("loopservice_start_delay_seconds_count{stage=\"admitted\"} 1"), "{metrics}");
+}
