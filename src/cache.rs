@@ -173,12 +173,13 @@ where
     }
 }
 
-/// Drops what the decisions never read from a Job: its spec but `suspend` (the Pod template is
-/// the largest part; `suspend` says whether it waits for its queue), managed fields and the
+/// Drops what the decisions never read from a Job: its spec (the Pod template is the largest
+/// part) but `suspend: true`, which says that it waits for its queue, managed fields and the
 /// status counters.
 pub fn trim_job(j: &mut Job) {
     j.metadata.managed_fields = None;
-    j.spec = j.spec.take().and_then(|s| s.suspend).map(|suspend| JobSpec { suspend: Some(suspend), ..JobSpec::default() });
+    let suspended = j.spec.as_ref().and_then(|s| s.suspend) == Some(true);
+    j.spec = suspended.then(|| JobSpec { suspend: Some(true), ..JobSpec::default() });
     if let Some(s) = j.status.take() {
         j.status = Some(JobStatus {
             conditions: s.conditions,
