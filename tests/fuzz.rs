@@ -349,8 +349,10 @@ fn observed_jobs() -> impl Strategy<Value = Vec<ObservedJob>> {
         instant(),
         prop::option::of((instant(), any::<bool>())),
         prop::option::of(prop::sample::select(vec!["a", "b"])),
+        // No queue, waiting for its queue (running), or admitted by it.
+        prop::option::of(prop::option::of(instant())),
     )
-        .prop_map(|(n, start, end, request)| ObservedJob {
+        .prop_map(|(n, start, end, request, queue)| ObservedJob {
             name: format!("r-{n}"),
             loop_number: n,
             start,
@@ -367,6 +369,12 @@ fn observed_jobs() -> impl Strategy<Value = Vec<ObservedJob>> {
                     },
                 )
             }),
+            queue: queue.map(|_| "q".to_string()),
+            queued_since: match (queue, end) {
+                (Some(None), None) => Some(start),
+                _ => None,
+            },
+            admitted: queue.flatten().map(|a| a.max(start)),
         });
     prop::collection::vec(one, 0..6)
 }

@@ -40,7 +40,8 @@ struct AdmissionWatch {
 
 impl AdmissionWatch {
     async fn start(ns: &TestNs) -> AdmissionWatch {
-        let (jobs, most): (Arc<Mutex<BTreeMap<String, Seen>>>, Arc<Mutex<usize>>) = Default::default();
+        let jobs: Arc<Mutex<BTreeMap<String, Seen>>> = Arc::default();
+        let most: Arc<Mutex<usize>> = Arc::default();
         let (listed_tx, listed) = tokio::sync::oneshot::channel();
         let mut listed_tx = Some(listed_tx);
         let (record, peak) = (jobs.clone(), most.clone());
