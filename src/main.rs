@@ -93,6 +93,11 @@ struct Args {
     /// status writes, deletes of old Jobs and Events wait while any is waiting.
     #[arg(long, env = "CONCURRENCY", default_value_t = Settings::default().concurrency, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
+    /// Of `--concurrency`, the status writes, deletes of old Jobs and Events in flight at once,
+    /// at most, namespaces in turn: a backlog of them (thousands of new LoopServices to
+    /// report) keeps this few ahead of another namespace's Job create at the API server.
+    #[arg(long, env = "BOOKKEEPING_CONCURRENCY", default_value_t = Settings::default().bookkeeping_concurrency, value_parser = clap::value_parser!(u16).range(1..))]
+    bookkeeping_concurrency: u16,
     /// Reconciles running at once, at most (each LoopService is reconciled by one at a time);
     /// more wait for a place, namespaces in turn. Most of them wait for a turn to make a
     /// request; a waiting reconcile costs a few KiB.
@@ -322,6 +327,7 @@ impl Operator {
         let args = &self.args;
         let settings = Settings {
             concurrency: args.concurrency,
+            bookkeeping_concurrency: args.bookkeeping_concurrency,
             max_reconciles: args.max_reconciles,
             qps: args.client_qps,
             burst: args.client_burst,

@@ -10,6 +10,12 @@
 //! flight: the API server answers the last Job creates of a burst sooner when the burst's
 //! status writes do not compete with them. The bound keeps bookkeeping moving when launches
 //! never stop (thousands of LoopServices on short intervals).
+//!
+//! And fewer bookkeeping requests are in flight at once than turns (namespaces in turn for
+//! those places too): a backlog of thousands of status writes and Events (a namespace that
+//! just made thousands of LoopServices, all to be reported) keeps only that many in the API
+//! server's queue ahead of another namespace's Job create, where it would otherwise fill
+//! every turn.
 
 use std::time::Duration;
 
@@ -30,6 +36,8 @@ pub enum Priority {
 
 pub struct Turns {
     gate: Gate<2>,
+    /// Places for bookkeeping requests in flight, fewer than the gate's turns.
+    bookkeeping: Gate<1>,
     /// Launch requests holding a turn.
     launches_in_flight: watch::Sender<usize>,
 }
@@ -37,27 +45,32 @@ pub struct Turns {
 /// One request's turn, held until dropped.
 pub struct Turn<'a> {
     _place: Place<'a, 2>,
+    _bookkeeping: Option<Place<'a, 1>>,
     _launch: Option<Counted<'a>>,
 }
 
 impl Turns {
-    /// `n` turns at once (at least one).
-    pub fn new(n: usize) -> Turns {
-        Turns { gate: Gate::new(n), launches_in_flight: watch::Sender::new(0) }
+    /// `n` turns at once (at least one), of which `bookkeeping` (at least one) at most for
+    /// bookkeeping.
+    pub fn new(n: usize, bookkeeping: usize) -> Turns {
+        let n = n.max(1);
+        Turns { gate: Gate::new(n), bookkeeping: Gate::new(bookkeeping.clamp(1, n)), launches_in_flight: watch::Sender::new(0) }
     }
 
     /// A turn for a request about a LoopService in `namespace`.
     pub async fn take(&self, priority: Priority, namespace: &str) -> Turn<'_> {
+        let mut bookkeeping = None;
         if priority == Priority::Bookkeeping {
             let mut in_flight = self.launches_in_flight.subscribe();
             let _ = tokio::time::timeout(HOLD_FOR_LAUNCHES, in_flight.wait_for(|n| *n == 0)).await;
+            bookkeeping = Some(self.bookkeeping.take(0, namespace).await);
         }
         let place = self.gate.take(priority as usize, namespace).await;
         let launch = (priority == Priority::Launch).then(|| {
             self.launches_in_flight.send_modify(|n| *n += 1);
             Counted(&self.launches_in_flight)
         });
-        Turn { _place: place, _launch: launch }
+        Turn { _place: place, _bookkeeping: bookkeeping, _launch: launch }
     }
 }
 
@@ -81,7 +94,7 @@ mod tests {
     /// the launch goes first when the turn is freed.
     #[tokio::test]
     async fn a_launch_queued_after_bookkeeping_goes_first() {
-        let turns = Arc::new(Turns::new(1));
+        let turns = Arc::new(Turns::new(1, 1));
         let order = Arc::new(Mutex::new(vec![]));
         let held = turns.take(Priority::Bookkeeping, "ns").await;
         let spawn = |p: Priority, name: &'static str| {
@@ -106,7 +119,7 @@ mod tests {
     /// ahead after `HOLD_FOR_LAUNCHES` if it does not.
     #[tokio::test(start_paused = true)]
     async fn bookkeeping_holds_back_for_launches_in_flight_for_a_bounded_time() {
-        let turns = Turns::new(8);
+        let turns = Turns::new(8, 8);
         let launch = turns.take(Priority::Launch, "ns").await;
         let early = tokio::time::timeout(Duration::from_millis(100), turns.take(Priority::Bookkeeping, "ns")).await;
         assert!(early.is_err(), "bookkeeping took a turn while a launch was in flight");
@@ -122,7 +135,7 @@ mod tests {
     /// A launch that gives up waiting (its reconcile timed out) no longer holds back bookkeeping.
     #[tokio::test]
     async fn a_launch_dropped_while_waiting_stops_holding_back_bookkeeping() {
-        let turns = Turns::new(1);
+        let turns = Turns::new(1, 1);
         let held = turns.take(Priority::Launch, "ns").await;
         let gave_up = tokio::time::timeout(Duration::from_millis(10), turns.take(Priority::Launch, "ns")).await;
         assert!(gave_up.is_err(), "a second turn was given while the only one was out");

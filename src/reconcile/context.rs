@@ -52,6 +52,10 @@ pub struct Settings {
     /// slower in the bench's floor: all after 1.62 s at 256 and 2.28 s at 1,000 at a time,
     /// against 1.46 s at 128.
     pub concurrency: u16,
+    /// Of `concurrency`, the bookkeeping requests (status writes, Events, deletes of old Jobs)
+    /// in flight at once, at most, namespaces in turn: a backlog of them (thousands of new
+    /// LoopServices to report) leaves the API server free to answer Job creates.
+    pub bookkeeping_concurrency: u16,
     /// Reconciles running at once, at most. Far more than `concurrency`, so that due launches
     /// are not stuck in the controller's queue behind reconciles waiting for a request.
     pub max_reconciles: u16,
@@ -68,6 +72,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             concurrency: 128,
+            bookkeeping_concurrency: 16,
             max_reconciles: 1024,
             qps: 500,
             burst: 1000,
@@ -136,7 +141,7 @@ pub struct Context {
 impl Context {
     pub fn new(parts: Parts, caches: Caches) -> Self {
         let Parts { client, reporter, metrics, draining, fault, settings, clock, claims } = parts;
-        let turns = usize::from(settings.concurrency.max(1));
+        let turns = Turns::new(usize::from(settings.concurrency.max(1)), usize::from(settings.bookkeeping_concurrency));
         let slots = usize::from(settings.max_reconciles.max(settings.concurrency).max(1));
         let qps = std::num::NonZeroU32::new(settings.qps.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
         let burst = std::num::NonZeroU32::new(settings.burst.max(settings.qps).max(1)).unwrap_or(std::num::NonZeroU32::MIN);
@@ -154,7 +159,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             released: Mutex::new(HashMap::new()),
-            turns: Turns::new(turns),
+            turns,
             slots: Gate::new(slots),
             verdicts: Verdicts::default(),
         }
