@@ -112,6 +112,10 @@ fuzz: ## Property tests with many cases: FUZZ_CASES per property (100000), at mo
 bench: fake-nodes build ## Scale figures beside CronJobs on fake nodes (about 15 min; BENCH_* sizes in benches/scale.rs), plots in target/bench
 	eval "$$($(CLUSTER) env)"; $(CARGO) bench --bench scale
 
+.PHONY: bench-steady
+bench-steady: fake-nodes build ## Steady load: N loops as LoopServices, as CronJobs, by a bare client (about 15 min; BENCH_STEADY_N/_INTERVAL/_MINUTES), plot in target/bench
+	eval "$$($(CLUSTER) env)"; BENCH_PHASES=steady $(CARGO) bench --bench scale
+
 .PHONY: bench-memory
 bench-memory: ## Print the memory one LoopService costs in the operator's store, metrics and bookkeeping (no cluster)
 	$(CARGO) bench --bench memory

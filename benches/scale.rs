@@ -18,6 +18,11 @@
 //!    `BENCH_FAIR_BROKEN` (5000) broken ones created in another, and after a restart: how
 //!    late their Jobs are.
 //!
+//! 6. (`make bench-steady`, not in the default phases) `steady`: `BENCH_STEADY_N` (1000) loops
+//!    every `BENCH_STEADY_INTERVAL` (60 s) for `BENCH_STEADY_MINUTES` (4) minutes as
+//!    LoopServices, as CronJobs, and created by a bare client at the same moments: Jobs made
+//!    against due, lateness, CPU, etcd's size (see scale/steady.rs).
+//!
 //! `BENCH_PHASES` (default `floor,peers,overdue,fairness,idle`; `loopservices` is `peers` without the
 //! CronJobs) picks phases. `BENCH_FLOOR_AT_ONCE` (a comma list; default `--concurrency`'s) sets
 //! the floor's creates in flight at once. `BENCH_OPERATOR_ENV="K=V,K=V"` passes extra
@@ -38,6 +43,8 @@ mod idle;
 mod overdue;
 #[path = "scale/peers.rs"]
 mod peers;
+#[path = "scale/plane.rs"]
+mod plane;
 #[path = "scale/plot.rs"]
 mod plot;
 #[path = "scale/proc.rs"]
@@ -46,6 +53,8 @@ mod proc;
 mod report;
 #[path = "scale/stats.rs"]
 mod stats;
+#[path = "scale/steady.rs"]
+mod steady;
 #[path = "scale/watch.rs"]
 mod watch;
 
@@ -132,6 +141,20 @@ async fn main() {
             series.push(("CronJob", &c.skew[..], RGBColor(210, 40, 40)));
         }
         plots.push(plot::cdf("skew-cdf.png", "Job creation after due: CDF", &series));
+    }
+    if phases.contains("steady") {
+        let (sn, every, sm) = steady::sizes();
+        println!("\nSteady phase: {sn} loops every {every} s for {sm} min (BENCH_STEADY_N, BENCH_STEADY_INTERVAL, BENCH_STEADY_MINUTES)");
+        let r = steady::run(sn, every, sm).await;
+        report::steady(&r);
+        let colors = [RGBColor(30, 90, 200), RGBColor(210, 40, 40), RGBColor(40, 150, 60)];
+        let series: Vec<plot::Series> = r.phases.iter().zip(colors).map(|(p, c)| (p.name, p.late.clone(), c)).collect();
+        plots.push(plot::scatter_log(
+            "steady-lateness.png",
+            "Steady load: Job lateness over time",
+            "seconds into the phase (due time)",
+            &series,
+        ));
     }
     if phases.contains("overdue") && overdue_n > 0 {
         println!("\nOverdue phase: {overdue_n} LoopServices created with the operator stopped");

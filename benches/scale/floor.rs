@@ -26,8 +26,9 @@ pub struct FloorResult {
     pub lat: Vec<f64>,
 }
 
-/// The Job of loop 1 of bench LoopService `name`, without its owner (there is none here).
-fn loop_job(name: &str, now: jiff::Timestamp) -> Job {
+/// The Job of loop `loop_number` of bench LoopService `name`, due and started at `now`,
+/// without its owner (there is none here).
+pub fn loop_job(name: &str, loop_number: i64, now: jiff::Timestamp) -> Job {
     let mut ls: LoopService = serde_json::from_value(loopservice(name, "60s", false)).expect("a bench LoopService");
     ls.metadata.namespace = Some("bench".into());
     ls.metadata.uid = Some(format!("00000000-0000-4000-8000-{:012x}", name.len()));
@@ -35,7 +36,7 @@ fn loop_job(name: &str, now: jiff::Timestamp) -> Job {
     let params = JobParams {
         ls: &ls,
         spec: &spec,
-        loop_number: 1,
+        loop_number,
         scheduled: now,
         start: now,
         run_request: None,
@@ -67,7 +68,7 @@ pub async fn run(n: usize, at_once: usize) -> (FloorResult, TestNs) {
     let ns = TestNs::new("bench-floor").await;
     let watch = JobWatch::start(&ns.name);
     let now = jiff::Timestamp::now();
-    let jobs: Vec<Job> = (0..n).map(|i| loop_job(&format!("floor-{i}"), now)).collect();
+    let jobs: Vec<Job> = (0..n).map(|i| loop_job(&format!("floor-{i}"), 1, now)).collect();
     let client = kube::Client::try_default().await.expect("a client");
     let api: Api<Job> = Api::namespaced(client, &ns.name);
     let began = jiff::Timestamp::now();

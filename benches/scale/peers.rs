@@ -197,6 +197,18 @@ pub struct CronResult {
     pub seconds: f64,
 }
 
+/// A CronJob running `true` on the fake nodes every minute.
+pub fn cronjob(name: &str) -> CronJob {
+    let mut pod = fake_node_pod_spec();
+    pod["restartPolicy"] = json!("Never");
+    pod["containers"] = json!([{"name": "main", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"]}]);
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": pod}}}}
+    }))
+    .unwrap()
+}
+
 pub async fn cronjobs(n: usize, minutes: usize) -> CronResult {
     let ns = TestNs::new("bench-cron").await;
     let watch = JobWatch::start(&ns.name);
@@ -206,16 +218,7 @@ pub async fn cronjobs(n: usize, minutes: usize) -> CronResult {
         .map(|i| {
             let api = api.clone();
             async move {
-                let mut pod = fake_node_pod_spec();
-                pod["restartPolicy"] = json!("Never");
-                pod["containers"] =
-                    json!([{"name": "main", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent", "command": ["true"]}]);
-                let cj: CronJob = serde_json::from_value(json!({
-                    "metadata": {"name": format!("cron-{i}")},
-                    "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": pod}}}}
-                }))
-                .unwrap();
-                api.create(&PostParams::default(), &cj).await.expect("create CronJob");
+                api.create(&PostParams::default(), &cronjob(&format!("cron-{i}"))).await.expect("create CronJob");
             }
         })
         .buffer_unordered(16);

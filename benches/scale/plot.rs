@@ -130,3 +130,48 @@ pub fn lines(file: &str, title: &str, x_name: &str, series: &[Series]) -> anyhow
     }
     Ok(path)
 }
+
+/// Each named series of (x, y in seconds) as dots, y on a log axis in ms (values under 1 ms
+/// drawn at 1 ms): lateness against the time it came due.
+pub fn scatter_log(file: &str, title: &str, x_name: &str, series: &[Series]) -> anyhow::Result<PathBuf> {
+    let path = out_dir().join(file);
+    std::fs::create_dir_all(out_dir())?;
+    let pts = || series.iter().flat_map(|(_, v, _)| v.iter().copied());
+    anyhow::ensure!(pts().next().is_some(), "no samples to plot");
+    let xmax = pts().map(|p| p.0).fold(1.0, f64::max);
+    let hi_exp = pts().map(|p| p.1 * 1000.0).fold(10.0, f64::max).log10().ceil() as i32;
+    let hi = 10f64.powi(hi_exp.max(1));
+    {
+        let root = BitMapBackend::new(&path, (900, 560)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin_left(70)
+            .margin_right(30)
+            .margin_top(50)
+            .margin_bottom(60)
+            .build_cartesian_2d(0.0..xmax, (1.0..hi).log_scale())?;
+        for k in 0..=5 {
+            let x = xmax * k as f64 / 5.0;
+            chart.draw_series(LineSeries::new([(x, 1.0), (x, hi)], GRID))?;
+            let (px, py) = chart.backend_coord(&(x, 1.0));
+            let l = format!("{x:.0}");
+            text(&root, (px - label_w(&l) / 2, py + 8), &l, &BLACK, 1);
+        }
+        for e in 0..=hi_exp.max(1) {
+            let y = 10f64.powi(e);
+            chart.draw_series(LineSeries::new([(0.0, y), (xmax, y)], GRID))?;
+            let (px, py) = chart.backend_coord(&(0.0, y));
+            let l = if y < 1000.0 { format!("{y}ms") } else { format!("{}s", y / 1000.0) };
+            text(&root, (px - label_w(&l) - 6, py - 4), &l, &BLACK, 1);
+        }
+        chart.draw_series(LineSeries::new([(0.0, 1.0), (xmax, 1.0), (xmax, hi), (0.0, hi), (0.0, 1.0)], BLACK))?;
+        for (i, (name, v, color)) in series.iter().enumerate() {
+            chart.draw_series(v.iter().map(|(x, y)| Circle::new((*x, (y * 1000.0).clamp(1.0, hi)), 2, color.filled())))?;
+            text(&root, (90, 60 + 12 * i as i32), &format!("{name} (n={})", v.len()), color, 1);
+        }
+        text(&root, (70, 14), title, &BLACK, 2);
+        text(&root, (330, 530), x_name, &BLACK, 1);
+        root.present()?;
+    }
+    Ok(path)
+}

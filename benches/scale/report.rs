@@ -7,6 +7,7 @@ use crate::idle::IdleResult;
 use crate::overdue::OverdueResult;
 use crate::peers::{CronResult, LsResult};
 use crate::stats::{fmt, target, Sample};
+use crate::steady::Steady;
 
 pub fn peers(ls: &LsResult, cron: Option<&CronResult>) {
     let l = Sample::new(ls.skew.clone());
@@ -203,5 +204,62 @@ pub fn fairness(r: &FairResult) {
                 met
             )
         );
+    }
+}
+
+/// Seconds as ms under one second, else as s.
+fn dur(v: f64) -> String {
+    if v.is_finite() && v.abs() < 1.0 {
+        format!("{} ms", fmt(v * 1000.0))
+    } else {
+        format!("{} s", fmt(v))
+    }
+}
+
+pub fn steady(r: &Steady) {
+    println!(
+        "\nSteady load: {} loops every {} s for {} minutes, as LoopServices, as CronJobs, and created by a bare client",
+        r.n, r.interval, r.minutes
+    );
+    println!("(lateness: the bench's Job watch saw the Job's ADDED event after its due time; n: the Jobs timed)\n");
+    println!("| {} minutes | Jobs made / due | lateness p50 | p90 | p99 | max (n) | CPU |", r.minutes);
+    println!("|---|---|---|---|---|---|---|");
+    for p in &r.phases {
+        let s = Sample::new(p.late.iter().map(|x| x.1).collect());
+        let api = p.plane.iter().find(|c| c.0 == "kube-apiserver").map_or(f64::NAN, |c| c.1);
+        println!(
+            "| {} | {} / {} | {} | {} | {} | {} (n={}) | {} {} s, kube-apiserver {} s |",
+            p.name,
+            p.made,
+            p.due,
+            dur(s.p(0.5)),
+            dur(s.p(0.9)),
+            dur(s.p(0.99)),
+            dur(s.max()),
+            s.n(),
+            p.maker.0,
+            fmt(p.maker.1),
+            fmt(api)
+        );
+    }
+    println!("\n| phase | {} CPU s | etcd db MiB before -> after (in use) | peak RSS |", crate::plane::COMPONENTS.join(" CPU s | "));
+    println!("|---|---|---|---|---|---|");
+    let db = |d: Option<(f64, f64)>| d.map_or("-".into(), |(t, u)| format!("{} ({})", fmt(t), fmt(u)));
+    for p in &r.phases {
+        println!(
+            "| {} | {} | {} -> {} | {} |",
+            p.name,
+            p.plane.iter().map(|c| fmt(c.1)).collect::<Vec<_>>().join(" | "),
+            db(p.db[0]),
+            db(p.db[1]),
+            p.peak_rss_mib.map_or("-".into(), |m| format!("operator {} MiB (VmHWM)", fmt(m)))
+        );
+    }
+    println!("  (CPU over each phase; every client of the cluster is in the control plane's: the Job controller,");
+    println!("   scheduler and kwok run all three phases' Jobs, and anything else using the cluster then)");
+    for p in &r.phases {
+        for n in &p.notes {
+            println!("  {}: {n}", p.name);
+        }
     }
 }
