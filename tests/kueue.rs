@@ -289,7 +289,12 @@ mod newest_only {
         assert!(finished_loops >= N, "each LoopService finished a loop");
         // The start-delay metric tells the operator's part from the queue's.
         println!("loopservice_start_delay_seconds counts: created {created_count}, admitted {admitted_count}");
-        assert_eq!(created_count, loops as u64, "one created-stage sample per Job");
+        // One created-stage sample per Job; a LoopService may have started one more loop between
+        // the read of /metrics and the operator's stop.
+        assert!(
+            created_count <= loops as u64 && created_count + N as u64 >= loops as u64,
+            "{created_count} created-stage samples for {loops} Jobs"
+        );
         assert!(admitted_count as usize >= finished_loops && admitted_count as usize <= loops, "{metrics}");
     }
 }
