@@ -164,14 +164,8 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
     // A Job for a queue is created suspended: the queue (Kueue) resumes it once admitted.
     let queued = spec.job_labels.contains_key(LABEL_QUEUE_NAME);
     // The operator's keys win; validation refuses a template or jobMetadata that sets them.
-    let mut job_labels = spec.job_labels.clone();
-    job_labels.extend(labels.clone());
-    let mut job_annotations = spec.job_annotations.clone();
-    job_annotations.extend(annotations.clone());
-    let mut pod_labels = spec.pod_labels.clone();
-    pod_labels.extend(labels.clone());
-    let mut pod_annotations = spec.pod_annotations.clone();
-    pod_annotations.extend(annotations.clone());
+    let (job_labels, job_annotations) = (over(&spec.job_labels, &labels), over(&spec.job_annotations, &annotations));
+    let (pod_labels, mut pod_annotations) = (over(&spec.pod_labels, &labels), over(&spec.pod_annotations, &annotations));
     // `kubectl logs` and `exec` go to the loop's container unless told otherwise.
     pod_annotations.entry(ANN_DEFAULT_CONTAINER.to_string()).or_insert_with(|| CONTAINER.to_string());
     Some(Job {
@@ -199,6 +193,13 @@ pub fn build_job(p: &JobParams<'_>) -> Option<Job> {
         }),
         status: None,
     })
+}
+
+/// `theirs` with `ours` over it.
+fn over(theirs: &BTreeMap<String, String>, ours: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut all = theirs.clone();
+    all.extend(ours.iter().map(|(k, v)| (k.clone(), v.clone())));
+    all
 }
 
 /// The Job as the API server is sent it: `job`, built by [`build_job`] from `spec`, with the
