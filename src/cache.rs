@@ -17,6 +17,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::keys;
+use crate::shard::{owner_label, Filter};
 
 /// Watches are closed and re-opened by the server after this many seconds; a watch that hears
 /// nothing for this long (plus kube's margin) is taken for dead and re-opened.
@@ -131,18 +132,26 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     /// Starts a cache of the objects that `config` selects through `apis` (one watch each: a
-    /// namespace's, or a cluster-wide one, `None`), each trimmed by `trim` before it is stored.
-    /// Returns the cache and the stream of changed objects that keeps it.
+    /// namespace's, or a cluster-wide one, `None`) and that `shard` keeps (by the LoopService
+    /// they are labelled as), each trimmed by `trim` before it is stored. Returns the cache and
+    /// the stream of changed objects that keeps it.
     pub fn new(
         apis: Vec<(Option<String>, Api<K>)>,
         config: watcher::Config,
+        shard: Filter,
         trim: fn(&mut K),
     ) -> (Self, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static) {
         let (store, writer) = reflector::store();
         let index = OwnerIndex::default();
         let indexer = index.clone();
-        let watches =
-            apis.into_iter().map(|(ns, api)| (ns, watcher::watcher(api, config.clone()).backoff(watch_backoff()).modify(trim))).collect();
+        let watch = |api| {
+            let shard = shard.clone();
+            watcher::watcher(api, config.clone())
+                .backoff(watch_backoff())
+                .try_filter(move |e| std::future::ready(shard.keeps(e, owner_label)))
+                .modify(trim)
+        };
+        let watches = apis.into_iter().map(|(ns, api)| (ns, watch(api))).collect();
         let stream = crate::watches::combine(watches, &store)
             .inspect(move |e| {
                 if let Ok(e) = e {

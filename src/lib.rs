@@ -12,6 +12,7 @@ pub mod reasons;
 pub mod requester;
 pub mod rules;
 pub mod scope;
+pub mod shard;
 pub mod text;
 // Pure logic: timing, validation, a loop's Job, the status of loops.
 pub mod clock;

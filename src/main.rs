@@ -25,7 +25,9 @@ use loopservice_operator::metrics_auth::{Authorizer, MetricsAuth};
 use loopservice_operator::reconcile::claim::Claims;
 use loopservice_operator::reconcile::{Fault, LoopEvents, Parts, Settings};
 use loopservice_operator::runtime;
+use loopservice_operator::runtime::Selection;
 use loopservice_operator::scope::{Scope, ScopeError};
+use loopservice_operator::shard::{self, Shard, ShardError};
 use loopservice_operator::telemetry::{self, LogFormat};
 
 /// Runs one Kubernetes Job per loop of each LoopService, on start-anchored timing.
@@ -89,6 +91,13 @@ struct Args {
     /// namespace, else `default`, when absent.
     #[arg(long, env = "POD_NAMESPACE")]
     lease_namespace: Option<String>,
+    /// Shards the LoopServices are split between: each shard (a release of its own, with its own
+    /// Lease and standbys) works those whose uid hashes into its share of the hash space.
+    #[arg(long, env = "SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    shards: u32,
+    /// Which shard this is, from 0 to `--shards` less one.
+    #[arg(long, env = "SHARD_INDEX", default_value_t = 0)]
+    shard_index: u32,
     /// API requests that reconciles make at once, at most. Due loops' Job creates go first;
     /// status writes, deletes of old Jobs and Events wait while any is waiting.
     #[arg(long, env = "CONCURRENCY", default_value_t = Settings::default().concurrency, value_parser = clap::value_parser!(u16).range(1..))]
@@ -141,6 +150,11 @@ impl Args {
     fn scope(&self) -> Result<Scope, ScopeError> {
         let watch: Vec<String> = self.namespace.iter().chain(&self.namespaces).cloned().collect();
         Scope::new(&watch, &self.exclude_namespaces)
+    }
+
+    /// This release's shard.
+    fn shard(&self) -> Result<Shard, ShardError> {
+        Shard::new(self.shard_index, self.shards)
     }
 
     /// The leader Lease's namespace: the first watched namespace, else `default`, when not given.
@@ -222,20 +236,26 @@ fn main() {
     runtime.block_on(operate());
 }
 
+/// Flags that make no sense end the operator before it starts.
+fn exit_on_flags(e: &dyn std::fmt::Display) -> ! {
+    eprintln!("loopservice-operator: {e}");
+    std::process::exit(2);
+}
+
 async fn operate() {
-    let args = Args::parse();
+    let mut args = Args::parse();
     if let Err(e) = telemetry::init(&args.log_level, args.log_format) {
         eprintln!("loopservice-operator: {e}");
         std::process::exit(2);
     }
-    let scope = match args.scope() {
-        Ok(scope) => scope,
-        Err(e) => {
-            eprintln!("loopservice-operator: {e}");
-            std::process::exit(2);
-        }
+    let (scope, shard) = match (args.scope(), args.shard()) {
+        (Ok(scope), Ok(shard)) => (scope, shard),
+        (Err(e), _) => exit_on_flags(&e),
+        (_, Err(e)) => exit_on_flags(&e),
     };
-    match run(args, scope).await {
+    // Each shard has a Lease (and so a claim name) of its own.
+    args.lease_name = shard.lease_name(&args.lease_name);
+    match run(args, scope, shard).await {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             error!("{e:#}");
@@ -244,7 +264,7 @@ async fn operate() {
     }
 }
 
-async fn client(args: &Args) -> anyhow::Result<Client> {
+async fn config(args: &Args) -> anyhow::Result<Config> {
     let options = KubeConfigOptions { context: args.context.clone(), ..KubeConfigOptions::default() };
     let config = match &args.kubeconfig {
         Some(path) => {
@@ -257,11 +277,21 @@ async fn client(args: &Args) -> anyhow::Result<Client> {
     // by the reconcile timeout, and a silent watch by the watch timeout.
     let mut config = config;
     config.connect_timeout = Some(Duration::from_secs(5));
-    Ok(Client::try_from(config)?)
+    Ok(config)
 }
 
-async fn run(args: Args, scope: Scope) -> anyhow::Result<()> {
-    let client = client(&args).await?;
+/// The client of the LoopService watch of one shard of several: the operator's, each request
+/// asking for the shard's range only (`shardSelector`, where the API server serves it).
+fn shard_client(config: Config, shard: &Shard) -> anyhow::Result<Option<Client>> {
+    let Some(selector) = shard.selector() else { return Ok(None) };
+    let layer = tower::util::MapRequestLayer::new(move |req: ::http::Request<kube::client::Body>| shard::add_selector(req, &selector));
+    Ok(Some(kube::client::ClientBuilder::try_from(config)?.with_layer(&layer).build()))
+}
+
+async fn run(args: Args, scope: Scope, shard: Shard) -> anyhow::Result<()> {
+    let config = config(&args).await?;
+    let client = Client::try_from(config.clone())?;
+    let selection = Selection { scope, shard, loopservice_client: shard_client(config, &shard)? };
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     // A release claims the LoopServices it works by its leader Lease; without leader election it
@@ -293,7 +323,7 @@ async fn run(args: Args, scope: Scope) -> anyhow::Result<()> {
         }
     });
     let clock = Arc::new(args.clock());
-    let operator = Operator { client, metrics, ready, claims, clock, args, scope };
+    let operator = Operator { client, metrics, ready, claims, clock, args, selection };
     let mut signals = Signals::new()?;
     if operator.args.leader_elect {
         operator.elected(&mut signals).await
@@ -311,7 +341,7 @@ struct Operator {
     /// Shared by every term, so that what it learnt of the API server's clock is kept.
     clock: Arc<ServerClock>,
     args: Args,
-    scope: Scope,
+    selection: Selection,
 }
 
 /// A running term of work: the controller task, and how to stop it.
@@ -349,7 +379,7 @@ impl Operator {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let controller = tokio::spawn(runtime::run(parts, self.scope.clone(), self.ready.clone(), shutdown));
+        let controller = tokio::spawn(runtime::run(parts, self.selection.clone(), self.ready.clone(), shutdown));
         Term { draining, stop, controller }
     }
 
@@ -361,7 +391,7 @@ impl Operator {
 
     /// Without leader election: one term, until a signal.
     async fn alone(&self, signals: &mut Signals) -> anyhow::Result<()> {
-        info!(namespace = %self.scope, "starting controller");
+        info!(namespace = %self.selection.scope, shard = %self.selection.shard, "starting controller");
         let mut term = self.term();
         tokio::select! {
             name = signals.next() => info!(signal = name, "draining"),

@@ -48,6 +48,22 @@ pub struct StageLabels {
     pub stage: Stage,
 }
 
+/// Objects the watches were sent, by kind and by whether they are this shard's.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// `loopservice`, `job` or `pod`.
+    pub kind: &'static str,
+    /// `ours` (kept) or `others` (another shard's, dropped).
+    pub shard: &'static str,
+}
+
+/// Which shard this release is.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabels {
+    pub index: u32,
+    pub shards: u32,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub step: String,
@@ -80,6 +96,10 @@ pub struct Metrics {
     pub clock_offset_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// LoopServices another release of the operator works, which this one stands by for.
     pub claimed_elsewhere: Gauge,
+    /// Objects the watches were sent (added, changed, deleted, listed), by kind and shard.
+    pub watch_events: Family<WatchLabels, Counter>,
+    /// 1, labelled with this release's shard and the number of shards.
+    pub shard: Family<ShardLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -105,65 +125,82 @@ impl Default for Metrics {
             stuck: Family::default(),
             clock_offset_seconds: Gauge::default(),
             claimed_elsewhere: Gauge::default(),
+            watch_events: Family::default(),
+            shard: Family::default(),
             registry: Registry::default(),
             seen: Default::default(),
         };
-        registry.register("loops_started", "Loops started (Jobs created)", m.loops_started.clone());
-        registry.register("loops_finished", "Loops finished, by result (succeeded or failed)", m.loops_finished.clone());
-        registry.register("overruns", "Loops that ran longer than their interval", m.overruns.clone());
-        registry.register(
-            "loops_missed",
-            "Due times skipped because their loop would have started past spec.catchUpWindow",
-            m.loops_missed.clone(),
-        );
-        registry.register("reconcile_errors", "Reconciles that failed, by step; they are retried with backoff", m.reconcile_errors.clone());
-        registry.register("reconciles", "Reconciles run", m.reconciles.clone());
-        registry.register(
-            "stale_cache_reads",
-            "Reconciles that found the cached LoopService behind the operator's own last status write and read the stored one",
-            m.stale_reads.clone(),
-        );
-        registry.register(
-            "own_write_waits",
-            "Reconciles put off for a moment because the cache did not show the operator's own status write of a moment ago yet",
-            m.own_write_waits.clone(),
-        );
-        registry.register("reconcile_duration_seconds", "Time one reconcile took", m.reconcile_seconds.clone());
-        registry.register(
-            "start_delay_seconds",
-            "How late a loop started, by stage: created (its Job's creation after the loop was due) and admitted (a queued Job's admission after its creation)",
-            m.start_delay_seconds.clone(),
-        );
-        registry.register(
-            "consecutive_failures",
-            "Loops of the LoopService that failed in a row, up to now (status.consecutiveFailures; 0 after a success)",
-            m.consecutive_failures.clone(),
-        );
-        registry.register(
-            "overrunning",
-            "1 while the LoopService's latest finished loop ran longer than its interval (the Overrun condition), else 0",
-            m.overrunning.clone(),
-        );
-        registry.register(
-            "stuck",
-            "1 while the LoopService's loops cannot go on: the running loop's Pod cannot start (Ready=False, reason LoopStuck) or the next loop's Job name is taken (JobNameTaken), else 0",
-            m.stuck.clone(),
-        );
-        registry.register(
-            "clock_offset_seconds",
-            "The API server's clock minus this machine's, as estimated from the times the API server stamps; loops are planned and recorded on the API server's",
-            m.clock_offset_seconds.clone(),
-        );
-        registry.register(
-            "claimed_elsewhere",
-            "LoopServices another release of the operator claims and works, which this one stands by for",
-            m.claimed_elsewhere.clone(),
-        );
+        m.register(registry);
         Metrics { registry: root, ..m }
     }
 }
 
 impl Metrics {
+    /// Registers every series of the operator's own in `registry`.
+    fn register(&self, registry: &mut Registry) {
+        registry.register("loops_started", "Loops started (Jobs created)", self.loops_started.clone());
+        registry.register("loops_finished", "Loops finished, by result (succeeded or failed)", self.loops_finished.clone());
+        registry.register("overruns", "Loops that ran longer than their interval", self.overruns.clone());
+        registry.register(
+            "loops_missed",
+            "Due times skipped because their loop would have started past spec.catchUpWindow",
+            self.loops_missed.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by step; they are retried with backoff",
+            self.reconcile_errors.clone(),
+        );
+        registry.register("reconciles", "Reconciles run", self.reconciles.clone());
+        registry.register(
+            "stale_cache_reads",
+            "Reconciles that found the cached LoopService behind the operator's own last status write and read the stored one",
+            self.stale_reads.clone(),
+        );
+        registry.register(
+            "own_write_waits",
+            "Reconciles put off for a moment because the cache did not show the operator's own status write of a moment ago yet",
+            self.own_write_waits.clone(),
+        );
+        registry.register("reconcile_duration_seconds", "Time one reconcile took", self.reconcile_seconds.clone());
+        registry.register(
+            "start_delay_seconds",
+            "How late a loop started, by stage: created (its Job's creation after the loop was due) and admitted (a queued Job's admission after its creation)",
+            self.start_delay_seconds.clone(),
+        );
+        registry.register(
+            "consecutive_failures",
+            "Loops of the LoopService that failed in a row, up to now (status.consecutiveFailures; 0 after a success)",
+            self.consecutive_failures.clone(),
+        );
+        registry.register(
+            "overrunning",
+            "1 while the LoopService's latest finished loop ran longer than its interval (the Overrun condition), else 0",
+            self.overrunning.clone(),
+        );
+        registry.register(
+            "stuck",
+            "1 while the LoopService's loops cannot go on: the running loop's Pod cannot start (Ready=False, reason LoopStuck) or the next loop's Job name is taken (JobNameTaken), else 0",
+            self.stuck.clone(),
+        );
+        registry.register(
+            "clock_offset_seconds",
+            "The API server's clock minus this machine's, as estimated from the times the API server stamps; loops are planned and recorded on the API server's",
+            self.clock_offset_seconds.clone(),
+        );
+        registry.register(
+            "claimed_elsewhere",
+            "LoopServices another release of the operator claims and works, which this one stands by for",
+            self.claimed_elsewhere.clone(),
+        );
+        registry.register(
+            "watch_events",
+            "Objects the watches were sent (listed, added, changed or deleted), by kind, and by shard: ours (kept) or others (another shard's, dropped here; none where the API server shards the LoopService watch itself)",
+            self.watch_events.clone(),
+        );
+        registry.register("shard", "1, labelled with this release's shard index and the number of shards", self.shard.clone());
+    }
+
     /// The start-delay histogram of one stage.
     pub fn start_delay(&self, stage: Stage) -> Histogram {
         self.start_delay_seconds.get_or_create(&StageLabels { stage }).clone()

@@ -22,10 +22,11 @@ use crate::cache::{self, Cache};
 use crate::cached::CachedLoopService;
 use crate::crd::{LoopService, Phase};
 use crate::keys::ANN_LAST_APPLIED;
-use crate::metrics::LsLabels;
+use crate::metrics::{LsLabels, ShardLabels};
 use crate::reasons::{ConditionType, Reason, FALSE};
 use crate::reconcile::{error_policy, reconcile, Caches, Context, Parts};
 use crate::scope::Scope;
+use crate::shard::{Filter, Shard};
 use crate::text::clip;
 
 /// How often the series of deleted LoopServices are swept from /metrics.
@@ -33,16 +34,31 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How long no reconcile runs (give or take half of it) before freed heap is handed back.
 const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(1);
 
-/// Runs the controller on the LoopServices of `scope` until `shutdown` resolves and every
+/// The LoopServices the operator works: those of its namespaces and its shard.
+#[derive(Clone)]
+pub struct Selection {
+    pub scope: Scope,
+    pub shard: Shard,
+    /// The client of the LoopService watch when it differs from the operator's: one that asks
+    /// the API server for the shard's LoopServices only.
+    pub loopservice_client: Option<Client>,
+}
+
+/// Runs the controller on the LoopServices of `selection` until `shutdown` resolves and every
 /// in-flight reconcile has finished. `ready` is set once the caches have synced.
-pub async fn run(parts: Parts, scope: Scope, ready: Arc<AtomicBool>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(parts: Parts, selection: Selection, ready: Arc<AtomicBool>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = parts.client.clone();
-    let (jobs, job_stream) = Cache::new(apis(&client, &scope), scope.config(cache::owned_config()), cache::trim_job);
-    let (pods, pod_stream) = Cache::new(apis(&client, &scope), scope.config(cache::owned_config()), cache::trim_pod);
+    let Selection { scope, shard, loopservice_client } = selection;
+    parts.metrics.shard.get_or_create(&ShardLabels { index: shard.index(), shards: shard.count() }).set(1);
+    let filter = |kind| Filter::new(shard, &parts.metrics, kind);
+    let owned = || scope.config(cache::owned_config());
+    let (jobs, job_stream) = Cache::new(apis(&client, &scope), owned(), filter("job"), cache::trim_job);
+    let (pods, pod_stream) = Cache::new(apis(&client, &scope), owned(), filter("pod"), cache::trim_pod);
     let caches = Caches { jobs, pods, synced: Arc::new(AtomicBool::new(false)), watch_failed_at: Arc::new(AtomicI64::new(0)) };
     cache::drive(pod_stream, "pods", caches.watch_failed_at.clone());
     let (store, writer) = reflector::store();
-    let ls_stream = loopservices(&client, &scope, &store)
+    let ls_client = loopservice_client.unwrap_or_else(|| client.clone());
+    let ls_stream = loopservices(&ls_client, &scope, filter("loopservice"), &store)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(loopservice_fingerprint, Default::default());
@@ -92,6 +108,7 @@ where
 fn loopservices(
     client: &Client,
     scope: &Scope,
+    shard: Filter,
     store: &Store<CachedLoopService>,
 ) -> impl Stream<Item = Result<watcher::Event<CachedLoopService>, watcher::Error>> + Send + 'static {
     let ar = ApiResource::erase::<LoopService>(&());
@@ -102,8 +119,10 @@ fn loopservices(
             None => Api::all_with(client.clone(), &ar),
         };
         let undecodable = raw_api.clone();
+        let shard = shard.clone();
         let stream = watcher(raw_api, config.clone())
             .backoff(cache::watch_backoff())
+            .try_filter(move |event| std::future::ready(shard.keeps(event, |o| o.metadata.uid.as_deref())))
             .try_filter_map(move |event| std::future::ready(Ok(decode_event(event, &undecodable))))
             .modify(trim_loopservice)
             .map_ok(to_cached);

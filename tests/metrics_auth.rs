@@ -11,20 +11,9 @@ use std::time::Duration;
 use serde_yaml::Value;
 use support::*;
 
-const CHART: &str = "charts/loopservice-operator";
-
 /// The documents `helm template` renders with `args`.
 fn render(args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["template", "x", CHART, "-n", "ops"];
-    all.extend(args);
-    let out = Command::new("helm").args(&all).current_dir(repo_root()).output().expect("helm on PATH (eval \"$(hack/cluster.sh env)\")");
-    assert!(out.status.success(), "helm template {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split("\n---")
-        .filter_map(|d| serde_yaml::from_str::<Value>(d).ok())
-        .filter(|d| d.is_mapping())
-        .collect()
+    helm_render(args)
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
@@ -98,7 +87,11 @@ fn the_chart_asks_a_token_for_metrics_by_default_with_the_rbac_to_check_it_and_a
     assert!(args(&docs).contains(&"--metrics-auth=none".into()));
     assert!(!docs.iter().any(|d| d["metadata"]["name"].as_str().is_some_and(|n| n.contains("-metrics-"))
         && d["kind"].as_str().is_some_and(|k| k.starts_with("ClusterRole"))));
-    let out = Command::new("helm").args(["template", "x", CHART, "--set", "metrics.auth=off"]).current_dir(repo_root()).output().unwrap();
+    let out = Command::new("helm")
+        .args(["template", "x", "charts/loopservice-operator", "--set", "metrics.auth=off"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("metrics.auth must be token or none"));
 }
 

@@ -744,6 +744,20 @@ pub fn chart_rbac(ns: &str, sets: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The documents `helm template x <chart> -n ops` renders with `args`.
+pub fn helm_render(args: &[&str]) -> Vec<serde_yaml::Value> {
+    let mut all = vec!["template", "x", "charts/loopservice-operator", "-n", "ops"];
+    all.extend(args);
+    let out = Command::new("helm").args(&all).current_dir(repo_root()).output().expect("helm on PATH (eval \"$(hack/cluster.sh env)\")");
+    assert!(out.status.success(), "helm template {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split("\n---")
+        .filter_map(|d| serde_yaml::from_str::<serde_yaml::Value>(d).ok())
+        .filter(|d| d.is_mapping())
+        .collect()
+}
+
 /// `kubectl apply` of `yaml`, whose objects name their namespaces.
 pub fn kubectl_apply(yaml: &str) {
     use std::io::Write;

@@ -63,7 +63,11 @@ ensure_version_binaries() {
 
 # The API server refuses a loopback address for the `kubernetes` Service's endpoints (1.20
 # only logged it); nothing in the cluster uses them (hack/cluster/api-gateway.sh).
-apiserver_version_args() { echo --enable-admission-plugins NodeRestriction --endpoint-reconciler-type none; }
+# Sharded list and watch (KEP-5866, alpha) is on, so that shards of the operator are sent
+# their own LoopServices only.
+apiserver_version_args() {
+  echo --enable-admission-plugins NodeRestriction --endpoint-reconciler-type none --feature-gates ShardedListAndWatch=true
+}
 
 kcm_version_args() {
   echo --controllers '*,-node-ipam-controller'
