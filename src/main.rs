@@ -20,7 +20,7 @@ use tracing::{debug, error, info, warn};
 use loopservice_operator::clock::OffsetClock;
 use loopservice_operator::clock::{ServerClock, SystemClock};
 use loopservice_operator::http::{self, HttpState, MetricsState, TlsFiles};
-use loopservice_operator::metrics::Metrics;
+use loopservice_operator::metrics::{Metrics, ShardLabels};
 use loopservice_operator::metrics_auth::{Authorizer, MetricsAuth};
 use loopservice_operator::reconcile::claim::Claims;
 use loopservice_operator::reconcile::{Fault, LoopEvents, Parts, Settings};
@@ -293,6 +293,7 @@ async fn run(args: Args, scope: Scope, shard: Shard) -> anyhow::Result<()> {
     let client = Client::try_from(config.clone())?;
     let selection = Selection { scope, shard, loopservice_client: shard_client(config, &shard)? };
     let metrics = Arc::new(Metrics::default());
+    metrics.shard.get_or_create(&ShardLabels { index: shard.index(), shards: shard.count() }).set(1);
     let ready = Arc::new(AtomicBool::new(false));
     // A release claims the LoopServices it works by its leader Lease; without leader election it
     // claims none (and stands by for those another release claims).

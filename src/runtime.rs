@@ -22,7 +22,7 @@ use crate::cache::{self, Cache};
 use crate::cached::CachedLoopService;
 use crate::crd::{LoopService, Phase};
 use crate::keys::ANN_LAST_APPLIED;
-use crate::metrics::{LsLabels, ShardLabels};
+use crate::metrics::LsLabels;
 use crate::reasons::{ConditionType, Reason, FALSE};
 use crate::reconcile::{error_policy, reconcile, Caches, Context, Parts};
 use crate::scope::Scope;
@@ -49,7 +49,6 @@ pub struct Selection {
 pub async fn run(parts: Parts, selection: Selection, ready: Arc<AtomicBool>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = parts.client.clone();
     let Selection { scope, shard, loopservice_client } = selection;
-    parts.metrics.shard.get_or_create(&ShardLabels { index: shard.index(), shards: shard.count() }).set(1);
     let filter = |kind| Filter::new(shard, &parts.metrics, kind);
     let owned = || scope.config(cache::owned_config());
     let (jobs, job_stream) = Cache::new(apis(&client, &scope), owned(), filter("job"), cache::trim_job);
