@@ -116,6 +116,10 @@ bench: fake-nodes build ## Scale figures beside CronJobs on fake nodes (about 15
 bench-steady: fake-nodes build ## Steady load: N loops as LoopServices, as CronJobs, by a bare client (about 15 min; BENCH_STEADY_N/_INTERVAL/_MINUTES), plot in target/bench
 	eval "$$($(CLUSTER) env)"; BENCH_PHASES=steady $(CARGO) bench --bench scale
 
+.PHONY: soak
+soak: fake-nodes build ## Soak, not in CI: 1,000 LoopServices at 60 s for an hour, sampled each minute (SOAK_N/_INTERVAL/_MINUTES), plot in target/bench
+	eval "$$($(CLUSTER) env)"; BENCH_PHASES=soak $(CARGO) bench --bench scale
+
 .PHONY: bench-memory
 bench-memory: ## Print the memory one LoopService costs in the operator's store, metrics and bookkeeping (no cluster)
 	$(CARGO) bench --bench memory

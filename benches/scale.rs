@@ -23,6 +23,10 @@
 //!    LoopServices, as CronJobs, and created by a bare client at the same moments: Jobs made
 //!    against due, lateness, CPU, etcd's size (see scale/steady.rs).
 //!
+//! 7. (`make soak`, not in the default phases) `soak`: `SOAK_N` (1000) LoopServices every
+//!    `SOAK_INTERVAL` (60 s) for `SOAK_MINUTES` (60), sampled each minute: the operator's RSS,
+//!    sockets and reconciles, Events, status size, etcd's size (see scale/soak.rs).
+//!
 //! `BENCH_PHASES` (default `floor,peers,overdue,fairness,idle`; `loopservices` is `peers` without the
 //! CronJobs) picks phases. `BENCH_FLOOR_AT_ONCE` (a comma list; default `--concurrency`'s) sets
 //! the floor's creates in flight at once. `BENCH_OPERATOR_ENV="K=V,K=V"` passes extra
@@ -51,6 +55,8 @@ mod plot;
 mod proc;
 #[path = "scale/report.rs"]
 mod report;
+#[path = "scale/soak.rs"]
+mod soak;
 #[path = "scale/stats.rs"]
 mod stats;
 #[path = "scale/steady.rs"]
@@ -155,6 +161,23 @@ async fn main() {
             "seconds into the phase (due time)",
             &series,
         ));
+    }
+    if phases.contains("soak") {
+        let (sn, every, sm) = soak::sizes();
+        println!("\nSoak phase: {sn} LoopServices every {every} s for {sm} min (SOAK_N, SOAK_INTERVAL, SOAK_MINUTES)");
+        let (rows, ns) = soak::run(sn, every, sm).await;
+        soak::report(&rows);
+        let colors = [
+            RGBColor(30, 90, 200),
+            RGBColor(210, 40, 40),
+            RGBColor(40, 150, 60),
+            RGBColor(200, 130, 0),
+            RGBColor(120, 60, 170),
+            RGBColor(0, 150, 160),
+        ];
+        let series: Vec<plot::Series> = soak::relative(&rows).into_iter().zip(colors).map(|((name, v), c)| (name, v, c)).collect();
+        plots.push(plot::lines("soak.png", "Soak: each figure as % of its first minute", "minutes", &series));
+        delete_and_wait(ns).await;
     }
     if phases.contains("overdue") && overdue_n > 0 {
         println!("\nOverdue phase: {overdue_n} LoopServices created with the operator stopped");
