@@ -116,6 +116,10 @@ bench: fake-nodes build ## Scale figures beside CronJobs on fake nodes (about 15
 bench-steady: fake-nodes build ## Steady load: N loops as LoopServices, as CronJobs, by a bare client (about 15 min; BENCH_STEADY_N/_INTERVAL/_MINUTES), plot in target/bench
 	eval "$$($(CLUSTER) env)"; BENCH_PHASES=steady $(CARGO) bench --bench scale
 
+.PHONY: bench-shards
+bench-shards: fake-nodes build ## Shards: a shard leader SIGKILLed among 3 (300 loops at 5 s), and each shard's memory with 10,000 LoopServices for 1, 2, 4 shards (about 15 min)
+	eval "$$($(CLUSTER) env)"; BENCH_PHASES=failover,shard-memory $(CARGO) bench --bench scale
+
 .PHONY: soak
 soak: fake-nodes build ## Soak, not in CI: 1,000 LoopServices at 60 s for an hour, sampled each minute (SOAK_N/_INTERVAL/_MINUTES), plot in target/bench
 	eval "$$($(CLUSTER) env)"; BENCH_PHASES=soak $(CARGO) bench --bench scale

@@ -27,6 +27,11 @@
 //!    `SOAK_INTERVAL` (60 s) for `SOAK_MINUTES` (60), sampled each minute: the operator's RSS,
 //!    sockets and reconciles, Events, status size, etcd's size (see scale/soak.rs).
 //!
+//! 8. (`make bench-shards`, not in the default phases) `failover`: 3 shards of 2 replicas and
+//!    `FAILOVER_N` (300) LoopServices every `FAILOVER_INTERVAL` (5 s), shard 0's leader
+//!    SIGKILLed halfway; `shard-memory`: each shard's memory with `SHARD_MEMORY_N` (10,000)
+//!    suspended LoopServices for 1, 2 and 4 shards (see scale/shards.rs).
+//!
 //! `BENCH_PHASES` (default `floor,peers,overdue,fairness,idle`; `loopservices` is `peers` without the
 //! CronJobs) picks phases. `BENCH_FLOOR_AT_ONCE` (a comma list; default `--concurrency`'s) sets
 //! the floor's creates in flight at once. `BENCH_OPERATOR_ENV="K=V,K=V"` passes extra
@@ -55,6 +60,8 @@ mod plot;
 mod proc;
 #[path = "scale/report.rs"]
 mod report;
+#[path = "scale/shards.rs"]
+mod shards;
 #[path = "scale/soak.rs"]
 mod soak;
 #[path = "scale/stats.rs"]
@@ -177,6 +184,20 @@ async fn main() {
         ];
         let series: Vec<plot::Series> = soak::relative(&rows).into_iter().zip(colors).map(|((name, v), c)| (name, v, c)).collect();
         plots.push(plot::lines("soak.png", "Soak: each figure as % of its first minute", "minutes", &series));
+        delete_and_wait(ns).await;
+    }
+    if phases.contains("failover") {
+        let (fn_, every, window) = shards::failover_sizes();
+        println!("\nFailover phase: {fn_} LoopServices every {every} s, 3 shards (FAILOVER_N, FAILOVER_INTERVAL, FAILOVER_WINDOW)");
+        let (r, ns) = shards::failover(fn_, every, window).await;
+        shards::report_failover(&r);
+        delete_and_wait(ns).await;
+    }
+    if phases.contains("shard-memory") {
+        let mn = env_num("SHARD_MEMORY_N", 10000);
+        println!("\nShard memory phase: {mn} suspended LoopServices, 1, 2 and 4 shards (SHARD_MEMORY_N)");
+        let (rows, ns) = shards::memory(mn).await;
+        shards::report_memory(mn, &rows);
         delete_and_wait(ns).await;
     }
     if phases.contains("overdue") && overdue_n > 0 {

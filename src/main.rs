@@ -98,6 +98,10 @@ struct Args {
     /// Which shard this is, from 0 to `--shards` less one.
     #[arg(long, env = "SHARD_INDEX", default_value_t = 0)]
     shard_index: u32,
+    /// Ask the API server for the shard's LoopServices only (`shardSelector`, where it serves
+    /// sharded list and watch); `false` lists them all and drops the other shards' here.
+    #[arg(long, env = "SERVER_SIDE_SHARDS", default_value_t = true, action = clap::ArgAction::Set)]
+    server_side_shards: bool,
     /// API requests that reconciles make at once, at most. Due loops' Job creates go first;
     /// status writes, deletes of old Jobs and Events wait while any is waiting.
     #[arg(long, env = "CONCURRENCY", default_value_t = Settings::default().concurrency, value_parser = clap::value_parser!(u16).range(1..))]
@@ -291,7 +295,8 @@ fn shard_client(config: Config, shard: &Shard) -> anyhow::Result<Option<Client>>
 async fn run(args: Args, scope: Scope, shard: Shard) -> anyhow::Result<()> {
     let config = config(&args).await?;
     let client = Client::try_from(config.clone())?;
-    let selection = Selection { scope, shard, loopservice_client: shard_client(config, &shard)? };
+    let loopservice_client = if args.server_side_shards { shard_client(config, &shard)? } else { None };
+    let selection = Selection { scope, shard, loopservice_client };
     let metrics = Arc::new(Metrics::default());
     metrics.shard.get_or_create(&ShardLabels { index: shard.index(), shards: shard.count() }).set(1);
     let ready = Arc::new(AtomicBool::new(false));
@@ -604,5 +609,18 @@ mod tests {
         assert_eq!(args(&["--namespaces", "b,a"]).lease_namespace(), "b");
         assert_eq!(args(&["--namespaces", "b,a", "--lease-namespace", "ops"]).lease_namespace(), "ops");
         assert_eq!(args(&["--exclude-namespaces", "c"]).lease_namespace(), "default");
+    }
+
+    #[test]
+    fn shards_are_checked_at_start_and_default_to_one_whole() {
+        let shard = |a: &[&str]| {
+            Args::try_parse_from(std::iter::once("x").chain(a.iter().copied())).map_err(|e| e.to_string())?.shard().map_err(|e| e.to_string())
+        };
+        assert_eq!(shard(&[]), Ok(Shard::default()));
+        assert_eq!(shard(&["--shards", "3", "--shard-index", "2"]), Ok(Shard::new(2, 3).unwrap()));
+        let e = shard(&["--shards", "3", "--shard-index", "3"]).unwrap_err();
+        assert!(e.contains("--shard-index (SHARD_INDEX) must be below --shards"), "{e}");
+        let e = shard(&["--shards", "0"]).unwrap_err();
+        assert!(e.contains("--shards"), "{e}");
     }
 }
