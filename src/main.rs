@@ -614,7 +614,10 @@ mod tests {
     #[test]
     fn shards_are_checked_at_start_and_default_to_one_whole() {
         let shard = |a: &[&str]| {
-            Args::try_parse_from(std::iter::once("x").chain(a.iter().copied())).map_err(|e| e.to_string())?.shard().map_err(|e| e.to_string())
+            Args::try_parse_from(std::iter::once("x").chain(a.iter().copied()))
+                .map_err(|e| e.to_string())?
+                .shard()
+                .map_err(|e| e.to_string())
         };
         assert_eq!(shard(&[]), Ok(Shard::default()));
         assert_eq!(shard(&["--shards", "3", "--shard-index", "2"]), Ok(Shard::new(2, 3).unwrap()));

@@ -28,6 +28,8 @@ use crate::verdicts::Verdicts;
 const RELEASED_KEPT: Duration = Duration::from_secs(30);
 /// How long after a watch failure the caches are not trusted alone.
 const SUSPECT_AFTER_WATCH_FAILURE: Duration = Duration::from_secs(60);
+/// How long the reason a Job has no Pod, once read, is taken as still true.
+pub const POD_CREATE_FAILURE_TTL: Duration = Duration::from_secs(30);
 
 /// Which Events the operator publishes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -136,6 +138,9 @@ pub struct Context {
     pub slots: Gate<1>,
     /// Dry-run answers of specs lately checked, by namespace and spec.
     pub verdicts: Verdicts,
+    /// Why a running loop's Job has no Pod (its `FailedCreate` Event), by namespace and Job,
+    /// as lately read: a Job that waits for its Pod is not asked about again for a while.
+    pub pod_create_failures: mini_moka::sync::Cache<(String, String), Option<String>>,
 }
 
 impl Context {
@@ -162,6 +167,7 @@ impl Context {
             turns,
             slots: Gate::new(slots),
             verdicts: Verdicts::default(),
+            pod_create_failures: mini_moka::sync::Cache::builder().max_capacity(10_000).time_to_live(POD_CREATE_FAILURE_TTL).build(),
         }
     }
 

@@ -416,6 +416,23 @@ impl Expect {
         Expect::new(Method::GET, format!("/api/v1/namespaces/{NS}"), answer)
     }
 
+    /// A read, from the API server's watch cache, of the `FailedCreate` Events of the Job of
+    /// loop 1; answered with an Event that says why its Pod cannot be created.
+    pub fn list_failed_creates_of_loop_1(why: &str) -> Self {
+        let event = json!({"metadata": {"name": "e", "namespace": NS}, "involvedObject": {"kind": "Job", "name": job_name(1)},
+                           "reason": "FailedCreate", "message": why, "lastTimestamp": "2026-01-01T00:00:00Z"});
+        let list = json!({"apiVersion": "v1", "kind": "EventList", "metadata": {}, "items": [event]});
+        let query = "fieldSelector=involvedObject.kind%3DJob%2CinvolvedObject.name%3Dreport-c1d7a-1%2Creason%3DFailedCreate&resourceVersion=0&resourceVersionMatch=NotOlderThan";
+        Expect {
+            query,
+            ..Expect::new(
+                Method::GET,
+                format!("/api/v1/namespaces/{NS}/events"),
+                Box::new(move |_: &Value, _: &mut Stored| (StatusCode::OK, list)),
+            )
+        }
+    }
+
     /// Answers with a `Warning` header of `text` too, as admission's warnings come.
     pub fn warns(mut self, text: &str) -> Self {
         self.warnings.push(text.to_string());

@@ -398,12 +398,18 @@ async fn stuck(seen: &Observed, pods: &[Arc<Pod>], ctx: &Context, now: Timestamp
 
 /// Why the Job controller could not create the Pod of `job`, from the Job's latest
 /// `FailedCreate` Event (a missing ServiceAccount, a PodSecurity or quota refusal). Best
-/// effort: `None` when unknown.
+/// effort: `None` when unknown. The answer is kept for `POD_CREATE_FAILURE_TTL`, and read from
+/// the API server's watch cache: a control plane behind on creating Pods (hundreds of Jobs
+/// without one yet) is not also asked to scan the namespace's Events on every reconcile.
 async fn pod_create_failure(ctx: &Context, ns: &str, job: &str) -> Option<String> {
+    let key = (ns.to_string(), job.to_string());
+    if let Some(known) = ctx.pod_create_failures.get(&key) {
+        return known;
+    }
     let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(ctx.client.clone(), ns);
-    let lp = ListParams::default().fields(&format!("involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"));
+    let lp = ListParams::default().fields(&format!("involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate")).match_any();
     let _turn = ctx.request(Priority::Bookkeeping, ns).await;
-    match api.list(&lp).await {
+    let why = match api.list(&lp).await {
         Ok(list) => list
             .items
             .into_iter()
@@ -412,9 +418,11 @@ async fn pod_create_failure(ctx: &Context, ns: &str, job: &str) -> Option<String
             .map(|m| format!("its Pod cannot be created: {}", clip(&m))),
         Err(e) => {
             warn!(namespace = %ns, %job, error = %e, "could not read the events of the running loop's job");
-            None
+            return None;
         }
-    }
+    };
+    ctx.pod_create_failures.insert(key, why.clone());
+    why
 }
 
 #[cfg(test)]
@@ -422,6 +430,19 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[tokio::test]
+    async fn why_a_job_has_no_pod_is_read_from_the_watch_cache_once_for_a_while() {
+        use crate::reconcile::fixtures::{api_server, clock_at, context, job_name, t0, Expect};
+        let why = "pods \"report-c1d7a-1-x\" is forbidden: error looking up service account ns/missing";
+        let (client, server) = api_server(vec![Expect::list_failed_creates_of_loop_1(why)]);
+        let ctx = context(client, clock_at(t0()), vec![], vec![]);
+        let first = pod_create_failure(&ctx, "ns", &job_name(1)).await;
+        assert_eq!(first.as_deref(), Some(format!("its Pod cannot be created: {why}").as_str()));
+        // Asked again before the answer is 30 s old: the answer kept, no second read.
+        assert_eq!(pod_create_failure(&ctx, "ns", &job_name(1)).await, first);
+        assert_eq!(server.done(ctx).await.lines().len(), 1);
+    }
 
     fn pod(owner: serde_json::Value) -> Pod {
         serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns", "ownerReferences": owner,
