@@ -11,7 +11,8 @@
 //! Printed: the other shards' lateness without and with the kill, shard 0's, and when shard 0's
 //! first Job after the kill was seen.
 //!
-//! `shard-memory`: `SHARD_MEMORY_N` (10,000) suspended LoopServices; for 1, 2 and 4 shards,
+//! `shard-memory`: `SHARD_MEMORY_N` (10,000) suspended LoopServices, reported Suspended by one
+//! operator before the rows are measured; for 1, 2 and 4 shards,
 //! asking the API server for each shard's range (`shardSelector`) and not: each shard's RSS
 //! once ready and settled, its peak, and the LoopService objects its watch was sent.
 
@@ -160,6 +161,16 @@ pub async fn memory(n: usize) -> (Vec<MemoryRow>, TestNs) {
     let t = Instant::now();
     create_many(&ns, "idle-", 0..n, "60s", true).await;
     println!("  created {n} suspended LoopServices in {:.0} s", t.elapsed().as_secs_f64());
+    // One operator first reports them all Suspended, so that every row below starts from the
+    // same stored objects (no status to write, one watch event each).
+    let first = replica(&ns, 0, 1, "first", &[]);
+    let addr = first.http_addr().await;
+    wait_for("the first operator ready", Duration::from_secs(300), || async {
+        matches!(proc::http_get(&addr, "/readyz"), Some((200, _))).then_some(())
+    })
+    .await;
+    proc::settle(first.pid(), Duration::from_secs(120)).await;
+    drop(first);
     let mut rows = vec![];
     for shards in [1, 2, 4] {
         for server_side in [true, false] {

@@ -183,9 +183,12 @@ pub fn report(rows: &[Row]) {
     println!("  RSS peak of the minutes sampled {peak:.1} MiB; {} rows", rows.len());
 }
 
+/// A figure of a row, by name.
+type Figure = (&'static str, fn(&Row) -> f64);
+
 /// Each figure as a percentage of its value at the first row: flat lines at 100.
 pub fn relative(rows: &[Row]) -> Vec<(&'static str, Vec<(f64, f64)>)> {
-    let figures: [(&'static str, fn(&Row) -> f64); 6] = [
+    let figures: [Figure; 6] = [
         ("operator RSS", |r| r.rss_mib),
         ("operator sockets", |r| r.sockets as f64),
         ("reconciles a minute", |r| r.reconciles),
