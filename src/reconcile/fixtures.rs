@@ -416,8 +416,8 @@ impl Expect {
         Expect::new(Method::GET, format!("/api/v1/namespaces/{NS}"), answer)
     }
 
-    /// A read, from the API server's watch cache, of the `FailedCreate` Events of the Job of
-    /// loop 1; answered with an Event that says why its Pod cannot be created.
+    /// A read, from any cache of the API server's (`resourceVersion=0`), of the `FailedCreate`
+    /// Events of the Job of loop 1; answered with an Event that says why its Pod cannot be created.
     pub fn list_failed_creates_of_loop_1(why: &str) -> Self {
         let event = json!({"metadata": {"name": "e", "namespace": NS}, "involvedObject": {"kind": "Job", "name": job_name(1)},
                            "reason": "FailedCreate", "message": why, "lastTimestamp": "2026-01-01T00:00:00Z"});

@@ -398,14 +398,18 @@ async fn stuck(seen: &Observed, pods: &[Arc<Pod>], ctx: &Context, now: Timestamp
 
 /// Why the Job controller could not create the Pod of `job`, from the Job's latest
 /// `FailedCreate` Event (a missing ServiceAccount, a PodSecurity or quota refusal). Best
-/// effort: `None` when unknown. The answer is kept for `POD_CREATE_FAILURE_TTL`, and read from
-/// the API server's watch cache: a control plane behind on creating Pods (hundreds of Jobs
-/// without one yet) is not also asked to scan the namespace's Events on every reconcile.
+/// effort: `None` when unknown. The answer is kept for `POD_CREATE_FAILURE_TTL`, and reads are
+/// limited to `POD_CREATE_LOOKUPS_PER_SECOND` in all (`None` past it), so that a control plane
+/// behind on creating Pods (hundreds of Jobs without one yet) is not also asked to scan the
+/// namespace's Events on every reconcile. The read may be served from a watch
+/// cache (`resourceVersion=0`), where the API server keeps one for Events (by default it
+/// keeps none, and reads them from etcd).
 async fn pod_create_failure(ctx: &Context, ns: &str, job: &str) -> Option<String> {
     let key = (ns.to_string(), job.to_string());
     if let Some(known) = ctx.pod_create_failures.get(&key) {
         return known;
     }
+    ctx.pod_create_lookups.check().ok()?;
     let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(ctx.client.clone(), ns);
     let lp = ListParams::default().fields(&format!("involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate")).match_any();
     let _turn = ctx.request(Priority::Bookkeeping, ns).await;
@@ -432,7 +436,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn why_a_job_has_no_pod_is_read_from_the_watch_cache_once_for_a_while() {
+    async fn why_a_job_has_no_pod_is_read_once_for_a_while_from_any_cache() {
         use crate::reconcile::fixtures::{api_server, clock_at, context, job_name, t0, Expect};
         let why = "pods \"report-c1d7a-1-x\" is forbidden: error looking up service account ns/missing";
         let (client, server) = api_server(vec![Expect::list_failed_creates_of_loop_1(why)]);
@@ -442,6 +446,23 @@ mod tests {
         // Asked again before the answer is 30 s old: the answer kept, no second read.
         assert_eq!(pod_create_failure(&ctx, "ns", &job_name(1)).await, first);
         assert_eq!(server.done(ctx).await.lines().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn past_the_lookup_budget_a_job_without_a_pod_is_not_asked_about() {
+        use crate::reconcile::context::POD_CREATE_LOOKUPS_BURST;
+        use crate::reconcile::fixtures::{api_server, clock_at, context, job_name, t0, Expect};
+        let burst = POD_CREATE_LOOKUPS_BURST.get() as usize;
+        // The kept answers are dropped after each ask, so that each ask would read.
+        let expected = (0..burst).map(|_| Expect::list_failed_creates_of_loop_1("exceeded quota")).collect();
+        let (client, server) = api_server(expected);
+        let ctx = context(client, clock_at(t0()), vec![], vec![]);
+        for _ in 0..burst {
+            assert!(pod_create_failure(&ctx, "ns", &job_name(1)).await.is_some());
+            ctx.pod_create_failures.invalidate_all();
+        }
+        assert_eq!(pod_create_failure(&ctx, "ns", &job_name(1)).await, None, "past the budget: not asked");
+        assert_eq!(server.done(ctx).await.lines().len(), burst);
     }
 
     fn pod(owner: serde_json::Value) -> Pod {
