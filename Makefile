@@ -117,7 +117,7 @@ bench-steady: fake-nodes build ## Steady load: N loops as LoopServices, as CronJ
 	eval "$$($(CLUSTER) env)"; BENCH_PHASES=steady $(CARGO) bench --bench scale
 
 .PHONY: bench-shards
-bench-shards: fake-nodes build ## Shards: a shard leader SIGKILLed among 3 (300 loops at 5 s), and each shard's memory with 10,000 LoopServices for 1, 2, 4 shards (about 15 min)
+bench-shards: fake-nodes build ## Shards: a shard leader SIGKILLed among 3 (300 loops at 5 s), and each shard's memory with 10,000 LoopServices for 1, 2, 4 shards (about 10 min)
 	eval "$$($(CLUSTER) env)"; BENCH_PHASES=failover,shard-memory $(CARGO) bench --bench scale
 
 .PHONY: soak
