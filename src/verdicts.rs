@@ -1,15 +1,18 @@
 //! What the API server said of a dry-run create of a spec's Job, by namespace and spec, kept
 //! for [`VERDICT_TTL`]: LoopServices stamped from one spec (hundreds made at once, or all
 //! overdue when the operator starts) are checked once, not once each. Those checking the same
-//! spec at the same time wait for one answer. Only "the API server takes it as it is" is kept;
-//! a refusal is asked again next time, since its cause (a quota, a webhook) may go.
+//! spec at the same time wait for one answer. A refusal is kept as long: its cause (a quota, a
+//! webhook) may go, but thousands of LoopServices of one broken spec (one tenant's mistake, or
+//! its attempt to load the API server) then cost one dry run every [`VERDICT_TTL`], not one
+//! each.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 
 use crate::crd::LoopServiceSpec;
 
@@ -46,7 +49,7 @@ impl Verdicts {
         serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
         let key = h.finish();
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, (at, cell)| at.elapsed() < VERDICT_TTL && cell.get().is_none_or(|v| v.refused.is_none()));
+        map.retain(|_, (at, _)| at.elapsed() < VERDICT_TTL);
         map.entry(key).or_insert_with(|| (Instant::now(), Arc::default())).1.clone()
     }
 }
@@ -59,35 +62,52 @@ mod tests {
         serde_json::from_value(serde_json::json!({"interval": "1m", "image": image})).unwrap()
     }
 
+    /// Asks `v` for `image`'s verdict in `ns`, counting in `asked` the times it was not known.
+    async fn check(v: &Verdicts, asked: &std::sync::atomic::AtomicUsize, ns: &str, image: &str, answer: Verdict) -> Verdict {
+        let cell = v.cell(ns, &spec(image));
+        cell.get_or_try_init(|| async {
+            asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, ()>(answer)
+        })
+        .await
+        .unwrap()
+        .clone()
+    }
+
     #[tokio::test]
-    async fn one_check_per_spec_and_namespace_and_refusals_are_asked_again() {
+    async fn one_check_per_spec_and_namespace_refusals_included() {
         let v = Verdicts::default();
         let asked = std::sync::atomic::AtomicUsize::new(0);
-        let check = |ns: &'static str, image: &'static str, answer: Verdict| {
-            let cell = v.cell(ns, &spec(image));
-            let asked = &asked;
-            async move {
-                cell.get_or_try_init(|| async {
-                    asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    Ok::<_, ()>(answer)
-                })
-                .await
-                .unwrap()
-                .clone()
-            }
-        };
         let takes = Verdict::default;
         let warned = Verdict { refused: None, warning: Some("PodSecurity warn".into()) };
-        assert_eq!(check("a", "busybox", warned.clone()).await, warned);
-        assert_eq!(check("a", "busybox", Verdict::refused("not asked".into())).await, warned, "the same spec is answered from before");
-        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(check(&v, &asked, "a", "busybox", warned.clone()).await, warned);
         assert_eq!(
-            check("b", "busybox", Verdict::refused("quota".into())).await.refused.as_deref(),
-            Some("quota"),
-            "another namespace is asked"
+            check(&v, &asked, "a", "busybox", Verdict::refused("not asked".into())).await,
+            warned,
+            "the same spec is answered from before"
         );
-        assert_eq!(check("b", "busybox", takes()).await, takes(), "a refusal is asked again");
-        assert_eq!(check("a", "alpine", takes()).await, takes());
-        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let quota = Verdict::refused("quota".into());
+        assert_eq!(check(&v, &asked, "b", "busybox", quota.clone()).await, quota, "another namespace is asked");
+        // Thousands of LoopServices of one refused spec: one dry run.
+        for _ in 0..1000 {
+            assert_eq!(check(&v, &asked, "b", "busybox", takes()).await, quota, "a refusal is kept too");
+        }
+        assert_eq!(check(&v, &asked, "a", "alpine", takes()).await, takes());
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_are_asked_again_once_they_are_old() {
+        let v = Verdicts::default();
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let quota = Verdict::refused("quota".into());
+        assert_eq!(check(&v, &asked, "b", "busybox", quota.clone()).await, quota);
+        assert_eq!(check(&v, &asked, "b", "busybox", Verdict::default()).await, quota);
+        tokio::time::advance(VERDICT_TTL - Duration::from_millis(1)).await;
+        assert_eq!(check(&v, &asked, "b", "busybox", Verdict::default()).await, quota, "kept for the whole time");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(check(&v, &asked, "b", "busybox", Verdict::default()).await, Verdict::default(), "the quota went: asked again");
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

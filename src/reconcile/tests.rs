@@ -524,6 +524,40 @@ async fn a_spec_whose_job_the_dry_run_refuses_is_invalid_with_the_api_servers_me
     }
 }
 
+/// Another LoopService of a spec just refused, in the same namespace: refused with the same
+/// message from the first one's answer, without a dry run of its own (thousands of one broken
+/// spec cost the API server one).
+#[tokio::test]
+async fn loopservices_of_one_refused_spec_share_one_dry_run() {
+    let first = loopservice(json!({}));
+    let mut second = first.clone();
+    second.metadata.name = Some("report-copy".into());
+    second.metadata.uid = Some(OTHER_UID.into());
+    let refusal = "Job.batch is invalid: spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"nope\"";
+    let second_status = "/apis/loops.dev/v1alpha1/namespaces/ns/loopservices/report-copy/status";
+    let (client, api) = api_server(vec![
+        Expect::dry_run_job().refused(422, "Invalid", refusal),
+        Expect::write_status(&first),
+        Expect::event(),
+        Expect::write_status(&second).at(second_status),
+        Expect::event(),
+    ]);
+    let ctx = context(client, clock_at(t0()), vec![], vec![]);
+    for ls in [&first, &second] {
+        assert_eq!(reconcile(cached(ls), ctx.clone()).await.expect("the reconcile succeeds"), secs(30));
+    }
+    let asked = api.done(ctx).await;
+    assert_eq!(asked.dry_runs().len(), 1, "one dry run for both: {:#?}", asked.lines());
+    let statuses = asked.statuses();
+    assert_eq!(statuses.len(), 2);
+    for (_, st) in statuses {
+        let (status, reason, message) = ready(&st);
+        assert_eq!((st.phase, status.as_str(), reason.as_str()), (Some(Phase::Invalid), "False", "InvalidSpec"));
+        assert_eq!(message, format!("the API server refuses the Job this spec makes: {refusal}"));
+    }
+    assert_eq!(asked.events().len(), 2, "each LoopService says so in an Event of its own");
+}
+
 // ---- 11. Pod fields newer than the operator's types ----
 
 /// A LoopService whose template has a Pod field no Kubernetes the operator's types know has.
