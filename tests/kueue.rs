@@ -140,11 +140,13 @@ impl Drop for Queue {
 async fn require_kueue() {
     let out = Command::new("kubectl").args(["get", "clusterqueues.kueue.x-k8s.io"]).output();
     let served = out.as_ref().is_ok_and(|o| o.status.success());
-    let ready = reqwest_readyz().await;
+    let ready = kueue_answers_readyz().await;
     assert!(served && ready, "Kueue is not running against the cluster: run `hack/cluster.sh kueue` (make test does)");
 }
 
-async fn reqwest_readyz() -> bool {
+/// Whether Kueue's health server (`hack/cluster.sh kueue` puts it on 127.0.0.1:28081) answers
+/// `/readyz` with 200.
+async fn kueue_answers_readyz() -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect("127.0.0.1:28081").await else { return false };
     if s.write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await.is_err() {

@@ -15,14 +15,11 @@ KUEUE_WEBHOOK_PORT=29443
 
 ensure_kueue() {
   [[ -x "$KUEUE_DIR/bin/kueue" && -d "$KUEUE_DIR/crds" ]] && return 0
-  command -v go >/dev/null || die "no Go toolchain on PATH (Kueue is built from its Go module)"
   log "building Kueue $KUEUE_VERSION from its Go module (a few minutes, once)"
-  mkdir -p "$KUEUE_DIR/bin"
-  GOBIN="$KUEUE_DIR/bin" GOFLAGS= CGO_ENABLED=0 GOTOOLCHAIN=local \
-    go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION" || die "building Kueue failed"
+  go_install "$KUEUE_DIR/bin" "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION" || die "building Kueue failed"
   # Its CRDs, from the same module.
   local src
-  src="$(GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kueue@$KUEUE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  src="$(go_module_dir "sigs.k8s.io/kueue@$KUEUE_VERSION")"
   rm -rf "$KUEUE_DIR/crds.tmp"
   mkdir -p "$KUEUE_DIR/crds.tmp"
   cp "$src"/config/components/crd/bases/*.yaml "$KUEUE_DIR/crds.tmp/"

@@ -12,15 +12,12 @@ FAKE_NODE_LABEL="loops.dev/fake-node"
 
 ensure_kwok() {
   [[ -x "$KWOK_DIR/bin/kwok" && -f "$KWOK_DIR/stages.yaml" ]] && return 0
-  command -v go >/dev/null || die "no Go toolchain on PATH (kwok is built from its Go module)"
   log "building kwok $KWOK_VERSION from its Go module"
-  mkdir -p "$KWOK_DIR/bin"
-  GOBIN="$KWOK_DIR/bin" GOFLAGS= CGO_ENABLED=0 GOTOOLCHAIN=local \
-    go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" || die "building kwok failed"
+  go_install "$KWOK_DIR/bin" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" || die "building kwok failed"
   # kwok's own stage definitions, from the same module: node-initialize and the lease
   # heartbeat for nodes, pod-ready, pod-complete (Job Pods) and pod-delete for Pods
   local src s
-  src="$(GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  src="$(go_module_dir "sigs.k8s.io/kwok@$KWOK_VERSION")"
   for s in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
       pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
     echo "---"

@@ -122,3 +122,16 @@ wait_for() {
 admin_token() { awk -F, '$2=="admin"{print $1; exit}' "$PKI/tokens.csv"; }
 # kubectl of the cluster's version (KUBECTL_BIN, from versions/<minor>.sh)
 kc() { "$KUBECTL_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" --request-timeout=5s "$@"; }
+
+# go_install BIN_DIR MODULE/cmd/NAME@VERSION: one command of a published Go module, built
+# static and stripped into BIN_DIR, with this machine's Go.
+go_install() {
+  command -v go >/dev/null || die "no Go toolchain on PATH (building $2)"
+  mkdir -p "$1"
+  GOBIN="$1" GOFLAGS= CGO_ENABLED=0 GOTOOLCHAIN=local go install -trimpath -ldflags "-s -w" "$2"
+}
+
+# go_module_dir MODULE@VERSION: the module's source in the Go module cache (downloaded if need be).
+go_module_dir() {
+  GOFLAGS=-mod=mod go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'
+}

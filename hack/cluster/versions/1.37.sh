@@ -56,7 +56,7 @@ ensure_version_binaries() {
   fi
   if [[ ! -x "$K8S_CACHE/pause/pause" ]]; then
     local dir
-    dir="$(GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+    dir="$(go_module_dir "k8s.io/kubernetes@v$K8S_VERSION")"
     compile_pause "$dir/build/pause/linux/pause.c" "$K8S_CACHE/pause/pause"
   fi
 }
