@@ -10,9 +10,10 @@ use std::borrow::Cow;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 
 use crate::crd::{LoopService, LoopServiceSpec, LoopServiceStatus};
+use crate::urgency::Glance;
 
 /// A LoopService as the cache keeps it. `expand` gives the LoopService back.
 #[derive(Clone, Debug)]
@@ -20,12 +21,8 @@ pub struct CachedLoopService {
     pub metadata: ObjectMeta,
     /// `{"spec": …, "status": …}`, as serialized from a decoded LoopService.
     body: Box<str>,
-}
-
-#[derive(Serialize)]
-struct BodyRef<'a> {
-    spec: &'a LoopServiceSpec,
-    status: Option<serde_json::Value>,
+    /// Whether a reconcile of it is urgent, known without decoding it.
+    pub glance: Glance,
 }
 
 #[derive(Deserialize)]
@@ -43,10 +40,12 @@ impl CachedLoopService {
             }
             v
         });
-        let body = serde_json::to_string(&BodyRef { spec: &ls.spec, status })
-            // Serializing plain data structs to a String does not fail.
-            .unwrap_or_default();
-        CachedLoopService { metadata: ls.metadata, body: body.into_boxed_str() }
+        // Serializing plain data structs to a String does not fail.
+        let spec = serde_json::to_string(&ls.spec).unwrap_or_default();
+        let glance = Glance::of(&ls, &spec);
+        let status = status.map(|st| serde_json::to_string(&st).unwrap_or_default());
+        let body = format!("{{\"spec\":{spec},\"status\":{}}}", status.as_deref().unwrap_or("null"));
+        CachedLoopService { metadata: ls.metadata, body: body.into_boxed_str(), glance }
     }
 
     /// The LoopService this was made from. It was serialized from a decoded LoopService, so it
@@ -142,6 +141,18 @@ mod tests {
         let mut bad = value;
         bad["spec"]["loops"] = json!("ten");
         assert!(serde_json::from_value::<CachedLoopService>(bad).is_err());
+    }
+
+    /// The key read off the cache is the one the reconcile's dry run is kept under, so that a
+    /// LoopService of a spec known refused is known so before it is decoded.
+    #[tokio::test]
+    async fn its_spec_key_is_the_dry_run_verdicts_key() {
+        let cached = CachedLoopService::new(busy());
+        let verdicts = crate::verdicts::Verdicts::default();
+        let spec = cached.expand().unwrap().spec;
+        let cell = verdicts.cell("ns", &spec);
+        cell.get_or_init(|| async { crate::verdicts::Verdict::refused("quota".into()) }).await;
+        assert!(verdicts.refused(cached.glance.spec_key));
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod reconcile;
 pub mod runtime;
 pub mod telemetry;
 pub mod turns;
+pub mod urgency;
 pub mod verdicts;
 pub mod watches;
 // The kubectl plugin.

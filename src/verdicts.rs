@@ -44,14 +44,26 @@ impl Verdicts {
     /// The answer for `spec` in `ns`: filled already, or to be filled by the first caller
     /// (`OnceCell::get_or_try_init`), whom the others wait for.
     pub fn cell(&self, ns: &str, spec: &LoopServiceSpec) -> Arc<OnceCell<Verdict>> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        ns.hash(&mut h);
-        serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
-        let key = h.finish();
+        let key = key(ns, &serde_json::to_string(spec).unwrap_or_default());
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, (at, _)| at.elapsed() < VERDICT_TTL);
         map.entry(key).or_insert_with(|| (Instant::now(), Arc::default())).1.clone()
     }
+
+    /// Whether the spec of `key` ([`key`]) is known refused: asked within [`VERDICT_TTL`] and
+    /// refused.
+    pub fn refused(&self, key: u64) -> bool {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&key).is_some_and(|(at, cell)| at.elapsed() < VERDICT_TTL && cell.get().is_some_and(|v| v.refused.is_some()))
+    }
+}
+
+/// The key of a spec (as its JSON text) in `ns`.
+pub fn key(ns: &str, spec_json: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ns.hash(&mut h);
+    spec_json.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]
@@ -109,5 +121,20 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(check(&v, &asked, "b", "busybox", Verdict::default()).await, Verdict::default(), "the quota went: asked again");
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spec_is_known_refused_only_while_its_refusal_is_kept() {
+        let v = Verdicts::default();
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let of = |ns: &str, image: &str| key(ns, &serde_json::to_string(&spec(image)).unwrap());
+        assert!(!v.refused(of("b", "busybox")), "never asked");
+        check(&v, &asked, "b", "busybox", Verdict::refused("quota".into())).await;
+        check(&v, &asked, "b", "alpine", Verdict::default()).await;
+        assert!(v.refused(of("b", "busybox")));
+        assert!(!v.refused(of("b", "alpine")), "taken");
+        assert!(!v.refused(of("a", "busybox")), "another namespace's spec");
+        tokio::time::advance(VERDICT_TTL).await;
+        assert!(!v.refused(of("b", "busybox")), "old");
     }
 }

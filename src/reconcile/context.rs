@@ -17,7 +17,7 @@ use super::claim::Claims;
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::crd::{LoopService, LoopServiceStatus};
-use crate::fair::Gate;
+use crate::fair::{Gate, Place};
 pub use crate::fault::Fault;
 use crate::metrics::Metrics;
 use crate::turns::{Priority, Turn, Turns};
@@ -139,8 +139,10 @@ pub struct Context {
     /// Turns to make an API request: `settings.concurrency` of them, launches first.
     turns: Turns,
     /// Places for reconciles past their first step: `settings.max_reconciles` of them, handed
-    /// to namespaces in turn.
-    pub slots: Gate<1>,
+    /// to namespaces in turn, urgent reconciles first ([`Context::slot`]).
+    slots: Gate<2>,
+    /// Places among `slots` that reconciles which are not urgent may hold, at most.
+    slots_not_urgent: Gate<1>,
     /// Dry-run answers of specs lately checked, by namespace and spec.
     pub verdicts: Verdicts,
     /// Why a running loop's Job has no Pod (its `FailedCreate` Event), by namespace and Job,
@@ -149,6 +151,15 @@ pub struct Context {
     /// Reads of those Events, at most `POD_CREATE_LOOKUPS_PER_SECOND` (each scans the
     /// namespace's Events): past it, a Job without a Pod waits for a later reconcile to learn why.
     pub pod_create_lookups: Limiter,
+}
+
+/// The share of reconcile places kept for urgent reconciles: one in this many.
+const SLOTS_KEPT_FOR_URGENT: usize = 4;
+
+/// A place to run a reconcile.
+pub struct Slot<'a> {
+    _place: Place<'a, 2>,
+    _not_urgent: Option<Place<'a, 1>>,
 }
 
 impl Context {
@@ -174,12 +185,23 @@ impl Context {
             released: Mutex::new(HashMap::new()),
             turns,
             slots: Gate::new(slots),
+            slots_not_urgent: Gate::new(slots - slots / SLOTS_KEPT_FOR_URGENT),
             verdicts: Verdicts::default(),
             pod_create_failures: mini_moka::sync::Cache::builder().max_capacity(10_000).time_to_live(POD_CREATE_FAILURE_TTL).build(),
             pod_create_lookups: governor::RateLimiter::direct(
                 governor::Quota::per_second(POD_CREATE_LOOKUPS_PER_SECOND).allow_burst(POD_CREATE_LOOKUPS_BURST),
             ),
         }
+    }
+
+    /// Waits for a place to run a reconcile of a LoopService in `namespace`, held until it is
+    /// dropped. Urgent reconciles ([`crate::urgency`]) go first, and a share of the places is
+    /// theirs only: when the others hold all they may (thousands waiting to write status and
+    /// Events), a loop that is due still finds a place at once.
+    pub async fn slot(&self, urgent: bool, namespace: &str) -> Slot<'_> {
+        let not_urgent = if urgent { None } else { Some(self.slots_not_urgent.take(0, namespace).await) };
+        let place = self.slots.take(usize::from(!urgent), namespace).await;
+        Slot { _place: place, _not_urgent: not_urgent }
     }
 
     /// Waits for a turn (launches first, namespaces in turn) and the client's rate limit before

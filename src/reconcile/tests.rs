@@ -558,6 +558,27 @@ async fn loopservices_of_one_refused_spec_share_one_dry_run() {
     assert_eq!(asked.events().len(), 2, "each LoopService says so in an Event of its own");
 }
 
+/// Reconciles that cannot start a loop (a refused spec's report, a loop's end) hold at most
+/// three quarters of the places: when they hold all theirs, thousands of them waiting to write
+/// status and Events, the reconcile of a due loop in another namespace finds a place at once.
+#[tokio::test]
+async fn reconciles_that_cannot_start_a_loop_leave_places_for_due_loops() {
+    let (client, api) = api_server(vec![]);
+    let ctx = context(client, clock_at(t0()), vec![], vec![]);
+    let n = usize::from(super::context::Settings::default().max_reconciles);
+    let mut held = vec![];
+    for _ in 0..n - n / 4 {
+        held.push(ctx.slot(false, "broken").await);
+    }
+    let quick = Duration::from_millis(50);
+    assert!(tokio::time::timeout(quick, ctx.slot(false, "broken")).await.is_err(), "not urgent past its share");
+    assert!(tokio::time::timeout(quick, ctx.slot(false, "healthy")).await.is_err(), "the share is for all namespaces");
+    let due = tokio::time::timeout(quick, ctx.slot(true, "healthy")).await;
+    assert!(due.is_ok(), "a due loop waited for a place");
+    drop((held, due));
+    api.done(ctx).await;
+}
+
 // ---- 11. Pod fields newer than the operator's types ----
 
 /// A LoopService whose template has a Pod field no Kubernetes the operator's types know has.
