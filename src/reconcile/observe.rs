@@ -250,9 +250,20 @@ async fn dry_run(ls: &LoopService, spec: &ValidSpec, ctx: &Context, n: i64, now:
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(Verdict::default()),
         Err(e) if is_transient(&e) => Err(Error::CheckJob(job_name, e)),
         Err(kube::Error::Api(s)) if super::act::forbids_the_operator(&s) => Err(Error::CheckJob(job_name, kube::Error::Api(s))),
-        Err(kube::Error::Api(s)) => Ok(Verdict::refused(clip(&format!("the API server refuses the Job this spec makes: {}", s.message)))),
+        Err(kube::Error::Api(s)) => {
+            let message = without_job_name(&s.message, &job_name);
+            Ok(Verdict::refused(clip(&format!("the API server refuses the Job this spec makes: {message}"))))
+        }
         Err(e) => Err(Error::CheckJob(job_name, e)),
     }
+}
+
+/// The API server's message without the name of the Job dry-run: the answer is kept for every
+/// LoopService of the spec (see [`crate::verdicts`]), and each one's status must say the same,
+/// not name the Job of whichever was checked first (which would also change the message, and
+/// so rewrite thousands of statuses, each time another is).
+fn without_job_name(message: &str, job: &str) -> String {
+    message.replace(&format!("\"{job}\" "), "").replace(job, "the loop's Job")
 }
 
 /// `Api::create` of the Job `body` ([`job::request_body`]) in `ns`, with the texts of the

@@ -505,11 +505,13 @@ async fn a_spec_whose_job_the_dry_run_refuses_is_invalid_with_the_api_servers_me
     assert_eq!((st.phase, st.loops_started), (Some(Phase::Invalid), 0));
     let (status, reason, message) = ready(&st);
     assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
-    assert_eq!(message, format!("the API server refuses the Job this spec makes: {refusal}"));
+    // The API server's words, less the name of the Job it was shown (no loop of it exists).
+    let unnamed = "Job.batch is invalid: spec.template.spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1";
+    assert_eq!(message, format!("the API server refuses the Job this spec makes: {unnamed}"));
     let events = asked.events();
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!((events[0].type_.as_str(), events[0].reason.as_str()), ("Warning", "InvalidSpec"));
-    assert!(events[0].note.contains(&refusal), "{}", events[0].note);
+    assert!(events[0].note.contains(unnamed), "{}", events[0].note);
 
     // Still refused when checked again, 30 s, 2 min and an hour after it was first refused:
     // each recheck waits as long as it has been refused so far, at most 10 minutes.
@@ -533,10 +535,12 @@ async fn loopservices_of_one_refused_spec_share_one_dry_run() {
     let mut second = first.clone();
     second.metadata.name = Some("report-copy".into());
     second.metadata.uid = Some(OTHER_UID.into());
-    let refusal = "Job.batch is invalid: spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"nope\"";
+    // As the API server words it: naming the Job of the first LoopService checked.
+    let refusal =
+        format!("Job.batch \"{}\" is invalid: spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"nope\"", job_name(1));
     let second_status = "/apis/loops.dev/v1alpha1/namespaces/ns/loopservices/report-copy/status";
     let (client, api) = api_server(vec![
-        Expect::dry_run_job().refused(422, "Invalid", refusal),
+        Expect::dry_run_job().refused(422, "Invalid", &refusal),
         Expect::write_status(&first),
         Expect::event(),
         Expect::write_status(&second).at(second_status),
@@ -553,9 +557,43 @@ async fn loopservices_of_one_refused_spec_share_one_dry_run() {
     for (_, st) in statuses {
         let (status, reason, message) = ready(&st);
         assert_eq!((st.phase, status.as_str(), reason.as_str()), (Some(Phase::Invalid), "False", "InvalidSpec"));
-        assert_eq!(message, format!("the API server refuses the Job this spec makes: {refusal}"));
+        // The same words for both, naming neither one's Job.
+        let unnamed = "Job.batch is invalid: spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"nope\"";
+        assert_eq!(message, format!("the API server refuses the Job this spec makes: {unnamed}"));
     }
     assert_eq!(asked.events().len(), 2, "each LoopService says so in an Event of its own");
+}
+
+/// After a restart (no verdicts kept), a LoopService already reported Invalid for the same
+/// refusal is checked again and nothing is written: no status, no Event. Thousands of them
+/// would otherwise be reported again at every start of the operator.
+#[tokio::test]
+async fn a_refused_spec_already_reported_is_not_reported_again_after_a_restart() {
+    let ls = loopservice(json!({}));
+    let refusal =
+        |job: &str| format!("Job.batch \"{job}\" is invalid: spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"nope\"");
+    let (client, api) =
+        api_server(vec![Expect::dry_run_job().refused(422, "Invalid", &refusal(&job_name(1))), Expect::write_status(&ls), Expect::event()]);
+    let ctx = context(client, clock_at(t0()), vec![], vec![]);
+    reconcile(cached(&ls), ctx.clone()).await.expect("the first reconcile succeeds");
+    let (_, reported) = api.done(ctx).await.statuses().pop().expect("a status write");
+    let stored = with_status(&ls, reported);
+    // After the restart another LoopService of the spec, new, is checked first: the API
+    // server's answer names its Job, and the stored one is answered from it.
+    let mut other = loopservice(json!({}));
+    other.metadata.name = Some("report-copy".into());
+    other.metadata.uid = Some(OTHER_UID.into());
+    let other_job = crate::job::job_name("report-copy", OTHER_UID, 1);
+    let (client, api) = api_server(vec![
+        Expect::dry_run_job().refused(422, "Invalid", &refusal(&other_job)),
+        Expect::write_status(&other).at("/apis/loops.dev/v1alpha1/namespaces/ns/loopservices/report-copy/status"),
+        Expect::event(),
+    ]);
+    let ctx = context(client, clock_at(at(120)), vec![], vec![]);
+    reconcile(cached(&other), ctx.clone()).await.expect("the new one's reconcile succeeds");
+    reconcile(cached(&stored), ctx.clone()).await.expect("the reconcile after a restart succeeds");
+    let asked = api.done(ctx).await;
+    assert_eq!(asked.lines().len(), 3, "nothing for the one reported before: {:#?}", asked.lines());
 }
 
 /// Reconciles that cannot start a loop (a refused spec's report, a loop's end) hold at most
