@@ -2,16 +2,25 @@
 //! in one namespace; their Jobs' lateness (the bench's Job watch against each Job's due time)
 //! alone; while `BENCH_FAIR_BROKEN` (5000) LoopServices the API server refuses are created in
 //! another namespace (the bench's own creates load the API server too); beside them, once
-//! created; and after a restart of the operator with both there (loops due once it is ready).
+//! created (while the operator reports them); once all are reported; and after a restart of the operator with both there (loops due once it is ready).
+//!
+//! A loop is due at max(its due time as the operator stamped it on the Job, that is the start of
+//! the loop before plus the interval; the end of the loop before, from `status.history`): a loop
+//! whose predecessor overran starts when it ends (the loop's rule), and is late only after that.
+//! How many loops were due at an end, and so timed from it, is printed beside.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::ListParams;
+use kube::runtime::{watcher, WatchStreamExt};
 use loopservice_operator::crd::Phase;
-use loopservice_operator::keys::{ANN_SCHEDULED, LABEL_LOOP};
+use loopservice_operator::keys::{ANN_SCHEDULED, LABEL_LOOP, LABEL_NAME};
 use serde_json::json;
 
+use crate::apiserver::{self, Counts};
 use crate::peers::{create_many, fake_node_pod_spec};
 use crate::proc;
 use crate::support::{create_ls, ensure_crd, Operator, TestNs};
@@ -24,14 +33,86 @@ pub struct FairResult {
     pub healthy: usize,
     pub broken: usize,
     pub create_broken_s: f64,
-    /// Lateness (seconds) of the healthy loops' Jobs after the first, in each window.
-    pub alone: Vec<f64>,
-    pub during: Vec<f64>,
-    pub beside: Vec<f64>,
-    pub restarted: Vec<f64>,
+    /// Seconds from the first create of a broken LoopService until all said Invalid, if by the
+    /// end of the window beside them.
+    pub all_reported_s: Option<f64>,
+    pub alone: Window,
+    pub during: Window,
+    pub beside: Window,
+    /// Beside them once all were reported Invalid (their report, a status write and an Event
+    /// each, done).
+    pub settled: Window,
+    pub restarted: Window,
     /// Broken LoopServices whose status said Invalid at the end.
     pub broken_reported: usize,
     pub namespaces: (TestNs, TestNs),
+}
+
+/// The healthy loops of one window.
+#[derive(Default)]
+pub struct Window {
+    /// Each loop's Job after the first: when it was due (seconds into the window) and its
+    /// lateness (seconds).
+    pub late: Vec<(f64, f64)>,
+    /// Loops due when the loop before ended (it overran): timed from that end.
+    pub after_overrun: usize,
+    /// Loops whose predecessor's end was not in `status.history`: timed from the stamped due time.
+    pub unknown_end: usize,
+    /// What the API server was asked in the window, by every client.
+    pub calls: Counts,
+}
+
+/// Each healthy loop's end as its LoopService's `status.history` records it now.
+async fn ends(ns: &TestNs) -> HashMap<(String, i64), jiff::Timestamp> {
+    let listed = ns.loopservices().list(&ListParams::default()).await.expect("list the healthy LoopServices").items;
+    let mut ends = HashMap::new();
+    for l in listed {
+        for r in l.status.iter().flat_map(|s| &s.history) {
+            if let Some(end) = &r.end_time {
+                ends.insert((l.metadata.name.clone().unwrap_or_default(), r.r#loop), end.0);
+            }
+        }
+    }
+    ends
+}
+
+/// When every broken LoopService's status first said Invalid, from a watch of their namespace.
+struct Reported {
+    at: Arc<Mutex<Option<Instant>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Reported {
+    fn start(ns: &TestNs, m: usize) -> Reported {
+        let at: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let (api, done) = (ns.loopservices(), at.clone());
+        let task = tokio::spawn(async move {
+            let mut invalid = HashSet::new();
+            let stream = watcher::watcher(api, watcher::Config::default().any_semantic()).default_backoff().applied_objects();
+            futures::pin_mut!(stream);
+            while let Some(ls) = stream.next().await {
+                let Ok(ls) = ls else { continue };
+                if ls.status.as_ref().and_then(|s| s.phase) == Some(Phase::Invalid) {
+                    invalid.insert(ls.metadata.name.unwrap_or_default());
+                    if invalid.len() >= m {
+                        *done.lock().unwrap() = Some(Instant::now());
+                        return;
+                    }
+                }
+            }
+        });
+        Reported { at, task }
+    }
+
+    fn at(&self) -> Option<Instant> {
+        *self.at.lock().unwrap()
+    }
+}
+
+impl Drop for Reported {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A LoopService whose Job the API server refuses: a volume mount of no volume.
@@ -51,25 +132,34 @@ async fn start(healthy: &TestNs, broken: &TestNs) -> (Operator, String) {
     (op, addr)
 }
 
-/// Lateness of the loops after the first that were due and seen in `[from, to)`.
-fn lateness(watch: &JobWatch, from: jiff::Timestamp, to: jiff::Timestamp) -> Vec<f64> {
-    watch
-        .snapshot()
-        .iter()
-        .filter(|(_, s)| !s.relisted && s.at < to)
-        .filter(|(_, s)| s.labels.get(LABEL_LOOP).and_then(|l| l.parse::<i64>().ok()).unwrap_or(0) >= 2)
-        .filter_map(|(_, s)| Some((s.at, s.ann_time(ANN_SCHEDULED)?)))
-        .filter(|(_, due)| *due >= from)
-        .map(|(at, due)| at.duration_since(due).as_secs_f64())
-        .collect()
+/// The loops after the first that were due and seen in `[from, to)`, each due at the later of
+/// its stamped due time and the end of the loop before it (`ends`).
+fn lateness(watch: &JobWatch, ends: &HashMap<(String, i64), jiff::Timestamp>, from: jiff::Timestamp, to: jiff::Timestamp) -> Window {
+    let mut w = Window::default();
+    for (_, s) in watch.snapshot().iter().filter(|(_, s)| !s.relisted && s.at < to) {
+        let n = s.labels.get(LABEL_LOOP).and_then(|l| l.parse::<i64>().ok()).unwrap_or(0);
+        let (Some(stamped), true) = (s.ann_time(ANN_SCHEDULED), n >= 2) else { continue };
+        let end = s.labels.get(LABEL_NAME).and_then(|name| ends.get(&(name.clone(), n - 1)));
+        let due = end.map_or(stamped, |e| stamped.max(*e));
+        if due < from {
+            continue;
+        }
+        w.unknown_end += usize::from(end.is_none());
+        w.after_overrun += usize::from(due > stamped);
+        w.late.push((due.duration_since(from).as_secs_f64(), s.at.duration_since(due).as_secs_f64()));
+    }
+    w
 }
 
-async fn window(op: &mut Operator, watch: &JobWatch, what: &str) -> Vec<f64> {
+async fn window(op: &mut Operator, watch: &JobWatch, healthy: &TestNs, what: &str) -> Window {
+    let before = apiserver::scrape(&healthy.client).await;
     let from = jiff::Timestamp::now();
     let seen = watch.count();
     tokio::time::sleep(WINDOW).await;
+    let to = jiff::Timestamp::now();
+    let calls = apiserver::diff(&before, &apiserver::scrape(&healthy.client).await);
     assert!(watch.count() > seen, "no healthy Job in {WINDOW:?} {what}; operator log:\n{}", proc::tail(&op.log_text()));
-    lateness(watch, from, jiff::Timestamp::now())
+    Window { calls, ..lateness(watch, &ends(healthy).await, from, to) }
 }
 
 pub async fn run(n: usize, m: usize) -> FairResult {
@@ -81,8 +171,9 @@ pub async fn run(n: usize, m: usize) -> FairResult {
     let (mut op, _) = start(&healthy, &broken_ns).await;
     // The first loops all start at once; the windows measure the loops after them.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let alone = window(&mut op, &watch, "alone").await;
+    let alone = window(&mut op, &watch, &healthy, "alone").await;
 
+    let reported = Reported::start(&broken_ns, m);
     let from = jiff::Timestamp::now();
     let t = Instant::now();
     let creates = futures::stream::iter(0..m)
@@ -96,12 +187,22 @@ pub async fn run(n: usize, m: usize) -> FairResult {
         .buffer_unordered(32);
     creates.collect::<Vec<()>>().await;
     let create_broken_s = t.elapsed().as_secs_f64();
-    let during = lateness(&watch, from, jiff::Timestamp::now());
-    let beside = window(&mut op, &watch, "beside the broken LoopServices").await;
+    let to = jiff::Timestamp::now();
+    let during = lateness(&watch, &ends(&healthy).await, from, to);
+    let beside = window(&mut op, &watch, &healthy, "beside the broken LoopServices").await;
+    let all_reported_s = loop {
+        match reported.at() {
+            Some(at) => break Some(at.duration_since(t).as_secs_f64()),
+            None if t.elapsed() > Duration::from_secs(600) => break None,
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    drop(reported);
+    let settled = window(&mut op, &watch, &healthy, "beside the broken LoopServices, all reported").await;
 
     drop(op);
     let (mut op, _) = start(&healthy, &broken_ns).await;
-    let restarted = window(&mut op, &watch, "after a restart").await;
+    let restarted = window(&mut op, &watch, &healthy, "after a restart").await;
     drop(op);
     let listed = broken_ns.loopservices().list(&ListParams::default()).await.expect("list broken LoopServices").items;
     let broken_reported = listed.iter().filter(|l| l.status.as_ref().and_then(|s| s.phase) == Some(Phase::Invalid)).count();
@@ -109,9 +210,11 @@ pub async fn run(n: usize, m: usize) -> FairResult {
         healthy: n,
         broken: m,
         create_broken_s,
+        all_reported_s,
         alone,
         during,
         beside,
+        settled,
         restarted,
         broken_reported,
         namespaces: (healthy, broken_ns),

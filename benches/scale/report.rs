@@ -1,7 +1,7 @@
 //! The printed figures, each with its sample count, and the targets beside them.
 
 use crate::apiserver::{self, RESOURCES};
-use crate::fairness::FairResult;
+use crate::fairness::{FairResult, Window};
 use crate::floor::FloorResult;
 use crate::idle::IdleResult;
 use crate::overdue::OverdueResult;
@@ -183,18 +183,68 @@ pub fn floor(rows: &[FloorResult]) {
     }
 }
 
+/// The lateness of a window's loops, without their due times.
+fn late_of(w: &Window) -> Sample {
+    Sample::new(w.late.iter().map(|x| x.1).collect())
+}
+
+/// A window's line: its lateness, and how many loops were due at the end of an overrun.
+fn window_line(w: &Window) -> String {
+    let unknown = if w.unknown_end > 0 { format!(", {} with the end before unknown", w.unknown_end) } else { String::new() };
+    format!("{}  [{} due at an overrun's end{unknown}]", late_of(w).line(1000.0, " ms"), w.after_overrun)
+}
+
+/// A window's p99 lateness in each 10 s of it, by due time: where in the window the tail is.
+fn by_ten_seconds(w: &Window) -> String {
+    let slices = (0..6).map(|k| {
+        let s = Sample::new(w.late.iter().filter(|x| x.0 >= 10.0 * k as f64 && x.0 < 10.0 * (k + 1) as f64).map(|x| x.1).collect());
+        if s.n() == 0 {
+            "-".to_string()
+        } else {
+            format!("{} (n={})", dur(s.p(0.99)), s.n())
+        }
+    });
+    slices.collect::<Vec<_>>().join(" | ")
+}
+
 pub fn fairness(r: &FairResult) {
-    let (alone, beside, restarted) = (Sample::new(r.alone.clone()), Sample::new(r.beside.clone()), Sample::new(r.restarted.clone()));
-    let during = Sample::new(r.during.clone());
+    let (alone, beside, restarted) = (late_of(&r.alone), late_of(&r.beside), late_of(&r.restarted));
     println!("\n5. Fairness: {} LoopServices every 10 s in one namespace, {} broken ones in another", r.healthy, r.broken);
-    println!("  Job created after due (the bench's watch), loops after the first:");
-    println!("  alone                       {}", alone.line(1000.0, " ms"));
-    println!("  while the bench creates {} broken ones ({:.1} s)  {}", r.broken, r.create_broken_s, during.line(1000.0, " ms"));
-    println!("  beside them, the 60 s after  {}", beside.line(1000.0, " ms"));
-    println!("  60 s after an operator restart with both (loops due once it is ready)  {}", restarted.line(1000.0, " ms"));
-    println!("  broken LoopServices reported Invalid: {} of {}", r.broken_reported, r.broken);
+    println!(
+        "  Job seen by the bench's watch after due (the stamped due time, or the loop before's end when later), loops after the first:"
+    );
+    println!("  alone                       {}", window_line(&r.alone));
+    println!("  while the bench creates {} broken ones ({:.1} s)  {}", r.broken, r.create_broken_s, window_line(&r.during));
+    println!("  beside them, the 60 s after  {}", window_line(&r.beside));
+    println!("  beside them, the 60 s after all were reported Invalid  {}", window_line(&r.settled));
+    println!("  60 s after an operator restart with both (loops due once it is ready)  {}", window_line(&r.restarted));
+    let reported =
+        r.all_reported_s.map_or("not by the end of the window beside them".to_string(), |s| format!("{s:.1} s after the first create"));
+    println!("  broken LoopServices reported Invalid: {} of {} at the end; all of them {reported}", r.broken_reported, r.broken);
+    println!("  p99 by when the loop was due, 0-10 s | 10-20 s | ... | 50-60 s into the window:");
+    let windows = [("alone", &r.alone), ("beside", &r.beside), ("all reported", &r.settled), ("after a restart", &r.restarted)];
+    for (what, w) in windows {
+        println!("  {what:<16} {}", by_ten_seconds(w));
+    }
+    println!("  API requests in each window (all clients): LoopService status writes | Event writes | Jobs made | Pod writes | dry runs | all of these kinds");
+    for (what, w) in windows {
+        let c = &w.calls;
+        let sum = |verbs: &[&str], res: &str| apiserver::sum(c, verbs, res, None);
+        // A float sum starts at -0.0: + 0.0 prints none as 0.
+        let dry = c.iter().filter(|((_, r, _), _)| r.contains("(dry run)")).map(|(_, n)| n).sum::<f64>() + 0.0;
+        println!(
+            "  {what:<16} {} | {} | {} | {} | {} | {}",
+            sum(&["PATCH", "APPLY", "PUT"], "loopservices/status"),
+            sum(&["POST", "PATCH"], "events"),
+            sum(&["POST"], "jobs"),
+            sum(&["POST", "PATCH", "PUT", "DELETE"], "pods") + sum(&["PATCH", "PUT"], "pods/status"),
+            dry,
+            c.values().sum::<f64>()
+        );
+    }
     let bound = 2.0 * alone.p(0.99);
-    for (what, s) in [("beside", &beside), ("after a restart", &restarted)] {
+    let settled = late_of(&r.settled);
+    for (what, s) in [("beside", &beside), ("beside, all reported", &settled), ("after a restart", &restarted)] {
         let met = s.p(0.99) <= bound;
         println!(
             "{}",
