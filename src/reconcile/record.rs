@@ -13,7 +13,7 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use super::context::{Context, Fault, LoopEvents};
-use super::observe::Observed;
+use super::observe::{Checked, Observed};
 use super::plan::{self, Launched, Outcome, Plan, Requeue};
 use crate::crd::{LoopService, LoopServiceStatus};
 use crate::job::Held;
@@ -28,7 +28,13 @@ use crate::{Error, Result};
 /// again, computed last (kube-runtime counts a requeue from when the reconcile returns).
 pub async fn record(o: &Observed, plan: Plan, launched: Option<Launched>, ctx: &Context, now: Timestamp) -> Result<Action> {
     let Outcome { status, notes, releases, deletes, requeue } = plan::conclude(o, plan, launched, now);
+    // A report of an invalid spec is paced per namespace (see `INVALID_REPORTS_PER_SECOND`):
+    // its status write, then its Event.
+    let reporting = !matches!(o.spec, Checked::Valid(..));
     if status != o.prev {
+        if reporting {
+            ctx.invalid_reports.until_key_ready(&o.namespace).await;
+        }
         let _turn = ctx.request(Priority::Bookkeeping, &o.namespace).await;
         write_status(&o.ls, &status, ctx).await?;
         Fault::AfterStatusWrite.hit(ctx.fault)?;
@@ -37,6 +43,11 @@ pub async fn record(o: &Observed, plan: Plan, launched: Option<Launched>, ctx: &
     ctx.metrics.record_status(&labels, &status);
     for n in &notes {
         count(ctx, &labels, n);
+    }
+    if reporting {
+        for _ in notes.iter().filter(|n| emits_event(n, ctx.settings.loop_events)) {
+            ctx.invalid_reports.until_key_ready(&o.namespace).await;
+        }
     }
     publish(&o.ls, ctx, &notes).await?;
     release(ctx, &o.namespace, &releases).await?;

@@ -596,6 +596,39 @@ async fn a_refused_spec_already_reported_is_not_reported_again_after_a_restart()
     assert_eq!(asked.lines().len(), 3, "nothing for the one reported before: {:#?}", asked.lines());
 }
 
+/// Reports of invalid specs are paced per namespace: 30 LoopServices of one refused spec take
+/// 60 writes (a status and an Event each), 10 past the burst of 50, so they take at least
+/// 10 × 20 ms. Each is still reported.
+#[tokio::test]
+async fn reports_of_invalid_specs_are_paced_past_a_burst() {
+    let refusal = "Job.batch is invalid: spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"nope\"";
+    let all: Vec<LoopService> = (0..30)
+        .map(|i| {
+            let mut ls = loopservice(json!({}));
+            ls.metadata.name = Some(format!("report-{i}"));
+            ls.metadata.uid = Some(format!("0aa1b2c3-d4e5-4f60-8a7b-9c8d7e6f5a{i:02}"));
+            ls
+        })
+        .collect();
+    let mut expect = vec![Expect::dry_run_job().refused(422, "Invalid", refusal)];
+    for ls in &all {
+        let path =
+            format!("/apis/loops.dev/v1alpha1/namespaces/ns/loopservices/{}/status", ls.metadata.name.as_deref().unwrap_or_default());
+        expect.extend([Expect::write_status(ls).at(&path), Expect::event()]);
+    }
+    let (client, api) = api_server(expect);
+    let ctx = context(client, clock_at(t0()), vec![], vec![]);
+    let started = std::time::Instant::now();
+    for ls in &all {
+        reconcile(cached(ls), ctx.clone()).await.expect("the reconcile succeeds");
+    }
+    let took = started.elapsed();
+    let asked = api.done(ctx).await;
+    assert_eq!((asked.statuses().len(), asked.events().len()), (30, 30));
+    let least = 10 * Duration::from_secs(1) / super::context::INVALID_REPORTS_PER_SECOND.get();
+    assert!(took >= least * 9 / 10, "60 report writes took {took:?}, less than the pace allows ({least:?})");
+}
+
 /// Reconciles that cannot start a loop (a refused spec's report, a loop's end) hold at most
 /// three quarters of the places: when they hold all theirs, thousands of them waiting to write
 /// status and Events, the reconcile of a due loop in another namespace finds a place at once.
