@@ -1,5 +1,5 @@
 //! Which reconciles are urgent, read off the cached LoopService without decoding it: a loop due
-//! now (or within [`LOOKAHEAD`]), a running loop past its next due time (it relaunches the moment
+//! now (or within [`LOOKAHEAD_MS`]), a running loop past its next due time (it relaunches the moment
 //! its Job ends), a spec not yet checked for this generation (unless it is one the API server
 //! refuses right now), and a run request. The rest (the end of a loop not yet due again, a
 //! recheck of a refused spec, a deletion) can wait: a reconcile holds one of a bounded number of

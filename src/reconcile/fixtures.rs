@@ -357,16 +357,17 @@ impl Expect {
         Expect { content_type: Some(JSON_PATCH), ..Expect::new(Method::PATCH, format!("{JOBS}/{name}"), answer) }
     }
 
-    /// A merge patch of the LoopService's status; answered with the LoopService as last
-    /// written (or `ls`), holding the status as sent, at the next resourceVersion.
+    /// A merge patch of `ls`'s status; answered with the LoopService as last written (or `ls`),
+    /// holding the status as sent, at the next resourceVersion.
     pub fn write_status(ls: &LoopService) -> Self {
+        let path = format!("{LOOPSERVICES}/{}/status", ls.metadata.name.as_deref().unwrap_or(NAME));
         let first = serde_json::to_value(ls).expect("a LoopService serializes");
         let answer = Box::new(move |b: &Value, stored: &mut Stored| {
             let now = stored_with_status(stored.loopservice.take().unwrap_or(first), b);
             stored.loopservice = Some(now.clone());
             (StatusCode::OK, now)
         });
-        Expect { content_type: Some(MERGE_PATCH), ..Expect::new(Method::PATCH, format!("{LOOPSERVICES}/{NAME}/status"), answer) }
+        Expect { content_type: Some(MERGE_PATCH), ..Expect::new(Method::PATCH, path, answer) }
     }
 
     /// A read of the LoopService; answered with it as last written.
@@ -442,11 +443,6 @@ impl Expect {
     /// An Event published (events.k8s.io/v1); answered as created.
     pub fn event() -> Self {
         Expect::new(Method::POST, EVENTS.into(), Box::new(|b: &Value, _: &mut Stored| (StatusCode::CREATED, b.clone())))
-    }
-
-    /// The same request, to `path` instead.
-    pub fn at(self, path: &str) -> Self {
-        Expect { path: path.to_string(), ..self }
     }
 
     /// Answers with `body` instead.
