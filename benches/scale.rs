@@ -181,6 +181,7 @@ async fn main() {
             RGBColor(200, 130, 0),
             RGBColor(120, 60, 170),
             RGBColor(0, 150, 160),
+            RGBColor(90, 90, 90),
         ];
         let series: Vec<plot::Series> = soak::relative(&rows).into_iter().zip(colors).map(|((name, v), c)| (name, v, c)).collect();
         plots.push(plot::lines("soak.png", "Soak: each figure as % of its first minute", "minutes", &series));
@@ -211,7 +212,8 @@ async fn main() {
         println!("\nFairness phase: {fair_n} LoopServices every 10 s, then {broken_n} broken ones in another namespace");
         let r = fairness::run(fair_n, broken_n).await;
         report::fairness(&r);
-        let (a, b) = r.namespaces;
+        let (a, b, c) = r.namespaces;
+        delete_and_wait(c).await;
         delete_and_wait(b).await;
         delete_and_wait(a).await;
     }

@@ -30,6 +30,7 @@ pub mod http;
 pub mod metrics;
 pub mod metrics_auth;
 pub mod orphans;
+pub mod pace;
 pub mod pause;
 pub mod reconcile;
 pub mod runtime;

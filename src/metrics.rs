@@ -57,6 +57,12 @@ pub struct WatchLabels {
     pub shard: &'static str,
 }
 
+/// Why a reconcile asked to run again (`crate::reconcile::plan::Recheck`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequeueLabels {
+    pub after: &'static str,
+}
+
 /// Which shard this release is.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardLabels {
@@ -79,6 +85,8 @@ pub struct Metrics {
     pub loops_missed: Family<LsLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconciles: Counter,
+    /// Reconciles by why they asked to run again (a time of their own, or only on a change).
+    pub requeues: Family<RequeueLabels, Counter>,
     /// Reconciles that found the cached LoopService behind the operator's own last status
     /// write, and read the stored one instead.
     pub stale_reads: Counter,
@@ -115,6 +123,7 @@ impl Default for Metrics {
             loops_missed: Family::default(),
             reconcile_errors: Family::default(),
             reconciles: Counter::default(),
+            requeues: Family::default(),
             stale_reads: Counter::default(),
             own_write_waits: Counter::default(),
             // 1 ms .. ~16 s
@@ -152,6 +161,11 @@ impl Metrics {
             self.reconcile_errors.clone(),
         );
         registry.register("reconciles", "Reconciles run", self.reconciles.clone());
+        registry.register(
+            "requeues",
+            "Reconciles by what they asked for next: after, the reason to run again at a time of their own (due, running, refused, ...), or on_change",
+            self.requeues.clone(),
+        );
         registry.register(
             "stale_cache_reads",
             "Reconciles that found the cached LoopService behind the operator's own last status write and read the stored one",
@@ -212,6 +226,11 @@ impl Metrics {
     }
 
     /// Sets the per-LoopService gauges from the status stored for `ls`.
+    /// Counts a reconcile's ask to run again, by why.
+    pub fn requeued(&self, why: crate::reconcile::plan::Recheck) {
+        self.requeues.get_or_create(&RequeueLabels { after: why.as_str() }).inc();
+    }
+
     pub fn record_status(&self, ls: &LsLabels, st: &LoopServiceStatus) {
         self.saw(ls);
         let condition = |type_: ConditionType| st.conditions.iter().find(|c| type_ == c.type_);

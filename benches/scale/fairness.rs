@@ -1,6 +1,7 @@
 //! Phase 5: fairness between namespaces. `BENCH_FAIR_N` (100) healthy LoopServices every 10 s
 //! in one namespace; their Jobs' lateness (the bench's Job watch against each Job's due time)
-//! alone; while `BENCH_FAIR_BROKEN` (5000) LoopServices the API server refuses are created in
+//! alone; beside as many broken LoopServices in a namespace the operator does not watch (the
+//! control: what the creates cost without the operator's reports); while `BENCH_FAIR_BROKEN` (5000) LoopServices the API server refuses are created in
 //! another namespace (the bench's own creates load the API server too); beside them, once
 //! created (while the operator reports them); once all are reported; and after a restart of the operator with both there (loops due once it is ready).
 //!
@@ -22,9 +23,9 @@ use serde_json::json;
 
 use crate::apiserver::{self, Counts};
 use crate::peers::{create_many, fake_node_pod_spec};
-use crate::proc;
 use crate::support::{create_ls, ensure_crd, Operator, TestNs};
 use crate::watch::JobWatch;
+use crate::{plane, proc};
 
 /// How long each window lasts.
 const WINDOW: Duration = Duration::from_secs(60);
@@ -37,6 +38,10 @@ pub struct FairResult {
     /// end of the window beside them.
     pub all_reported_s: Option<f64>,
     pub alone: Window,
+    /// Beside `broken` LoopServices of the same spec in a namespace the operator does not
+    /// watch, the 60 s after they were created (in `create_unwatched_s`).
+    pub unwatched: Window,
+    pub create_unwatched_s: f64,
     pub during: Window,
     pub beside: Window,
     /// Beside them once all were reported Invalid (their report, a status write and an Event
@@ -45,7 +50,7 @@ pub struct FairResult {
     pub restarted: Window,
     /// Broken LoopServices whose status said Invalid at the end.
     pub broken_reported: usize,
-    pub namespaces: (TestNs, TestNs),
+    pub namespaces: (TestNs, TestNs, TestNs),
 }
 
 /// The healthy loops of one window.
@@ -60,6 +65,8 @@ pub struct Window {
     pub unknown_end: usize,
     /// What the API server was asked in the window, by every client.
     pub calls: Counts,
+    /// CPU seconds in the window: the operator's, then the control plane's by component.
+    pub cpu: Vec<(&'static str, f64)>,
 }
 
 /// Each healthy loop's end as its LoopService's `status.history` records it now.
@@ -153,18 +160,35 @@ fn lateness(watch: &JobWatch, ends: &HashMap<(String, i64), jiff::Timestamp>, fr
 
 async fn window(op: &mut Operator, watch: &JobWatch, healthy: &TestNs, what: &str) -> Window {
     let before = apiserver::scrape(&healthy.client).await;
+    let (plane, op_cpu) = (plane::Cpu::read(), proc::cpu_secs(op.pid()));
     let from = jiff::Timestamp::now();
     let seen = watch.count();
     tokio::time::sleep(WINDOW).await;
     let to = jiff::Timestamp::now();
+    let mut cpu = vec![("operator", proc::cpu_secs(op.pid()) - op_cpu)];
+    cpu.extend(plane::Cpu::read().since(&plane));
     let calls = apiserver::diff(&before, &apiserver::scrape(&healthy.client).await);
     assert!(watch.count() > seen, "no healthy Job in {WINDOW:?} {what}; operator log:\n{}", proc::tail(&op.log_text()));
-    Window { calls, ..lateness(watch, &ends(healthy).await, from, to) }
+    Window { calls, cpu, ..lateness(watch, &ends(healthy).await, from, to) }
+}
+
+/// Creates `m` broken LoopServices in `ns`, 32 at a time; returns the seconds it took.
+async fn create_broken(ns: &TestNs, m: usize) -> f64 {
+    let t = Instant::now();
+    let creates = futures::stream::iter(0..m)
+        .map(|i| async move {
+            let name = format!("broken-{i}");
+            create_ls(ns, broken(&name)).await.unwrap_or_else(|e| panic!("create LoopService {name}: {e}"));
+        })
+        .buffer_unordered(32);
+    creates.collect::<Vec<()>>().await;
+    t.elapsed().as_secs_f64()
 }
 
 pub async fn run(n: usize, m: usize) -> FairResult {
     let healthy = TestNs::new("bench-fair").await;
     let broken_ns = TestNs::new("bench-broken").await;
+    let unwatched = TestNs::new("bench-unwatched").await;
     ensure_crd(&healthy.client).await;
     let watch = JobWatch::start(&healthy.name);
     create_many(&healthy, "loop-", 0..n, "10s", false).await;
@@ -172,21 +196,16 @@ pub async fn run(n: usize, m: usize) -> FairResult {
     // The first loops all start at once; the windows measure the loops after them.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let alone = window(&mut op, &watch, &healthy, "alone").await;
+    // The control: as many broken LoopServices in a namespace the operator does not watch, so
+    // what the creates and the API server's work on them cost the healthy loops, without the
+    // operator's reports.
+    let create_unwatched_s = create_broken(&unwatched, m).await;
+    let unwatched_w = window(&mut op, &watch, &healthy, "beside broken LoopServices the operator does not watch").await;
 
     let reported = Reported::start(&broken_ns, m);
     let from = jiff::Timestamp::now();
     let t = Instant::now();
-    let creates = futures::stream::iter(0..m)
-        .map(|i| {
-            let ns = &broken_ns;
-            async move {
-                let name = format!("broken-{i}");
-                create_ls(ns, broken(&name)).await.unwrap_or_else(|e| panic!("create LoopService {name}: {e}"));
-            }
-        })
-        .buffer_unordered(32);
-    creates.collect::<Vec<()>>().await;
-    let create_broken_s = t.elapsed().as_secs_f64();
+    let create_broken_s = create_broken(&broken_ns, m).await;
     let to = jiff::Timestamp::now();
     let during = lateness(&watch, &ends(&healthy).await, from, to);
     let beside = window(&mut op, &watch, &healthy, "beside the broken LoopServices").await;
@@ -212,11 +231,13 @@ pub async fn run(n: usize, m: usize) -> FairResult {
         create_broken_s,
         all_reported_s,
         alone,
+        unwatched: unwatched_w,
+        create_unwatched_s,
         during,
         beside,
         settled,
         restarted,
         broken_reported,
-        namespaces: (healthy, broken_ns),
+        namespaces: (healthy, broken_ns, unwatched),
     }
 }

@@ -214,6 +214,12 @@ pub fn fairness(r: &FairResult) {
         "  Job seen by the bench's watch after due (the stamped due time, or the loop before's end when later), loops after the first:"
     );
     println!("  alone                       {}", window_line(&r.alone));
+    println!(
+        "  beside {} broken ones the operator does not watch, the 60 s after they were created ({:.1} s)  {}",
+        r.broken,
+        r.create_unwatched_s,
+        window_line(&r.unwatched)
+    );
     println!("  while the bench creates {} broken ones ({:.1} s)  {}", r.broken, r.create_broken_s, window_line(&r.during));
     println!("  beside them, the 60 s after  {}", window_line(&r.beside));
     println!("  beside them, the 60 s after all were reported Invalid  {}", window_line(&r.settled));
@@ -222,7 +228,13 @@ pub fn fairness(r: &FairResult) {
         r.all_reported_s.map_or("not by the end of the window beside them".to_string(), |s| format!("{s:.1} s after the first create"));
     println!("  broken LoopServices reported Invalid: {} of {} at the end; all of them {reported}", r.broken_reported, r.broken);
     println!("  p99 by when the loop was due, 0-10 s | 10-20 s | ... | 50-60 s into the window:");
-    let windows = [("alone", &r.alone), ("beside", &r.beside), ("all reported", &r.settled), ("after a restart", &r.restarted)];
+    let windows = [
+        ("alone", &r.alone),
+        ("not watched", &r.unwatched),
+        ("beside", &r.beside),
+        ("all reported", &r.settled),
+        ("after a restart", &r.restarted),
+    ];
     for (what, w) in windows {
         println!("  {what:<16} {}", by_ten_seconds(w));
     }
@@ -242,9 +254,20 @@ pub fn fairness(r: &FairResult) {
             c.values().sum::<f64>()
         );
     }
+    println!("  CPU seconds in each window: operator | kube-apiserver | kube-controller-manager | etcd");
+    for (what, w) in windows {
+        let cpu = w.cpu.iter().map(|c| fmt(c.1)).collect::<Vec<_>>().join(" | ");
+        println!("  {what:<16} {cpu}");
+    }
     let bound = 2.0 * alone.p(0.99);
     let settled = late_of(&r.settled);
-    for (what, s) in [("beside", &beside), ("beside, all reported", &settled), ("after a restart", &restarted)] {
+    let unwatched = late_of(&r.unwatched);
+    for (what, s) in [
+        ("beside broken ones not watched (the control)", &unwatched),
+        ("beside", &beside),
+        ("beside, all reported", &settled),
+        ("after a restart", &restarted),
+    ] {
         let met = s.p(0.99) <= bound;
         println!(
             "{}",

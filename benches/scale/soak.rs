@@ -3,18 +3,21 @@
 //! from outside the operator:
 //!
 //! - its resident memory (VmRSS) and open sockets (its `/proc/<pid>/fd` links to sockets);
-//! - reconciles run in the minute (`loopservice_reconciles_total` on its /metrics);
+//! - reconciles run in the minute (`loopservice_reconciles_total` on its /metrics), and what
+//!   drives them: the objects its watches were sent, by kind (`loopservice_watch_events_total`),
+//!   and the reconciles' own asks to run again, by why (`loopservice_requeues_total`);
 //! - Events the operator wrote in the minute (events.k8s.io Events of the namespace reported by
 //!   it, not seen before) and in all;
 //! - the size of a LoopService's status as stored (JSON bytes, mean and largest);
 //! - etcd's database (total and in use);
 //! - the namespace's Jobs (the history limits should hold them flat);
 //! - the Jobs made in the minute (by the bench's own Job watch) and how long after its
-//!   `loops.dev/scheduled-time` each was seen (p99).
+//!   `loops.dev/scheduled-time` each was seen (p99);
+//! - the loops that ended in the minute (by `status.history`) and how long they ran (mean).
 //!
 //! Flat lines are the pass: what grows with time is a leak to find.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::events::v1::Event;
@@ -43,6 +46,14 @@ pub struct Row {
     pub rss_mib: f64,
     pub sockets: usize,
     pub reconciles: f64,
+    /// The minute's watch events by kind: LoopServices, Jobs, Pods.
+    pub watched: [f64; 3],
+    /// The minute's asks to run again: at a due time, while running (each 15 s), while
+    /// running with suspect caches (each 2 s), for the cache to show an own write, all others.
+    pub requeues: [f64; 5],
+    /// Loops that ended in the minute, and their mean run time (seconds).
+    pub ended: usize,
+    pub ran_mean: f64,
     pub events_new: usize,
     pub events: usize,
     pub status_mean: f64,
@@ -88,28 +99,43 @@ pub async fn run(n: usize, interval: u64, minutes: usize) -> (Vec<Row>, TestNs) 
 #[derive(Default)]
 struct State {
     reconciles: f64,
+    counters: HashMap<String, f64>,
+    ended: HashSet<(String, i64)>,
     events: HashSet<String>,
     jobs_seen: usize,
 }
 
 impl State {
     async fn take(&mut self, minute: usize, ns: &TestNs, pid: u32, metrics_addr: &str, watch: &JobWatch) -> Row {
-        let reconciles = reconciles_total(metrics_addr).unwrap_or(f64::NAN);
+        let counters = counters(metrics_addr);
+        let reconciles = counters.get("loopservice_reconciles_total").copied().unwrap_or(f64::NAN);
+        let delta = |name: &str, label: &str| -> f64 {
+            let sum =
+                |m: &HashMap<String, f64>| m.iter().filter(|(k, _)| k.starts_with(name) && k.contains(label)).map(|(_, v)| v).sum::<f64>();
+            sum(&counters) - sum(&self.counters)
+        };
+        let watched = ["loopservice", "job", "pod"].map(|k| delta("loopservice_watch_events_total{", &format!("kind=\"{k}\"")));
+        let named = ["due", "running", "running_suspect", "own_write"];
+        let rq = named.map(|a| delta("loopservice_requeues_total{", &format!("after=\"{a}\"")));
+        let other = delta("loopservice_requeues_total{", "after=") - rq.iter().sum::<f64>();
+        let requeues = [rq[0], rq[1], rq[2], rq[3], other];
         let events: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
         let listed = events.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
         let ours = listed.iter().filter(|e| e.reporting_controller.as_deref() == Some(REPORTER));
         let uids: HashSet<String> = ours.filter_map(|e| e.uid()).collect();
         let events_new = uids.difference(&self.events).count();
         self.events.extend(uids);
-        let sizes: Vec<usize> = ns
-            .loopservices()
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default()
-            .iter()
-            .map(|l| serde_json::to_vec(&l.status).map_or(0, |v| v.len()))
-            .collect();
+        let loopservices = ns.loopservices().list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+        let sizes: Vec<usize> = loopservices.iter().map(|l| serde_json::to_vec(&l.status).map_or(0, |v| v.len())).collect();
+        let mut ran = vec![];
+        for l in &loopservices {
+            for r in l.status.iter().flat_map(|s| &s.history) {
+                let Some(end) = &r.end_time else { continue };
+                if self.ended.insert((l.name_any(), r.r#loop)) {
+                    ran.push(end.0.duration_since(r.start_time.0).as_secs_f64());
+                }
+            }
+        }
         let jobs = ns.jobs().list_metadata(&ListParams::default()).await.map_or(0, |l| l.items.len());
         let seen = watch.snapshot();
         let mut all: Vec<_> = seen.iter().map(|(_, s)| s).collect();
@@ -121,6 +147,10 @@ impl State {
             rss_mib: proc::memory(pid).0,
             sockets: sockets(pid),
             reconciles: reconciles - self.reconciles,
+            watched,
+            requeues,
+            ended: ran.len(),
+            ran_mean: ran.iter().sum::<f64>() / ran.len().max(1) as f64,
             events_new,
             events: self.events.len(),
             status_mean: sizes.iter().sum::<usize>() as f64 / sizes.len().max(1) as f64,
@@ -131,15 +161,23 @@ impl State {
             late_p99: Sample::new(late).p(0.99),
         };
         self.reconciles = reconciles;
+        self.counters = counters;
         self.jobs_seen = all.len();
         row
     }
 }
 
-/// `loopservice_reconciles_total` on the operator's /metrics.
-fn reconciles_total(addr: &str) -> Option<f64> {
-    let (200, body) = proc::http_get(addr, "/metrics")? else { return None };
-    body.lines().find_map(|l| l.strip_prefix("loopservice_reconciles_total ")?.trim().parse().ok())
+/// The operator's own series on its /metrics (`loopservice_…`), by name with labels; none when
+/// it does not answer.
+fn counters(addr: &str) -> HashMap<String, f64> {
+    let Some((200, body)) = proc::http_get(addr, "/metrics") else { return HashMap::new() };
+    body.lines()
+        .filter(|l| l.starts_with("loopservice_"))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// The process's open sockets: its file descriptors that link to `socket:[…]`.
@@ -150,16 +188,48 @@ fn sockets(pid: u32) -> usize {
 
 fn header() -> String {
     format!(
-        "{:>4} {:>8} {:>7} {:>10} {:>7} {:>7} {:>11} {:>10} {:>15} {:>6} {:>6} {:>10}",
-        "min", "RSS MiB", "sockets", "reconciles", "Events", "(all)", "status B", "(largest)", "etcd MiB (use)", "Jobs", "made", "late p99"
+        "{:>4} {:>8} {:>7} {:>10} {:>23} {:>31} {:>7} {:>7} {:>11} {:>10} {:>15} {:>6} {:>6} {:>10} {:>6} {:>6}",
+        "min",
+        "RSS MiB",
+        "sockets",
+        "reconciles",
+        "watched: LS / Job / Pod",
+        "requeues: due/run/susp/own/else",
+        "Events",
+        "(all)",
+        "status B",
+        "(largest)",
+        "etcd MiB (use)",
+        "Jobs",
+        "made",
+        "late p99",
+        "ended",
+        "ran s"
     )
 }
 
 fn line(r: &Row) -> String {
     let db = r.db.map_or("-".into(), |(t, u)| format!("{t:.1} ({u:.1})"));
+    let watched = r.watched.map(|v| format!("{v:.0}")).join(" / ");
+    let requeues = r.requeues.map(|v| format!("{v:.0}")).join("/");
     format!(
-        "{:>4} {:>8.1} {:>7} {:>10.0} {:>7} {:>7} {:>11.0} {:>10} {:>15} {:>6} {:>6} {:>9.2}s",
-        r.minute, r.rss_mib, r.sockets, r.reconciles, r.events_new, r.events, r.status_mean, r.status_max, db, r.jobs, r.made, r.late_p99
+        "{:>4} {:>8.1} {:>7} {:>10.0} {:>23} {:>31} {:>7} {:>7} {:>11.0} {:>10} {:>15} {:>6} {:>6} {:>9.2}s {:>6} {:>6.1}",
+        r.minute,
+        r.rss_mib,
+        r.sockets,
+        r.reconciles,
+        watched,
+        requeues,
+        r.events_new,
+        r.events,
+        r.status_mean,
+        r.status_max,
+        db,
+        r.jobs,
+        r.made,
+        r.late_p99,
+        r.ended,
+        r.ran_mean
     )
 }
 
@@ -179,6 +249,22 @@ pub fn report(rows: &[Row]) {
         change(first.db.map_or(0.0, |d| d.1), last.db.map_or(0.0, |d| d.1)),
         change(first.jobs as f64, last.jobs as f64),
     );
+    // Reconciles per loop over 10-minute spans: a wave every interval makes single minutes zigzag.
+    let spans = rows.chunks(10).map(|c| {
+        let (rec, ended) = c.iter().fold((0.0, 0), |(a, b), r| (a + r.reconciles, b + r.ended));
+        let ran = c.iter().map(|r| r.ran_mean * r.ended as f64).sum::<f64>() / ended.max(1) as f64;
+        let pods = c.iter().map(|r| r.watched[2]).sum::<f64>() / ended.max(1) as f64;
+        let running = c.iter().map(|r| r.requeues[1] + r.requeues[2]).sum::<f64>() / ended.max(1) as f64;
+        format!(
+            "min {}-{}: {:.2} reconciles, {running:.2} running rechecks, {pods:.2} Pod events a loop ended; loops ran {ran:.1} s (n={ended})",
+            c[0].minute,
+            c[c.len() - 1].minute,
+            rec / ended.max(1) as f64
+        )
+    });
+    for s in spans {
+        println!("  {s}");
+    }
     let peak = rows.iter().map(|r| r.rss_mib).fold(0.0, f64::max);
     println!("  RSS peak of the minutes sampled {peak:.1} MiB; {} rows", rows.len());
 }
@@ -188,13 +274,14 @@ type Figure = (&'static str, fn(&Row) -> f64);
 
 /// Each figure as a percentage of its value at the first row: flat lines at 100.
 pub fn relative(rows: &[Row]) -> Vec<(&'static str, Vec<(f64, f64)>)> {
-    let figures: [Figure; 6] = [
+    let figures: [Figure; 7] = [
         ("operator RSS", |r| r.rss_mib),
         ("operator sockets", |r| r.sockets as f64),
         ("reconciles a minute", |r| r.reconciles),
         ("status size (mean)", |r| r.status_mean),
         ("etcd in use", |r| r.db.map_or(f64::NAN, |d| d.1)),
         ("Jobs kept", |r| r.jobs as f64),
+        ("loop run time (mean)", |r| r.ran_mean),
     ];
     figures
         .iter()

@@ -20,6 +20,7 @@ use crate::crd::{LoopService, LoopServiceStatus};
 use crate::fair::{Gate, Place};
 pub use crate::fault::Fault;
 use crate::metrics::Metrics;
+use crate::pace::Pace;
 use crate::turns::{Priority, Turn, Turns};
 use crate::verdicts::Verdicts;
 
@@ -35,11 +36,12 @@ pub const POD_CREATE_FAILURE_TTL: Duration = Duration::from_secs(30);
 /// asked to scan Events hundreds of times a minute (the soak measured 1.1 s an Events list).
 pub const POD_CREATE_LOOKUPS_PER_SECOND: std::num::NonZeroU32 = std::num::NonZeroU32::new(2).unwrap();
 pub const POD_CREATE_LOOKUPS_BURST: std::num::NonZeroU32 = std::num::NonZeroU32::new(10).unwrap();
-/// Writes a second (status writes and Events) that report invalid specs, at most, per namespace,
-/// after a burst of as many: a namespace that makes thousands of broken LoopServices at once
-/// has them reported over minutes, not in one flood of writes to the API server that every
-/// namespace's loops share. A few broken ones are reported at once.
-pub const INVALID_REPORTS_PER_SECOND: std::num::NonZeroU32 = std::num::NonZeroU32::new(50).unwrap();
+/// Reports of invalid specs (a status write and an Event each) a second, at most, per
+/// namespace, after a burst of as many: a namespace that makes thousands of broken
+/// LoopServices at once has them reported over minutes, not in one flood of writes to the API
+/// server that every namespace's loops share. A few broken ones are reported at once. A report
+/// past the burst is booked its own instant ([`crate::pace`]).
+pub const INVALID_REPORTS_PER_SECOND: std::num::NonZeroU32 = std::num::NonZeroU32::new(25).unwrap();
 
 /// Which Events the operator publishes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -156,8 +158,8 @@ pub struct Context {
     /// Reads of those Events, at most `POD_CREATE_LOOKUPS_PER_SECOND` (each scans the
     /// namespace's Events): past it, a Job without a Pod waits for a later reconcile to learn why.
     pub pod_create_lookups: Limiter,
-    /// Writes that report invalid specs, by namespace ([`INVALID_REPORTS_PER_SECOND`]).
-    pub invalid_reports: governor::DefaultKeyedRateLimiter<String>,
+    /// Reports of invalid specs, by namespace ([`INVALID_REPORTS_PER_SECOND`]).
+    pub invalid_reports: Pace,
 }
 
 /// The share of reconcile places kept for urgent reconciles: one in this many.
@@ -198,7 +200,7 @@ impl Context {
             pod_create_lookups: governor::RateLimiter::direct(
                 governor::Quota::per_second(POD_CREATE_LOOKUPS_PER_SECOND).allow_burst(POD_CREATE_LOOKUPS_BURST),
             ),
-            invalid_reports: governor::RateLimiter::keyed(governor::Quota::per_second(INVALID_REPORTS_PER_SECOND)),
+            invalid_reports: Pace::new(INVALID_REPORTS_PER_SECOND, INVALID_REPORTS_PER_SECOND),
         }
     }
 

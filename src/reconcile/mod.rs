@@ -37,6 +37,7 @@ use tracing::{debug, warn};
 
 pub use context::{Caches, Context, Fault, LoopEvents, Parts, Settings};
 use observe::Observation;
+use plan::Recheck;
 
 use crate::cached::CachedLoopService;
 use crate::crd::LoopService;
@@ -48,6 +49,7 @@ use crate::{is_transient, status, Error, Result};
 pub async fn reconcile(cached: Arc<CachedLoopService>, ctx: Arc<Context>) -> Result<Action> {
     // Nothing is decided before the Jobs and Pods are known.
     if !ctx.caches.synced.load(Ordering::SeqCst) {
+        ctx.metrics.requeued(Recheck::Unsynced);
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
     // The controller starts every reconcile that is due; at most `max_reconciles` go past here
@@ -96,15 +98,22 @@ enum Staged {
 async fn stages(ls: Arc<LoopService>, ctx: &Context) -> Result<Staged> {
     let ls = match claim::claim(ls, ctx).await? {
         claim::Claimed::Ours(ls) => ls,
-        claim::Claimed::Elsewhere(action) => return Ok(Staged::Done(action)),
+        claim::Claimed::Elsewhere(action) => {
+            ctx.metrics.requeued(Recheck::StandBy);
+            return Ok(Staged::Done(action));
+        }
     };
     let now = ctx.clock.now();
     let ns = ls.namespace().unwrap_or_default();
     let observed = match observe::observe(ls, ctx, now).await? {
         Observation::Seen(observed) => observed,
-        Observation::Behind => return Ok(Staged::PutOff(Action::requeue(observe::OWN_WRITE_RECHECK))),
+        Observation::Behind => {
+            ctx.metrics.requeued(Recheck::OwnWrite);
+            return Ok(Staged::PutOff(Action::requeue(observe::OWN_WRITE_RECHECK)));
+        }
         Observation::Gone(held) => {
             record::release(ctx, &ns, &held).await?;
+            ctx.metrics.requeued(Recheck::OnChange);
             return Ok(Staged::Done(Action::await_change()));
         }
     };
@@ -153,6 +162,7 @@ pub fn error_policy(ls: Arc<CachedLoopService>, err: &Error, ctx: Arc<Context>) 
     let cap = if transient { Duration::from_secs(2) } else { Duration::from_secs(60) };
     let delay = Duration::from_millis(250u64.saturating_mul(1 << n.clamp(1, 9).saturating_sub(1))).min(cap);
     ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { step: err.metric_label().to_string() }).inc();
+    ctx.metrics.requeued(Recheck::Error);
     let (namespace, name, retry_in_ms) = (ls.namespace().unwrap_or_default(), ls.name_any(), delay.as_millis() as u64);
     if is_conflict(err) {
         // The cache was a step behind a write of our own; the retry reads the new version.

@@ -99,6 +99,60 @@ pub struct Outcome {
     pub releases: Vec<Held>,
     pub deletes: Vec<String>,
     pub requeue: Requeue,
+    /// Why the reconcile looks again then.
+    pub recheck: Recheck,
+}
+
+/// Why a reconcile asks to run again at a time of its own, whatever else changes: the label of
+/// `loopservice_requeues_total`, so that what drives the reconciles shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Recheck {
+    /// The next loop is due then (or a pause ends).
+    Due,
+    /// A loop runs: its Pods are looked at for a reason it cannot go on.
+    Running,
+    /// A loop runs and the caches are suspect (a watch failed lately): looked at sooner.
+    RunningSuspect,
+    /// The API server refused the spec's Job: asked again, backing off.
+    Refused,
+    /// The Job's name is taken by a Job that is not the loop's.
+    NameTaken,
+    /// A Pod of a deleted Job still runs.
+    Lingering,
+    /// A loop is due while this instance drains.
+    Draining,
+    /// Nothing: only a change to the LoopService or its Jobs runs it again.
+    OnChange,
+    /// The cache lacked this instance's own last status write.
+    OwnWrite,
+    /// Another release of the operator works it; this one stands by.
+    StandBy,
+    /// The caches had not synced yet.
+    Unsynced,
+    /// The reconcile failed and is retried with backoff.
+    Error,
+    /// A report of an invalid spec waits for its turn in the namespace's pace.
+    Paced,
+}
+
+impl Recheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recheck::Due => "due",
+            Recheck::Running => "running",
+            Recheck::RunningSuspect => "running_suspect",
+            Recheck::Refused => "refused",
+            Recheck::NameTaken => "name_taken",
+            Recheck::Lingering => "lingering",
+            Recheck::Draining => "draining",
+            Recheck::OnChange => "on_change",
+            Recheck::OwnWrite => "own_write",
+            Recheck::StandBy => "stand_by",
+            Recheck::Unsynced => "unsynced",
+            Recheck::Error => "error",
+            Recheck::Paced => "paced",
+        }
+    }
 }
 
 /// Plans one reconcile at `now`.
@@ -179,8 +233,8 @@ pub fn conclude(o: &Observed, plan: Plan, launched: Option<Launched>, now: Times
         }
         _ => vec![],
     };
-    let requeue = requeue(&decision, obstacle.as_ref(), o.suspect, refused_for(&st, now));
-    Outcome { releases: releases(&o.held, &st), status: st, notes, deletes, requeue }
+    let (requeue, recheck) = requeue(&decision, obstacle.as_ref(), o.suspect, refused_for(&st, now));
+    Outcome { releases: releases(&o.held, &st), status: st, notes, deletes, requeue, recheck }
 }
 
 /// The held Jobs to let go of once `st` is stored: those of loops it records as ended (a Job
@@ -225,18 +279,20 @@ fn refused_for(st: &LoopServiceStatus, now: Timestamp) -> Duration {
     ready.map_or(Duration::ZERO, |c| schedule::until(now, c.last_transition_time.0))
 }
 
-fn requeue(decision: &Decision, obstacle: Option<&Obstacle>, suspect: bool, refused_for: Duration) -> Requeue {
+fn requeue(decision: &Decision, obstacle: Option<&Obstacle>, suspect: bool, refused_for: Duration) -> (Requeue, Recheck) {
     match (decision, obstacle) {
-        (_, Some(Obstacle::NameTaken { .. })) => Requeue::After(NAME_TAKEN_RECHECK),
-        (_, Some(Obstacle::Lingering { .. })) => Requeue::After(SHORT_RECHECK),
-        (Decision::Wait { until } | Decision::Paused { until, .. }, _) => Requeue::At(*until),
+        (_, Some(Obstacle::NameTaken { .. })) => (Requeue::After(NAME_TAKEN_RECHECK), Recheck::NameTaken),
+        (_, Some(Obstacle::Lingering { .. })) => (Requeue::After(SHORT_RECHECK), Recheck::Lingering),
+        (Decision::Wait { until } | Decision::Paused { until, .. }, _) => (Requeue::At(*until), Recheck::Due),
         // Only while draining: the next instance starts it.
-        (Decision::Launch { .. }, _) => Requeue::After(SHORT_RECHECK),
-        (Decision::Running { .. }, _) if suspect => Requeue::After(SUSPECT_RECHECK),
-        (Decision::Running { .. }, _) => Requeue::After(RUNNING_RECHECK),
-        (Decision::Invalid { recheck: true, .. }, _) => Requeue::After(refused_for.clamp(RECHECK_INVALID, RECHECK_INVALID_MAX)),
+        (Decision::Launch { .. }, _) => (Requeue::After(SHORT_RECHECK), Recheck::Draining),
+        (Decision::Running { .. }, _) if suspect => (Requeue::After(SUSPECT_RECHECK), Recheck::RunningSuspect),
+        (Decision::Running { .. }, _) => (Requeue::After(RUNNING_RECHECK), Recheck::Running),
+        (Decision::Invalid { recheck: true, .. }, _) => {
+            (Requeue::After(refused_for.clamp(RECHECK_INVALID, RECHECK_INVALID_MAX)), Recheck::Refused)
+        }
         (Decision::Invalid { .. } | Decision::Suspended | Decision::SuspendedAfterFailures { .. } | Decision::Finished, _) => {
-            Requeue::OnChange
+            (Requeue::OnChange, Recheck::OnChange)
         }
     }
 }

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 use super::context::{Context, Fault, LoopEvents};
 use super::observe::{Checked, Observed};
-use super::plan::{self, Launched, Outcome, Plan, Requeue};
+use super::plan::{self, Launched, Outcome, Plan, Recheck, Requeue};
 use crate::crd::{LoopService, LoopServiceStatus};
 use crate::job::Held;
 use crate::metrics::{LsLabels, ResultLabels, Stage};
@@ -27,13 +27,16 @@ use crate::{Error, Result};
 /// Concludes the plan with the launch's answer and records the outcome; returns when to look
 /// again, computed last (kube-runtime counts a requeue from when the reconcile returns).
 pub async fn record(o: &Observed, plan: Plan, launched: Option<Launched>, ctx: &Context, now: Timestamp) -> Result<Action> {
-    let Outcome { status, notes, releases, deletes, requeue } = plan::conclude(o, plan, launched, now);
-    // A report of an invalid spec is paced per namespace (see `INVALID_REPORTS_PER_SECOND`):
-    // its status write, then its Event.
+    let Outcome { status, notes, releases, deletes, requeue, recheck } = plan::conclude(o, plan, launched, now);
+    // A report of an invalid spec (its status write and its Event) is paced per namespace
+    // (see `INVALID_REPORTS_PER_SECOND`): past the burst it comes back at its booked instant.
     let reporting = !matches!(o.spec, Checked::Valid(..));
     if status != o.prev {
         if reporting {
-            ctx.invalid_reports.until_key_ready(&o.namespace).await;
+            if let Some(wait) = ctx.invalid_reports.turn(&o.namespace, &o.ls.name_any(), now) {
+                ctx.metrics.requeued(Recheck::Paced);
+                return Ok(Action::requeue(wait));
+            }
         }
         let _turn = ctx.request(Priority::Bookkeeping, &o.namespace).await;
         write_status(&o.ls, &status, ctx).await?;
@@ -44,14 +47,10 @@ pub async fn record(o: &Observed, plan: Plan, launched: Option<Launched>, ctx: &
     for n in &notes {
         count(ctx, &labels, n);
     }
-    if reporting {
-        for _ in notes.iter().filter(|n| emits_event(n, ctx.settings.loop_events)) {
-            ctx.invalid_reports.until_key_ready(&o.namespace).await;
-        }
-    }
     publish(&o.ls, ctx, &notes).await?;
     release(ctx, &o.namespace, &releases).await?;
     delete_jobs(o, ctx, deletes).await?;
+    ctx.metrics.requeued(recheck);
     Ok(match requeue {
         Requeue::At(at) => Action::requeue(schedule::until(at, ctx.clock.now())),
         Requeue::After(d) => Action::requeue(d),

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::fixtures::*;
-use super::plan::{self, Launched, Requeue};
+use super::plan::{self, Launched, Recheck, Requeue};
 use super::{is_conflict, reconcile};
 use crate::crd::{LoopService, LoopServiceStatus, Phase, Time};
 use crate::job;
@@ -605,28 +605,42 @@ async fn a_refused_spec_already_reported_is_not_reported_again_after_a_restart()
     assert_eq!(asked.lines().len(), 3, "nothing for the one reported before: {:#?}", asked.lines());
 }
 
-/// Reports of invalid specs are paced per namespace: 30 LoopServices of one refused spec take
-/// 60 writes (a status and an Event each), 10 past the burst of 50, so they take at least
-/// 10 × 20 ms. Each is still reported.
+/// Past a burst, each report of an invalid spec is booked its own instant in its namespace's
+/// pace: its reconcile writes nothing and comes back then, instead of waiting inside itself
+/// (which held a place, woke every waiter at once, and timed out past 30 s in a flood).
 #[tokio::test]
-async fn reports_of_invalid_specs_are_paced_past_a_burst() {
+async fn reports_of_invalid_specs_past_a_burst_come_back_at_their_own_instants() {
+    let burst = super::context::INVALID_REPORTS_PER_SECOND.get() as usize;
     let all: Vec<LoopService> =
-        (0..30).map(|i| same_spec(&format!("report-{i}"), &format!("0aa1b2c3-d4e5-4f60-8a7b-9c8d7e6f5a{i:02}"))).collect();
+        (0..burst + 3).map(|i| same_spec(&format!("report-{i}"), &format!("0aa1b2c3-d4e5-4f60-8a7b-9c8d7e6f5a{i:02}"))).collect();
     let mut expect = vec![Expect::dry_run_job().refused(422, "Invalid", &format!("Job.batch is invalid: {VOLUME_REFUSED}"))];
     for ls in &all {
         expect.extend([Expect::write_status(ls), Expect::event()]);
     }
     let (client, api) = api_server(expect);
-    let ctx = context(client, clock_at(t0()), vec![], vec![]);
-    let started = std::time::Instant::now();
+    let clock = clock_at(t0());
+    let ctx = context(client, clock.clone(), vec![], vec![]);
+    let every = Duration::from_secs(1) / super::context::INVALID_REPORTS_PER_SECOND.get();
+    let mut actions = vec![];
     for ls in &all {
-        reconcile(cached(ls), ctx.clone()).await.expect("the reconcile succeeds");
+        actions.push(reconcile(cached(ls), ctx.clone()).await.expect("the reconcile succeeds"));
     }
-    let took = started.elapsed();
+    let refused_recheck = Action::requeue(Duration::from_secs(30));
+    assert!(actions[..burst].iter().all(|a| *a == refused_recheck), "the burst is reported at once: {actions:?}");
+    let booked: Vec<Action> = (1..=3).map(|k| Action::requeue(every * k)).collect();
+    assert_eq!(actions[burst..], booked[..], "past the burst, one report each `every`");
+    let writes = |api: &ApiServer| api.seen().iter().filter(|s| s.path.ends_with("/status") || s.path.contains("/events")).count();
+    assert_eq!(writes(&api), 2 * burst, "past the burst, nothing is written before its instant");
+    // Woken early (a change): still not its turn, and booked no further back.
+    clock.advance(every / 2);
+    let early = reconcile(cached(&all[burst]), ctx.clone()).await.expect("the reconcile succeeds");
+    assert_eq!(early, Action::requeue(every / 2));
+    clock.advance(every * 3);
+    for ls in &all[burst..] {
+        assert_eq!(reconcile(cached(ls), ctx.clone()).await.expect("the reconcile succeeds"), refused_recheck);
+    }
     let asked = api.done(ctx).await;
-    assert_eq!((asked.statuses().len(), asked.events().len()), (30, 30));
-    let least = 10 * Duration::from_secs(1) / super::context::INVALID_REPORTS_PER_SECOND.get();
-    assert!(took >= least * 9 / 10, "60 report writes took {took:?}, less than the pace allows ({least:?})");
+    assert_eq!((asked.statuses().len(), asked.events().len()), (burst + 3, burst + 3), "each reported once, with its Event");
 }
 
 /// Reconciles that cannot start a loop (a refused spec's report, a loop's end) hold at most
@@ -719,7 +733,7 @@ fn the_plan_by_situation() {
         obstacle: Option<&'static str>,
         ready: (&'static str, &'static str),
         warnings: &'static [&'static str],
-        requeue: Requeue,
+        requeue: (Requeue, Recheck),
     }
     let with = |ls: &LoopService, jobs: &[Job], f: &dyn Fn(&mut super::observe::Observed)| {
         let mut o = observed(ls, jobs);
@@ -737,7 +751,7 @@ fn the_plan_by_situation() {
             obstacle: None,
             ready: ("True", "Running"),
             warnings: &[],
-            requeue: Requeue::After(Duration::from_secs(15)),
+            requeue: (Requeue::After(Duration::from_secs(15)), Recheck::Running),
         },
         Row {
             case: "loop 2 not due yet: wait for t0 + 30 s",
@@ -747,7 +761,7 @@ fn the_plan_by_situation() {
             obstacle: None,
             ready: ("True", "Waiting"),
             warnings: &[],
-            requeue: Requeue::At(at(30)),
+            requeue: (Requeue::At(at(30)), Recheck::Due),
         },
         Row {
             case: "loop 2 due, but a Pod of a deleted Job still runs",
@@ -757,7 +771,7 @@ fn the_plan_by_situation() {
             obstacle: Some("Lingering"),
             ready: ("False", "LoopStuck"),
             warnings: &["LoopStuck"],
-            requeue: Requeue::After(Duration::from_secs(1)),
+            requeue: (Requeue::After(Duration::from_secs(1)), Recheck::Lingering),
         },
         Row {
             case: "the running loop's Pod cannot pull its image",
@@ -767,7 +781,7 @@ fn the_plan_by_situation() {
             obstacle: Some("Stuck"),
             ready: ("False", "LoopStuck"),
             warnings: &["LoopStuck"],
-            requeue: Requeue::After(Duration::from_secs(15)),
+            requeue: (Requeue::After(Duration::from_secs(15)), Recheck::Running),
         },
         Row {
             case: "a stuck verdict about another Job is not the running loop's",
@@ -777,7 +791,7 @@ fn the_plan_by_situation() {
             obstacle: None,
             ready: ("True", "Running"),
             warnings: &[],
-            requeue: Requeue::After(Duration::from_secs(15)),
+            requeue: (Requeue::After(Duration::from_secs(15)), Recheck::Running),
         },
         Row {
             case: "a loop running past its interval: the next waits for it",
@@ -787,7 +801,7 @@ fn the_plan_by_situation() {
             obstacle: None,
             ready: ("True", "Running"),
             warnings: &[],
-            requeue: Requeue::After(Duration::from_secs(15)),
+            requeue: (Requeue::After(Duration::from_secs(15)), Recheck::Running),
         },
         Row {
             case: "the running loop's Job is gone: loop 1 failed, loop 2 starts",
@@ -797,7 +811,7 @@ fn the_plan_by_situation() {
             obstacle: None,
             ready: ("True", "Running"),
             warnings: &["LoopFailed"],
-            requeue: Requeue::After(Duration::from_secs(15)),
+            requeue: (Requeue::After(Duration::from_secs(15)), Recheck::Running),
         },
         Row {
             case: "draining: the due loop is left to the next instance",
@@ -807,7 +821,7 @@ fn the_plan_by_situation() {
             obstacle: None,
             ready: ("True", "Waiting"),
             warnings: &[],
-            requeue: Requeue::After(Duration::from_secs(1)),
+            requeue: (Requeue::After(Duration::from_secs(1)), Recheck::Draining),
         },
         Row {
             case: "suspended: nothing starts until the spec changes",
@@ -817,7 +831,7 @@ fn the_plan_by_situation() {
             obstacle: None,
             ready: ("False", "Suspended"),
             warnings: &[],
-            requeue: Requeue::OnChange,
+            requeue: (Requeue::OnChange, Recheck::OnChange),
         },
         Row {
             case: "spec.loops ran: finished",
@@ -827,7 +841,7 @@ fn the_plan_by_situation() {
             obstacle: None,
             ready: ("True", "Finished"),
             warnings: &[],
-            requeue: Requeue::OnChange,
+            requeue: (Requeue::OnChange, Recheck::OnChange),
         },
         Row {
             case: "the API server refuses the spec's Job: invalid, checked again in 30 s",
@@ -837,7 +851,7 @@ fn the_plan_by_situation() {
             obstacle: None,
             ready: ("False", "InvalidSpec"),
             warnings: &["InvalidSpec"],
-            requeue: Requeue::After(Duration::from_secs(30)),
+            requeue: (Requeue::After(Duration::from_secs(30)), Recheck::Refused),
         },
     ];
     for row in rows {
@@ -854,7 +868,7 @@ fn the_plan_by_situation() {
         assert_eq!((status.as_str(), reason.as_str()), row.ready, "{}: Ready", row.case);
         let warnings: Vec<String> = out.notes.iter().filter(|n| n.warning).map(|n| n.reason.to_string()).collect();
         assert_eq!(warnings, row.warnings, "{}: the warnings", row.case);
-        assert_eq!(out.requeue, row.requeue, "{}: the requeue", row.case);
+        assert_eq!((out.requeue, out.recheck), row.requeue, "{}: the requeue", row.case);
     }
 }
 
