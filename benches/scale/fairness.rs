@@ -59,8 +59,12 @@ pub struct Window {
     /// Each loop's Job after the first: when it was due (seconds into the window) and its
     /// lateness (seconds).
     pub late: Vec<(f64, f64)>,
-    /// Loops due when the loop before ended (it overran): timed from that end.
-    pub after_overrun: usize,
+    /// The lateness of the loops due when the loop before ended (it overran): timed from that
+    /// end, as recorded (the Job's completionTime), so it includes how long the Job's end took
+    /// to reach the operator.
+    pub after_overrun: Vec<f64>,
+    /// The lateness of the others: due at the start of the loop before plus the interval.
+    pub on_time: Vec<f64>,
     /// Loops whose predecessor's end was not in `status.history`: timed from the stamped due time.
     pub unknown_end: usize,
     /// What the API server was asked in the window, by every client.
@@ -152,8 +156,14 @@ fn lateness(watch: &JobWatch, ends: &HashMap<(String, i64), jiff::Timestamp>, fr
             continue;
         }
         w.unknown_end += usize::from(end.is_none());
-        w.after_overrun += usize::from(due > stamped);
-        w.late.push((due.duration_since(from).as_secs_f64(), s.at.duration_since(due).as_secs_f64()));
+        let late = s.at.duration_since(due).as_secs_f64();
+        // The operator stamps a loop due at an overrun's end with that end.
+        if end.is_some_and(|e| *e >= stamped) {
+            w.after_overrun.push(late);
+        } else {
+            w.on_time.push(late);
+        }
+        w.late.push((due.duration_since(from).as_secs_f64(), late));
     }
     w
 }

@@ -191,7 +191,17 @@ fn late_of(w: &Window) -> Sample {
 /// A window's line: its lateness, and how many loops were due at the end of an overrun.
 fn window_line(w: &Window) -> String {
     let unknown = if w.unknown_end > 0 { format!(", {} with the end before unknown", w.unknown_end) } else { String::new() };
-    format!("{}  [{} due at an overrun's end{unknown}]", late_of(w).line(1000.0, " ms"), w.after_overrun)
+    let after = Sample::new(w.after_overrun.clone());
+    let overruns = match after.n() {
+        0 => "0 due at an overrun's end".to_string(),
+        n => format!(
+            "{n} due at an overrun's end, p99 {}; the other {}, p99 {}",
+            dur(after.p(0.99)),
+            w.on_time.len(),
+            dur(Sample::new(w.on_time.clone()).p(0.99))
+        ),
+    };
+    format!("{}  [{overruns}{unknown}]", late_of(w).line(1000.0, " ms"))
 }
 
 /// A window's p99 lateness in each 10 s of it, by due time: where in the window the tail is.
