@@ -111,6 +111,11 @@ struct Args {
     /// report) keeps this few ahead of another namespace's Job create at the API server.
     #[arg(long, env = "BOOKKEEPING_CONCURRENCY", default_value_t = Settings::default().bookkeeping_concurrency, value_parser = clap::value_parser!(u16).range(1..))]
     bookkeeping_concurrency: u16,
+    /// Reports of invalid specs (a status write and an Event each) a second, at most, per
+    /// namespace, after a burst of as many: a tenant's thousands of broken LoopServices are
+    /// reported over minutes rather than in one flood of writes that every namespace shares.
+    #[arg(long, env = "INVALID_REPORTS_PER_SECOND", default_value_t = Settings::default().invalid_reports_per_second)]
+    invalid_reports_per_second: std::num::NonZeroU32,
     /// Reconciles running at once, at most (each LoopService is reconciled by one at a time);
     /// more wait for a place, namespaces in turn. Most of them wait for a turn to make a
     /// request; a waiting reconcile costs a few KiB.
@@ -369,6 +374,7 @@ impl Operator {
             burst: args.client_burst,
             loop_events: args.loop_events,
             reconcile_timeout: args.reconcile_timeout,
+            invalid_reports_per_second: args.invalid_reports_per_second,
         };
         let draining = Arc::new(AtomicBool::new(false));
         let parts = Parts {

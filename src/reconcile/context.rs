@@ -36,12 +36,6 @@ pub const POD_CREATE_FAILURE_TTL: Duration = Duration::from_secs(30);
 /// asked to scan Events hundreds of times a minute (the soak measured 1.1 s an Events list).
 pub const POD_CREATE_LOOKUPS_PER_SECOND: std::num::NonZeroU32 = std::num::NonZeroU32::new(2).unwrap();
 pub const POD_CREATE_LOOKUPS_BURST: std::num::NonZeroU32 = std::num::NonZeroU32::new(10).unwrap();
-/// Reports of invalid specs (a status write and an Event each) a second, at most, per
-/// namespace, after a burst of as many: a namespace that makes thousands of broken
-/// LoopServices at once has them reported over minutes, not in one flood of writes to the API
-/// server that every namespace's loops share. A few broken ones are reported at once. A report
-/// past the burst is booked its own instant ([`crate::pace`]).
-pub const INVALID_REPORTS_PER_SECOND: std::num::NonZeroU32 = std::num::NonZeroU32::new(25).unwrap();
 
 /// Which Events the operator publishes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -80,6 +74,12 @@ pub struct Settings {
     /// A reconcile taking longer than this (a request hanging on a dead connection) fails and
     /// is retried.
     pub reconcile_timeout: Duration,
+    /// Reports of invalid specs (a status write and an Event each) a second, at most, per
+    /// namespace, after a burst of as many: a namespace that makes thousands of broken
+    /// LoopServices at once has them reported over minutes, not in one flood of writes to the
+    /// API server that every namespace's loops share. A few broken ones are reported at once. A
+    /// report past the burst is booked its own instant ([`crate::pace`]).
+    pub invalid_reports_per_second: std::num::NonZeroU32,
 }
 
 impl Default for Settings {
@@ -92,6 +92,7 @@ impl Default for Settings {
             burst: 1000,
             loop_events: LoopEvents::Problems,
             reconcile_timeout: Duration::from_secs(30),
+            invalid_reports_per_second: std::num::NonZeroU32::new(25).unwrap_or(std::num::NonZeroU32::MIN),
         }
     }
 }
@@ -158,7 +159,7 @@ pub struct Context {
     /// Reads of those Events, at most `POD_CREATE_LOOKUPS_PER_SECOND` (each scans the
     /// namespace's Events): past it, a Job without a Pod waits for a later reconcile to learn why.
     pub pod_create_lookups: Limiter,
-    /// Reports of invalid specs, by namespace ([`INVALID_REPORTS_PER_SECOND`]).
+    /// Reports of invalid specs, by namespace ([`Settings::invalid_reports_per_second`]).
     pub invalid_reports: Pace,
 }
 
@@ -174,6 +175,7 @@ pub struct Slot<'a> {
 impl Context {
     pub fn new(parts: Parts, caches: Caches) -> Self {
         let Parts { client, reporter, metrics, draining, fault, settings, clock, claims } = parts;
+        let reports = settings.invalid_reports_per_second;
         let turns = Turns::new(usize::from(settings.concurrency.max(1)), usize::from(settings.bookkeeping_concurrency));
         let slots = usize::from(settings.max_reconciles.max(settings.concurrency).max(1));
         let qps = std::num::NonZeroU32::new(settings.qps.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
@@ -200,7 +202,7 @@ impl Context {
             pod_create_lookups: governor::RateLimiter::direct(
                 governor::Quota::per_second(POD_CREATE_LOOKUPS_PER_SECOND).allow_burst(POD_CREATE_LOOKUPS_BURST),
             ),
-            invalid_reports: Pace::new(INVALID_REPORTS_PER_SECOND, INVALID_REPORTS_PER_SECOND),
+            invalid_reports: Pace::new(reports, reports),
         }
     }
 

@@ -29,7 +29,7 @@ use crate::{Error, Result};
 pub async fn record(o: &Observed, plan: Plan, launched: Option<Launched>, ctx: &Context, now: Timestamp) -> Result<Action> {
     let Outcome { status, notes, releases, deletes, requeue, recheck } = plan::conclude(o, plan, launched, now);
     // A report of an invalid spec (its status write and its Event) is paced per namespace
-    // (see `INVALID_REPORTS_PER_SECOND`): past the burst it comes back at its booked instant.
+    // (`--invalid-reports-per-second`): past the burst it comes back at its booked instant.
     let reporting = !matches!(o.spec, Checked::Valid(..));
     if status != o.prev {
         if reporting {

@@ -610,7 +610,7 @@ async fn a_refused_spec_already_reported_is_not_reported_again_after_a_restart()
 /// (which held a place, woke every waiter at once, and timed out past 30 s in a flood).
 #[tokio::test]
 async fn reports_of_invalid_specs_past_a_burst_come_back_at_their_own_instants() {
-    let burst = super::context::INVALID_REPORTS_PER_SECOND.get() as usize;
+    let burst = super::context::Settings::default().invalid_reports_per_second.get() as usize;
     let all: Vec<LoopService> =
         (0..burst + 3).map(|i| same_spec(&format!("report-{i}"), &format!("0aa1b2c3-d4e5-4f60-8a7b-9c8d7e6f5a{i:02}"))).collect();
     let mut expect = vec![Expect::dry_run_job().refused(422, "Invalid", &format!("Job.batch is invalid: {VOLUME_REFUSED}"))];
@@ -620,7 +620,7 @@ async fn reports_of_invalid_specs_past_a_burst_come_back_at_their_own_instants()
     let (client, api) = api_server(expect);
     let clock = clock_at(t0());
     let ctx = context(client, clock.clone(), vec![], vec![]);
-    let every = Duration::from_secs(1) / super::context::INVALID_REPORTS_PER_SECOND.get();
+    let every = Duration::from_secs(1) / super::context::Settings::default().invalid_reports_per_second.get();
     let mut actions = vec![];
     for ls in &all {
         actions.push(reconcile(cached(ls), ctx.clone()).await.expect("the reconcile succeeds"));
