@@ -24,6 +24,7 @@ pub mod status;
 // API code: caches, one reconcile, the controller's wiring, metrics and HTTP.
 pub mod cache;
 pub mod cached;
+pub mod failed_creates;
 pub mod fair;
 pub mod heap;
 pub mod http;

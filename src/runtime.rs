@@ -53,8 +53,15 @@ pub async fn run(parts: Parts, selection: Selection, ready: Arc<AtomicBool>, shu
     let owned = || scope.config(cache::owned_config());
     let (jobs, job_stream) = Cache::new(apis(&client, &scope), owned(), filter("job"), cache::trim_job);
     let (pods, pod_stream) = Cache::new(apis(&client, &scope), owned(), filter("pod"), cache::trim_pod);
-    let caches = Caches { jobs, pods, synced: Arc::new(AtomicBool::new(false)), watch_failed_at: Arc::new(AtomicI64::new(0)) };
+    let failed_creates_config = crate::failed_creates::config(&scope);
+    let (failed_creates, failed_create_stream) =
+        Cache::new(apis(&client, &scope), failed_creates_config, filter("event"), crate::failed_creates::trim);
+    let caches =
+        Caches { jobs, pods, failed_creates, synced: Arc::new(AtomicBool::new(false)), watch_failed_at: Arc::new(AtomicI64::new(0)) };
     cache::drive(pod_stream, "pods", caches.watch_failed_at.clone());
+    // Its failures do not make the other caches suspect: without it, a Job without a Pod is
+    // only not told why.
+    cache::drive(failed_create_stream, "FailedCreate events", Arc::new(AtomicI64::new(0)));
     let (store, writer) = reflector::store();
     let ls_client = loopservice_client.unwrap_or_else(|| client.clone());
     let ls_stream = loopservices(&ls_client, &scope, filter("loopservice"), &store)

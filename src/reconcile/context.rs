@@ -29,13 +29,6 @@ use crate::verdicts::Verdicts;
 const RELEASED_KEPT: Duration = Duration::from_secs(30);
 /// How long after a watch failure the caches are not trusted alone.
 const SUSPECT_AFTER_WATCH_FAILURE: Duration = Duration::from_secs(60);
-/// How long the reason a Job has no Pod, once read, is taken as still true.
-pub const POD_CREATE_FAILURE_TTL: Duration = Duration::from_secs(30);
-/// Reads of `FailedCreate` Events a second, at most, for all LoopServices, after a burst of
-/// `POD_CREATE_LOOKUPS_BURST`: a control plane behind on Pods for hundreds of Jobs is not also
-/// asked to scan Events hundreds of times a minute (the soak measured 1.1 s an Events list).
-pub const POD_CREATE_LOOKUPS_PER_SECOND: std::num::NonZeroU32 = std::num::NonZeroU32::new(2).unwrap();
-pub const POD_CREATE_LOOKUPS_BURST: std::num::NonZeroU32 = std::num::NonZeroU32::new(10).unwrap();
 
 /// Which Events the operator publishes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -116,6 +109,8 @@ pub struct Parts {
 pub struct Caches {
     pub jobs: Cache<Job>,
     pub pods: Cache<Pod>,
+    /// The Job controller's `FailedCreate` Events: why a Job has no Pod.
+    pub failed_creates: Cache<k8s_openapi::api::core::v1::Event>,
     /// Set once the LoopService, Job and Pod caches have all synced.
     pub synced: Arc<AtomicBool>,
     /// When a watch last failed (ms since the Unix epoch): for a while after, the caches may
@@ -153,12 +148,6 @@ pub struct Context {
     slots_not_urgent: Gate<1>,
     /// Dry-run answers of specs lately checked, by namespace and spec.
     pub verdicts: Verdicts,
-    /// Why a running loop's Job has no Pod (its `FailedCreate` Event), by namespace and Job,
-    /// as lately read: a Job that waits for its Pod is not asked about again for a while.
-    pub pod_create_failures: mini_moka::sync::Cache<(String, String), Option<String>>,
-    /// Reads of those Events, at most `POD_CREATE_LOOKUPS_PER_SECOND` (each scans the
-    /// namespace's Events): past it, a Job without a Pod waits for a later reconcile to learn why.
-    pub pod_create_lookups: Limiter,
     /// Reports of invalid specs, by namespace ([`Settings::invalid_reports_per_second`]).
     pub invalid_reports: Pace,
 }
@@ -198,10 +187,6 @@ impl Context {
             slots: Gate::new(slots),
             slots_not_urgent: Gate::new(slots - slots / SLOTS_KEPT_FOR_URGENT),
             verdicts: Verdicts::default(),
-            pod_create_failures: mini_moka::sync::Cache::builder().max_capacity(10_000).time_to_live(POD_CREATE_FAILURE_TTL).build(),
-            pod_create_lookups: governor::RateLimiter::direct(
-                governor::Quota::per_second(POD_CREATE_LOOKUPS_PER_SECOND).allow_burst(POD_CREATE_LOOKUPS_BURST),
-            ),
             invalid_reports: Pace::new(reports, reports),
         }
     }

@@ -192,6 +192,16 @@ pub fn context(client: Client, clock: Arc<ManualClock>, jobs: Vec<Job>, pods: Ve
     context_of(client, clock, jobs, pods, None, None)
 }
 
+/// [`context`] whose watch of `FailedCreate` Events holds one about Job `job`, saying `why`.
+pub fn context_with_failed_create(client: Client, clock: Arc<ManualClock>, jobs: Vec<Job>, job: &str, why: &str) -> Arc<Context> {
+    let event = json!({"metadata": {"name": "e", "namespace": NS}, "involvedObject": {"kind": "Job", "name": job, "namespace": NS},
+                       "reason": "FailedCreate", "message": why, "lastTimestamp": "2026-01-01T00:00:00Z"});
+    let mut ctx = context_of(client, clock, jobs, vec![], None, None);
+    let caches = &mut Arc::get_mut(&mut ctx).expect("a new context").caches;
+    caches.failed_creates = Cache::from_objects(vec![serde_json::from_value(event).expect("an Event")]);
+    ctx
+}
+
 /// [`context`] of a release named `mine` (`<lease namespace>/<lease name>`): it claims what it works.
 pub fn context_of_release(client: Client, clock: Arc<ManualClock>, jobs: Vec<Job>, mine: &str) -> Arc<Context> {
     context_of(client, clock, jobs, vec![], None, Some(mine))
@@ -223,6 +233,7 @@ fn context_of(
     let caches = Caches {
         jobs: Cache::from_objects(jobs),
         pods: Cache::from_objects(pods),
+        failed_creates: Cache::from_objects(vec![]),
         synced: Arc::new(true.into()),
         watch_failed_at: Arc::default(),
     };
@@ -415,23 +426,6 @@ impl Expect {
             (StatusCode::OK, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": labels}}))
         });
         Expect::new(Method::GET, format!("/api/v1/namespaces/{NS}"), answer)
-    }
-
-    /// A read, from any cache of the API server's (`resourceVersion=0`), of the `FailedCreate`
-    /// Events of the Job of loop 1; answered with an Event that says why its Pod cannot be created.
-    pub fn list_failed_creates_of_loop_1(why: &str) -> Self {
-        let event = json!({"metadata": {"name": "e", "namespace": NS}, "involvedObject": {"kind": "Job", "name": job_name(1)},
-                           "reason": "FailedCreate", "message": why, "lastTimestamp": "2026-01-01T00:00:00Z"});
-        let list = json!({"apiVersion": "v1", "kind": "EventList", "metadata": {}, "items": [event]});
-        let query = "fieldSelector=involvedObject.kind%3DJob%2CinvolvedObject.name%3Dreport-c1d7a-1%2Creason%3DFailedCreate&resourceVersion=0&resourceVersionMatch=NotOlderThan";
-        Expect {
-            query,
-            ..Expect::new(
-                Method::GET,
-                format!("/api/v1/namespaces/{NS}/events"),
-                Box::new(move |_: &Value, _: &mut Stored| (StatusCode::OK, list)),
-            )
-        }
     }
 
     /// Answers with a `Warning` header of `text` too, as admission's warnings come.

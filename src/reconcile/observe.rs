@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, Resource, ResourceExt};
 use tracing::warn;
 
@@ -401,43 +401,17 @@ async fn stuck(seen: &Observed, pods: &[Arc<Pod>], ctx: &Context, now: Timestamp
     let of_job: Vec<Pod> = pods_of(pods, &running.name).map(|p| Pod::clone(p)).collect();
     let (reason, why) = match job::stuck_reason(&of_job) {
         Some(why) => (Reason::LoopStuck, why),
-        None if of_job.is_empty() => (Reason::PodCreateFailed, pod_create_failure(ctx, &seen.namespace, &running.name).await?),
+        None if of_job.is_empty() => (Reason::PodCreateFailed, pod_create_failure(ctx, &seen.namespace, &running.name)?),
         None => return None,
     };
     Some(Obstacle::Stuck { job: running.name.clone(), reason, why })
 }
 
 /// Why the Job controller could not create the Pod of `job`, from the Job's latest
-/// `FailedCreate` Event (a missing ServiceAccount, a PodSecurity or quota refusal). Best
-/// effort: `None` when unknown. The answer is kept for `POD_CREATE_FAILURE_TTL`, and reads are
-/// limited to `POD_CREATE_LOOKUPS_PER_SECOND` in all (`None` past it), so that a control plane
-/// behind on creating Pods (hundreds of Jobs without one yet) is not also asked to scan the
-/// namespace's Events on every reconcile. The read may be served from a watch
-/// cache (`resourceVersion=0`), where the API server keeps one for Events (by default it
-/// keeps none, and reads them from etcd).
-async fn pod_create_failure(ctx: &Context, ns: &str, job: &str) -> Option<String> {
-    let key = (ns.to_string(), job.to_string());
-    if let Some(known) = ctx.pod_create_failures.get(&key) {
-        return known;
-    }
-    ctx.pod_create_lookups.check().ok()?;
-    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(ctx.client.clone(), ns);
-    let lp = ListParams::default().fields(&format!("involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate")).match_any();
-    let _turn = ctx.request(Priority::Bookkeeping, ns).await;
-    let why = match api.list(&lp).await {
-        Ok(list) => list
-            .items
-            .into_iter()
-            .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0).or(e.event_time.as_ref().map(|t| t.0)))
-            .and_then(|e| e.message)
-            .map(|m| format!("its Pod cannot be created: {}", clip(&m))),
-        Err(e) => {
-            warn!(namespace = %ns, %job, error = %e, "could not read the events of the running loop's job");
-            return None;
-        }
-    };
-    ctx.pod_create_failures.insert(key, why.clone());
-    why
+/// `FailedCreate` Event, kept by the operator's watch of them ([`crate::failed_creates`]).
+/// Best effort: `None` when there is none.
+fn pod_create_failure(ctx: &Context, ns: &str, job: &str) -> Option<String> {
+    crate::failed_creates::why(&ctx.caches.failed_creates, ns, job)
 }
 
 #[cfg(test)]
@@ -445,36 +419,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[tokio::test]
-    async fn why_a_job_has_no_pod_is_read_once_for_a_while_from_any_cache() {
-        use crate::reconcile::fixtures::{api_server, clock_at, context, job_name, t0, Expect};
-        let why = "pods \"report-c1d7a-1-x\" is forbidden: error looking up service account ns/missing";
-        let (client, server) = api_server(vec![Expect::list_failed_creates_of_loop_1(why)]);
-        let ctx = context(client, clock_at(t0()), vec![], vec![]);
-        let first = pod_create_failure(&ctx, "ns", &job_name(1)).await;
-        assert_eq!(first.as_deref(), Some(format!("its Pod cannot be created: {why}").as_str()));
-        // Asked again before the answer is 30 s old: the answer kept, no second read.
-        assert_eq!(pod_create_failure(&ctx, "ns", &job_name(1)).await, first);
-        assert_eq!(server.done(ctx).await.lines().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn past_the_lookup_budget_a_job_without_a_pod_is_not_asked_about() {
-        use crate::reconcile::context::POD_CREATE_LOOKUPS_BURST;
-        use crate::reconcile::fixtures::{api_server, clock_at, context, job_name, t0, Expect};
-        let burst = POD_CREATE_LOOKUPS_BURST.get() as usize;
-        // The kept answers are dropped after each ask, so that each ask would read.
-        let expected = (0..burst).map(|_| Expect::list_failed_creates_of_loop_1("exceeded quota")).collect();
-        let (client, server) = api_server(expected);
-        let ctx = context(client, clock_at(t0()), vec![], vec![]);
-        for _ in 0..burst {
-            assert!(pod_create_failure(&ctx, "ns", &job_name(1)).await.is_some());
-            ctx.pod_create_failures.invalidate_all();
-        }
-        assert_eq!(pod_create_failure(&ctx, "ns", &job_name(1)).await, None, "past the budget: not asked");
-        assert_eq!(server.done(ctx).await.lines().len(), burst);
-    }
 
     fn pod(owner: serde_json::Value) -> Pod {
         serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns", "ownerReferences": owner,
