@@ -15,7 +15,9 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 
 use crate::cache::{Cache, WATCH_TIMEOUT_SECS};
+use crate::metrics::Metrics;
 use crate::scope::Scope;
+use crate::shard::{Filter, Shard};
 use crate::text::clip;
 
 /// What the watch selects: the Job controller's refusals to create a Job's Pod.
@@ -28,6 +30,13 @@ pub fn config(scope: &Scope) -> watcher::Config {
         None => FIELDS.to_string(),
     };
     watcher::Config::default().fields(&fields).timeout(WATCH_TIMEOUT_SECS)
+}
+
+/// The watch's filter: every shard keeps every such Event, counted as kind `event`. An Event
+/// names its Job, not the LoopService's uid, so a shard's filter by owner would keep them all
+/// in shard 0 and none in the others.
+pub fn filter(metrics: &Metrics) -> Filter {
+    Filter::new(Shard::default(), metrics, "event")
 }
 
 /// Keeps what the answer reads: the Job, the message and when.
@@ -78,6 +87,15 @@ mod tests {
         ]);
         assert_eq!(why(&events, "a", "j-1").as_deref(), Some("its Pod cannot be created: exceeded quota: pods=1"));
         assert_eq!(why(&events, "a", "j-3"), None, "no Event: not known");
+    }
+
+    #[test]
+    fn every_shard_keeps_every_refusal() {
+        let e = kube::runtime::watcher::Event::Apply(event("a", "j-1", "exceeded quota", "2026-01-01T00:00:00Z"));
+        assert!(filter(&Metrics::default()).keeps(&e, crate::shard::owner_label));
+        // An owner filter of shard 1 of 2 would drop it: it has no owner label.
+        let second = Filter::new(Shard::new(1, 2).unwrap(), &Metrics::default(), "event");
+        assert!(!second.keeps(&e, crate::shard::owner_label));
     }
 
     #[test]

@@ -54,8 +54,12 @@ pub async fn run(parts: Parts, selection: Selection, ready: Arc<AtomicBool>, shu
     let (jobs, job_stream) = Cache::new(apis(&client, &scope), owned(), filter("job"), cache::trim_job);
     let (pods, pod_stream) = Cache::new(apis(&client, &scope), owned(), filter("pod"), cache::trim_pod);
     let failed_creates_config = crate::failed_creates::config(&scope);
-    let (failed_creates, failed_create_stream) =
-        Cache::new(apis(&client, &scope), failed_creates_config, filter("event"), crate::failed_creates::trim);
+    let (failed_creates, failed_create_stream) = Cache::new(
+        apis(&client, &scope),
+        failed_creates_config,
+        crate::failed_creates::filter(&parts.metrics),
+        crate::failed_creates::trim,
+    );
     let caches =
         Caches { jobs, pods, failed_creates, synced: Arc::new(AtomicBool::new(false)), watch_failed_at: Arc::new(AtomicI64::new(0)) };
     cache::drive(pod_stream, "pods", caches.watch_failed_at.clone());
