@@ -1,7 +1,8 @@
 //! Phase 5: fairness between namespaces. `BENCH_FAIR_N` (100) healthy LoopServices every 10 s
 //! in one namespace; their Jobs' lateness (the bench's Job watch against each Job's due time)
-//! alone; beside as many broken LoopServices in a namespace the operator does not watch (the
-//! control: what the creates cost without the operator's reports); while `BENCH_FAIR_BROKEN` (5000) LoopServices the API server refuses are created in
+//! alone; while as many broken LoopServices are created in a namespace the operator does not
+//! watch, and the 60 s after (the control: what the creates cost without the operator's work on
+//! them); while `BENCH_FAIR_BROKEN` (5000) LoopServices the API server refuses are created in
 //! another namespace (the bench's own creates load the API server too); beside them, once
 //! created (while the operator reports them); once all are reported; and after a restart of the operator with both there (loops due once it is ready).
 //!
@@ -42,6 +43,9 @@ pub struct FairResult {
     /// watch, the 60 s after they were created (in `create_unwatched_s`).
     pub unwatched: Window,
     pub create_unwatched_s: f64,
+    /// While the bench creates the broken LoopServices the operator does not watch.
+    pub during_unwatched: Window,
+    /// While the bench creates the broken LoopServices the operator watches.
     pub during: Window,
     pub beside: Window,
     /// Beside them once all were reported Invalid (their report, a status write and an Event
@@ -182,8 +186,11 @@ async fn window(op: &mut Operator, watch: &JobWatch, healthy: &TestNs, what: &st
     Window { calls, cpu, ..lateness(watch, &ends(healthy).await, from, to) }
 }
 
-/// Creates `m` broken LoopServices in `ns`, 32 at a time; returns the seconds it took.
-async fn create_broken(ns: &TestNs, m: usize) -> f64 {
+/// Creates `m` broken LoopServices in `ns`, 32 at a time; returns the seconds it took and the
+/// healthy loops due meanwhile, with the CPU each part used.
+async fn create_broken(op: &Operator, watch: &JobWatch, healthy: &TestNs, ns: &TestNs, m: usize) -> (f64, Window) {
+    let (plane, op_cpu) = (plane::Cpu::read(), proc::cpu_secs(op.pid()));
+    let from = jiff::Timestamp::now();
     let t = Instant::now();
     let creates = futures::stream::iter(0..m)
         .map(|i| async move {
@@ -192,7 +199,11 @@ async fn create_broken(ns: &TestNs, m: usize) -> f64 {
         })
         .buffer_unordered(32);
     creates.collect::<Vec<()>>().await;
-    t.elapsed().as_secs_f64()
+    let took = t.elapsed().as_secs_f64();
+    let to = jiff::Timestamp::now();
+    let mut cpu = vec![("operator", proc::cpu_secs(op.pid()) - op_cpu)];
+    cpu.extend(plane::Cpu::read().since(&plane));
+    (took, Window { cpu, ..lateness(watch, &ends(healthy).await, from, to) })
 }
 
 pub async fn run(n: usize, m: usize) -> FairResult {
@@ -209,15 +220,12 @@ pub async fn run(n: usize, m: usize) -> FairResult {
     // The control: as many broken LoopServices in a namespace the operator does not watch, so
     // what the creates and the API server's work on them cost the healthy loops, without the
     // operator's reports.
-    let create_unwatched_s = create_broken(&unwatched, m).await;
+    let (create_unwatched_s, during_unwatched) = create_broken(&op, &watch, &healthy, &unwatched, m).await;
     let unwatched_w = window(&mut op, &watch, &healthy, "beside broken LoopServices the operator does not watch").await;
 
     let reported = Reported::start(&broken_ns, m);
-    let from = jiff::Timestamp::now();
     let t = Instant::now();
-    let create_broken_s = create_broken(&broken_ns, m).await;
-    let to = jiff::Timestamp::now();
-    let during = lateness(&watch, &ends(&healthy).await, from, to);
+    let (create_broken_s, during) = create_broken(&op, &watch, &healthy, &broken_ns, m).await;
     let beside = window(&mut op, &watch, &healthy, "beside the broken LoopServices").await;
     let all_reported_s = loop {
         match reported.at() {
@@ -243,6 +251,7 @@ pub async fn run(n: usize, m: usize) -> FairResult {
         alone,
         unwatched: unwatched_w,
         create_unwatched_s,
+        during_unwatched,
         during,
         beside,
         settled,

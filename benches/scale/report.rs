@@ -230,6 +230,12 @@ pub fn fairness(r: &FairResult) {
         r.create_unwatched_s,
         window_line(&r.unwatched)
     );
+    println!(
+        "  while the bench creates {} broken ones the operator does not watch ({:.1} s)  {}",
+        r.broken,
+        r.create_unwatched_s,
+        window_line(&r.during_unwatched)
+    );
     println!("  while the bench creates {} broken ones ({:.1} s)  {}", r.broken, r.create_broken_s, window_line(&r.during));
     println!("  beside them, the 60 s after  {}", window_line(&r.beside));
     println!("  beside them, the 60 s after all were reported Invalid  {}", window_line(&r.settled));
@@ -245,7 +251,10 @@ pub fn fairness(r: &FairResult) {
         ("all reported", &r.settled),
         ("after a restart", &r.restarted),
     ];
-    for (what, w) in windows {
+    // The creates' own spans, beside the windows: how the creates themselves, and the
+    // operator's work on them, load the healthy loops.
+    let with_creates = [("creating, not w.", &r.during_unwatched), ("creating", &r.during)];
+    for (what, w) in with_creates.iter().chain(&windows) {
         println!("  {what:<16} {}", by_ten_seconds(w));
     }
     println!("  API requests in each window (all clients): LoopService status writes | Event writes | Jobs made | Pod writes | dry runs | all of these kinds");
@@ -265,7 +274,7 @@ pub fn fairness(r: &FairResult) {
         );
     }
     println!("  CPU seconds in each window: operator | kube-apiserver | kube-controller-manager | etcd");
-    for (what, w) in windows {
+    for (what, w) in with_creates.iter().chain(&windows) {
         let cpu = w.cpu.iter().map(|c| fmt(c.1)).collect::<Vec<_>>().join(" | ");
         println!("  {what:<16} {cpu}");
     }
