@@ -189,6 +189,7 @@ async fn window(op: &mut Operator, watch: &JobWatch, healthy: &TestNs, what: &st
 /// Creates `m` broken LoopServices in `ns`, 32 at a time; returns the seconds it took and the
 /// healthy loops due meanwhile, with the CPU each part used.
 async fn create_broken(op: &Operator, watch: &JobWatch, healthy: &TestNs, ns: &TestNs, m: usize) -> (f64, Window) {
+    let before = apiserver::scrape(&healthy.client).await;
     let (plane, op_cpu) = (plane::Cpu::read(), proc::cpu_secs(op.pid()));
     let from = jiff::Timestamp::now();
     let t = Instant::now();
@@ -203,7 +204,8 @@ async fn create_broken(op: &Operator, watch: &JobWatch, healthy: &TestNs, ns: &T
     let to = jiff::Timestamp::now();
     let mut cpu = vec![("operator", proc::cpu_secs(op.pid()) - op_cpu)];
     cpu.extend(plane::Cpu::read().since(&plane));
-    (took, Window { cpu, ..lateness(watch, &ends(healthy).await, from, to) })
+    let calls = apiserver::diff(&before, &apiserver::scrape(&healthy.client).await);
+    (took, Window { calls, cpu, ..lateness(watch, &ends(healthy).await, from, to) })
 }
 
 pub async fn run(n: usize, m: usize) -> FairResult {

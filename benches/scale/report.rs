@@ -258,7 +258,7 @@ pub fn fairness(r: &FairResult) {
         println!("  {what:<16} {}", by_ten_seconds(w));
     }
     println!("  API requests in each window (all clients): LoopService status writes | Event writes | Jobs made | Pod writes | dry runs | all of these kinds");
-    for (what, w) in windows {
+    for (what, w) in with_creates.iter().chain(&windows) {
         let c = &w.calls;
         let sum = |verbs: &[&str], res: &str| apiserver::sum(c, verbs, res, None);
         // A float sum starts at -0.0: + 0.0 prints none as 0.
