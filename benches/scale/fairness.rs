@@ -172,26 +172,42 @@ fn lateness(watch: &JobWatch, ends: &HashMap<(String, i64), jiff::Timestamp>, fr
     w
 }
 
+/// What a span of the bench measured from its start: the API server's request counts, the
+/// operator's and the control plane's CPU, and the healthy loops due in it.
+struct Span {
+    before: Counts,
+    plane: plane::Cpu,
+    op_cpu: f64,
+    from: jiff::Timestamp,
+}
+
+impl Span {
+    async fn start(op: &Operator, healthy: &TestNs) -> Span {
+        let before = apiserver::scrape(&healthy.client).await;
+        Span { before, plane: plane::Cpu::read(), op_cpu: proc::cpu_secs(op.pid()), from: jiff::Timestamp::now() }
+    }
+
+    async fn end(self, op: &Operator, watch: &JobWatch, healthy: &TestNs) -> Window {
+        let to = jiff::Timestamp::now();
+        let mut cpu = vec![("operator", proc::cpu_secs(op.pid()) - self.op_cpu)];
+        cpu.extend(plane::Cpu::read().since(&self.plane));
+        let calls = apiserver::diff(&self.before, &apiserver::scrape(&healthy.client).await);
+        Window { calls, cpu, ..lateness(watch, &ends(healthy).await, self.from, to) }
+    }
+}
+
 async fn window(op: &mut Operator, watch: &JobWatch, healthy: &TestNs, what: &str) -> Window {
-    let before = apiserver::scrape(&healthy.client).await;
-    let (plane, op_cpu) = (plane::Cpu::read(), proc::cpu_secs(op.pid()));
-    let from = jiff::Timestamp::now();
+    let span = Span::start(op, healthy).await;
     let seen = watch.count();
     tokio::time::sleep(WINDOW).await;
-    let to = jiff::Timestamp::now();
-    let mut cpu = vec![("operator", proc::cpu_secs(op.pid()) - op_cpu)];
-    cpu.extend(plane::Cpu::read().since(&plane));
-    let calls = apiserver::diff(&before, &apiserver::scrape(&healthy.client).await);
     assert!(watch.count() > seen, "no healthy Job in {WINDOW:?} {what}; operator log:\n{}", proc::tail(&op.log_text()));
-    Window { calls, cpu, ..lateness(watch, &ends(healthy).await, from, to) }
+    span.end(op, watch, healthy).await
 }
 
 /// Creates `m` broken LoopServices in `ns`, 32 at a time; returns the seconds it took and the
-/// healthy loops due meanwhile, with the CPU each part used.
+/// span's measures (the healthy loops due meanwhile, the API requests and the CPU).
 async fn create_broken(op: &Operator, watch: &JobWatch, healthy: &TestNs, ns: &TestNs, m: usize) -> (f64, Window) {
-    let before = apiserver::scrape(&healthy.client).await;
-    let (plane, op_cpu) = (plane::Cpu::read(), proc::cpu_secs(op.pid()));
-    let from = jiff::Timestamp::now();
+    let span = Span::start(op, healthy).await;
     let t = Instant::now();
     let creates = futures::stream::iter(0..m)
         .map(|i| async move {
@@ -201,11 +217,7 @@ async fn create_broken(op: &Operator, watch: &JobWatch, healthy: &TestNs, ns: &T
         .buffer_unordered(32);
     creates.collect::<Vec<()>>().await;
     let took = t.elapsed().as_secs_f64();
-    let to = jiff::Timestamp::now();
-    let mut cpu = vec![("operator", proc::cpu_secs(op.pid()) - op_cpu)];
-    cpu.extend(plane::Cpu::read().since(&plane));
-    let calls = apiserver::diff(&before, &apiserver::scrape(&healthy.client).await);
-    (took, Window { calls, cpu, ..lateness(watch, &ends(healthy).await, from, to) })
+    (took, span.end(op, watch, healthy).await)
 }
 
 pub async fn run(n: usize, m: usize) -> FairResult {
