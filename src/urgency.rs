@@ -65,6 +65,16 @@ impl Glance {
         }
         !self.invalid && self.due_ms.is_some_and(|due| due <= now_ms.saturating_add(LOOKAHEAD_MS))
     }
+
+    /// Whether its spec is known invalid: the status says so for this generation, or the
+    /// generation is not yet checked and `refused` says its spec is refused right now.
+    pub fn refused(&self, refused: impl FnOnce(u64) -> bool) -> bool {
+        if self.checked {
+            self.invalid
+        } else {
+            refused(self.spec_key)
+        }
+    }
 }
 
 #[cfg(test)]

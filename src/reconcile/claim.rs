@@ -41,10 +41,27 @@ const STAND_BY_RECHECK: Duration = Duration::from_secs(15);
 /// What a reconcile does with its LoopService.
 pub enum Claimed {
     /// This release works it: the LoopService to go on with (the stored one, when the claim was
-    /// just written).
-    Ours(Arc<LoopService>),
+    /// just written), and whether the claim took its turn in the reports' pace (the report that
+    /// follows goes in that turn, without asking for another).
+    Ours { ls: Arc<LoopService>, paced: bool },
     /// Another release works it: nothing is written; look again after the Action.
     Elsewhere(Action),
+    /// Free, but its claim waits for its turn in the reports' pace: nothing is written; look
+    /// again after the Action.
+    Later(Action),
+}
+
+/// How a free LoopService's claim is written. The claim is the first write a new LoopService
+/// costs, so it goes as the reconcile's next write would: with the launches when a loop may
+/// start, else as bookkeeping; and when the spec is known refused, in the pace of the reports
+/// of invalid specs, whose turn it shares with the report after it. Thousands of new broken
+/// LoopServices then cost the API server no more claims a second than reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Manner {
+    /// The reconcile may start a loop ([`crate::urgency`]).
+    pub urgent: bool,
+    /// Its spec is known refused or invalid ([`crate::urgency::Glance::refused`]).
+    pub refused: bool,
 }
 
 /// How a claimant's Lease looked.
@@ -226,15 +243,17 @@ async fn read_lease(ctx: &Context, claimant: &str) -> LeaseRead {
     }
 }
 
-/// Decides whether this release works `ls`, claiming it when it is free (or its claimant gone).
-pub async fn claim(ls: Arc<LoopService>, ctx: &Context) -> Result<Claimed> {
+/// Decides whether this release works `ls` at `now`, claiming it when it is free (or its
+/// claimant gone) in the given `manner`.
+pub async fn claim(ls: Arc<LoopService>, ctx: &Context, manner: Manner, now: jiff::Timestamp) -> Result<Claimed> {
     let claims = &ctx.claims;
     let uid = ls.uid().unwrap_or_default();
     let by = ls.annotations().get(ANN_CLAIMED_BY).filter(|v| !v.is_empty()).cloned();
     let mine = claims.mine();
+    let ours = |ls| Ok(Claimed::Ours { ls, paced: false });
     if by.as_deref() == mine {
         claims.works(&uid);
-        return Ok(Claimed::Ours(ls));
+        return ours(ls);
     }
     let mut took_over = None;
     if let Some(by) = by {
@@ -248,17 +267,23 @@ pub async fn claim(ls: Arc<LoopService>, ctx: &Context) -> Result<Claimed> {
     // LoopService being deleted needs no claim to be let go.
     let Some(mine) = mine else {
         claims.works(&uid);
-        return Ok(Claimed::Ours(ls));
+        return ours(ls);
     };
     if ls.meta().deletion_timestamp.is_some() {
         claims.works(&uid);
-        return Ok(Claimed::Ours(ls));
+        return ours(ls);
     }
-    let stored = write_claim(&ls, ctx, mine).await?;
+    let (ns, name) = (ls.namespace().unwrap_or_default(), ls.name_any());
+    if manner.refused {
+        if let Some(wait) = ctx.invalid_reports.turn(&ns, &name, now) {
+            return Ok(Claimed::Later(Action::requeue(wait)));
+        }
+    }
+    let priority = if manner.urgent { Priority::Launch } else { Priority::Bookkeeping };
+    let stored = write_claim(&ls, ctx, mine, priority).await?;
     claims.works(&uid);
     ctx.metrics.claimed_elsewhere.set(claims.standing_by() as i64);
     if let Some((former, why)) = took_over {
-        let (ns, name) = (ls.namespace().unwrap_or_default(), ls.name_any());
         info!(namespace = %ns, %name, %former, %why, "took over a loopservice another release claimed");
         let note = Note::normal(
             Reason::ClaimTaken,
@@ -266,14 +291,14 @@ pub async fn claim(ls: Arc<LoopService>, ctx: &Context) -> Result<Claimed> {
         );
         record::publish(&stored, ctx, &[note]).await?;
     }
-    Ok(Claimed::Ours(Arc::new(stored)))
+    Ok(Claimed::Ours { ls: Arc::new(stored), paced: manner.refused })
 }
 
 /// Writes this release's claim, on the condition that the LoopService is as read.
-async fn write_claim(ls: &LoopService, ctx: &Context, mine: &str) -> Result<LoopService> {
+async fn write_claim(ls: &LoopService, ctx: &Context, mine: &str, priority: Priority) -> Result<LoopService> {
     let (ns, name) = (ls.namespace().unwrap_or_default(), ls.name_any());
     let patch = json!({"metadata": {"resourceVersion": ls.resource_version(), "annotations": {ANN_CLAIMED_BY: mine}}});
-    let _turn = ctx.request(Priority::Launch, &ns).await;
+    let _turn = ctx.request(priority, &ns).await;
     Api::<LoopService>::namespaced(ctx.client.clone(), &ns)
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await

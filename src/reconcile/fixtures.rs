@@ -404,7 +404,8 @@ impl Expect {
             stored.loopservice = Some(claimed.clone());
             (StatusCode::OK, claimed)
         });
-        Expect { content_type: Some(MERGE_PATCH), ..Expect::new(Method::PATCH, format!("{LOOPSERVICES}/{NAME}"), answer) }
+        let path = format!("{LOOPSERVICES}/{}", ls.metadata.name.as_deref().unwrap_or(NAME));
+        Expect { content_type: Some(MERGE_PATCH), ..Expect::new(Method::PATCH, path, answer) }
     }
 
     /// A read of the Lease `<namespace>/<name>` a claim names; answered with `lease` (a Lease's

@@ -57,13 +57,14 @@ pub async fn reconcile(cached: Arc<CachedLoopService>, ctx: Arc<Context>) -> Res
     // by a place each, not by all of theirs; and a quarter of the places is kept for reconciles
     // that may start a loop (`crate::urgency`). Waiting here costs little: nothing is expanded yet.
     let urgent = cached.glance.urgent(ctx.clock.now().as_millisecond(), |key| ctx.verdicts.refused(key));
+    let manner = claim::Manner { urgent, refused: cached.glance.refused(|key| ctx.verdicts.refused(key)) };
     let _slot = ctx.slot(urgent, cached.namespace().as_deref().unwrap_or_default()).await;
     let ls = Arc::new(cached.expand().map_err(|e| Error::Cached(cached.name_any(), e))?);
     let began = Instant::now();
     ctx.metrics.reconciles.inc();
     // The work is boxed, and so allocated only once the reconcile has its place: the controller
     // makes one of these for every LoopService due, and most finish in their first poll.
-    let res = match tokio::time::timeout(ctx.settings.reconcile_timeout, Box::pin(stages(ls.clone(), &ctx))).await {
+    let res = match tokio::time::timeout(ctx.settings.reconcile_timeout, Box::pin(stages(ls.clone(), &ctx, manner))).await {
         Ok(res) => res,
         Err(_) => Err(Error::TimedOut(ctx.settings.reconcile_timeout)),
     };
@@ -95,15 +96,19 @@ enum Staged {
 }
 
 /// Claim, observe, plan, act, record.
-async fn stages(ls: Arc<LoopService>, ctx: &Context) -> Result<Staged> {
-    let ls = match claim::claim(ls, ctx).await? {
-        claim::Claimed::Ours(ls) => ls,
+async fn stages(ls: Arc<LoopService>, ctx: &Context, manner: claim::Manner) -> Result<Staged> {
+    let now = ctx.clock.now();
+    let (ls, paced) = match claim::claim(ls, ctx, manner, now).await? {
+        claim::Claimed::Ours { ls, paced } => (ls, paced),
         claim::Claimed::Elsewhere(action) => {
             ctx.metrics.requeued(Recheck::StandBy);
             return Ok(Staged::Done(action));
         }
+        claim::Claimed::Later(action) => {
+            ctx.metrics.requeued(Recheck::Paced);
+            return Ok(Staged::Done(action));
+        }
     };
-    let now = ctx.clock.now();
     let ns = ls.namespace().unwrap_or_default();
     let observed = match observe::observe(ls, ctx, now).await? {
         Observation::Seen(observed) => observed,
@@ -119,7 +124,7 @@ async fn stages(ls: Arc<LoopService>, ctx: &Context) -> Result<Staged> {
     };
     let plan = plan::plan(&observed, now);
     let launched = act::act(&observed, plan.launch.as_ref(), ctx).await?;
-    record::record(&observed, plan, launched, ctx, now).await.map(Staged::Done)
+    record::record(&observed, plan, launched, paced, ctx, now).await.map(Staged::Done)
 }
 
 fn is_conflict(e: &Error) -> bool {

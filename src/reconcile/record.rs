@@ -26,13 +26,14 @@ use crate::{Error, Result};
 
 /// Concludes the plan with the launch's answer and records the outcome; returns when to look
 /// again, computed last (kube-runtime counts a requeue from when the reconcile returns).
-pub async fn record(o: &Observed, plan: Plan, launched: Option<Launched>, ctx: &Context, now: Timestamp) -> Result<Action> {
+pub async fn record(o: &Observed, plan: Plan, launched: Option<Launched>, paced: bool, ctx: &Context, now: Timestamp) -> Result<Action> {
     let Outcome { status, notes, releases, deletes, requeue, recheck } = plan::conclude(o, plan, launched, now);
     // A report of an invalid spec (its status write and its Event) is paced per namespace
     // (`--invalid-reports-per-second`): past the burst it comes back at its booked instant.
-    let reporting = !matches!(o.spec, Checked::Valid(..));
+    // `paced`: the claim this reconcile wrote took that turn already.
+    let pace_here = !matches!(o.spec, Checked::Valid(..)) && !paced;
     if status != o.prev {
-        if reporting {
+        if pace_here {
             if let Some(wait) = ctx.invalid_reports.turn(&o.namespace, &o.ls.name_any(), now) {
                 ctx.metrics.requeued(Recheck::Paced);
                 return Ok(Action::requeue(wait));
