@@ -58,5 +58,7 @@ pub fn diff(before: &Counts, after: &Counts) -> Counts {
 
 /// The sum over `verbs` for resource `res` (any group unless `group` is given).
 pub fn sum(c: &Counts, verbs: &[&str], res: &str, group: Option<&str>) -> f64 {
-    c.iter().filter(|((v, r, g), _)| verbs.contains(&v.as_str()) && r == res && group.is_none_or(|gr| gr == g)).map(|(_, n)| n).sum()
+    // A float sum of nothing is -0.0: + 0.0 prints it as 0.
+    c.iter().filter(|((v, r, g), _)| verbs.contains(&v.as_str()) && r == res && group.is_none_or(|gr| gr == g)).map(|(_, n)| n).sum::<f64>()
+        + 0.0
 }

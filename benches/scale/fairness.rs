@@ -4,7 +4,8 @@
 //! watch, and the 60 s after (the control: what the creates cost without the operator's work on
 //! them); while `BENCH_FAIR_BROKEN` (5000) LoopServices the API server refuses are created in
 //! another namespace (the bench's own creates load the API server too); beside them, once
-//! created (while the operator reports them); once all are reported; and after a restart of the operator with both there (loops due once it is ready).
+//! created (while the operator reports them); once all are reported; and after a restart of the
+//! operator (SIGTERM, then a new process) with both there (loops due once it is ready).
 //!
 //! A loop is due at max(its due time as the operator stamped it on the Job, that is the start of
 //! the loop before plus the interval; the end of the loop before, from `status.history`): a loop
@@ -251,7 +252,11 @@ pub async fn run(n: usize, m: usize) -> FairResult {
     drop(reported);
     let settled = window(&mut op, &watch, &healthy, "beside the broken LoopServices, all reported").await;
 
-    drop(op);
+    // A restart as a rolling update makes it: SIGTERM, the drain, then a new process. With
+    // leader election (`BENCH_OPERATOR_ENV=LEADER_ELECT=true`, the chart's default) the old one
+    // lets its Lease go, so the new one is not held back by a crashed leader's Lease.
+    op.signal("TERM");
+    op.wait_exit(Duration::from_secs(60)).await;
     let (mut op, _) = start(&healthy, &broken_ns).await;
     let restarted = window(&mut op, &watch, &healthy, "after a restart").await;
     drop(op);

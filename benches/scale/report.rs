@@ -257,15 +257,18 @@ pub fn fairness(r: &FairResult) {
     for (what, w) in with_creates.iter().chain(&windows) {
         println!("  {what:<16} {}", by_ten_seconds(w));
     }
-    println!("  API requests in each window (all clients): LoopService status writes | Event writes | Jobs made | Pod writes | dry runs | all of these kinds");
+    println!(
+        "  API requests in each window (all clients): LoopService status writes | other LoopService writes (claims) | Event writes | Jobs made | Pod writes | dry runs | all of these kinds"
+    );
     for (what, w) in with_creates.iter().chain(&windows) {
         let c = &w.calls;
         let sum = |verbs: &[&str], res: &str| apiserver::sum(c, verbs, res, None);
-        // A float sum starts at -0.0: + 0.0 prints none as 0.
+        // A float sum of nothing is -0.0: + 0.0 prints it as 0.
         let dry = c.iter().filter(|((_, r, _), _)| r.contains("(dry run)")).map(|(_, n)| n).sum::<f64>() + 0.0;
         println!(
-            "  {what:<16} {} | {} | {} | {} | {} | {}",
+            "  {what:<16} {} | {} | {} | {} | {} | {} | {}",
             sum(&["PATCH", "APPLY", "PUT"], "loopservices/status"),
+            sum(&["PATCH", "APPLY", "PUT"], "loopservices"),
             sum(&["POST", "PATCH"], "events"),
             sum(&["POST"], "jobs"),
             sum(&["POST", "PATCH", "PUT", "DELETE"], "pods") + sum(&["PATCH", "PUT"], "pods/status"),

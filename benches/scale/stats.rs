@@ -31,6 +31,9 @@ impl Sample {
 
     /// "p50 X  p90 X  p99 X  max X (n=N)", values scaled by `scale` and printed with `unit`.
     pub fn line(&self, scale: f64, unit: &str) -> String {
+        if self.sorted.is_empty() {
+            return "no samples (n=0)".into();
+        }
         let f = |v: f64| fmt(v * scale);
         format!(
             "p50 {}{unit}  p90 {}{unit}  p99 {}{unit}  max {}{unit}  (n={})",
