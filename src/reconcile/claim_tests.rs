@@ -119,48 +119,53 @@ async fn two_releases_claiming_at_once_the_second_conflicts_and_starts_nothing()
     assert!(asked.created_jobs().is_empty() && asked.statuses().is_empty(), "{:#?}", asked.lines());
 }
 
-/// Thousands of new LoopServices of one spec the API server refuses, each to be claimed before
-/// it is reported: the claims go in the pace of the reports, a claim and its report in one turn.
-/// Past the burst a reconcile writes nothing, not even the claim, before its instant.
+/// Thousands of new LoopServices of one invalid spec (refused by the API server's dry run, or
+/// by the operator's own rules), each to be claimed before it is reported: the claims go in the
+/// pace of the reports, a claim and its report in one turn. Past the burst a reconcile writes
+/// nothing, not even the claim, before its instant.
 #[tokio::test]
-async fn claims_of_a_refused_spec_go_in_the_reports_pace_one_turn_for_claim_and_report() {
+async fn claims_of_an_invalid_spec_go_in_the_reports_pace_one_turn_for_claim_and_report() {
     let settings = super::context::Settings::default();
     let burst = settings.invalid_reports_per_second.get() as usize;
     let every = std::time::Duration::from_secs(1) / settings.invalid_reports_per_second.get();
-    let all: Vec<LoopService> = (0..burst + 2)
-        .map(|i| {
-            let mut ls = loopservice(json!({}));
-            ls.metadata.name = Some(format!("broken-{i}"));
-            ls.metadata.uid = Some(format!("0aa1b2c3-d4e5-4f60-8a7b-9c8d7e6f5a{i:02}"));
-            ls
-        })
-        .collect();
     let refusal = "Job.batch is invalid: spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"nope\"";
-    let mut expect = vec![];
-    for (i, ls) in all.iter().enumerate() {
-        expect.push(Expect::claim(ls, MINE));
-        if i == 0 {
-            expect.push(Expect::dry_run_job().refused(422, "Invalid", refusal));
+    for refused_by_api_server in [true, false] {
+        let spec = if refused_by_api_server { json!({}) } else { json!({"interval": "soon"}) };
+        let all: Vec<LoopService> = (0..burst + 2)
+            .map(|i| {
+                let mut ls = loopservice(spec.clone());
+                ls.metadata.name = Some(format!("broken-{i}"));
+                ls.metadata.uid = Some(format!("0aa1b2c3-d4e5-4f60-8a7b-9c8d7e6f5a{i:02}"));
+                ls
+            })
+            .collect();
+        let mut expect = vec![];
+        for (i, ls) in all.iter().enumerate() {
+            expect.push(Expect::claim(ls, MINE));
+            if i == 0 && refused_by_api_server {
+                expect.push(Expect::dry_run_job().refused(422, "Invalid", refusal));
+            }
+            expect.extend([Expect::write_status(ls), Expect::event()]);
         }
-        expect.extend([Expect::write_status(ls), Expect::event()]);
+        let (client, api) = api_server(expect);
+        let clock = clock_at(t0());
+        let ctx = context_of_release(client, clock.clone(), vec![], MINE);
+        let mut actions = vec![];
+        for ls in &all {
+            actions.push(reconcile(cached(ls), ctx.clone()).await.expect("the reconcile succeeds"));
+        }
+        let (first, past) = actions.split_at(burst);
+        assert!(first.iter().all(|a| *a == first[0]), "the burst is claimed and reported at once: {actions:?}");
+        assert_eq!(past, [Action::requeue(every), Action::requeue(every * 2)], "past the burst, one claim and report each `every`");
+        let claims =
+            |api: &ApiServer| api.seen().iter().filter(|s| s.path.contains("/loopservices/") && !s.path.ends_with("/status")).count();
+        assert_eq!(claims(&api), burst, "past the burst, not even the claim is written before its instant");
+        clock.advance(every * 2);
+        for ls in &all[burst..] {
+            let back = reconcile(cached(ls), ctx.clone()).await.expect("the reconcile succeeds");
+            assert_eq!(back, first[0], "claimed and reported in the one turn, not booked another");
+        }
+        let asked = api.done(ctx).await;
+        assert_eq!((asked.statuses().len(), asked.events().len()), (burst + 2, burst + 2), "each claimed and reported once");
     }
-    let (client, api) = api_server(expect);
-    let clock = clock_at(t0());
-    let ctx = context_of_release(client, clock.clone(), vec![], MINE);
-    let mut actions = vec![];
-    for ls in &all {
-        actions.push(reconcile(cached(ls), ctx.clone()).await.expect("the reconcile succeeds"));
-    }
-    let refused_recheck = Action::requeue(std::time::Duration::from_secs(30));
-    assert!(actions[..burst].iter().all(|a| *a == refused_recheck), "the burst is claimed and reported at once: {actions:?}");
-    assert_eq!(actions[burst..], [Action::requeue(every), Action::requeue(every * 2)], "past the burst, one claim and report each `every`");
-    let claims = |api: &ApiServer| api.seen().iter().filter(|s| s.path.contains("/loopservices/") && !s.path.ends_with("/status")).count();
-    assert_eq!(claims(&api), burst, "past the burst, not even the claim is written before its instant");
-    clock.advance(every * 2);
-    for ls in &all[burst..] {
-        let back = reconcile(cached(ls), ctx.clone()).await.expect("the reconcile succeeds");
-        assert_eq!(back, refused_recheck, "claimed and reported in the one turn, not booked another");
-    }
-    let asked = api.done(ctx).await;
-    assert_eq!((asked.statuses().len(), asked.events().len()), (burst + 2, burst + 2), "each claimed and reported once");
 }

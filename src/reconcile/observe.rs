@@ -180,7 +180,13 @@ async fn check(ls: &LoopService, ctx: &Context, ns: &str, prev: &LoopServiceStat
     }
     let valid = match ls.spec.validate() {
         Ok(v) => v,
-        Err(errors) => return Ok(Checked::Invalid(errors.to_string())),
+        Err(errors) => {
+            // Kept as the API server's refusals are, so that the next LoopServices of this spec
+            // are known invalid before they are decoded (`crate::urgency`).
+            let why = errors.to_string();
+            let _ = ctx.verdicts.cell(ns, &ls.spec).set(Verdict::refused(why.clone()));
+            return Ok(Checked::Invalid(why));
+        }
     };
     if prev.observed_generation == ls.metadata.generation && prev.phase != Some(Phase::Invalid) {
         return Ok(Checked::Valid(Box::new(valid), None));
