@@ -1,5 +1,5 @@
-//! What the API server said of a dry-run create of a spec's Job, by namespace and spec, kept
-//! for [`VERDICT_TTL`]: LoopServices stamped from one spec (hundreds made at once, or all
+//! What the API server said of a dry-run create of a spec's Job (or, for a spec the operator's
+//! own rules refuse, what they said), by namespace and spec, kept for [`VERDICT_TTL`]: LoopServices stamped from one spec (hundreds made at once, or all
 //! overdue when the operator starts) are checked once, not once each. Those checking the same
 //! spec at the same time wait for one answer. A refusal is kept as long: its cause (a quota, a
 //! webhook) may go, but thousands of LoopServices of one broken spec (one tenant's mistake, or

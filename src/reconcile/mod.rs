@@ -56,8 +56,9 @@ pub async fn reconcile(cached: Arc<CachedLoopService>, ctx: Arc<Context>) -> Res
     // at once, namespaces in turn, so that thousands due in one namespace hold back another's
     // by a place each, not by all of theirs; and a quarter of the places is kept for reconciles
     // that may start a loop (`crate::urgency`). Waiting here costs little: nothing is expanded yet.
-    let urgent = cached.glance.urgent(ctx.clock.now().as_millisecond(), |key| ctx.verdicts.refused(key));
-    let manner = claim::Manner { urgent, refused: cached.glance.refused(|key| ctx.verdicts.refused(key)) };
+    let refused = cached.glance.refused(|key| ctx.verdicts.refused(key));
+    let urgent = cached.glance.urgent(ctx.clock.now().as_millisecond(), |_| refused);
+    let manner = claim::Manner { urgent, refused };
     let _slot = ctx.slot(urgent, cached.namespace().as_deref().unwrap_or_default()).await;
     let ls = Arc::new(cached.expand().map_err(|e| Error::Cached(cached.name_any(), e))?);
     let began = Instant::now();
