@@ -7,10 +7,13 @@
 //! created (while the operator reports them); once all are reported; and after a restart of the
 //! operator (SIGTERM, then a new process) with both there (loops due once it is ready).
 //!
-//! A loop is due at max(its due time as the operator stamped it on the Job, that is the start of
-//! the loop before plus the interval; the end of the loop before, from `status.history`): a loop
+//! A loop is due at the latest of: its due time as the operator stamped it on the Job (the start
+//! of the loop before plus the interval); the end of the loop before as `status.history` records
+//! it (the Job's completionTime, to the second); and when the bench's Job watch first saw that
+//! end (to the millisecond: no watcher, the operator included, can know of it sooner). A loop
 //! whose predecessor overran starts when it ends (the loop's rule), and is late only after that.
-//! How many loops were due at an end, and so timed from it, is printed beside.
+//! How many loops were due at an end, and so timed from it, is printed beside, and so is the
+//! lateness timed from the recorded end alone, as this bench timed it before it saw the ends.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,13 +23,13 @@ use futures::StreamExt;
 use kube::api::ListParams;
 use kube::runtime::{watcher, WatchStreamExt};
 use loopservice_operator::crd::Phase;
-use loopservice_operator::keys::{ANN_SCHEDULED, LABEL_LOOP, LABEL_NAME};
+use loopservice_operator::keys::{ANN_SCHEDULED, ANN_STARTED, LABEL_LOOP, LABEL_NAME};
 use serde_json::json;
 
 use crate::apiserver::{self, Counts};
 use crate::peers::{create_many, fake_node_pod_spec};
 use crate::support::{create_ls, ensure_crd, Operator, TestNs};
-use crate::watch::JobWatch;
+use crate::watch::{JobWatch, Seen};
 use crate::{plane, proc};
 
 /// How long each window lasts.
@@ -70,8 +73,15 @@ pub struct Window {
     pub after_overrun: Vec<f64>,
     /// The lateness of the others: due at the start of the loop before plus the interval.
     pub on_time: Vec<f64>,
+    /// Each loop's lateness timed from the later of its stamped due time and the recorded end
+    /// before it, without the end the watch saw (seconds).
+    pub from_recorded_end: Vec<f64>,
     /// Loops whose predecessor's end was not in `status.history`: timed from the stamped due time.
     pub unknown_end: usize,
+    /// Each loop's lateness in two parts (seconds): the operator's, from its due time to the
+    /// start the operator stamped on its Job just before the create; and the rest, the create
+    /// and the watch event's way to the bench.
+    pub parts: Vec<(f64, f64)>,
     /// What the API server was asked in the window, by every client.
     pub calls: Counts,
     /// CPU seconds in the window: the operator's, then the control plane's by component.
@@ -148,27 +158,40 @@ async fn start(healthy: &TestNs, broken: &TestNs) -> (Operator, String) {
     (op, addr)
 }
 
-/// The loops after the first that were due and seen in `[from, to)`, each due at the later of
-/// its stamped due time and the end of the loop before it (`ends`).
+/// The loops after the first that were due and seen in `[from, to)`, each due at the latest of
+/// its stamped due time, the end of the loop before it as recorded (`ends`), and when the watch
+/// saw that end.
 fn lateness(watch: &JobWatch, ends: &HashMap<(String, i64), jiff::Timestamp>, from: jiff::Timestamp, to: jiff::Timestamp) -> Window {
     let mut w = Window::default();
-    for (_, s) in watch.snapshot().iter().filter(|(_, s)| !s.relisted && s.at < to) {
-        let n = s.labels.get(LABEL_LOOP).and_then(|l| l.parse::<i64>().ok()).unwrap_or(0);
-        let (Some(stamped), true) = (s.ann_time(ANN_SCHEDULED), n >= 2) else { continue };
-        let end = s.labels.get(LABEL_NAME).and_then(|name| ends.get(&(name.clone(), n - 1)));
-        let due = end.map_or(stamped, |e| stamped.max(*e));
+    let snapshot = watch.snapshot();
+    let loop_of = |s: &Seen| s.labels.get(LABEL_LOOP).and_then(|l| l.parse::<i64>().ok()).unwrap_or(0);
+    // When the watch first saw each loop's Job end, by (LoopService, loop).
+    let seen_ended: HashMap<(&str, i64), jiff::Timestamp> = snapshot
+        .iter()
+        .filter_map(|(_, s)| Some(((s.labels.get(LABEL_NAME)?.as_str(), loop_of(s)), s.ended?)))
+        .collect();
+    for (_, s) in snapshot.iter().filter(|(_, s)| !s.relisted && s.at < to) {
+        let n = loop_of(s);
+        let (Some(stamped), Some(name), true) = (s.ann_time(ANN_SCHEDULED), s.labels.get(LABEL_NAME), n >= 2) else { continue };
+        let recorded = ends.get(&(name.clone(), n - 1)).copied();
+        let end = [recorded, seen_ended.get(&(name.as_str(), n - 1)).copied()].into_iter().flatten().max();
+        let due = end.map_or(stamped, |e| stamped.max(e));
         if due < from {
             continue;
         }
         w.unknown_end += usize::from(end.is_none());
         let late = s.at.duration_since(due).as_secs_f64();
-        // The operator stamps a loop due at an overrun's end with that end.
-        if end.is_some_and(|e| *e >= stamped) {
+        w.from_recorded_end.push(s.at.duration_since(recorded.map_or(stamped, |e| stamped.max(e))).as_secs_f64());
+        // Due at the end before it, not at its stamped time: its predecessor overran.
+        if end.is_some_and(|e| e >= stamped) {
             w.after_overrun.push(late);
         } else {
             w.on_time.push(late);
         }
         w.late.push((due.duration_since(from).as_secs_f64(), late));
+        if let Some(started) = s.ann_time(ANN_STARTED) {
+            w.parts.push((started.duration_since(due).as_secs_f64(), s.at.duration_since(started).as_secs_f64()));
+        }
     }
     w
 }

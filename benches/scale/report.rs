@@ -257,6 +257,24 @@ pub fn fairness(r: &FairResult) {
     for (what, w) in with_creates.iter().chain(&windows) {
         println!("  {what:<16} {}", by_ten_seconds(w));
     }
+    println!("  p99 timed from the recorded end before (the Job's completionTime, to the second), not from when the watch saw it:");
+    for (what, w) in with_creates.iter().chain(&windows) {
+        let s = Sample::new(w.from_recorded_end.clone());
+        println!("  {what:<16} p99 {} (n={})", dur(s.p(0.99)), s.n());
+    }
+    println!("  where the lateness is, p50 / p99: due to the create sent (the operator's wake and turn) | the create sent to the Job seen (API server and watch)");
+    for (what, w) in with_creates.iter().chain(&windows) {
+        let part = |k: fn(&(f64, f64)) -> f64| Sample::new(w.parts.iter().map(k).collect());
+        let (op, server) = (part(|p| p.0), part(|p| p.1));
+        println!(
+            "  {what:<16} {} / {} | {} / {}  (n={})",
+            dur(op.p(0.5)),
+            dur(op.p(0.99)),
+            dur(server.p(0.5)),
+            dur(server.p(0.99)),
+            op.n()
+        );
+    }
     println!(
         "  API requests in each window (all clients): LoopService status writes | other LoopService writes (claims) | Event writes | Jobs made | Pod writes | dry runs | all of these kinds"
     );

@@ -1,6 +1,9 @@
 //! An independent Job watch: when each Job's ADDED event reaches the bench, by the bench's
-//! clock, with the Job's labels and annotations as they were then. It runs on a thread and
-//! runtime of its own, so that the bench's other work does not delay the readings.
+//! clock, with the Job's labels and annotations as they were then, and when the Job was first
+//! seen ended (a Complete or Failed condition): the moment its end could be known to any
+//! watcher, the operator included, to the millisecond (the Job's own completionTime is to the
+//! second). It runs on a thread and runtime of its own, so that the bench's other work does not
+//! delay the readings.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -8,7 +11,6 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
@@ -21,6 +23,8 @@ pub struct Seen {
     pub annotations: BTreeMap<String, String>,
     /// Seen only in a relist after the watch was interrupted: its time is late.
     pub relisted: bool,
+    /// When the watch first saw it ended, if it did (not in a relist).
+    pub ended: Option<jiff::Timestamp>,
 }
 
 impl Seen {
@@ -45,7 +49,7 @@ impl JobWatch {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("watch runtime");
             rt.block_on(async move {
                 let client = Client::try_default().await.expect("a client for the Job watch");
-                let api: Api<PartialObjectMeta<Job>> = Api::namespaced(client, &ns);
+                let api: Api<Job> = Api::namespaced(client, &ns);
                 // Lists from the watch cache, so that the watch resumes at a resourceVersion it
                 // still holds (a quorum list's can be older than its window: 410 Expired).
                 let stream = watcher::watcher(api, watcher::Config::default().any_semantic());
@@ -76,12 +80,18 @@ impl JobWatch {
                         }
                     };
                     let name = obj.metadata.name.clone().unwrap_or_default();
-                    map.lock().unwrap().entry(name).or_insert_with(|| Seen {
+                    let ended = ended(&obj) && !relisted;
+                    let mut map = map.lock().unwrap();
+                    let seen = map.entry(name).or_insert_with(|| Seen {
                         at,
                         labels: obj.metadata.labels.clone().unwrap_or_default(),
                         annotations: obj.metadata.annotations.clone().unwrap_or_default(),
                         relisted,
+                        ended: None,
                     });
+                    if ended && seen.ended.is_none() {
+                        seen.ended = Some(at);
+                    }
                 }
             });
         });
@@ -96,6 +106,12 @@ impl JobWatch {
     pub fn snapshot(&self) -> Vec<(String, Seen)> {
         self.seen.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
+}
+
+/// Whether a Job has ended: a Complete or Failed condition that is true (as the operator reads it).
+fn ended(job: &Job) -> bool {
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions.is_some_and(|cs| cs.iter().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"))
 }
 
 impl Drop for JobWatch {
