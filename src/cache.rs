@@ -271,6 +271,36 @@ fn is_running_untouched(j: &Job) -> bool {
     j.metadata.deletion_timestamp.is_none() && j.status.as_ref().and_then(|s| s.conditions.as_ref()).is_none_or(|c| c.is_empty())
 }
 
+/// Events a stream driven on its own task ([`on_own_task`]) may have ready before the controller
+/// takes them.
+pub const HANDOFF: usize = 1024;
+
+/// Drives `stream` on a task of its own and hands its items over through a channel of `buffer`.
+///
+/// The controller polls its trigger streams and every reconcile from one task. Whatever a
+/// stream does before its items reach the controller (decoding, trimming, updating its
+/// reflector store) then waits for all of that, and the reconciles for it: while 5,000
+/// LoopServices were created in one namespace, the Job watch fell behind, and a loop whose Job
+/// had ended started 3.1 s after its due time; after a restart beside them, the due loops waited
+/// for the 5,000 to be decoded. On a task of its own, each watch keeps its store current and its
+/// decoding runs beside the reconciles, on another worker thread when there is one.
+pub fn on_own_task<T: Send + 'static>(
+    stream: impl Stream<Item = T> + Send + 'static,
+    buffer: usize,
+) -> impl Stream<Item = T> + Send + 'static {
+    let (mut tx, rx) = futures::channel::mpsc::channel(buffer);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            // The controller is gone (it stopped): nothing more to hand over.
+            if futures::SinkExt::send(&mut tx, item).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// Keeps polling a cache's stream (for caches that trigger nothing), logging its errors.
 /// Records in `failed_at` when a watch last failed (ms since the Unix epoch).
 pub fn drive<K: Send + 'static>(
@@ -293,6 +323,28 @@ pub fn drive<K: Send + 'static>(
 mod tests {
     use super::*;
     use k8s_openapi::api::batch::v1::JobCondition;
+
+    /// A stream on its own task goes on while nobody takes its items, up to the buffer (a
+    /// watch keeps its store current while the controller is busy), and hands every item over
+    /// in order.
+    #[tokio::test]
+    async fn a_stream_on_its_own_task_runs_ahead_of_its_taker_and_loses_nothing() {
+        let polled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = polled.clone();
+        let stream = futures::stream::iter(0..100).inspect(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let handed = on_own_task(stream, 8);
+        let ahead = tokio::time::timeout(Duration::from_secs(5), async {
+            while polled.load(std::sync::atomic::Ordering::SeqCst) < 8 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        assert!(ahead.is_ok(), "the stream was not polled until its items were taken");
+        assert!(polled.load(std::sync::atomic::Ordering::SeqCst) < 100, "it ran past the buffer with nobody taking");
+        assert_eq!(handed.collect::<Vec<_>>().await, (0..100).collect::<Vec<_>>());
+    }
     use serde_json::json;
 
     fn job(conditions: serde_json::Value) -> Job {

@@ -76,10 +76,12 @@ pub async fn run(parts: Parts, selection: Selection, ready: Arc<AtomicBool>, shu
     // No limit here: `reconcile` takes one of `max_reconciles` places, handed out fairly between
     // namespaces (the controller's own limit serves waiting reconciles in no particular order).
     let config = kube::runtime::controller::Config::default().concurrency(0);
-    let controller = Controller::for_stream(ls_stream, store.clone())
-        .owns_stream(cache::job_triggers(job_stream).inspect_ok(crate::orphans::watch(store.clone(), ctx.clone())))
-        .with_config(config)
-        .graceful_shutdown_on(shutdown);
+    // Each watch is decoded, and its store kept, on a task of its own (see `cache::on_own_task`).
+    let ls_stream = cache::on_own_task(ls_stream, cache::HANDOFF);
+    let job_stream =
+        cache::on_own_task(cache::job_triggers(job_stream).inspect_ok(crate::orphans::watch(store.clone(), ctx.clone())), cache::HANDOFF);
+    let controller =
+        Controller::for_stream(ls_stream, store.clone()).owns_stream(job_stream).with_config(config).graceful_shutdown_on(shutdown);
     sweep_deleted(store.clone(), ctx.clone());
     crate::orphans::sweep(store.clone(), ctx.clone(), SWEEP_EVERY);
     trim_heap_when_quiet(ctx.clone());
