@@ -120,7 +120,10 @@ async fn main() {
     );
     println!("  kube-controller-manager client: {}", peers::kcm_qps());
     println!("  BENCH_N={n} BENCH_MINUTES={minutes} BENCH_OVERDUE={overdue_n} BENCH_IDLE={idle_n} BENCH_PHASES={phases}");
-    println!("  operator env: LOG_LEVEL=warn{}", proc::extra_env().iter().map(|(k, v)| format!(" {k}={v}")).collect::<String>());
+    println!(
+        "  operator env: LOG_LEVEL=warn,loopservice_operator=info{}",
+        proc::extra_env().iter().map(|(k, v)| format!(" {k}={v}")).collect::<String>()
+    );
 
     let mut plots = vec![];
     if phases.contains("floor") {

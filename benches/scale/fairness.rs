@@ -5,7 +5,8 @@
 //! them); while `BENCH_FAIR_BROKEN` (5000) LoopServices the API server refuses are created in
 //! another namespace (the bench's own creates load the API server too); beside them, once
 //! created (while the operator reports them); once all are reported; and after a restart of the
-//! operator (SIGTERM, then a new process) with both there (loops due once it is ready).
+//! operator (SIGTERM, then a new process) with both there (loops due once it leads with its
+//! caches synced).
 //!
 //! A loop is due at the latest of: its due time as the operator stamped it on the Job (the start
 //! of the loop before plus the interval); the end of the loop before as `status.history` records
@@ -151,10 +152,12 @@ fn broken(name: &str) -> serde_json::Value {
     })
 }
 
-/// Starts the operator for both namespaces.
+/// Starts the operator for both namespaces; returns once it may start loops: ready, and with
+/// leader election leading with its caches synced (a standby is ready before that).
 async fn start(healthy: &TestNs, broken: &TestNs) -> (Operator, String) {
     let (mut op, addr) = proc::start_for(&[&healthy.name, &broken.name]).await;
     proc::wait_ready(&mut op, &addr, Duration::from_secs(120)).await;
+    proc::wait_synced(&mut op, Duration::from_secs(120)).await;
     (op, addr)
 }
 
@@ -166,10 +169,8 @@ fn lateness(watch: &JobWatch, ends: &HashMap<(String, i64), jiff::Timestamp>, fr
     let snapshot = watch.snapshot();
     let loop_of = |s: &Seen| s.labels.get(LABEL_LOOP).and_then(|l| l.parse::<i64>().ok()).unwrap_or(0);
     // When the watch first saw each loop's Job end, by (LoopService, loop).
-    let seen_ended: HashMap<(&str, i64), jiff::Timestamp> = snapshot
-        .iter()
-        .filter_map(|(_, s)| Some(((s.labels.get(LABEL_NAME)?.as_str(), loop_of(s)), s.ended?)))
-        .collect();
+    let seen_ended: HashMap<(&str, i64), jiff::Timestamp> =
+        snapshot.iter().filter_map(|(_, s)| Some(((s.labels.get(LABEL_NAME)?.as_str(), loop_of(s)), s.ended?))).collect();
     for (_, s) in snapshot.iter().filter(|(_, s)| !s.relisted && s.at < to) {
         let n = loop_of(s);
         let (Some(stamped), Some(name), true) = (s.ann_time(ANN_SCHEDULED), s.labels.get(LABEL_NAME), n >= 2) else { continue };

@@ -74,6 +74,23 @@ pub async fn wait_ready(op: &mut Operator, addr: &str, limit: Duration) -> jiff:
     }
 }
 
+/// Waits until the operator says its caches synced (in its log). With leader election a
+/// standby is ready before it leads; the leader it becomes starts loops once its caches have
+/// synced.
+pub async fn wait_synced(op: &mut Operator, limit: Duration) -> jiff::Timestamp {
+    let start = Instant::now();
+    loop {
+        if op.log_text().contains("caches synced") {
+            return jiff::Timestamp::now();
+        }
+        if let Ok(Some(status)) = op.child.try_wait() {
+            panic!("the operator exited ({status}) before its caches synced; log:\n{}", tail(&op.log_text()));
+        }
+        assert!(start.elapsed() < limit, "the operator's caches did not sync within {limit:?}; log:\n{}", tail(&op.log_text()));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 pub fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")

@@ -239,7 +239,7 @@ pub fn fairness(r: &FairResult) {
     println!("  while the bench creates {} broken ones ({:.1} s)  {}", r.broken, r.create_broken_s, window_line(&r.during));
     println!("  beside them, the 60 s after  {}", window_line(&r.beside));
     println!("  beside them, the 60 s after all were reported Invalid  {}", window_line(&r.settled));
-    println!("  60 s after an operator restart with both (loops due once it is ready)  {}", window_line(&r.restarted));
+    println!("  60 s after an operator restart with both (loops due once it leads with its caches synced)  {}", window_line(&r.restarted));
     let reported =
         r.all_reported_s.map_or("not by the end of the window beside them".to_string(), |s| format!("{s:.1} s after the first create"));
     println!("  broken LoopServices reported Invalid: {} of {} at the end; all of them {reported}", r.broken_reported, r.broken);
