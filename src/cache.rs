@@ -288,17 +288,23 @@ pub fn on_own_task<T: Send + 'static>(
     stream: impl Stream<Item = T> + Send + 'static,
     buffer: usize,
 ) -> impl Stream<Item = T> + Send + 'static {
-    let (mut tx, rx) = futures::channel::mpsc::channel(buffer);
+    let (tx, rx) = tokio::sync::mpsc::channel(buffer.max(1));
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
-        while let Some(item) = stream.next().await {
-            // The controller is gone (it stopped): nothing more to hand over.
-            if futures::SinkExt::send(&mut tx, item).await.is_err() {
+        loop {
+            // The controller stopped (its term ended): the watch and its store go with it at
+            // once, even while no event comes.
+            let item = tokio::select! {
+                _ = tx.closed() => return,
+                item = stream.next() => item,
+            };
+            let Some(item) = item else { return };
+            if tx.send(item).await.is_err() {
                 return;
             }
         }
     });
-    rx
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
 }
 
 /// Keeps polling a cache's stream (for caches that trigger nothing), logging its errors.
@@ -344,6 +350,30 @@ mod tests {
         assert!(ahead.is_ok(), "the stream was not polled until its items were taken");
         assert!(polled.load(std::sync::atomic::Ordering::SeqCst) < 100, "it ran past the buffer with nobody taking");
         assert_eq!(handed.collect::<Vec<_>>().await, (0..100).collect::<Vec<_>>());
+    }
+
+    /// Once its taker is gone, a stream on its own task is dropped (a watch closed) although it
+    /// has nothing to hand over.
+    #[tokio::test]
+    async fn a_stream_on_its_own_task_ends_with_its_taker() {
+        struct Dropped(Option<tokio::sync::oneshot::Sender<()>>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                if let Some(tx) = self.0.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        let (tx, dropped) = tokio::sync::oneshot::channel();
+        let guard = Dropped(Some(tx));
+        // A stream that never yields, like a watch of a quiet namespace.
+        let idle = futures::stream::pending::<()>().map(move |x| {
+            let _ = &guard;
+            x
+        });
+        let handed = on_own_task(idle, 8);
+        drop(handed);
+        assert!(tokio::time::timeout(Duration::from_secs(5), dropped).await.is_ok(), "the stream outlived its taker");
     }
     use serde_json::json;
 
