@@ -32,7 +32,9 @@ pub fn skip_missed(st: &mut LoopServiceStatus, rules: &Rules<'_>, now: Timestamp
     let k = (late - window).as_nanos().div_ceil(interval);
     let count = i64::try_from(k).unwrap_or(i64::MAX);
     let span = |k: u128| Duration::from_nanos(u64::try_from(k.saturating_mul(interval)).unwrap_or(u64::MAX));
-    let (first, last, next_due) = (t.due, schedule::add(t.due, span(k - 1)), schedule::add(t.due, span(k)));
+    // To the millisecond, as status keeps times: a span past 584 years saturates off the grid.
+    let on_ms = |t: Timestamp| Timestamp::from_millisecond(t.as_millisecond()).unwrap_or(t);
+    let (first, last, next_due) = (t.due, on_ms(schedule::add(t.due, span(k - 1))), on_ms(schedule::add(t.due, span(k))));
     let which =
         if count == 1 { format!("the due time {}", Time(first)) } else { format!("{count} due times, {} to {}", Time(first), Time(last)) };
     let message = format!(
@@ -240,6 +242,17 @@ mod tests {
         assert_eq!(note.times, 4, "113, 123, 133 and 143 are past the window at 150");
         assert_eq!(st.last_missed.unwrap().next_due_time, Time(t(153.0)));
         assert_eq!(decide(&after_loop_7_skipped(&aligned, 150.0), &aligned, t(150.0)), Decision::Wait { until: t(153.0) });
+    }
+
+    /// Missed for longer than a span of nanoseconds can say (584 years): the times recorded are
+    /// still to the millisecond, so the status reads back as it was written.
+    #[test]
+    fn centuries_missed_are_recorded_to_the_millisecond() {
+        let mut st = after_loop_7();
+        let now = schedule::add(t(0.0), Duration::from_secs(600 * 365 * 24 * 3600));
+        skip_missed(&mut st, &rules(Some(WINDOW)), now).expect("loop 8 is past the window");
+        let written: LoopServiceStatus = serde_json::from_value(serde_json::to_value(&st).unwrap()).unwrap();
+        assert_eq!(written, st);
     }
 
     fn after_loop_7_skipped(rules: &Rules<'_>, now: f64) -> LoopServiceStatus {
