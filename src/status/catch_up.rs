@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::{decide, remember, timing, Decision, Note, Rules, HISTORY_MESSAGE};
 use crate::crd::{LoopRecord, LoopResult, LoopServiceStatus, Missed, Time, Trigger};
@@ -31,9 +31,13 @@ pub fn skip_missed(st: &mut LoopServiceStatus, rules: &Rules<'_>, now: Timestamp
     let interval = rules.interval.as_nanos().max(1);
     let k = (late - window).as_nanos().div_ceil(interval);
     let count = i64::try_from(k).unwrap_or(i64::MAX);
-    let span = |k: u128| Duration::from_nanos(u64::try_from(k.saturating_mul(interval)).unwrap_or(u64::MAX));
-    // To the millisecond, as status keeps times: a span past 584 years saturates off the grid.
-    let on_ms = |t: Timestamp| Timestamp::from_millisecond(t.as_millisecond()).unwrap_or(t);
+    // In seconds and nanoseconds: as nanoseconds alone, a span past 584 years would saturate.
+    let span = |k: u128| {
+        let n = k.saturating_mul(interval);
+        Duration::new(u64::try_from(n / 1_000_000_000).unwrap_or(u64::MAX), (n % 1_000_000_000) as u32)
+    };
+    // To the millisecond, as status keeps times (`from_millisecond` refuses the last second's).
+    let on_ms = |t: Timestamp| t.checked_sub(SignedDuration::from_nanos(i64::from(t.subsec_nanosecond() % 1_000_000))).unwrap_or(t);
     let (first, last, next_due) = (t.due, on_ms(schedule::add(t.due, span(k - 1))), on_ms(schedule::add(t.due, span(k))));
     let which =
         if count == 1 { format!("the due time {}", Time(first)) } else { format!("{count} due times, {} to {}", Time(first), Time(last)) };
@@ -244,15 +248,20 @@ mod tests {
         assert_eq!(decide(&after_loop_7_skipped(&aligned, 150.0), &aligned, t(150.0)), Decision::Wait { until: t(153.0) });
     }
 
-    /// Missed for longer than a span of nanoseconds can say (584 years): the times recorded are
-    /// still to the millisecond, so the status reads back as it was written.
+    /// Missed for longer than a span of nanoseconds can say (584 years): the loop is skipped to
+    /// its next due time within the window all the same, and the times recorded are to the
+    /// millisecond, so the status reads back as it was written.
     #[test]
-    fn centuries_missed_are_recorded_to_the_millisecond() {
-        let mut st = after_loop_7();
-        let now = schedule::add(t(0.0), Duration::from_secs(600 * 365 * 24 * 3600));
-        skip_missed(&mut st, &rules(Some(WINDOW)), now).expect("loop 8 is past the window");
-        let written: LoopServiceStatus = serde_json::from_value(serde_json::to_value(&st).unwrap()).unwrap();
-        assert_eq!(written, st);
+    fn centuries_missed_are_skipped_and_recorded_to_the_millisecond() {
+        for years in [600, 5_000] {
+            let mut st = after_loop_7();
+            let now = schedule::add(t(0.0), Duration::from_secs(years * 365 * 24 * 3600));
+            skip_missed(&mut st, &rules(Some(WINDOW)), now).expect("loop 8 is past the window");
+            let next = st.last_missed.as_ref().unwrap().next_due_time.0;
+            assert!(next > schedule::sub(now, WINDOW) && next <= schedule::add(now, I), "{years} years: due at {next}, now {now}");
+            let written: LoopServiceStatus = serde_json::from_value(serde_json::to_value(&st).unwrap()).unwrap();
+            assert_eq!(written, st);
+        }
     }
 
     fn after_loop_7_skipped(rules: &Rules<'_>, now: f64) -> LoopServiceStatus {
