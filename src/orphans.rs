@@ -61,7 +61,7 @@ fn check(j: &Job, store: &Store<CachedLoopService>, ctx: &Arc<Context>) {
                 return;
             }
         }
-        match record::release(&ctx, &ns, std::slice::from_ref(&held)).await {
+        match record::release(&ctx, &ns, std::slice::from_ref(&held), None).await {
             Ok(()) => info!(namespace = %ns, job = %held.name, loopservice = %owner.name, "released the job of a deleted loopservice"),
             Err(e) => warn!(namespace = %ns, job = %held.name, error = %e.plain(), "could not release the job of a deleted loopservice"),
         }

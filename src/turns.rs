@@ -16,16 +16,28 @@
 //! just made thousands of LoopServices, all to be reported) keeps only that many in the API
 //! server's queue ahead of another namespace's Job create, where it would otherwise fill
 //! every turn.
+//!
+//! Bookkeeping that a launch waits for is not left behind the rest: a LoopService is
+//! reconciled one reconcile at a time, so the reconcile that starts its next loop cannot begin
+//! while the last one still waits to write its status, let its Job go or delete an old one. A
+//! bookkeeping request still waiting [`PROMOTE_BEFORE`] before its LoopService's next loop is
+//! due takes a launch's turn instead ([`Turns::take_before`]).
 
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::fair::{Gate, Place};
 
 /// The longest bookkeeping waits for launches in flight (not for launches waiting for a turn:
 /// those always go first).
 pub const HOLD_FOR_LAUNCHES: Duration = Duration::from_millis(500);
+
+/// How long before its LoopService's next loop is due a bookkeeping request still waiting
+/// becomes a launch's: the reconcile that starts the loop is woken this early too
+/// ([`crate::urgency::LOOKAHEAD_MS`]).
+pub const PROMOTE_BEFORE: Duration = Duration::from_millis(crate::urgency::LOOKAHEAD_MS as u64);
 
 /// Which requests take the next turn when many wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +83,17 @@ impl Turns {
             Counted(&self.launches_in_flight)
         });
         Turn { _place: place, _bookkeeping: bookkeeping, _launch: launch }
+    }
+
+    /// A bookkeeping turn for a request of a LoopService whose next loop is due at `due`: if it
+    /// is still waiting [`PROMOTE_BEFORE`] before then, it waits for a launch's turn instead.
+    pub async fn take_before(&self, namespace: &str, due: Instant) -> Turn<'_> {
+        let promote_at = due.checked_sub(PROMOTE_BEFORE).unwrap_or(due);
+        tokio::select! {
+            biased;
+            turn = self.take(Priority::Bookkeeping, namespace) => turn,
+            () = tokio::time::sleep_until(promote_at) => self.take(Priority::Launch, namespace).await,
+        }
     }
 }
 
@@ -130,6 +153,26 @@ mod tests {
         let started = tokio::time::Instant::now();
         let _book = turns.take(Priority::Bookkeeping, "ns").await;
         assert_eq!(started.elapsed(), HOLD_FOR_LAUNCHES);
+    }
+
+    /// Bookkeeping behind a backlog of bookkeeping keeps its place in that line until
+    /// `PROMOTE_BEFORE` before its LoopService's loop is due, then goes ahead of the backlog.
+    #[tokio::test(start_paused = true)]
+    async fn bookkeeping_a_due_loop_waits_for_goes_ahead_of_the_backlog_before_the_loop_is_due() {
+        let turns = Turns::new(8, 1);
+        let backlog = turns.take(Priority::Bookkeeping, "broken").await;
+        let started = Instant::now();
+        let due = started + Duration::from_secs(3);
+        let early = tokio::time::timeout(Duration::from_millis(1500), turns.take_before("healthy", due)).await;
+        assert!(early.is_err(), "it went ahead of the backlog 1.5 s before the loop was due");
+        let turn = tokio::time::timeout(Duration::from_secs(5), turns.take_before("healthy", due)).await;
+        assert!(turn.is_ok(), "still no turn when the loop was due");
+        assert_eq!(started.elapsed(), Duration::from_secs(3) - PROMOTE_BEFORE, "not promoted when it should have been");
+        drop((turn, backlog));
+        // With a bookkeeping place free it takes that one, at once, long before the loop is due.
+        let free =
+            tokio::time::timeout(Duration::from_millis(1), turns.take_before("healthy", Instant::now() + Duration::from_secs(60))).await;
+        assert!(free.is_ok(), "a bookkeeping place was free");
     }
 
     /// A launch that gives up waiting (its reconcile timed out) no longer holds back bookkeeping.

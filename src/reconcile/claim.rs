@@ -289,7 +289,7 @@ pub async fn claim(ls: Arc<LoopService>, ctx: &Context, manner: Manner, now: jif
             Reason::ClaimTaken,
             format!("Release {mine} works this LoopService from now on; release {former} claimed it, but {why}."),
         );
-        record::publish(&stored, ctx, &[note]).await?;
+        record::publish(&stored, ctx, &[note], None).await?;
     }
     Ok(Claimed::Ours { ls: Arc::new(stored), paced: manner.refused })
 }
@@ -327,7 +327,7 @@ async fn stand_by(ls: &LoopService, ctx: &Context, uid: &str, claimant: &str, un
             requested: false,
             seconds: None,
         };
-        record::publish(ls, ctx, &[note]).await?;
+        record::publish(ls, ctx, &[note], None).await?;
     }
     ctx.metrics.claimed_elsewhere.set(ctx.claims.standing_by() as i64);
     Ok(Claimed::Elsewhere(Action::requeue(STAND_BY_RECHECK)))

@@ -210,6 +210,18 @@ impl Context {
         turn
     }
 
+    /// As [`Context::request`] at bookkeeping priority, for a LoopService whose next loop is
+    /// due at `due`, if one is: the request takes a launch's turn if it still waits shortly
+    /// before then ([`Turns::take_before`]), as that loop's start waits for this reconcile.
+    pub async fn bookkeeping(&self, namespace: &str, due: Option<tokio::time::Instant>) -> Turn<'_> {
+        let turn = match due {
+            Some(due) => self.turns.take_before(namespace, due).await,
+            None => self.turns.take(Priority::Bookkeeping, namespace).await,
+        };
+        self.limiter.until_ready().await;
+        turn
+    }
+
     /// Whether a watch failed lately (in the last minute), so the caches may be behind.
     pub fn caches_suspect(&self) -> bool {
         let at = self.caches.watch_failed_at.load(Ordering::SeqCst);

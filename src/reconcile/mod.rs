@@ -118,7 +118,7 @@ async fn stages(ls: Arc<LoopService>, ctx: &Context, manner: claim::Manner) -> R
             return Ok(Staged::PutOff(Action::requeue(observe::OWN_WRITE_RECHECK)));
         }
         Observation::Gone(held) => {
-            record::release(ctx, &ns, &held).await?;
+            record::release(ctx, &ns, &held, None).await?;
             ctx.metrics.requeued(Recheck::OnChange);
             return Ok(Staged::Done(Action::await_change()));
         }

@@ -10,6 +10,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::context::{Context, Fault, LoopEvents};
@@ -21,7 +22,6 @@ use crate::metrics::{LsLabels, ResultLabels, Stage};
 use crate::reasons::Reason;
 use crate::schedule;
 use crate::status::Note;
-use crate::turns::Priority;
 use crate::{Error, Result};
 
 /// Concludes the plan with the launch's answer and records the outcome; returns when to look
@@ -32,6 +32,12 @@ pub async fn record(o: &Observed, plan: Plan, launched: Option<Launched>, paced:
     // (`--invalid-reports-per-second`): past the burst it comes back at its booked instant.
     // `paced`: the claim this reconcile wrote took that turn already.
     let pace_here = !matches!(o.spec, Checked::Valid(..)) && !paced;
+    // The next loop's start waits for this reconcile's writes: they go ahead of other
+    // bookkeeping shortly before it is due.
+    let due = match requeue {
+        Requeue::At(at) => Some(tokio::time::Instant::now() + schedule::until(at, ctx.clock.now())),
+        Requeue::After(_) | Requeue::OnChange => None,
+    };
     if status != o.prev {
         if pace_here {
             if let Some(wait) = ctx.invalid_reports.turn(&o.namespace, &o.ls.name_any(), now) {
@@ -39,7 +45,7 @@ pub async fn record(o: &Observed, plan: Plan, launched: Option<Launched>, paced:
                 return Ok(Action::requeue(wait));
             }
         }
-        let _turn = ctx.request(Priority::Bookkeeping, &o.namespace).await;
+        let _turn = ctx.bookkeeping(&o.namespace, due).await;
         write_status(&o.ls, &status, ctx).await?;
         Fault::AfterStatusWrite.hit(ctx.fault)?;
     }
@@ -48,9 +54,9 @@ pub async fn record(o: &Observed, plan: Plan, launched: Option<Launched>, paced:
     for n in &notes {
         count(ctx, &labels, n);
     }
-    publish(&o.ls, ctx, &notes).await?;
-    release(ctx, &o.namespace, &releases).await?;
-    delete_jobs(o, ctx, deletes).await?;
+    publish(&o.ls, ctx, &notes, due).await?;
+    release(ctx, &o.namespace, &releases, due).await?;
+    delete_jobs(o, ctx, deletes, due).await?;
     ctx.metrics.requeued(recheck);
     Ok(match requeue {
         Requeue::At(at) => Action::requeue(schedule::until(at, ctx.clock.now())),
@@ -120,10 +126,11 @@ pub fn emits_event(note: &Note, events: LoopEvents) -> bool {
 }
 
 /// Events are best effort: a refused Event is logged, never a reason to redo a reconcile.
-pub async fn publish(ls: &LoopService, ctx: &Context, notes: &[Note]) -> Result<()> {
+/// `due`: when the LoopService's next loop is due, if known ([`Context::bookkeeping`]).
+pub async fn publish(ls: &LoopService, ctx: &Context, notes: &[Note], due: Option<Instant>) -> Result<()> {
     let reference = ls.object_ref(&());
     for n in notes.iter().filter(|n| emits_event(n, ctx.settings.loop_events)) {
-        let _turn = ctx.request(Priority::Bookkeeping, reference.namespace.as_deref().unwrap_or_default()).await;
+        let _turn = ctx.bookkeeping(reference.namespace.as_deref().unwrap_or_default(), due).await;
         let ev = Event {
             type_: if n.warning { EventType::Warning } else { EventType::Normal },
             reason: n.reason.to_string(),
@@ -150,11 +157,11 @@ pub async fn publish(ls: &LoopService, ctx: &Context, notes: &[Note]) -> Result<
 /// ever be recorded for): a JSON patch that tests the finalizer is still where it was read,
 /// so that no one else's finalizer is removed. A Job already gone, or changed since (the test
 /// fails), is left for a later reconcile.
-pub async fn release(ctx: &Context, ns: &str, held: &[Held]) -> Result<()> {
+pub async fn release(ctx: &Context, ns: &str, held: &[Held], due: Option<Instant>) -> Result<()> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     for h in held {
         let patch = crate::job::release_patch(h.index);
-        let _turn = ctx.request(Priority::Bookkeeping, ns).await;
+        let _turn = ctx.bookkeeping(ns, due).await;
         match api.patch(&h.name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
             Ok(_) => {
                 ctx.remember_released(&h.uid);
@@ -174,11 +181,11 @@ pub async fn release(ctx: &Context, ns: &str, held: &[Held]) -> Result<()> {
 /// stored one). The loop this reconcile recorded is counted there already, so its Job is not
 /// left for a later reconcile to delete (the next loop's Job, whose creation wakes none,
 /// would not bring one).
-async fn delete_jobs(o: &Observed, ctx: &Context, deletes: Vec<String>) -> Result<()> {
+async fn delete_jobs(o: &Observed, ctx: &Context, deletes: Vec<String>, due: Option<Instant>) -> Result<()> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &o.namespace);
     let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
     for old in deletes {
-        let _turn = ctx.request(Priority::Bookkeeping, &o.namespace).await;
+        let _turn = ctx.bookkeeping(&o.namespace, due).await;
         match api.delete(&old, &dp).await {
             Ok(_) => {
                 debug!(namespace = %o.namespace, job = %old, "deleted old job");

@@ -375,6 +375,45 @@ async fn when_the_status_write_fails_no_old_job_is_deleted() {
     assert_eq!(asked.deleted_jobs(), Vec::<String>::new(), "the Jobs stay until a status counting their loops is stored");
 }
 
+/// A LoopService is reconciled one reconcile at a time, so its next loop cannot start while
+/// the reconcile that records its last loop's end still waits to write. When other namespaces'
+/// bookkeeping holds every bookkeeping place, that reconcile's writes wait their turn, and go
+/// ahead of the backlog a second before the next loop is due.
+#[tokio::test(start_paused = true)]
+async fn the_end_of_a_loop_is_recorded_ahead_of_a_bookkeeping_backlog_a_second_before_the_next_loop_is_due() {
+    let ls = loopservice(json!({"successfulJobsHistoryLimit": 1}));
+    let (st, mut jobs) = after_loops(&ls, 3);
+    let loop_3 = jobs.pop().unwrap();
+    jobs.push(ended(loop_3, at(65), true));
+    let ls = with_status(&ls, st);
+    let (client, api) = api_server(vec![
+        Expect::write_status(&ls),
+        Expect::release_job(&job_name(3)),
+        Expect::delete_job(&job_name(2)),
+        Expect::delete_job(&job_name(1)),
+    ]);
+    let ctx = context(client, clock_at(at(70)), jobs, vec![]);
+    let mut backlog = vec![];
+    for _ in 0..ctx.settings.bookkeeping_concurrency {
+        backlog.push(ctx.request(crate::turns::Priority::Bookkeeping, "broken").await);
+    }
+
+    let started = tokio::time::Instant::now();
+    // Bounded here: a reconcile stuck behind the backlog would wait as long as the backlog.
+    let res = tokio::time::timeout(Duration::from_secs(25), reconcile(cached(&ls), ctx.clone())).await;
+    let took = started.elapsed();
+    drop(backlog);
+    let res = res.expect("the reconcile waited for the backlog past the next loop's due time");
+    let asked = api.done(ctx).await;
+
+    assert_eq!(res.expect("the reconcile succeeds"), secs(20), "loop 4 is due at t0 + 90 s");
+    assert!(
+        took >= Duration::from_secs(19) && took < Duration::from_millis(19_100),
+        "its writes waited {took:?}, not until a second before loop 4 was due"
+    );
+    assert_eq!(asked.lines().len(), 4, "{:#?}", asked.lines());
+}
+
 // ---- 7. The cache a step behind the operator's own write ----
 
 #[tokio::test]
