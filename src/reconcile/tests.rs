@@ -324,8 +324,9 @@ async fn a_status_write_conflict_fails_the_reconcile_as_a_conflict_and_never_sho
 
 // ---- 6. Old Jobs go after the status that counts them ----
 
-#[tokio::test]
-async fn old_jobs_beyond_the_history_limit_are_deleted_after_the_status_write() {
+/// Loop 3 of a LoopService that keeps one successful Job ended at t0 + 65 s; at t0 + 70 s the
+/// reconcile is to store that, let loop 3's Job go, and delete the Jobs of loops 2 and 1.
+fn loop_3_ended_at_65_keeping_one_job() -> (LoopService, ApiServer, std::sync::Arc<super::Context>) {
     let ls = loopservice(json!({"successfulJobsHistoryLimit": 1}));
     let (st, mut jobs) = after_loops(&ls, 3);
     let loop_3 = jobs.pop().unwrap();
@@ -338,6 +339,12 @@ async fn old_jobs_beyond_the_history_limit_are_deleted_after_the_status_write() 
         Expect::delete_job(&job_name(1)),
     ]);
     let ctx = context(client, clock_at(at(70)), jobs, vec![]);
+    (ls, api, ctx)
+}
+
+#[tokio::test]
+async fn old_jobs_beyond_the_history_limit_are_deleted_after_the_status_write() {
+    let (ls, api, ctx) = loop_3_ended_at_65_keeping_one_job();
 
     let res = reconcile(cached(&ls), ctx.clone()).await;
     let asked = api.done(ctx).await;
@@ -381,18 +388,7 @@ async fn when_the_status_write_fails_no_old_job_is_deleted() {
 /// ahead of the backlog a second before the next loop is due.
 #[tokio::test(start_paused = true)]
 async fn the_end_of_a_loop_is_recorded_ahead_of_a_bookkeeping_backlog_a_second_before_the_next_loop_is_due() {
-    let ls = loopservice(json!({"successfulJobsHistoryLimit": 1}));
-    let (st, mut jobs) = after_loops(&ls, 3);
-    let loop_3 = jobs.pop().unwrap();
-    jobs.push(ended(loop_3, at(65), true));
-    let ls = with_status(&ls, st);
-    let (client, api) = api_server(vec![
-        Expect::write_status(&ls),
-        Expect::release_job(&job_name(3)),
-        Expect::delete_job(&job_name(2)),
-        Expect::delete_job(&job_name(1)),
-    ]);
-    let ctx = context(client, clock_at(at(70)), jobs, vec![]);
+    let (ls, api, ctx) = loop_3_ended_at_65_keeping_one_job();
     let mut backlog = vec![];
     for _ in 0..ctx.settings.bookkeeping_concurrency {
         backlog.push(ctx.request(crate::turns::Priority::Bookkeeping, "broken").await);
