@@ -824,11 +824,16 @@ pub struct Time(pub Timestamp);
 
 impl Time {
     pub fn format(&self) -> String {
-        // Round to whole milliseconds first so that what is written is what is read back.
-        let ms = self.0.as_millisecond();
-        let t = Timestamp::from_millisecond(ms).unwrap_or(self.0);
-        jiff::fmt::temporal::DateTimePrinter::new().precision(Some(3)).timestamp_to_string(&t)
+        // Cut to whole milliseconds first so that what is written is what is read back.
+        jiff::fmt::temporal::DateTimePrinter::new().precision(Some(3)).timestamp_to_string(&to_millisecond(self.0))
     }
+}
+
+/// `t` cut to the whole millisecond (towards the epoch), as status keeps times. Unlike
+/// `Timestamp::from_millisecond(t.as_millisecond())`, this holds in the last second jiff can
+/// represent too.
+pub fn to_millisecond(t: Timestamp) -> Timestamp {
+    t.checked_sub(jiff::SignedDuration::from_nanos(i64::from(t.subsec_nanosecond() % 1_000_000))).unwrap_or(t)
 }
 
 impl std::fmt::Display for Time {

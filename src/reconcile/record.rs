@@ -35,7 +35,7 @@ pub async fn record(o: &Observed, plan: Plan, launched: Option<Launched>, paced:
     // The next loop's start waits for this reconcile's writes: they go ahead of other
     // bookkeeping shortly before it is due.
     let due = match requeue {
-        Requeue::At(at) => Some(tokio::time::Instant::now() + schedule::until(at, ctx.clock.now())),
+        Requeue::At(at) => Some(Instant::now() + schedule::until(at, ctx.clock.now())),
         Requeue::After(_) | Requeue::OnChange => None,
     };
     if status != o.prev {

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use super::{decide, remember, timing, Decision, Note, Rules, HISTORY_MESSAGE};
-use crate::crd::{LoopRecord, LoopResult, LoopServiceStatus, Missed, Time, Trigger};
+use crate::crd::{to_millisecond, LoopRecord, LoopResult, LoopServiceStatus, Missed, Time, Trigger};
 use crate::reasons::Reason;
 use crate::schedule;
 use crate::text::{clip, clip_to};
@@ -36,9 +36,9 @@ pub fn skip_missed(st: &mut LoopServiceStatus, rules: &Rules<'_>, now: Timestamp
         let n = k.saturating_mul(interval);
         Duration::new(u64::try_from(n / 1_000_000_000).unwrap_or(u64::MAX), (n % 1_000_000_000) as u32)
     };
-    // To the millisecond, as status keeps times (`from_millisecond` refuses the last second's).
-    let on_ms = |t: Timestamp| t.checked_sub(SignedDuration::from_nanos(i64::from(t.subsec_nanosecond() % 1_000_000))).unwrap_or(t);
-    let (first, last, next_due) = (t.due, on_ms(schedule::add(t.due, span(k - 1))), on_ms(schedule::add(t.due, span(k))));
+    // To the millisecond, as status keeps times.
+    let on_ms = |k: u128| to_millisecond(schedule::add(t.due, span(k)));
+    let (first, last, next_due) = (t.due, on_ms(k - 1), on_ms(k));
     let which =
         if count == 1 { format!("the due time {}", Time(first)) } else { format!("{count} due times, {} to {}", Time(first), Time(last)) };
     let message = format!(
